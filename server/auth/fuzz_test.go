@@ -1,0 +1,117 @@
+package auth
+
+import (
+	"errors"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+)
+
+func FuzzCredentialsFromRequest(f *testing.F) {
+	seeds := []struct{ authorization, protocols, rawQuery string }{
+		{"Bearer " + keyAlpha, "", ""},
+		{"bearer   " + tokenLike, "", ""},
+		{"Basic dXNlcjpwYXNz", "", ""},
+		{"Bearer", "", ""},
+		{"", "realtime, " + SubprotocolTokenPrefix + tokenLike, ""},
+		{"", "realtime, " + SubprotocolOpenAIKeyPrefix + tokenLike, ""},
+		{"", SubprotocolTokenPrefix + keyAlpha, ""},
+		{"", " , ,voicegateway.v1,,\t", ""},
+		{"", "", "token=" + tokenLike},
+		{"", "", "tok%65n=" + tokenLike + "&token=" + tokenOther},
+		{"", "", "token=%zz&x=%"},
+		{"", "", "token=" + keyAlpha},
+		{"Bearer " + keyAlpha, "realtime," + SubprotocolTokenPrefix + tokenLike, "token=" + tokenLike},
+		{"Bearer sk-\x00\x7f\xff", "realtime,\x01", "token=%00"},
+		{"Bearer " + strings.Repeat("k", maxHeaderValueLen), "", ""},
+	}
+	for _, s := range seeds {
+		f.Add(s.authorization, s.protocols, s.rawQuery)
+	}
+	f.Fuzz(func(t *testing.T, authorization, protocols, rawQuery string) {
+		r := &http.Request{Method: http.MethodGet, Header: http.Header{}, URL: &url.URL{Path: "/v1/realtime", RawQuery: rawQuery}}
+		if authorization != "" {
+			r.Header["Authorization"] = []string{authorization}
+		}
+		if protocols != "" {
+			// A newline splits the input into several header lines.
+			r.Header["Sec-Websocket-Protocol"] = strings.Split(protocols, "\n")
+		}
+
+		cred, err := CredentialsFromRequest(r)
+		if err != nil {
+			if Reason(err) != ReasonMissing && Reason(err) != ReasonMalformed {
+				t.Fatalf("error %v is neither missing nor malformed", err)
+			}
+			if cred != (Credential{}) {
+				t.Fatalf("credential returned with an error")
+			}
+		} else {
+			if cred.Value == "" || len(cred.Value) > maxCredentialLen || !isVisibleASCII(cred.Value) {
+				t.Fatalf("accepted value %q", cred.Value)
+			}
+			if (cred.Kind == KindClientToken) != strings.HasPrefix(cred.Value, TokenPrefix) {
+				t.Fatalf("kind %s for value %q", cred.Kind, cred.Value)
+			}
+			if cred.Kind == KindAPIKey && cred.Source != SourceHeader {
+				t.Fatalf("API key accepted from %s", cred.Source)
+			}
+			if cred.Source == SourceHeader && !strings.Contains(authorization, cred.Value) ||
+				cred.Source == SourceSubprotocol && !strings.Contains(protocols, cred.Value) {
+				t.Fatalf("value %q is not in its source", cred.Value)
+			}
+		}
+
+		switch echo := SubprotocolToEcho(r); echo {
+		case "", SubprotocolRealtime, SubprotocolV1:
+		default:
+			t.Fatalf("SubprotocolToEcho = %q", echo)
+		}
+	})
+}
+
+func FuzzVerifyToken(f *testing.F) {
+	clk := newFakeClock()
+	issuer := newTestIssuer(f, clk)
+	minted := map[string]bool{}
+	for _, claims := range []Claims{
+		{},
+		{KeyID: KeyID(keyAlpha)},
+		{KeyID: KeyID(keyBeta), Session: SessionClaims{AudioMode: "pcm16", Model: "gpt-realtime", Voice: "marin"}},
+	} {
+		token, _, err := issuer.Mint(time.Minute, claims)
+		if err != nil {
+			f.Fatal(err)
+		}
+		minted[token] = true
+		f.Add(token)
+		f.Add(token[:len(token)-1])
+		f.Add(token + "A")
+		f.Add(strings.Replace(token, ".", "..", 1))
+	}
+	for _, s := range []string{
+		"", TokenPrefix, TokenPrefix + ".", TokenPrefix + "eyJ2IjoxfQ." + strings.Repeat("A", 43),
+		"vgw_ct_" + strings.Repeat("A", MaxTokenLen), keyAlpha, "vgw_ct_\x00.\xff",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, token string) {
+		claims, err := issuer.Verify(token)
+		if err == nil {
+			if !minted[token] {
+				t.Fatalf("an unminted token verified: %q", token)
+			}
+			return
+		}
+		switch {
+		case errors.Is(err, ErrMalformedCredentials), errors.Is(err, ErrInvalidCredentials), errors.Is(err, ErrExpiredToken):
+		default:
+			t.Fatalf("unexpected error kind: %v", err)
+		}
+		if claims != (Claims{}) {
+			t.Fatalf("claims returned with an error")
+		}
+	})
+}

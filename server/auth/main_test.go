@@ -1,0 +1,74 @@
+package auth
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	testingclock "k8s.io/utils/clock/testing"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// testEpoch is an arbitrary, whole-second instant that fake clocks start at.
+var testEpoch = time.Date(2025, time.March, 14, 9, 26, 53, 0, time.UTC)
+
+// Keys used across tests; long enough to pass MinKeyLen.
+const (
+	keyAlpha = "sk-alpha-0123456789abcdef"
+	keyBeta  = "sk-beta-0123456789abcdef0"
+	keyGamma = "sk-gamma-0123456789abcdef"
+)
+
+var testSecret = []byte("0123456789abcdef0123456789abcdef")
+
+func newFakeClock() *testingclock.FakeClock {
+	return testingclock.NewFakeClock(testEpoch)
+}
+
+func newTestIssuer(t testing.TB, clk *testingclock.FakeClock) *TokenIssuer {
+	t.Helper()
+	issuer, err := NewTokenIssuer(testSecret, clk)
+	if err != nil {
+		t.Fatalf("NewTokenIssuer: %v", err)
+	}
+	return issuer
+}
+
+// writeFile replaces path atomically, as the kubelet updates a mounted
+// Secret, so that a watcher never sees a half-written file.
+func writeFile(t testing.TB, path, content string) {
+	t.Helper()
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func writeKeyFile(t testing.TB, content string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "keys")
+	writeFile(t, path, content)
+	return path
+}
+
+// eventually polls cond until it holds or timeout passes. It is how tests
+// wait for a goroutine driven by a fake clock without sleeping for a fixed
+// time.
+func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}

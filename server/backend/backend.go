@@ -1,0 +1,66 @@
+// Package backend defines how a voice session talks to an AI speech backend.
+// The session owns the client connection; a backend only sees a Sink to send
+// through and the client events it is handed, so that every backend gets the
+// same limits, error handling and drain behaviour for free.
+package backend
+
+import (
+	"context"
+	"errors"
+
+	"github.com/go-logr/logr"
+
+	"github.com/voicegateway/voicegateway/server/protocol"
+)
+
+// ErrSessionClosed is returned by a Sink once its session has ended; a
+// backend that sees it stops producing.
+var ErrSessionClosed = errors.New("session closed")
+
+// Sink is the client side of a session as a backend sees it. Its methods
+// never block: output is queued on the session's bounded outbound queue, and
+// a client that cannot keep up ends the session rather than growing memory.
+type Sink interface {
+	// Event queues a server event; the session stamps its event_id.
+	Event(ev protocol.Event) error
+	// Raw queues an already encoded JSON event unchanged (relays use it so
+	// that upstream events keep their fields and event_id).
+	Raw(data []byte) error
+	// Audio queues output audio, as a binary message or a base64
+	// response.output_audio.delta, whichever the client negotiated. pcm is
+	// copied before Audio returns.
+	Audio(ref protocol.ContentRef, pcm []byte) error
+	// Fail ends the session with a fatal error; it returns at once.
+	Fail(err *protocol.Error)
+}
+
+// Info describes the session a backend connection serves.
+type Info struct {
+	SessionID   string
+	SampleRate  int
+	BinaryAudio bool
+	// MaxMessageBytes is the client's inbound message limit, announced to the client.
+	MaxMessageBytes int64
+	Log             logr.Logger
+}
+
+// Backend opens one backend connection per session.
+type Backend interface {
+	// Name is the backend's name as configured (--backend).
+	Name() string
+	// Open starts serving a session. ctx is the session's lifetime: when it
+	// is done, everything Open started must stop. An error here is reported
+	// to the client as backend_unavailable.
+	Open(ctx context.Context, info Info, sink Sink) (Conn, error)
+}
+
+// Conn is one session's backend connection.
+type Conn interface {
+	// Handle processes one client event, in arrival order, on the session's
+	// reader goroutine. A non-fatal *protocol.Error becomes an error event
+	// and the session goes on; a fatal one ends it.
+	Handle(ctx context.Context, ev *protocol.ClientEvent) *protocol.Error
+	// Close stops everything the connection started and waits for it. The
+	// session calls it exactly once, after its context is done.
+	Close() error
+}

@@ -1,0 +1,228 @@
+// Package config holds every setting of the voice server in one struct and
+// fills it from, in rising precedence, built-in defaults, a YAML file (the
+// ConfigMap the operator mounts), VOICEGATEWAY_* environment variables and
+// command-line flags.
+//
+// One table (settings.go) names each setting once and drives all four
+// sources, the usage text and the effective-config log line, so a new
+// setting cannot be reachable from flags but silently ignored in the file.
+// Validation reports every problem at once, each naming the flag, because a
+// pod that crash-loops on one error at a time costs a rollout per typo.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"time"
+)
+
+// Backend names accepted by --backend.
+const (
+	BackendEcho   = "echo"
+	BackendOpenAI = "openai"
+)
+
+// EnvPrefix starts the environment variable of every setting: the flag name
+// upper-cased with '-' turned into '_', e.g. VOICEGATEWAY_API_KEYS_FILE.
+const EnvPrefix = "VOICEGATEWAY_"
+
+// Config is the voice server's complete configuration. The json tags are the
+// keys of the YAML file.
+type Config struct {
+	// ConfigFile is the file the settings were read from, empty when none.
+	// It is reported in the startup log so that an operator can tell which
+	// ConfigMap a pod actually read; it cannot itself be set in the file.
+	ConfigFile string `json:"-"`
+
+	Listen      string `json:"listen"`
+	AdminListen string `json:"admin_listen"`
+	Backend     string `json:"backend"`
+
+	APIKeysFile     string        `json:"api_keys_file"`
+	InsecureNoAuth  bool          `json:"insecure_no_auth"`
+	TokenSecretFile string        `json:"token_secret_file"`
+	ClientTokenTTL  time.Duration `json:"client_token_ttl"`
+
+	Dev      bool   `json:"dev"`
+	LogLevel string `json:"log_level"`
+
+	Sessions  SessionsConfig  `json:"sessions"`
+	RateLimit RateLimitConfig `json:"rate_limit"`
+	Drain     DrainConfig     `json:"drain"`
+}
+
+// SessionsConfig bounds what one session, and one process, may hold.
+type SessionsConfig struct {
+	Limit           int           `json:"limit"`
+	MaxMessageBytes int64         `json:"max_message_bytes"`
+	InboundRate     float64       `json:"inbound_rate"`
+	InboundBurst    int           `json:"inbound_burst"`
+	OutboundQueue   int           `json:"outbound_queue"`
+	IdleTimeout     time.Duration `json:"idle_timeout"`
+	MaxDuration     time.Duration `json:"max_duration"`
+	WriteTimeout    time.Duration `json:"write_timeout"`
+	SampleRate      int           `json:"sample_rate"`
+}
+
+// RateLimitConfig tunes the tracking of failed authentication per client IP.
+type RateLimitConfig struct {
+	Window          time.Duration `json:"window"`
+	BlockDuration   time.Duration `json:"block_duration"`
+	SuspiciousDelay time.Duration `json:"suspicious_delay"`
+	CleanupInterval time.Duration `json:"cleanup_interval"`
+	SuspiciousAfter int           `json:"suspicious_after"`
+	BlockAfter      int           `json:"block_after"`
+	MaxTracked      int           `json:"max_tracked"`
+	TrustedProxies  []string      `json:"trusted_proxies"`
+	StateFile       string        `json:"state_file"`
+}
+
+// DrainConfig times the drain that runs when the pod is terminated. Every
+// phase must fit inside GracePeriod, after which the kubelet kills the
+// process whatever it is doing.
+type DrainConfig struct {
+	GracePeriod      time.Duration `json:"grace_period"`
+	PropagationDelay time.Duration `json:"propagation_delay"`
+	NotifyWindow     time.Duration `json:"notify_window"`
+	ReconnectAfter   time.Duration `json:"reconnect_after"`
+	ExitMargin       time.Duration `json:"exit_margin"`
+}
+
+// Default returns the configuration used for every setting no source sets.
+// It does not validate on its own: authentication has no safe default, so
+// one of --api-keys-file or --insecure-no-auth must be chosen explicitly.
+func Default() Config {
+	return Config{
+		Listen:         ":8080",
+		AdminListen:    ":9090",
+		Backend:        BackendEcho,
+		ClientTokenTTL: 60 * time.Second,
+		LogLevel:       "info",
+		Sessions: SessionsConfig{
+			Limit:           1000,
+			MaxMessageBytes: 256 << 10,
+			InboundRate:     200,
+			InboundBurst:    400,
+			OutboundQueue:   256,
+			IdleTimeout:     2 * time.Minute,
+			MaxDuration:     time.Hour,
+			WriteTimeout:    10 * time.Second,
+			SampleRate:      24000,
+		},
+		RateLimit: RateLimitConfig{
+			Window:          time.Minute,
+			BlockDuration:   15 * time.Minute,
+			SuspiciousDelay: time.Second,
+			CleanupInterval: time.Minute,
+			SuspiciousAfter: 5,
+			BlockAfter:      10,
+			MaxTracked:      100000,
+		},
+		Drain: DrainConfig{
+			GracePeriod:      30 * time.Second,
+			PropagationDelay: 5 * time.Second,
+			NotifyWindow:     5 * time.Second,
+			ReconnectAfter:   time.Second,
+			ExitMargin:       3 * time.Second,
+		},
+	}
+}
+
+// DrainTimeout is the time from the start of termination to the drain
+// deadline, at which remaining sessions are closed: the grace period less the
+// margin kept for closing connections, flushing and exiting.
+func (c Config) DrainTimeout() time.Duration {
+	return c.Drain.GracePeriod - c.Drain.ExitMargin
+}
+
+// configFlag names the flag (and, with EnvPrefix, the variable) that points
+// at the YAML file. It is not a setting: the file cannot name itself.
+const configFlag = "config"
+
+// Load builds the configuration from defaults, the YAML file named by
+// --config (or VOICEGATEWAY_CONFIG), the environment and args, and validates
+// it. args excludes the program name; getenv is os.Getenv outside tests. An
+// empty environment variable counts as unset.
+//
+// With -h or --help in args, Load returns an error wrapping flag.ErrHelp and
+// prints nothing; the caller prints Usage and exits successfully.
+func Load(args []string, getenv func(string) string) (Config, error) {
+	// The first pass only finds --config and rejects malformed flags before
+	// any file is read. Its values land in a scratch Config and are
+	// discarded: flags are applied again, last, so that they win.
+	scratch := Default()
+	var configFile string
+	fs := newFlagSet(&scratch)
+	fs.StringVar(&configFile, configFlag, "", "")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return Config{}, err
+		}
+		return Config{}, fmt.Errorf("%w (--help lists the flags)", err)
+	}
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("unexpected argument %q: every setting is a --flag", fs.Arg(0))
+	}
+	if !flagWasSet(fs, configFlag) {
+		configFile = getenv(EnvPrefix + "CONFIG")
+	}
+
+	cfg := Default()
+	cfg.ConfigFile = configFile
+	if configFile != "" {
+		data, err := os.ReadFile(configFile)
+		if err != nil {
+			return Config{}, fmt.Errorf("--%s: %w", configFlag, err)
+		}
+		if err := applyFile(&cfg, data); err != nil {
+			return Config{}, fmt.Errorf("config file %s: %w", configFile, err)
+		}
+	}
+	if err := applyEnv(&cfg, getenv); err != nil {
+		return Config{}, err
+	}
+
+	// Parsing the same args again sets exactly the flags present on the
+	// command line, in order, so a flag left out never resets a value the
+	// file or the environment chose. It cannot fail where the first pass
+	// succeeded.
+	final := newFlagSet(&cfg)
+	final.StringVar(new(string), configFlag, "", "")
+	if err := final.Parse(args); err != nil {
+		return Config{}, err
+	}
+
+	if err := cfg.Validate(); err != nil {
+		return Config{}, err
+	}
+	return cfg, nil
+}
+
+// applyEnv sets every setting whose variable is non-empty and reports all
+// malformed variables together.
+func applyEnv(cfg *Config, getenv func(string) string) error {
+	var errs []error
+	for _, s := range settings {
+		name := s.envName()
+		raw := getenv(name)
+		if raw == "" {
+			continue
+		}
+		if err := s.bind(cfg).Set(raw); err != nil {
+			errs = append(errs, fmt.Errorf("%s=%q: %w", name, raw, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func flagWasSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == name {
+			set = true
+		}
+	})
+	return set
+}

@@ -1,0 +1,201 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Limits enforced by Validate, exported so that the operator can state and
+// check the same bounds.
+const (
+	MaxClientTokenTTL  = 10 * time.Minute
+	MinMaxMessageBytes = 1 << 10
+	// MaxMaxMessageBytes lets a client send the largest audio chunk the
+	// OpenAI Realtime API accepts in one append (15 MiB) with room to spare.
+	MaxMaxMessageBytes = 16 << 20
+)
+
+var (
+	allowedBackends   = []string{BackendEcho, BackendOpenAI}
+	allowedLogLevels  = []string{"debug", "info", "warn", "error"}
+	allowedSampleRate = []int{16000, 24000}
+)
+
+// Validate reports every problem with the configuration at once. Each
+// message starts with the flag the problem is about and says what to change.
+func (c Config) Validate() error {
+	var p problems
+
+	listenPort := p.address("listen", c.Listen)
+	adminPort := p.address("admin-listen", c.AdminListen)
+	if listenPort != "" && adminPort != "" && listenPort == adminPort && listenPort != "0" &&
+		sameHost(c.Listen, c.AdminListen) {
+		p.add("admin-listen", "%q collides with --listen %q; the admin server needs its own port so it can stay off the public Service",
+			c.AdminListen, c.Listen)
+	}
+	if !slices.Contains(allowedBackends, c.Backend) {
+		p.add("backend", "unknown backend %q; choose one of %s", c.Backend, strings.Join(allowedBackends, ", "))
+	}
+
+	switch {
+	case c.APIKeysFile != "" && c.InsecureNoAuth:
+		p.add("insecure-no-auth", "cannot be combined with --api-keys-file; drop one of them")
+	case c.APIKeysFile == "" && !c.InsecureNoAuth:
+		p.add("api-keys-file", "is required: name a file of API keys, or pass --insecure-no-auth to run without authentication (development only)")
+	}
+	p.positive("client-token-ttl", c.ClientTokenTTL)
+	if c.ClientTokenTTL > MaxClientTokenTTL {
+		p.add("client-token-ttl", "%s is longer than the maximum %s; a leaked token must expire soon",
+			formatDuration(c.ClientTokenTTL), formatDuration(MaxClientTokenTTL))
+	}
+	if !slices.Contains(allowedLogLevels, c.LogLevel) {
+		p.add("log-level", "unknown level %q; choose one of %s", c.LogLevel, strings.Join(allowedLogLevels, ", "))
+	}
+
+	s := c.Sessions
+	p.atLeast("session-limit", s.Limit, 1)
+	if s.MaxMessageBytes < MinMaxMessageBytes || s.MaxMessageBytes > MaxMaxMessageBytes {
+		p.add("max-message-bytes", "%d is out of range; use %d (1 KiB) to %d (16 MiB)",
+			s.MaxMessageBytes, MinMaxMessageBytes, MaxMaxMessageBytes)
+	}
+	if !(s.InboundRate > 0) {
+		p.add("inbound-rate", "must be more than 0 messages per second, got %v", s.InboundRate)
+	}
+	p.atLeast("inbound-burst", s.InboundBurst, 1)
+	p.atLeast("outbound-queue", s.OutboundQueue, 1)
+	p.positive("idle-timeout", s.IdleTimeout)
+	p.positive("max-duration", s.MaxDuration)
+	p.positive("write-timeout", s.WriteTimeout)
+	if !slices.Contains(allowedSampleRate, s.SampleRate) {
+		p.add("sample-rate", "%d Hz is not supported; use 16000 or 24000", s.SampleRate)
+	}
+
+	r := c.RateLimit
+	p.positive("auth-fail-window", r.Window)
+	p.positive("auth-block-duration", r.BlockDuration)
+	p.nonNegative("auth-suspicious-delay", r.SuspiciousDelay)
+	p.positive("auth-cleanup-interval", r.CleanupInterval)
+	p.atLeast("auth-suspicious-after", r.SuspiciousAfter, 1)
+	if r.BlockAfter <= r.SuspiciousAfter {
+		p.add("auth-block-after", "%d must be more than --auth-suspicious-after %d: a client is slowed down before it is blocked",
+			r.BlockAfter, r.SuspiciousAfter)
+	}
+	p.atLeast("auth-max-tracked", r.MaxTracked, 1)
+	for _, entry := range r.TrustedProxies {
+		if _, err := parseProxy(entry); err != nil {
+			p.add("trusted-proxies", "%v", err)
+		}
+	}
+
+	d := c.Drain
+	p.positive("grace-period", d.GracePeriod)
+	p.nonNegative("propagation-delay", d.PropagationDelay)
+	p.nonNegative("notify-window", d.NotifyWindow)
+	p.nonNegative("reconnect-after", d.ReconnectAfter)
+	p.positive("exit-margin", d.ExitMargin)
+	drainTimeout := c.DrainTimeout()
+	switch {
+	case d.GracePeriod > 0 && d.ExitMargin >= d.GracePeriod:
+		p.add("exit-margin", "%s leaves no time to drain inside --grace-period %s; shorten it or raise --grace-period",
+			formatDuration(d.ExitMargin), formatDuration(d.GracePeriod))
+	case drainTimeout > 0 && d.PropagationDelay+d.NotifyWindow >= drainTimeout:
+		p.add("notify-window", "--propagation-delay %s + --notify-window %s = %s must be less than the drain timeout %s (--grace-period %s - --exit-margin %s); shorten them or raise --grace-period",
+			formatDuration(d.PropagationDelay), formatDuration(d.NotifyWindow),
+			formatDuration(d.PropagationDelay+d.NotifyWindow), formatDuration(drainTimeout),
+			formatDuration(d.GracePeriod), formatDuration(d.ExitMargin))
+	}
+
+	return errors.Join(p...)
+}
+
+// TrustedProxyPrefixes returns TrustedProxies as prefixes; a bare address
+// becomes a prefix holding only itself. Validate has already rejected any
+// entry that makes this fail.
+func (r RateLimitConfig) TrustedProxyPrefixes() ([]netip.Prefix, error) {
+	prefixes := make([]netip.Prefix, 0, len(r.TrustedProxies))
+	for _, entry := range r.TrustedProxies {
+		prefix, err := parseProxy(entry)
+		if err != nil {
+			return nil, err
+		}
+		prefixes = append(prefixes, prefix)
+	}
+	return prefixes, nil
+}
+
+func parseProxy(entry string) (netip.Prefix, error) {
+	if strings.Contains(entry, "/") {
+		prefix, err := netip.ParsePrefix(entry)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("%q is not a CIDR prefix such as 10.0.0.0/8: %w", entry, err)
+		}
+		return prefix.Masked(), nil
+	}
+	addr, err := netip.ParseAddr(entry)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is not an IP address or CIDR prefix: %w", entry, err)
+	}
+	return netip.PrefixFrom(addr, addr.BitLen()), nil
+}
+
+// problems collects validation errors, each prefixed by its flag.
+type problems []error
+
+func (p *problems) add(flagName, format string, args ...any) {
+	*p = append(*p, fmt.Errorf("--"+flagName+": "+format, args...))
+}
+
+func (p *problems) positive(flagName string, d time.Duration) {
+	if d <= 0 {
+		p.add(flagName, "must be longer than 0, got %s", formatDuration(d))
+	}
+}
+
+func (p *problems) nonNegative(flagName string, d time.Duration) {
+	if d < 0 {
+		p.add(flagName, "must not be negative, got %s", formatDuration(d))
+	}
+}
+
+func (p *problems) atLeast(flagName string, n, least int) {
+	if n < least {
+		p.add(flagName, "must be at least %d, got %d", least, n)
+	}
+}
+
+// address checks a listen address and returns its port, or "" when the
+// address is malformed.
+func (p *problems) address(flagName, addr string) string {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		p.add(flagName, "%q is not host:port, e.g. \":8080\": %v", addr, err)
+		return ""
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		p.add(flagName, "%q has port %q; use a number from 0 to 65535", addr, port)
+		return ""
+	}
+	return port
+}
+
+// sameHost reports whether two listen addresses with the same port would
+// compete for it: the same host, or either one listening on every interface.
+func sameHost(a, b string) bool {
+	hostA, _, _ := net.SplitHostPort(a)
+	hostB, _, _ := net.SplitHostPort(b)
+	return hostA == hostB || isWildcard(hostA) || isWildcard(hostB)
+}
+
+func isWildcard(host string) bool {
+	if host == "" {
+		return true
+	}
+	addr, err := netip.ParseAddr(host)
+	return err == nil && addr.IsUnspecified()
+}

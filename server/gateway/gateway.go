@@ -1,0 +1,239 @@
+// Package gateway assembles the voice server from its parts and runs them:
+// the public listener (WebSocket sessions, client tokens), the admin
+// listener, the rate limiter's cleanup loop, the API key watcher and the
+// drain. Every goroutine it starts belongs to one errgroup, and Serve
+// returns only after all of them have stopped, in DESIGN.md's order.
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	"golang.org/x/sync/errgroup"
+	"k8s.io/utils/clock"
+
+	"github.com/voicegateway/voicegateway/server/admin"
+	"github.com/voicegateway/voicegateway/server/auth"
+	"github.com/voicegateway/voicegateway/server/backend"
+	"github.com/voicegateway/voicegateway/server/backend/echo"
+	"github.com/voicegateway/voicegateway/server/clientip"
+	"github.com/voicegateway/voicegateway/server/config"
+	"github.com/voicegateway/voicegateway/server/lifecycle"
+	"github.com/voicegateway/voicegateway/server/metrics"
+	"github.com/voicegateway/voicegateway/server/ratelimit"
+	"github.com/voicegateway/voicegateway/server/session"
+)
+
+const (
+	// keyPollInterval is how often the API key file is checked for a
+	// rotated Secret (kubelet updates mounted Secrets within about a minute).
+	keyPollInterval = 10 * time.Second
+	// shutdownTimeout bounds closing the HTTP listeners once sessions are gone.
+	shutdownTimeout = 2 * time.Second
+	// closeTimeout bounds the close handshakes of sessions closed at the
+	// drain deadline.
+	closeTimeout = 2 * time.Second
+)
+
+// Server is one voice server process.
+type Server struct {
+	cfg      config.Config
+	log      logr.Logger
+	clock    clock.WithTickerAndDelayedExecution
+	metrics  *metrics.Server
+	sessions *session.Registry
+	drainer  *lifecycle.Drainer
+	limiter  *ratelimit.Limiter
+	authn    *auth.Authenticator // nil with --insecure-no-auth
+	keys     *auth.KeyStore
+	backend  backend.Backend
+	trusted  []netip.Prefix
+	started  time.Time
+
+	// handlers counts WebSocket handlers, which outlive http.Server.Shutdown
+	// because their connections are hijacked.
+	handlers sync.WaitGroup
+}
+
+// New builds a server from a validated configuration. Nothing runs yet.
+func New(cfg config.Config, log logr.Logger, clk clock.WithTickerAndDelayedExecution) (*Server, error) {
+	s := &Server{cfg: cfg, log: log, clock: clk, metrics: metrics.New(), started: clk.Now()}
+	var err error
+	if s.trusted, err = clientip.ParsePrefixes(cfg.RateLimit.TrustedProxies); err != nil {
+		return nil, fmt.Errorf("--trusted-proxies: %w", err)
+	}
+	rl := cfg.RateLimit
+	s.limiter, err = ratelimit.New(ratelimit.Config{
+		Window: rl.Window, SuspiciousAfter: rl.SuspiciousAfter, BlockAfter: rl.BlockAfter,
+		BlockDuration: rl.BlockDuration, SuspiciousDelay: rl.SuspiciousDelay,
+		MaxTracked: rl.MaxTracked, CleanupInterval: rl.CleanupInterval,
+	}, clk)
+	if err != nil {
+		return nil, err
+	}
+	s.metrics.Registry.MustRegister(s.limiter)
+	if rl.StateFile != "" {
+		if err := s.importLimiterState(rl.StateFile); err != nil {
+			return nil, err
+		}
+	}
+
+	if cfg.InsecureNoAuth {
+		log.Info("WARNING: authentication is OFF (--insecure-no-auth): anyone who reaches this port can open sessions; use only on a local machine")
+	} else {
+		if s.keys, err = auth.NewKeyStore(cfg.APIKeysFile); err != nil {
+			return nil, fmt.Errorf("--api-keys-file: %w", err)
+		}
+		secret, err := s.tokenSecret()
+		if err != nil {
+			return nil, err
+		}
+		tokens, err := auth.NewTokenIssuer(secret, clk, auth.WithDefaultTTL(cfg.ClientTokenTTL))
+		if err != nil {
+			return nil, err
+		}
+		s.authn = &auth.Authenticator{Keys: s.keys, Tokens: tokens}
+	}
+
+	switch cfg.Backend {
+	case config.BackendEcho:
+		s.backend = echo.New(clk)
+	default:
+		return nil, fmt.Errorf("--backend %q is not available in this build", cfg.Backend)
+	}
+
+	s.sessions = session.NewRegistry(cfg.Sessions.Limit)
+	d := cfg.Drain
+	s.drainer = lifecycle.NewDrainer(lifecycle.Config{
+		DrainTimeout: cfg.DrainTimeout(), PropagationDelay: d.PropagationDelay,
+		NotifyWindow: d.NotifyWindow, ReconnectAfter: d.ReconnectAfter, CloseTimeout: closeTimeout,
+	}, clk, s.sessions, s.metrics, log.WithName("drain"))
+	return s, nil
+}
+
+func (s *Server) tokenSecret() ([]byte, error) {
+	if s.cfg.TokenSecretFile != "" {
+		secret, err := auth.LoadSecretFile(s.cfg.TokenSecretFile)
+		if err != nil {
+			return nil, fmt.Errorf("--token-secret-file: %w", err)
+		}
+		return secret, nil
+	}
+	s.log.Info("no --token-secret-file: client tokens are signed with a per-process secret and work only on this replica until it restarts")
+	return auth.GenerateSecret()
+}
+
+// Metrics exposes the server's metrics (tests read them).
+func (s *Server) Metrics() *metrics.Server { return s.metrics }
+
+// Sessions exposes the session registry (tests check it empties).
+func (s *Server) Sessions() *session.Registry { return s.sessions }
+
+// BeginDrain starts termination, as SIGTERM or the preStop hook does.
+func (s *Server) BeginDrain() { s.drainer.Begin() }
+
+// ForceDrain skips the drain's waits, as a second signal does.
+func (s *Server) ForceDrain() { s.drainer.Force() }
+
+// Serve runs the server on the given listeners until the drain completes
+// (or ctx is cancelled, which forces the drain). It takes ownership of the
+// listeners. The order on the way out is DESIGN.md's: sessions drained and
+// closed, backends disconnected (with their sessions), the public listener
+// closed, the rate limiter stopped and its state handed on, the admin
+// listener closed last so /status and /metrics answer until the end.
+func (s *Server) Serve(ctx context.Context, public, adminLn net.Listener) error {
+	publicSrv := &http.Server{Handler: s.publicHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: httpErrorLog(s.log)}
+	adminSrv := &http.Server{Handler: admin.NewHandler(admin.Options{
+		Drainer: s.drainer, Sessions: s.sessions, Metrics: s.metrics, Limiter: s.limiter,
+		Backend: s.backend.Name(), SessionLimit: s.cfg.Sessions.Limit, Clock: s.clock, Started: s.started,
+		Log: s.log.WithName("admin"),
+	}), ReadHeaderTimeout: 10 * time.Second, ErrorLog: httpErrorLog(s.log)}
+
+	g, gctx := errgroup.WithContext(ctx)
+	// Background loops stop when the drain is over, not when ctx is:
+	// a cancelled ctx only forces the drain.
+	loopsCtx, stopLoops := context.WithCancel(context.Background())
+	defer stopLoops()
+
+	g.Go(func() error { return serveHTTP(publicSrv, public) })
+	g.Go(func() error { return serveHTTP(adminSrv, adminLn) })
+	g.Go(func() error { return s.limiter.Run(loopsCtx) })
+	if s.keys != nil {
+		g.Go(func() error { return s.keys.Watch(loopsCtx, keyPollInterval, s.clock, s.log.WithName("keys")) })
+	}
+	g.Go(func() error {
+		drainErr := s.drainer.Run(gctx)
+		// Every session is closed; take down the rest in order.
+		shutCtx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+		defer cancel()
+		err := publicSrv.Shutdown(shutCtx)
+		s.handlers.Wait()
+		stopLoops()
+		if s.cfg.RateLimit.StateFile != "" {
+			err = errors.Join(err, s.exportLimiterState(s.cfg.RateLimit.StateFile))
+		}
+		err = errors.Join(err, adminSrv.Shutdown(shutCtx))
+		if drainErr != nil {
+			s.log.Error(drainErr, "sessions still closing when the drain ended")
+		}
+		return err
+	})
+	return g.Wait()
+}
+
+// serveHTTP runs srv until Shutdown, which is not an error.
+func serveHTTP(srv *http.Server, ln net.Listener) error {
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+func (s *Server) importLimiterState(path string) error {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("--ratelimit-state-file: %w", err)
+	}
+	var st ratelimit.State
+	if err := json.Unmarshal(data, &st); err != nil {
+		// A bad hand-off must not keep the server from starting: the
+		// limiter starts empty, which is the safe, pre-hand-off default.
+		s.log.Error(err, "ignoring unreadable rate limiter state", "path", path)
+		return nil
+	}
+	n, err := s.limiter.Import(st)
+	if err != nil {
+		s.log.Error(err, "ignoring rate limiter state", "path", path)
+		return nil
+	}
+	s.log.Info("rate limiter state imported", "path", path, "entries", n)
+	return nil
+}
+
+func (s *Server) exportLimiterState(path string) error {
+	data, err := json.Marshal(s.limiter.Export())
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return fmt.Errorf("writing rate limiter state: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("writing rate limiter state: %w", err)
+	}
+	s.log.Info("rate limiter state handed on", "path", path)
+	return nil
+}

@@ -1,0 +1,242 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log"
+	"math"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/go-logr/logr"
+
+	"github.com/voicegateway/voicegateway/server/auth"
+	"github.com/voicegateway/voicegateway/server/clientip"
+	"github.com/voicegateway/voicegateway/server/protocol"
+	"github.com/voicegateway/voicegateway/server/ratelimit"
+	"github.com/voicegateway/voicegateway/server/session"
+)
+
+// Public paths.
+const (
+	PathRealtime     = "/v1/realtime"
+	PathClientTokens = "/v1/client_tokens"
+	// AudioQueryParam negotiates the binary audio fast path: ?audio=binary.
+	AudioQueryParam = "audio"
+	maxTokenRequest = 4 << 10
+)
+
+func (s *Server) publicHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+PathRealtime, s.handleRealtime)
+	mux.HandleFunc("POST "+PathClientTokens, s.handleClientToken)
+	return mux
+}
+
+// httpError is the JSON body of a refused HTTP request, shaped like the
+// error object of an error event so clients parse one thing.
+type httpError struct {
+	Error protocol.ErrorBody `json:"error"`
+}
+
+func (s *Server) refuse(w http.ResponseWriter, status int, code protocol.Code, message string, retryAfter time.Duration) {
+	s.metrics.UpgradesRejected.WithLabelValues(string(code)).Inc()
+	if retryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(retryAfter.Seconds()))))
+	}
+	if code == protocol.CodeUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="voicegateway"`)
+	}
+	typ := protocol.ErrorTypeInvalidRequest
+	if status >= 500 {
+		typ = protocol.ErrorTypeServer
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(httpError{Error: protocol.ErrorBody{Type: typ, Code: code, Message: message}})
+}
+
+// admit runs the checks every public request passes before any work is
+// done for it: draining, then the client IP's standing with the auth rate
+// limiter, then authentication. It writes the refusal itself and reports
+// whether the request may go on.
+func (s *Server) admit(w http.ResponseWriter, r *http.Request) (auth.Principal, bool) {
+	if s.drainer.Refusing() {
+		s.refuse(w, http.StatusServiceUnavailable, protocol.CodeServerDraining,
+			"this server is shutting down; retry, the next attempt reaches a ready server", s.cfg.Drain.ReconnectAfter)
+		return auth.Principal{}, false
+	}
+	ip := clientip.FromRequest(r, s.trusted)
+	switch d := s.limiter.Check(ip); d.Verdict {
+	case ratelimit.Block:
+		s.refuse(w, http.StatusTooManyRequests, protocol.CodeRateLimited, "too many failed authentications from this address", d.RetryAfter)
+		return auth.Principal{}, false
+	case ratelimit.Slow:
+		// A suspicious address waits before its attempt is even looked at,
+		// which makes guessing keys slow without refusing honest retries.
+		if !s.sleep(r.Context(), d.Delay) {
+			return auth.Principal{}, false
+		}
+	}
+	if s.authn == nil {
+		return auth.Principal{}, true
+	}
+	p, err := s.authn.Authenticate(r)
+	if err != nil {
+		reason := auth.Reason(err)
+		s.metrics.AuthFailures.WithLabelValues(reason).Inc()
+		if d := s.limiter.Failure(ip); d.Verdict == ratelimit.Block {
+			s.log.Info("client address blocked after failed authentications", "ip", ip.String(), "retryAfter", d.RetryAfter.String())
+		}
+		s.refuse(w, http.StatusUnauthorized, protocol.CodeUnauthorized, authMessage(err), 0)
+		return auth.Principal{}, false
+	}
+	s.limiter.Success(ip)
+	return p, true
+}
+
+// authMessage says what was wrong without echoing any credential.
+func authMessage(err error) string {
+	switch {
+	case errors.Is(err, auth.ErrMissingCredentials):
+		return "missing credentials: send Authorization: Bearer <api key>, or a client token as a subprotocol or ?token="
+	case errors.Is(err, auth.ErrExpiredToken):
+		return "client token expired; mint a new one"
+	case errors.Is(err, auth.ErrMalformedCredentials):
+		return err.Error()
+	}
+	return "invalid credentials"
+}
+
+// sleep waits d on the injected clock or until ctx is done.
+func (s *Server) sleep(ctx context.Context, d time.Duration) bool {
+	t := s.clock.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C():
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (s *Server) handleRealtime(w http.ResponseWriter, r *http.Request) {
+	s.handlers.Add(1)
+	defer s.handlers.Done()
+	principal, ok := s.admit(w, r)
+	if !ok {
+		return
+	}
+	binary := r.URL.Query().Get(AudioQueryParam) == protocol.AudioTransportBinary ||
+		principal.Session.AudioMode == protocol.AudioTransportBinary
+	var subprotocols []string
+	if p := auth.SubprotocolToEcho(r); p != "" {
+		subprotocols = []string{p}
+	}
+	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+		Subprotocols: subprotocols,
+		// Credentials travel as bearer values, never as cookies, so a
+		// cross-origin page gains nothing it did not already hold; browser
+		// apps on any origin may connect.
+		InsecureSkipVerify: true,
+		// Audio does not compress, and each deflate context costs tens of
+		// kilobytes per session.
+		CompressionMode: websocket.CompressionDisabled,
+	})
+	if err != nil {
+		s.log.V(1).Info("upgrade failed", "error", err.Error())
+		return
+	}
+	sess := session.New(conn, session.Options{
+		Config:      s.sessionConfig(),
+		Clock:       s.clock,
+		Backend:     s.backend,
+		Metrics:     s.metrics,
+		Log:         s.log.WithName("session"),
+		BinaryAudio: binary,
+	})
+	remove, err := s.sessions.Add(sess)
+	switch {
+	case errors.Is(err, session.ErrLimit):
+		sess.Reject(protocol.Fatal(protocol.CodeSessionLimit, protocol.CloseTryAgainLater, "this server is at its session limit; retry shortly"))
+		return
+	case err != nil:
+		sess.Reject(protocol.Fatal(protocol.CodeServerDraining, protocol.CloseTryAgainLater, "this server is shutting down; retry"))
+		return
+	}
+	defer remove()
+	sess.Run()
+}
+
+func (s *Server) sessionConfig() session.Config {
+	c := s.cfg.Sessions
+	return session.Config{
+		MaxMessageBytes: c.MaxMessageBytes, InboundRate: c.InboundRate, InboundBurst: c.InboundBurst,
+		OutboundQueue: c.OutboundQueue, IdleTimeout: c.IdleTimeout, MaxDuration: c.MaxDuration,
+		WriteTimeout: c.WriteTimeout, SampleRate: c.SampleRate,
+	}
+}
+
+// clientTokenRequest is the optional body of POST /v1/client_tokens.
+type clientTokenRequest struct {
+	// ExpiresIn is the lifetime in seconds (default --client-token-ttl).
+	ExpiresIn int                `json:"expires_in"`
+	Session   auth.SessionClaims `json:"session"`
+}
+
+// clientTokenResponse mirrors OpenAI's client secret response.
+type clientTokenResponse struct {
+	Value     string `json:"value"`
+	ExpiresAt int64  `json:"expires_at"`
+}
+
+func (s *Server) handleClientToken(w http.ResponseWriter, r *http.Request) {
+	if s.authn == nil {
+		s.refuse(w, http.StatusNotFound, protocol.CodeInvalidEvent, "client tokens need authentication; this server runs with --insecure-no-auth", 0)
+		return
+	}
+	principal, ok := s.admit(w, r)
+	if !ok {
+		return
+	}
+	if principal.Kind != auth.KindAPIKey {
+		s.refuse(w, http.StatusForbidden, protocol.CodeUnauthorized, "a client token cannot mint client tokens; use an API key", 0)
+		return
+	}
+	var req clientTokenRequest
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxTokenRequest))
+	if err == nil && len(body) > 0 {
+		err = json.Unmarshal(body, &req)
+	}
+	if err != nil || req.ExpiresIn < 0 {
+		s.refuse(w, http.StatusBadRequest, protocol.CodeInvalidEvent, "body must be a JSON object like {\"expires_in\":60,\"session\":{\"audio\":\"binary\"}}", 0)
+		return
+	}
+	ttl := time.Duration(req.ExpiresIn) * time.Second
+	token, expires, err := s.authn.Tokens.Mint(ttl, auth.Claims{KeyID: principal.KeyID, Session: req.Session})
+	if err != nil {
+		s.refuse(w, http.StatusBadRequest, protocol.CodeInvalidEvent, err.Error(), 0)
+		return
+	}
+	s.metrics.ClientTokensMinted.Inc()
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_ = json.NewEncoder(w).Encode(clientTokenResponse{Value: token, ExpiresAt: expires.Unix()})
+}
+
+// httpErrorLog routes net/http's own error log through the structured logger.
+func httpErrorLog(l logr.Logger) *log.Logger {
+	return log.New(logWriter{l.WithName("http")}, "", 0)
+}
+
+type logWriter struct{ log logr.Logger }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.log.V(1).Info(string(p))
+	return len(p), nil
+}
+

@@ -1,0 +1,96 @@
+// Package metrics holds the voice server's Prometheus metrics. They live in
+// a registry the server owns (not the global default) so that every test and
+// every server instance in one process has its own, and nothing outlives it.
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/voicegateway/voicegateway/server/protocol"
+)
+
+const namespace = "voicegateway"
+
+// Server is every metric the voice server records.
+type Server struct {
+	Registry *prometheus.Registry
+
+	SessionsActive     prometheus.Gauge
+	SessionsTotal      prometheus.Counter
+	SessionDuration    prometheus.Histogram
+	SessionsClosed     *prometheus.CounterVec // by close code
+	AudioFramesIn      prometheus.Counter
+	AudioFramesOut     prometheus.Counter
+	DroppedFrames      *prometheus.CounterVec // by reason
+	Errors             *prometheus.CounterVec // by error code
+	AuthFailures       *prometheus.CounterVec // by reason
+	UpgradesRejected   *prometheus.CounterVec // by error code, before a session exists
+	DrainPhase         prometheus.Gauge
+	DrainDuration      prometheus.Gauge
+	DrainNotified      prometheus.Counter
+	ClientTokensMinted prometheus.Counter
+}
+
+// New creates the metrics and registers them, with the Go and process
+// collectors, in a fresh registry.
+func New() *Server {
+	m := &Server{
+		Registry: prometheus.NewRegistry(),
+		SessionsActive: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "sessions_active", Help: "Sessions currently open.",
+		}),
+		SessionsTotal: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "sessions_total", Help: "Sessions opened since start.",
+		}),
+		SessionDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "session_duration_seconds", Help: "How long sessions lasted.",
+			Buckets: []float64{1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200},
+		}),
+		SessionsClosed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "sessions_closed_total", Help: "Sessions closed, by WebSocket close code.",
+		}, []string{"code"}),
+		AudioFramesIn: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "audio_frames_in_total", Help: "Audio messages received from clients (binary or input_audio_buffer.append).",
+		}),
+		AudioFramesOut: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "audio_frames_out_total", Help: "Audio messages sent to clients.",
+		}),
+		DroppedFrames: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "dropped_frames_total", Help: "Client messages dropped, by reason.",
+		}, []string{"reason"}),
+		Errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "errors_total", Help: "Errors reported to clients, by error code.",
+		}, []string{"code"}),
+		AuthFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "auth_failures_total", Help: "Failed authentications, by reason.",
+		}, []string{"reason"}),
+		UpgradesRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "upgrades_rejected_total", Help: "WebSocket upgrades refused before a session started, by error code.",
+		}, []string{"code"}),
+		DrainPhase: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "drain_phase", Help: "Drain phase: 0 serving, 1 terminating, 2 refusing, 3 closing, 4 stopped.",
+		}),
+		DrainDuration: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "drain_duration_seconds", Help: "Seconds from termination start to the last session closing (set when the drain ends).",
+		}),
+		DrainNotified: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "drain_notified_sessions_total", Help: "Sessions told gateway.draining.",
+		}),
+		ClientTokensMinted: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "client_tokens_minted_total", Help: "Client tokens issued by POST /v1/client_tokens.",
+		}),
+	}
+	m.Registry.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.SessionsActive, m.SessionsTotal, m.SessionDuration, m.SessionsClosed,
+		m.AudioFramesIn, m.AudioFramesOut, m.DroppedFrames, m.Errors, m.AuthFailures,
+		m.UpgradesRejected, m.DrainPhase, m.DrainDuration, m.DrainNotified, m.ClientTokensMinted,
+	)
+	// Pre-create the labelled series so dashboards see zeros, not gaps.
+	for _, c := range protocol.AllCodes {
+		m.Errors.WithLabelValues(string(c))
+	}
+	return m
+}

@@ -1,0 +1,82 @@
+package protocol
+
+import "github.com/coder/websocket"
+
+// Code is a stable, documented error code carried in error events, close
+// reasons and metrics labels. Clients switch on it, so values never change.
+type Code string
+
+// The documented error codes (docs/protocol.md lists what each means, which
+// HTTP status or close code accompanies it, and whether the session survives).
+const (
+	CodeUnauthorized        Code = "unauthorized"
+	CodeRateLimited         Code = "rate_limited"
+	CodeSessionLimit        Code = "session_limit"
+	CodeServerDraining      Code = "server_draining"
+	CodeInvalidEvent        Code = "invalid_event"
+	CodeFrameTooLarge       Code = "frame_too_large"
+	CodeInboundRateExceeded Code = "inbound_rate_exceeded"
+	CodeSlowConsumer        Code = "slow_consumer"
+	CodeBackendUnavailable  Code = "backend_unavailable"
+	CodeBackendError        Code = "backend_error"
+	CodeIdleTimeout         Code = "idle_timeout"
+	CodeMaxDuration         Code = "max_duration"
+	CodeDrainDeadline       Code = "drain_deadline"
+	CodeWriteFailed         Code = "write_failed"
+	CodeInternal            Code = "internal"
+)
+
+// AllCodes lists every code, for metrics pre-registration and documentation tests.
+var AllCodes = []Code{
+	CodeUnauthorized, CodeRateLimited, CodeSessionLimit, CodeServerDraining,
+	CodeInvalidEvent, CodeFrameTooLarge, CodeInboundRateExceeded, CodeSlowConsumer,
+	CodeBackendUnavailable, CodeBackendError, CodeIdleTimeout, CodeMaxDuration,
+	CodeDrainDeadline, CodeWriteFailed, CodeInternal,
+}
+
+// Close codes the gateway uses (RFC 6455 section 7.4 and the IANA registry).
+const (
+	CloseNormal          = websocket.StatusNormalClosure   // 1000: the client or the backend ended the session
+	CloseGoingAway       = websocket.StatusGoingAway       // 1001
+	ClosePolicyViolation = websocket.StatusPolicyViolation // 1008: a limit the client broke
+	CloseMessageTooBig   = websocket.StatusMessageTooBig   // 1009
+	CloseInternalError   = websocket.StatusInternalError   // 1011: backend or gateway failure
+	CloseServiceRestart  = websocket.StatusServiceRestart  // 1012: drain deadline reached, reconnect
+	CloseTryAgainLater   = websocket.StatusTryAgainLater   // 1013: session limit reached
+)
+
+// ErrorType is the OpenAI-compatible error.type field.
+type ErrorType string
+
+const (
+	ErrorTypeInvalidRequest ErrorType = "invalid_request_error"
+	ErrorTypeServer         ErrorType = "server_error"
+)
+
+// Error is a failure reported to a client: an error event, possibly followed
+// by a close. Fatal errors end the session with CloseCode.
+type Error struct {
+	Code      Code
+	Type      ErrorType
+	Message   string
+	Param     string // the offending field, when one is to blame
+	EventID   string // the client event that caused it, when known
+	Fatal     bool
+	CloseCode websocket.StatusCode
+}
+
+func (e *Error) Error() string { return string(e.Code) + ": " + e.Message }
+
+// Invalid reports a client event the gateway rejects; the session goes on.
+func Invalid(param, message string) *Error {
+	return &Error{Code: CodeInvalidEvent, Type: ErrorTypeInvalidRequest, Param: param, Message: message}
+}
+
+// Fatal builds an error that ends the session with closeCode.
+func Fatal(code Code, closeCode websocket.StatusCode, message string) *Error {
+	t := ErrorTypeInvalidRequest
+	if closeCode == CloseInternalError || closeCode == CloseServiceRestart || closeCode == CloseTryAgainLater {
+		t = ErrorTypeServer
+	}
+	return &Error{Code: code, Type: t, Message: message, Fatal: true, CloseCode: closeCode}
+}

@@ -1,0 +1,234 @@
+package protocol
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"strconv"
+	"time"
+)
+
+// Server event types: the OpenAI Realtime GA names the gateway emits itself,
+// plus the gateway's own gateway.* events.
+const (
+	TypeSessionCreated          = "session.created"
+	TypeSessionUpdated          = "session.updated"
+	TypeInputAudioCommitted     = "input_audio_buffer.committed"
+	TypeInputAudioCleared       = "input_audio_buffer.cleared"
+	TypeResponseCreated         = "response.created"
+	TypeResponseDone            = "response.done"
+	TypeOutputAudioDelta        = "response.output_audio.delta"
+	TypeOutputAudioDone         = "response.output_audio.done"
+	TypeOutputTranscriptDelta   = "response.output_audio_transcript.delta"
+	TypeOutputTranscriptDone    = "response.output_audio_transcript.done"
+	TypeError                   = "error"
+	TypeGatewayDraining         = "gateway.draining"
+	AudioFormatPCM              = "audio/pcm"
+	ResponseStatusInProgress    = "in_progress"
+	ResponseStatusCompleted     = "completed"
+	ResponseStatusCancelled     = "cancelled"
+	AudioTransportBinary        = "binary"
+	AudioTransportBase64        = "base64"
+	responseObject              = "realtime.response"
+	sessionObjectType           = "realtime"
+	maxEventIDDigits            = 20
+	audioDeltaFixedOverheadSize = 160
+)
+
+// Event is implemented by every server event struct; the session stamps the
+// event_id just before encoding so ids are ordered per session.
+type Event interface {
+	header() *EventHeader
+}
+
+// EventHeader is the part every server event shares.
+type EventHeader struct {
+	Type    string `json:"type"`
+	EventID string `json:"event_id"`
+}
+
+func (h *EventHeader) header() *EventHeader { return h }
+
+// Marshal stamps eventID into ev and encodes it.
+func Marshal(ev Event, eventID string) ([]byte, error) {
+	ev.header().EventID = eventID
+	return json.Marshal(ev)
+}
+
+// EventID formats a per-session sequence number as an event id.
+func EventID(seq uint64) string { return "event_" + strconv.FormatUint(seq, 10) }
+
+// AudioFormat is the Realtime audio format object.
+type AudioFormat struct {
+	Type string `json:"type"`
+	Rate int    `json:"rate"`
+}
+
+// SessionConfig is the part of the Realtime session object the gateway itself
+// answers for when no upstream does (the echo backend).
+type SessionConfig struct {
+	Type             string          `json:"type"`
+	Object           string          `json:"object,omitempty"`
+	ID               string          `json:"id"`
+	Model            string          `json:"model"`
+	OutputModalities []string        `json:"output_modalities"`
+	Instructions     string          `json:"instructions"`
+	Audio            SessionAudio    `json:"audio"`
+	Extra            json.RawMessage `json:"-"`
+}
+
+// SessionAudio holds the input and output audio formats.
+type SessionAudio struct {
+	Input  SessionAudioDirection `json:"input"`
+	Output SessionAudioDirection `json:"output"`
+}
+
+// SessionAudioDirection is one direction's audio settings.
+type SessionAudioDirection struct {
+	Format AudioFormat `json:"format"`
+}
+
+// GatewayInfo tells the client what the gateway negotiated. It rides on
+// session.created as an extra top-level field that Realtime clients ignore.
+type GatewayInfo struct {
+	SessionID      string `json:"session_id"`
+	AudioTransport string `json:"audio_transport"`
+	SampleRate     int    `json:"sample_rate"`
+	MaxMessageSize int64  `json:"max_message_bytes"`
+}
+
+// SessionEvent is session.created or session.updated.
+type SessionEvent struct {
+	EventHeader
+	Session any          `json:"session"`
+	Gateway *GatewayInfo `json:"gateway,omitempty"`
+}
+
+// AudioCommitted is input_audio_buffer.committed.
+type AudioCommitted struct {
+	EventHeader
+	PreviousItemID *string `json:"previous_item_id"`
+	ItemID         string  `json:"item_id"`
+}
+
+// AudioCleared is input_audio_buffer.cleared.
+type AudioCleared struct {
+	EventHeader
+}
+
+// Response is the Realtime response object, reduced to what clients read.
+type Response struct {
+	Object           string   `json:"object"`
+	ID               string   `json:"id"`
+	Status           string   `json:"status"`
+	OutputModalities []string `json:"output_modalities"`
+	Output           []any    `json:"output"`
+}
+
+// ResponseEvent is response.created or response.done.
+type ResponseEvent struct {
+	EventHeader
+	Response Response `json:"response"`
+}
+
+// NewResponse returns a response object in the given status.
+func NewResponse(id, status string) Response {
+	return Response{Object: responseObject, ID: id, Status: status, OutputModalities: []string{"audio"}, Output: []any{}}
+}
+
+// ContentRef locates output content, as every output_audio event carries it.
+type ContentRef struct {
+	ResponseID   string `json:"response_id"`
+	ItemID       string `json:"item_id"`
+	OutputIndex  int    `json:"output_index"`
+	ContentIndex int    `json:"content_index"`
+}
+
+// AudioDone is response.output_audio.done.
+type AudioDone struct {
+	EventHeader
+	ContentRef
+}
+
+// TranscriptDelta is response.output_audio_transcript.delta.
+type TranscriptDelta struct {
+	EventHeader
+	ContentRef
+	Delta string `json:"delta"`
+}
+
+// TranscriptDone is response.output_audio_transcript.done.
+type TranscriptDone struct {
+	EventHeader
+	ContentRef
+	Transcript string `json:"transcript"`
+}
+
+// ErrorBody is the error object of an error event. session_id is the
+// gateway's addition so that a logged client error can be matched to the
+// server's logs.
+type ErrorBody struct {
+	Type      ErrorType `json:"type"`
+	Code      Code      `json:"code"`
+	Message   string    `json:"message"`
+	Param     *string   `json:"param"`
+	EventID   *string   `json:"event_id"`
+	SessionID string    `json:"session_id,omitempty"`
+}
+
+// ErrorEvent is the error server event.
+type ErrorEvent struct {
+	EventHeader
+	Error ErrorBody `json:"error"`
+}
+
+// NewErrorEvent converts an *Error into its event.
+func NewErrorEvent(e *Error, sessionID string) *ErrorEvent {
+	body := ErrorBody{Type: e.Type, Code: e.Code, Message: e.Message, SessionID: sessionID}
+	if body.Type == "" {
+		body.Type = ErrorTypeInvalidRequest
+	}
+	if e.Param != "" {
+		p := e.Param
+		body.Param = &p
+	}
+	if e.EventID != "" {
+		id := e.EventID
+		body.EventID = &id
+	}
+	return &ErrorEvent{EventHeader: EventHeader{Type: TypeError}, Error: body}
+}
+
+// DrainingEvent is gateway.draining: the server is shutting down; reconnect
+// (to the same URL, which routes to a ready server) after ReconnectAfterMS and
+// before Deadline, when the session will be closed with 1012.
+type DrainingEvent struct {
+	EventHeader
+	ReconnectAfterMS int64     `json:"reconnect_after_ms"`
+	Deadline         time.Time `json:"deadline"`
+}
+
+// AppendAudioDelta appends a response.output_audio.delta event carrying pcm
+// as base64. It is the hot path of every response and does not allocate when
+// dst has room.
+func AppendAudioDelta(dst []byte, seq uint64, ref ContentRef, pcm []byte) []byte {
+	dst = append(dst, `{"type":"response.output_audio.delta","event_id":"event_`...)
+	dst = strconv.AppendUint(dst, seq, 10)
+	dst = append(dst, `","response_id":`...)
+	dst = strconv.AppendQuote(dst, ref.ResponseID)
+	dst = append(dst, `,"item_id":`...)
+	dst = strconv.AppendQuote(dst, ref.ItemID)
+	dst = append(dst, `,"output_index":`...)
+	dst = strconv.AppendInt(dst, int64(ref.OutputIndex), 10)
+	dst = append(dst, `,"content_index":`...)
+	dst = strconv.AppendInt(dst, int64(ref.ContentIndex), 10)
+	dst = append(dst, `,"delta":"`...)
+	dst = base64.StdEncoding.AppendEncode(dst, pcm)
+	return append(dst, `"}`...)
+}
+
+// AudioDeltaSize is an upper bound of AppendAudioDelta's output, for sizing buffers.
+func AudioDeltaSize(ref ContentRef, pcmLen int) int {
+	return audioDeltaFixedOverheadSize + 2*(len(ref.ResponseID)+len(ref.ItemID)) + base64.StdEncoding.EncodedLen(pcmLen)
+}
+
+func appendInt(dst []byte, n int64) []byte { return strconv.AppendInt(dst, n, 10) }

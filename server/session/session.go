@@ -1,0 +1,358 @@
+// Package session runs one client's realtime voice session: it reads and
+// validates client messages, enforces the per-session limits (message size,
+// inbound rate, bounded outbound queue, idle timeout, maximum duration),
+// hands events to a backend, and writes what the backend answers.
+//
+// Every session owns exactly two goroutines of its own (the reader, which is
+// the HTTP handler's, and one writer), one timer, and whatever its backend
+// connection starts; Run returns only after all of them have stopped, on
+// every path — a clean close, a client error, a backend failure, a slow
+// client, a drain.
+package session
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"io"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/go-logr/logr"
+	"golang.org/x/time/rate"
+	"k8s.io/utils/clock"
+
+	"github.com/voicegateway/voicegateway/server/backend"
+	"github.com/voicegateway/voicegateway/server/metrics"
+	"github.com/voicegateway/voicegateway/server/protocol"
+)
+
+// Config holds the per-session limits.
+type Config struct {
+	MaxMessageBytes int64
+	InboundRate     float64
+	InboundBurst    int
+	OutboundQueue   int
+	IdleTimeout     time.Duration
+	MaxDuration     time.Duration
+	WriteTimeout    time.Duration
+	SampleRate      int
+}
+
+// Options are what a session needs besides its connection.
+type Options struct {
+	Config  Config
+	Clock   clock.WithTickerAndDelayedExecution
+	Backend backend.Backend
+	Metrics *metrics.Server
+	Log     logr.Logger
+	// BinaryAudio is the negotiated audio transport (see docs/protocol.md).
+	BinaryAudio bool
+}
+
+// ending is why a session ends and how the client is told.
+type ending struct {
+	closeCode websocket.StatusCode
+	reason    string
+	// event, when set, is sent as an error event before the close.
+	event *protocol.Error
+	// abort drops queued output and skips the close handshake's wait for
+	// output: the client is too slow or the connection is broken.
+	abort bool
+	// broken means the connection is unusable: close without a handshake.
+	broken bool
+}
+
+// Session is one client session.
+type Session struct {
+	id      string
+	conn    *websocket.Conn
+	opts    Options
+	log     logr.Logger
+	started time.Time
+
+	ctx    context.Context // the session's lifetime, given to the backend
+	cancel context.CancelFunc
+
+	out     *outbox
+	seq     atomic.Uint64
+	lastAct atomic.Int64 // unix nanoseconds of the last message either way
+
+	endOnce sync.Once
+	ended   chan struct{}
+	end     ending
+
+	timerMu      sync.Mutex
+	timer        clock.Timer
+	timerStopped bool
+
+	draining atomic.Bool
+}
+
+// New prepares a session on an accepted connection. Nothing runs until Run
+// (or Reject).
+func New(conn *websocket.Conn, opts Options) *Session {
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Session{
+		id:      newID(),
+		conn:    conn,
+		opts:    opts,
+		started: opts.Clock.Now(),
+		ctx:     ctx,
+		cancel:  cancel,
+		out:     newOutbox(opts.Config.OutboundQueue),
+		ended:   make(chan struct{}),
+	}
+	s.log = opts.Log.WithValues("session", s.id)
+	s.lastAct.Store(s.started.UnixNano())
+	// The reader reads one byte past the limit to tell "exactly at the
+	// limit" from "over it"; the library's own limit sits just above so
+	// that the gateway, not the library, reports frame_too_large.
+	conn.SetReadLimit(opts.Config.MaxMessageBytes + 1)
+	return s
+}
+
+// ID is the session id, also sent to the client.
+func (s *Session) ID() string { return s.id }
+
+// Started is when the session began.
+func (s *Session) Started() time.Time { return s.started }
+
+func newID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return "sess_" + hex.EncodeToString(b[:])
+}
+
+// Reject ends a session that was never admitted (session limit, draining)
+// with an error event and close code, and waits until the connection is closed.
+func (s *Session) Reject(e *protocol.Error) {
+	s.finish(ending{closeCode: e.CloseCode, reason: string(e.Code), event: e})
+	s.writeLoop()
+	s.cancel()
+}
+
+// Run serves the session until it ends and everything it started has
+// stopped. The caller unregisters it afterwards.
+func (s *Session) Run() {
+	m := s.opts.Metrics
+	m.SessionsActive.Inc()
+	m.SessionsTotal.Inc()
+	s.log.V(1).Info("session started", "binaryAudio", s.opts.BinaryAudio)
+
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		s.writeLoop()
+	}()
+	s.armTimer()
+
+	bconn, err := s.opts.Backend.Open(s.ctx, backend.Info{
+		SessionID: s.id, SampleRate: s.opts.Config.SampleRate, BinaryAudio: s.opts.BinaryAudio,
+		MaxMessageBytes: s.opts.Config.MaxMessageBytes, Log: s.log,
+	}, (*sink)(s))
+	if err != nil {
+		s.log.Error(err, "backend unavailable")
+		s.Fail(protocol.Fatal(protocol.CodeBackendUnavailable, protocol.CloseInternalError, "the speech backend is unavailable"))
+	} else {
+		s.readLoop(bconn)
+	}
+	// Whatever ended the read loop, make sure the session is ending (a
+	// client close or a broken connection gets here without a cause yet).
+	s.finish(ending{closeCode: protocol.CloseNormal, broken: true})
+	s.cancel()
+	s.stopTimer()
+	<-writerDone
+	if bconn != nil {
+		if err := bconn.Close(); err != nil {
+			s.log.Error(err, "closing backend connection")
+		}
+	}
+	m.SessionsActive.Dec()
+	m.SessionDuration.Observe(s.opts.Clock.Since(s.started).Seconds())
+	m.SessionsClosed.WithLabelValues(strconv.Itoa(int(s.end.closeCode))).Inc()
+	s.log.V(1).Info("session ended", "closeCode", int(s.end.closeCode), "reason", s.end.reason)
+}
+
+// finish records why the session ends, queues the final error event, stops
+// the outbox and wakes the writer, which closes the connection. Only the
+// first call counts.
+func (s *Session) finish(e ending) {
+	s.endOnce.Do(func() {
+		s.end = e
+		if e.event != nil {
+			s.opts.Metrics.Errors.WithLabelValues(string(e.event.Code)).Inc()
+			if !e.abort && !e.broken {
+				s.pushEvent(protocol.NewErrorEvent(e.event, s.id), true)
+			}
+		}
+		s.out.close(e.abort || e.broken)
+		close(s.ended)
+		// Cancelling stops the backend; the connection itself stays open
+		// until the writer has sent what is queued and closed it.
+		s.cancel()
+	})
+}
+
+// Fail ends the session with a fatal error event and close code.
+func (s *Session) Fail(e *protocol.Error) {
+	s.finish(ending{closeCode: e.CloseCode, reason: string(e.Code), event: e})
+}
+
+// Shutdown closes the session at the drain deadline with 1012.
+func (s *Session) Shutdown() {
+	s.opts.Metrics.Errors.WithLabelValues(string(protocol.CodeDrainDeadline)).Inc()
+	s.finish(ending{closeCode: protocol.CloseServiceRestart, reason: string(protocol.CodeDrainDeadline)})
+}
+
+// NotifyDraining tells the client the server is draining. It reports
+// whether the event was queued.
+func (s *Session) NotifyDraining(ev *protocol.DrainingEvent) bool {
+	if !s.draining.CompareAndSwap(false, true) {
+		return false
+	}
+	return s.pushEvent(ev, false) == pushed
+}
+
+// Done is closed when the session has started ending.
+func (s *Session) Done() <-chan struct{} { return s.ended }
+
+func (s *Session) touch() { s.lastAct.Store(s.opts.Clock.Now().UnixNano()) }
+
+// readLoop reads client messages until the connection fails or the session ends.
+func (s *Session) readLoop(bconn backend.Conn) {
+	cfg := s.opts.Config
+	limiter := rate.NewLimiter(rate.Limit(cfg.InboundRate), cfg.InboundBurst)
+	var dec protocol.Decoder
+	var overLimit int
+	// The read context is never cancelled: cancelling it would make the
+	// library drop the connection without a close frame (1006 at the
+	// client). The writer's Close ends a blocked read instead.
+	readCtx := context.Background()
+	for {
+		typ, r, err := s.conn.Reader(readCtx)
+		if err != nil {
+			s.readFailed(err)
+			return
+		}
+		buf := getBuffer(0)
+		n, err := readMessage(r, buf, cfg.MaxMessageBytes)
+		if err != nil {
+			putBuffer(buf)
+			if errors.Is(err, errTooLarge) {
+				s.Fail(protocol.Fatal(protocol.CodeFrameTooLarge, protocol.CloseMessageTooBig,
+					"message larger than "+strconv.FormatInt(cfg.MaxMessageBytes, 10)+" bytes"))
+				return
+			}
+			s.readFailed(err)
+			return
+		}
+		data := (*buf)[:n]
+		s.touch()
+		if !limiter.AllowN(s.opts.Clock.Now(), 1) {
+			putBuffer(buf)
+			s.opts.Metrics.DroppedFrames.WithLabelValues("inbound_rate").Inc()
+			overLimit++
+			// A client that keeps sending past its budget for a whole
+			// burst is not a jittery client: end it rather than answer
+			// every dropped message.
+			if overLimit > cfg.InboundBurst {
+				s.Fail(protocol.Fatal(protocol.CodeInboundRateExceeded, protocol.ClosePolicyViolation, "inbound message rate exceeded"))
+				return
+			}
+			if overLimit == 1 {
+				s.reportError(&protocol.Error{Code: protocol.CodeInboundRateExceeded, Type: protocol.ErrorTypeInvalidRequest,
+					Message: "message dropped: more than " + strconv.FormatFloat(cfg.InboundRate, 'f', -1, 64) + " messages per second"})
+			}
+			continue
+		}
+		overLimit = 0
+		var ev protocol.ClientEvent
+		var perr *protocol.Error
+		if typ == websocket.MessageBinary {
+			ev, perr = dec.DecodeBinary(data)
+		} else {
+			ev, perr = dec.DecodeText(data)
+		}
+		if perr == nil {
+			if ev.Type == protocol.TypeInputAudioAppend {
+				s.opts.Metrics.AudioFramesIn.Inc()
+			}
+			perr = bconn.Handle(s.ctx, &ev)
+		}
+		putBuffer(buf)
+		if perr != nil {
+			if perr.EventID == "" {
+				perr.EventID = ev.EventID
+			}
+			if perr.Fatal {
+				s.Fail(perr)
+				return
+			}
+			s.reportError(perr)
+		}
+		select {
+		case <-s.ended:
+			return
+		default:
+		}
+	}
+}
+
+// readFailed classifies a read error: the client closed, or the connection broke.
+func (s *Session) readFailed(err error) {
+	if code := websocket.CloseStatus(err); code != -1 {
+		s.finish(ending{closeCode: code, reason: "client closed"})
+		return
+	}
+	select {
+	case <-s.ended: // our own close ended the read
+		return
+	default:
+	}
+	s.log.V(1).Info("connection lost", "error", err.Error())
+	s.finish(ending{closeCode: websocket.StatusAbnormalClosure, reason: "connection lost", broken: true})
+}
+
+// reportError sends a non-fatal error event.
+func (s *Session) reportError(e *protocol.Error) {
+	s.opts.Metrics.Errors.WithLabelValues(string(e.Code)).Inc()
+	s.pushEvent(protocol.NewErrorEvent(e, s.id), false)
+}
+
+var errTooLarge = errors.New("message too large")
+
+// readMessage reads one message into buf, failing with errTooLarge past limit.
+func readMessage(r io.Reader, buf *[]byte, limit int64) (int, error) {
+	b := *buf
+	for {
+		if len(b) == cap(b) {
+			if int64(len(b)) > limit {
+				return 0, errTooLarge
+			}
+			grow := max(2*cap(b), 4<<10)
+			if int64(grow) > limit+1 {
+				grow = int(limit + 1)
+			}
+			nb := make([]byte, len(b), grow)
+			copy(nb, b)
+			b = nb
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		*buf = b
+		if int64(len(b)) > limit {
+			return 0, errTooLarge
+		}
+		if err == io.EOF {
+			return len(b), nil
+		}
+		if err != nil {
+			return 0, err
+		}
+	}
+}

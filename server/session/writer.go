@@ -1,0 +1,143 @@
+package session
+
+import (
+	"context"
+
+	"github.com/coder/websocket"
+
+	"github.com/voicegateway/voicegateway/server/backend"
+	"github.com/voicegateway/voicegateway/server/protocol"
+)
+
+// writeLoop is the session's only writer: it sends queued messages in
+// order, each bounded by the write timeout, and once the session ends it
+// sends what remains (unless told to discard it) and closes the connection.
+func (s *Session) writeLoop() {
+	var batch []message
+	for {
+		<-s.out.ready
+		// A take that reports closed has everything that will ever be
+		// queued: pushes after close are refused.
+		var closed bool
+		batch, closed = s.out.take(batch[:0])
+		for i, m := range batch {
+			if closed && (s.end.abort || s.end.broken) {
+				m.release()
+				continue
+			}
+			if err := s.write(m); err != nil {
+				for _, rest := range batch[i:] {
+					rest.release()
+				}
+				s.finish(ending{closeCode: websocket.StatusAbnormalClosure, reason: string(protocol.CodeWriteFailed),
+					event: &protocol.Error{Code: protocol.CodeWriteFailed}, broken: true})
+				s.closeConn()
+				return
+			}
+			m.release()
+		}
+		clear(batch)
+		if cap(batch) > smallQueue {
+			batch = nil
+		}
+		if closed {
+			s.closeConn()
+			return
+		}
+	}
+}
+
+func (s *Session) write(m message) error {
+	ctx, cancel := context.WithTimeout(s.ctxForWrite(), s.opts.Config.WriteTimeout)
+	defer cancel()
+	if err := s.conn.Write(ctx, m.typ, m.data); err != nil {
+		return err
+	}
+	s.touch()
+	return nil
+}
+
+// ctxForWrite is independent of the session's lifetime: final messages are
+// written after the session context is cancelled.
+func (s *Session) ctxForWrite() context.Context { return context.Background() }
+
+// closeConn closes the connection the way the ending asks.
+func (s *Session) closeConn() {
+	e := s.end
+	if e.broken {
+		_ = s.conn.CloseNow()
+		return
+	}
+	if err := s.conn.Close(e.closeCode, e.reason); err != nil {
+		s.log.V(1).Info("close handshake incomplete", "error", err.Error())
+	}
+}
+
+// pushEvent encodes ev and queues it.
+func (s *Session) pushEvent(ev protocol.Event, force bool) pushResult {
+	data, err := protocol.Marshal(ev, protocol.EventID(s.seq.Add(1)))
+	if err != nil {
+		s.log.Error(err, "encoding server event")
+		return pushClosed
+	}
+	return s.push(message{typ: websocket.MessageText, data: data}, force)
+}
+
+// push queues m; a full queue means the client cannot keep up, which ends
+// the session (memory never grows with a slow client).
+func (s *Session) push(m message, force bool) pushResult {
+	res := s.out.push(m, force)
+	switch res {
+	case pushFull:
+		m.release()
+		s.opts.Metrics.DroppedFrames.WithLabelValues("slow_consumer").Inc()
+		s.finish(ending{closeCode: protocol.ClosePolicyViolation, reason: string(protocol.CodeSlowConsumer),
+			event: &protocol.Error{Code: protocol.CodeSlowConsumer}, abort: true})
+	case pushClosed:
+		m.release()
+	}
+	return res
+}
+
+// sink is the Session as its backend sees it.
+type sink Session
+
+var _ backend.Sink = (*sink)(nil)
+
+func (k *sink) Event(ev protocol.Event) error {
+	return result((*Session)(k).pushEvent(ev, false))
+}
+
+func (k *sink) Raw(data []byte) error {
+	buf := getBuffer(len(data))
+	*buf = append(*buf, data...)
+	return result((*Session)(k).push(message{typ: websocket.MessageText, data: *buf, buf: buf}, false))
+}
+
+func (k *sink) Audio(ref protocol.ContentRef, pcm []byte) error {
+	s := (*Session)(k)
+	var m message
+	if s.opts.BinaryAudio {
+		buf := getBuffer(len(pcm))
+		*buf = append(*buf, pcm...)
+		m = message{typ: websocket.MessageBinary, data: *buf, buf: buf}
+	} else {
+		buf := getBuffer(protocol.AudioDeltaSize(ref, len(pcm)))
+		*buf = protocol.AppendAudioDelta(*buf, s.seq.Add(1), ref, pcm)
+		m = message{typ: websocket.MessageText, data: *buf, buf: buf}
+	}
+	res := s.push(m, false)
+	if res == pushed {
+		s.opts.Metrics.AudioFramesOut.Inc()
+	}
+	return result(res)
+}
+
+func (k *sink) Fail(e *protocol.Error) { (*Session)(k).Fail(e) }
+
+func result(r pushResult) error {
+	if r == pushed {
+		return nil
+	}
+	return backend.ErrSessionClosed
+}
