@@ -8,29 +8,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
 	"k8s.io/utils/clock"
 )
 
-// Client tokens let a browser, which cannot set an Authorization header on a
-// WebSocket, connect without ever holding an API key: the customer's backend
-// presents its API key to the gateway's mint endpoint, gets a short-lived
-// token and hands that to the page — the same flow as OpenAI's ephemeral
-// client secrets.
-//
-// Wire format:
-//
-//	vgw_ct_<base64url(payload)>.<base64url(HMAC-SHA256(secret, "vgw_ct_" + base64url(payload)))>
-//
-// base64url has no padding and the payload is JSON (see tokenPayload). The
-// MAC covers the encoded text exactly as received, so Verify authenticates
-// the token before decoding or parsing any attacker-controlled byte, and the
-// MAC is decoded strictly so that no second spelling of a token verifies.
-//
-// A token is checked once, when a session starts; an established session is
-// not cut when its token expires.
+// Client token format and limits.
 const (
 	// TokenPrefix marks a client token; the request parser tells tokens
 	// from API keys by it.
@@ -127,17 +112,36 @@ type tokenPayload struct {
 
 // TokenIssuer mints and verifies client tokens with one HMAC secret.
 //
+// Client tokens let a browser, which cannot set an Authorization header on a
+// WebSocket, connect without ever holding an API key: the customer's backend
+// presents its API key to the gateway's mint endpoint, gets a short-lived
+// token and hands that to the page — the flow of OpenAI's ephemeral client
+// secrets. The format is
+//
+//	vgw_ct_<base64url(payload)>.<base64url(HMAC-SHA256(secret, "vgw_ct_" + base64url(payload)))>
+//
+// with unpadded base64url and a JSON payload (version, token ID, issued-at
+// and expires-at in Unix seconds, minting key ID, session settings). The MAC
+// covers the text exactly as received, so Verify authenticates a token
+// before it decodes the payload, and the MAC is decoded strictly so that no
+// second spelling of a token verifies. A token is checked once, when a
+// session starts; an established session is not cut when it expires.
+//
 // Every replica that should accept a token must hold the same secret: mount
 // one Secret file (LoadSecretFile) in all pods and tokens work across
 // replicas and restarts. Without one, the server generates a random secret
 // at start (GenerateSecret); tokens then work only on the pod that minted
 // them and die with its process, which is fine for a single instance and
-// for development.
+// for development. Replacing the secret invalidates tokens not yet used,
+// which with lifetimes of a minute or so costs a client one retry.
 type TokenIssuer struct {
 	secret     []byte
 	clk        clock.PassiveClock
 	defaultTTL time.Duration
 	maxTTL     time.Duration
+	// random supplies token IDs; tests replace it to make tokens
+	// reproducible across the processes of a fuzzing run.
+	random io.Reader
 }
 
 // TokenOption configures a TokenIssuer.
@@ -167,6 +171,7 @@ func NewTokenIssuer(secret []byte, clk clock.PassiveClock, opts ...TokenOption) 
 		clk:        clk,
 		defaultTTL: DefaultTokenTTL,
 		maxTTL:     DefaultMaxTokenTTL,
+		random:     rand.Reader,
 	}
 	for _, opt := range opts {
 		opt(i)
@@ -230,7 +235,7 @@ func (i *TokenIssuer) Mint(ttl time.Duration, claims Claims) (token string, expi
 	}
 
 	var id [tokenIDBytes]byte
-	if _, err := rand.Read(id[:]); err != nil {
+	if _, err := io.ReadFull(i.random, id[:]); err != nil {
 		return "", time.Time{}, err
 	}
 	now := i.clk.Now()

@@ -64,8 +64,15 @@ type Server struct {
 	handlers sync.WaitGroup
 }
 
+// Option changes how New builds a server.
+type Option func(*Server)
+
+// WithBackend replaces the configured backend, for backends that are not
+// built in (tests inject failing ones).
+func WithBackend(b backend.Backend) Option { return func(s *Server) { s.backend = b } }
+
 // New builds a server from a validated configuration. Nothing runs yet.
-func New(cfg config.Config, log logr.Logger, clk clock.WithTickerAndDelayedExecution) (*Server, error) {
+func New(cfg config.Config, log logr.Logger, clk clock.WithTickerAndDelayedExecution, opts ...Option) (*Server, error) {
 	s := &Server{cfg: cfg, log: log, clock: clk, metrics: metrics.New(), started: clk.Now()}
 	var err error
 	if s.trusted, err = clientip.ParsePrefixes(cfg.RateLimit.TrustedProxies); err != nil {
@@ -104,11 +111,16 @@ func New(cfg config.Config, log logr.Logger, clk clock.WithTickerAndDelayedExecu
 		s.authn = &auth.Authenticator{Keys: s.keys, Tokens: tokens}
 	}
 
-	switch cfg.Backend {
-	case config.BackendEcho:
-		s.backend = echo.New(clk)
-	default:
-		return nil, fmt.Errorf("--backend %q is not available in this build", cfg.Backend)
+	for _, o := range opts {
+		o(s)
+	}
+	if s.backend == nil {
+		switch cfg.Backend {
+		case config.BackendEcho:
+			s.backend = echo.New(clk)
+		default:
+			return nil, fmt.Errorf("--backend %q is not available in this build", cfg.Backend)
+		}
 	}
 
 	s.sessions = session.NewRegistry(cfg.Sessions.Limit)

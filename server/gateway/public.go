@@ -239,4 +239,3 @@ func (w logWriter) Write(p []byte) (int, error) {
 	w.log.V(1).Info(string(p))
 	return len(p), nil
 }
-

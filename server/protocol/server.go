@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strconv"
 	"time"
+	"unicode/utf8"
 )
 
 // Server event types: the OpenAI Realtime GA names the gateway emits itself,
@@ -31,7 +32,7 @@ const (
 	responseObject              = "realtime.response"
 	sessionObjectType           = "realtime"
 	maxEventIDDigits            = 20
-	audioDeltaFixedOverheadSize = 160
+	audioDeltaFixedOverheadSize = 192
 )
 
 // Event is implemented by every server event struct; the session stamps the
@@ -214,9 +215,9 @@ func AppendAudioDelta(dst []byte, seq uint64, ref ContentRef, pcm []byte) []byte
 	dst = append(dst, `{"type":"response.output_audio.delta","event_id":"event_`...)
 	dst = strconv.AppendUint(dst, seq, 10)
 	dst = append(dst, `","response_id":`...)
-	dst = strconv.AppendQuote(dst, ref.ResponseID)
+	dst = appendJSONString(dst, ref.ResponseID)
 	dst = append(dst, `,"item_id":`...)
-	dst = strconv.AppendQuote(dst, ref.ItemID)
+	dst = appendJSONString(dst, ref.ItemID)
 	dst = append(dst, `,"output_index":`...)
 	dst = strconv.AppendInt(dst, int64(ref.OutputIndex), 10)
 	dst = append(dst, `,"content_index":`...)
@@ -226,9 +227,53 @@ func AppendAudioDelta(dst []byte, seq uint64, ref ContentRef, pcm []byte) []byte
 	return append(dst, `"}`...)
 }
 
-// AudioDeltaSize is an upper bound of AppendAudioDelta's output, for sizing buffers.
+// AudioDeltaSize is an upper bound of AppendAudioDelta's output, for sizing
+// buffers. The fixed overhead is 132 bytes of text and quotes, up to 20 digits
+// of sequence number and up to 20 characters for each index.
 func AudioDeltaSize(ref ContentRef, pcmLen int) int {
-	return audioDeltaFixedOverheadSize + 2*(len(ref.ResponseID)+len(ref.ItemID)) + base64.StdEncoding.EncodedLen(pcmLen)
+	return audioDeltaFixedOverheadSize + maxJSONEscapeGrowth*(len(ref.ResponseID)+len(ref.ItemID)) + base64.StdEncoding.EncodedLen(pcmLen)
+}
+
+// maxJSONEscapeGrowth is the most bytes appendJSONString writes for one input
+// byte: a control character or an invalid UTF-8 byte becomes \u00XX or \ufffd.
+const maxJSONEscapeGrowth = 6
+
+// appendJSONString appends s as a JSON string. Like encoding/json it turns
+// invalid UTF-8 into U+FFFD; unlike it, it leaves <, >, &, U+2028 and U+2029
+// as they are, which JSON allows. strconv.AppendQuote is not a JSON encoder:
+// it writes \x, \a and \v escapes that JSON parsers reject.
+func appendJSONString(dst []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		if b := s[i]; b < utf8.RuneSelf {
+			if b >= 0x20 && b != '"' && b != '\\' {
+				i++
+				continue
+			}
+			dst = append(dst, s[start:i]...)
+			if b == '"' || b == '\\' {
+				dst = append(dst, '\\', b)
+			} else {
+				dst = append(dst, '\\', 'u', '0', '0', hex[b>>4], hex[b&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+			i++
+			start = i
+			continue
+		}
+		i += size
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
 }
 
 func appendInt(dst []byte, n int64) []byte { return strconv.AppendInt(dst, n, 10) }

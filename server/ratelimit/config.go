@@ -37,7 +37,7 @@ const (
 // call WithDefaults before Validate, as New does.
 type Config struct {
 	// Window is how long a failure counts. A failure is remembered for at
-	// least Window and at most Window/7 longer (see window.go).
+	// least Window and at most about Window/7 longer (see window.go).
 	Window time.Duration
 	// SuspiciousAfter is the number of failures within Window that make an
 	// IP suspicious: its next attempts are slowed by SuspiciousDelay.

@@ -4,7 +4,7 @@
 // hands events to a backend, and writes what the backend answers.
 //
 // Every session owns exactly two goroutines of its own (the reader, which is
-// the HTTP handler's, and one writer), one timer, and whatever its backend
+// the HTTP handler's, and one writer), one timer the writer owns, and whatever its backend
 // connection starts; Run returns only after all of them have stopped, on
 // every path — a clean close, a client error, a backend failure, a slow
 // client, a drain.
@@ -86,9 +86,8 @@ type Session struct {
 	ended   chan struct{}
 	end     ending
 
-	timerMu      sync.Mutex
-	timer        clock.Timer
-	timerStopped bool
+	// timer is owned by the writer goroutine; nil for rejected sessions.
+	timer clock.Timer
 
 	draining atomic.Bool
 }
@@ -144,12 +143,13 @@ func (s *Session) Run() {
 	m.SessionsTotal.Inc()
 	s.log.V(1).Info("session started", "binaryAudio", s.opts.BinaryAudio)
 
+	s.timer = s.opts.Clock.NewTimer(s.untilNextCheck())
 	writerDone := make(chan struct{})
 	go func() {
 		defer close(writerDone)
+		defer s.timer.Stop()
 		s.writeLoop()
 	}()
-	s.armTimer()
 
 	bconn, err := s.opts.Backend.Open(s.ctx, backend.Info{
 		SessionID: s.id, SampleRate: s.opts.Config.SampleRate, BinaryAudio: s.opts.BinaryAudio,
@@ -165,7 +165,6 @@ func (s *Session) Run() {
 	// client close or a broken connection gets here without a cause yet).
 	s.finish(ending{closeCode: protocol.CloseNormal, broken: true})
 	s.cancel()
-	s.stopTimer()
 	<-writerDone
 	if bconn != nil {
 		if err := bconn.Close(); err != nil {

@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"time"
 
 	"github.com/coder/websocket"
 
@@ -14,8 +15,17 @@ import (
 // sends what remains (unless told to discard it) and closes the connection.
 func (s *Session) writeLoop() {
 	var batch []message
+	var timeouts <-chan time.Time
+	if s.timer != nil {
+		timeouts = s.timer.C()
+	}
 	for {
-		<-s.out.ready
+		select {
+		case <-s.out.ready:
+		case <-timeouts:
+			s.checkTimeouts()
+			continue
+		}
 		// A take that reports closed has everything that will ever be
 		// queued: pushes after close are refused.
 		var closed bool

@@ -110,6 +110,7 @@ type conn struct {
 
 	mu       sync.Mutex
 	pending  []turn
+	queued   int // bytes of audio in pending, bounded by maxBytes
 	cancelID int // bumped by response.cancel; the speaker drops its turn when it changes
 }
 
@@ -154,7 +155,9 @@ func (c *conn) Handle(_ context.Context, ev *protocol.ClientEvent) *protocol.Err
 		return c.enqueue(turn{itemID: c.lastItemID, audio: c.lastAudio})
 	case protocol.TypeResponseCancel:
 		c.mu.Lock()
+		clear(c.pending) // drop the audio, not just the length
 		c.pending = c.pending[:0]
+		c.queued = 0
 		c.cancelID++
 		c.mu.Unlock()
 		return nil
@@ -195,11 +198,12 @@ func (c *conn) sessionUpdate(ev *protocol.ClientEvent) *protocol.Error {
 
 func (c *conn) enqueue(t turn) *protocol.Error {
 	c.mu.Lock()
-	if len(c.pending) >= maxPendingTurns {
+	if len(c.pending) >= maxPendingTurns || c.queued+len(t.audio) > c.maxBytes() {
 		c.mu.Unlock()
 		return protocol.Invalid("", "too many responses queued; wait for response.done or cancel")
 	}
 	c.pending = append(c.pending, t)
+	c.queued += len(t.audio)
 	c.mu.Unlock()
 	select {
 	case c.wake <- struct{}{}:
@@ -233,7 +237,9 @@ func (c *conn) speak() {
 				break
 			}
 			t := c.pending[0]
+			c.pending[0] = turn{} // the backing array must not keep played audio alive
 			c.pending = c.pending[1:]
+			c.queued -= len(t.audio)
 			cancelID := c.cancelID
 			c.mu.Unlock()
 			if !c.play(t, cancelID) {

@@ -1,0 +1,464 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+const testAPIKey = "vgw-e2e-test-key-0123456789abcdef"
+
+// process is the real voice-server binary running on loopback.
+type process struct {
+	t        *testing.T
+	cmd      *exec.Cmd
+	public   string
+	admin    string
+	exited   chan struct{}
+	exitErr  error
+	logMu    sync.Mutex
+	logLines []string
+}
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// buildBinary compiles the voice server once per test run.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "voice-server-e2e")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "voice-server")
+		gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
+		out, err := exec.Command(gobin, "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+func startProcess(t *testing.T, extraArgs ...string) *process {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("end-to-end test builds and runs the binary")
+	}
+	keys := filepath.Join(t.TempDir(), "api-keys")
+	if err := os.WriteFile(keys, []byte("# test key\n"+testAPIKey+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	args := append([]string{
+		"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
+		"--api-keys-file", keys, "--log-level", "debug",
+	}, extraArgs...)
+	cmd := exec.Command(buildBinary(t), args...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &process{t: t, cmd: cmd, exited: make(chan struct{})}
+	listening := make(chan map[string]any, 1)
+	logsDone := make(chan struct{})
+	go func() {
+		defer close(logsDone)
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			line := sc.Text()
+			p.logMu.Lock()
+			p.logLines = append(p.logLines, line)
+			p.logMu.Unlock()
+			var entry map[string]any
+			if json.Unmarshal([]byte(line), &entry) == nil && entry["msg"] == "listening" {
+				listening <- entry
+			}
+		}
+	}()
+	go func() {
+		<-logsDone // Wait must follow the last read from the pipe
+		p.exitErr = cmd.Wait()
+		close(p.exited)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.exited:
+		default:
+			_ = cmd.Process.Kill()
+			<-p.exited
+		}
+		if t.Failed() {
+			t.Logf("server log:\n%s", p.logs())
+		}
+	})
+	select {
+	case entry := <-listening:
+		p.public, p.admin = entry["public"].(string), entry["admin"].(string)
+	case <-p.exited:
+		t.Fatalf("server exited at start: %v\n%s", p.exitErr, p.logs())
+	case <-time.After(30 * time.Second):
+		t.Fatalf("server did not start\n%s", p.logs())
+	}
+	return p
+}
+
+func (p *process) logs() string {
+	p.logMu.Lock()
+	defer p.logMu.Unlock()
+	return strings.Join(p.logLines, "\n")
+}
+
+func (p *process) signal(sig os.Signal) {
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		p.t.Fatalf("signal: %v", err)
+	}
+}
+
+// waitExit waits for the process and returns its exit code.
+func (p *process) waitExit(timeout time.Duration) int {
+	p.t.Helper()
+	select {
+	case <-p.exited:
+	case <-time.After(timeout):
+		p.t.Fatalf("server still running after %v", timeout)
+	}
+	var exitErr *exec.ExitError
+	if errors.As(p.exitErr, &exitErr) {
+		return exitErr.ExitCode()
+	}
+	if p.exitErr != nil {
+		p.t.Fatalf("wait: %v", p.exitErr)
+	}
+	return 0
+}
+
+func (p *process) adminGet(path string) (int, []byte) {
+	p.t.Helper()
+	client := &http.Client{Timeout: 5 * time.Second}
+	resp, err := client.Get("http://" + p.admin + path)
+	if err != nil {
+		p.t.Fatalf("GET %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	client.CloseIdleConnections()
+	return resp.StatusCode, body
+}
+
+func (p *process) status() map[string]any {
+	p.t.Helper()
+	code, body := p.adminGet("/status")
+	var st map[string]any
+	if code != http.StatusOK || json.Unmarshal(body, &st) != nil {
+		p.t.Fatalf("/status: %d %s", code, body)
+	}
+	return st
+}
+
+func (p *process) dial(ctx context.Context, binary bool) (*websocket.Conn, *http.Response, error) {
+	u := "ws://" + p.public + "/v1/realtime"
+	if binary {
+		u += "?audio=binary"
+	}
+	c, resp, err := websocket.Dial(ctx, u, &websocket.DialOptions{
+		HTTPHeader: http.Header{"Authorization": {"Bearer " + testAPIKey}},
+		HTTPClient: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}},
+	})
+	if c != nil {
+		c.SetReadLimit(1 << 20)
+	}
+	return c, resp, err
+}
+
+// callResult is what one client saw.
+type callResult struct {
+	echoOK      bool
+	draining    map[string]any
+	closeCode   websocket.StatusCode
+	err         error
+	polite      bool
+	afterNotice time.Duration
+}
+
+// call runs one client: a turn of audio echoed back, then it waits for the
+// drain. A polite client hangs up on gateway.draining (as a client that
+// reconnects elsewhere does); the others stay until the server closes them.
+func call(ctx context.Context, p *process, binary, polite bool, ready *sync.WaitGroup) (res callResult) {
+	res.polite = polite
+	c, resp, err := p.dial(ctx, binary)
+	if resp != nil && resp.Body != nil {
+		resp.Body.Close()
+	}
+	readyDone := false
+	defer func() {
+		if !readyDone {
+			ready.Done()
+		}
+	}()
+	if err != nil {
+		res.err = fmt.Errorf("dial: %w", err)
+		return res
+	}
+	defer c.CloseNow()
+	pcm := make([]byte, 24000*2/5) // 200 ms
+	for i := range pcm {
+		pcm[i] = byte(i * 7)
+	}
+	for off := 0; off < len(pcm); off += 960 {
+		var err error
+		if binary {
+			err = c.Write(ctx, websocket.MessageBinary, pcm[off:off+960])
+		} else {
+			msg, _ := json.Marshal(map[string]string{"type": "input_audio_buffer.append", "audio": base64.StdEncoding.EncodeToString(pcm[off : off+960])})
+			err = c.Write(ctx, websocket.MessageText, msg)
+		}
+		if err != nil {
+			res.err = fmt.Errorf("send audio: %w", err)
+			return res
+		}
+	}
+	if err := c.Write(ctx, websocket.MessageText, []byte(`{"type":"input_audio_buffer.commit"}`)); err != nil {
+		res.err = err
+		return res
+	}
+	var echoed []byte
+	var noticeAt time.Time
+	for {
+		typ, data, err := c.Read(ctx)
+		if err != nil {
+			res.closeCode = websocket.CloseStatus(err)
+			if res.closeCode == -1 {
+				res.err = fmt.Errorf("read: %w", err)
+			}
+			if !noticeAt.IsZero() {
+				res.afterNotice = time.Since(noticeAt)
+			}
+			return res
+		}
+		if typ == websocket.MessageBinary {
+			echoed = append(echoed, data...)
+			continue
+		}
+		var ev map[string]any
+		if err := json.Unmarshal(data, &ev); err != nil {
+			res.err = fmt.Errorf("invalid JSON from server: %q", data)
+			return res
+		}
+		switch ev["type"] {
+		case "response.output_audio.delta":
+			b, _ := base64.StdEncoding.DecodeString(ev["delta"].(string))
+			echoed = append(echoed, b...)
+		case "response.done":
+			res.echoOK = bytes.Equal(echoed, pcm)
+			ready.Done()
+			readyDone = true
+		case "gateway.draining":
+			res.draining = ev
+			noticeAt = time.Now()
+			if polite {
+				if err := c.Close(websocket.StatusNormalClosure, "moving to another server"); err != nil {
+					res.err = fmt.Errorf("client close: %w", err)
+				}
+				res.closeCode = websocket.StatusNormalClosure
+				return res
+			}
+		}
+	}
+}
+
+// TestDrainOnSIGTERM is the rollout a user cares about: 50 live calls, a
+// SIGTERM, and every call either hangs up on its own or is closed with 1012
+// at the deadline — none cut abnormally — while readiness fails at once,
+// new sessions are refused after the propagation delay, and the process
+// exits 0 within its grace period.
+func TestDrainOnSIGTERM(t *testing.T) {
+	const (
+		sessions         = 50
+		grace            = 12 * time.Second
+		exitMargin       = 2 * time.Second
+		propagationDelay = 2 * time.Second
+	)
+	p := startProcess(t,
+		"--grace-period", grace.String(), "--exit-margin", exitMargin.String(),
+		"--propagation-delay", propagationDelay.String(), "--notify-window", "1s", "--reconnect-after", "200ms")
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var ready sync.WaitGroup
+	results := make([]callResult, sessions)
+	var calls sync.WaitGroup
+	ready.Add(sessions)
+	for i := 0; i < sessions; i++ {
+		calls.Add(1)
+		go func() {
+			defer calls.Done()
+			results[i] = call(ctx, p, i%2 == 0, i%4 < 2, &ready)
+		}()
+	}
+	ready.Wait()
+	if got := p.status()["sessions"]; got != float64(sessions) {
+		t.Fatalf("/status sessions = %v, want %d", got, sessions)
+	}
+	if code, _ := p.adminGet("/readyz"); code != http.StatusOK {
+		t.Fatalf("/readyz before drain = %d", code)
+	}
+
+	signalled := time.Now()
+	p.signal(syscall.SIGTERM)
+	// Readiness fails at once, and the liveness probe stays healthy.
+	for {
+		code, _ := p.adminGet("/readyz")
+		if code == http.StatusServiceUnavailable {
+			break
+		}
+		if time.Since(signalled) > propagationDelay {
+			t.Fatal("readiness still passing after the propagation delay")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	readinessFailedAfter := time.Since(signalled)
+	if code, _ := p.adminGet("/healthz"); code != http.StatusOK {
+		t.Fatalf("/healthz during drain = %d, want 200", code)
+	}
+	// While endpoints catch up, new sessions are still served.
+	late := make(chan callResult, 1)
+	if st := p.status(); st["phase"] == "terminating" {
+		ready.Add(1)
+		calls.Add(1)
+		go func() {
+			defer calls.Done()
+			late <- call(ctx, p, true, false, &ready)
+		}()
+	} else {
+		t.Logf("propagation delay already over when checked (phase %v); skipping the late session", p.status()["phase"])
+		late <- callResult{echoOK: true, closeCode: websocket.StatusServiceRestart, draining: map[string]any{}}
+	}
+	// After the propagation delay, new upgrades get 503 + Retry-After.
+	for p.status()["phase"] == "terminating" {
+		time.Sleep(20 * time.Millisecond)
+	}
+	_, resp, err := p.dial(ctx, false)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("upgrade while draining: err=%v resp=%v, want 503 with Retry-After", err, resp)
+	}
+	var refusal struct {
+		Error struct{ Code string } `json:"error"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&refusal); err != nil || refusal.Error.Code != "server_draining" {
+		t.Fatalf("503 body code = %q (%v), want server_draining", refusal.Error.Code, err)
+	}
+	resp.Body.Close()
+
+	exitCode := p.waitExit(grace + 5*time.Second)
+	exitedAfter := time.Since(signalled)
+	calls.Wait()
+	if exitCode != 0 {
+		t.Fatalf("exit code %d, want 0", exitCode)
+	}
+	if exitedAfter > grace {
+		t.Errorf("exited %v after SIGTERM, beyond the %v grace period", exitedAfter, grace)
+	}
+
+	counts := map[websocket.StatusCode]int{}
+	for i, r := range append(results, <-late) {
+		if r.err != nil {
+			t.Errorf("session %d: %v", i, r.err)
+			continue
+		}
+		if !r.echoOK {
+			t.Errorf("session %d: echo did not match what was sent", i)
+		}
+		if r.draining == nil {
+			t.Errorf("session %d: no gateway.draining", i)
+		}
+		counts[r.closeCode]++
+		want := websocket.StatusServiceRestart
+		if r.polite {
+			want = websocket.StatusNormalClosure
+		}
+		if r.closeCode != want {
+			t.Errorf("session %d (polite=%v): close %v, want %v", i, r.polite, r.closeCode, want)
+		}
+	}
+	if d := results[1].draining; d != nil {
+		if ms, _ := d["reconnect_after_ms"].(float64); ms < 200 {
+			t.Errorf("reconnect_after_ms = %v, want ≥ 200", ms)
+		}
+		if _, err := time.Parse(time.RFC3339, d["deadline"].(string)); err != nil {
+			t.Errorf("deadline %v: %v", d["deadline"], err)
+		}
+	}
+	if !strings.Contains(p.logs(), "stopped cleanly") {
+		t.Error("server did not log a clean stop")
+	}
+	t.Logf("readiness failed %v after SIGTERM; exit %v after SIGTERM; close codes %v", readinessFailedAfter, exitedAfter, counts)
+}
+
+// TestSecondSignalForcesFastExit: a second SIGTERM closes the remaining
+// sessions with 1012 at once instead of waiting for the deadline.
+func TestSecondSignalForcesFastExit(t *testing.T) {
+	const grace = 60 * time.Second
+	p := startProcess(t, "--grace-period", grace.String(), "--propagation-delay", "30s")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	const sessions = 5
+	var ready, calls sync.WaitGroup
+	ready.Add(sessions)
+	results := make([]callResult, sessions)
+	for i := 0; i < sessions; i++ {
+		calls.Add(1)
+		go func() {
+			defer calls.Done()
+			results[i] = call(ctx, p, true, false, &ready)
+		}()
+	}
+	ready.Wait()
+	p.signal(syscall.SIGTERM)
+	for p.status()["phase"] != "terminating" {
+		time.Sleep(10 * time.Millisecond)
+	}
+	p.signal(syscall.SIGTERM)
+	if code := p.waitExit(30 * time.Second); code != 0 {
+		t.Fatalf("exit code %d, want 0", code)
+	}
+	calls.Wait()
+	for i, r := range results {
+		if r.err != nil || r.closeCode != websocket.StatusServiceRestart {
+			t.Errorf("session %d: close %v err %v, want 1012", i, r.closeCode, r.err)
+		}
+	}
+}

@@ -1,0 +1,676 @@
+package echo_test
+
+import (
+	"bytes"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/voicegateway/voicegateway/server/backend"
+	"github.com/voicegateway/voicegateway/server/backend/echo"
+	"github.com/voicegateway/voicegateway/server/protocol"
+)
+
+// randomPCM returns n bytes of reproducible noise.
+func randomPCM(seed uint64, n int) []byte {
+	rng := rand.New(rand.NewPCG(seed, 0))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(rng.Uint32())
+	}
+	return b
+}
+
+func appendMsg(pcm []byte) string {
+	return `{"type":"input_audio_buffer.append","audio":"` + base64.StdEncoding.EncodeToString(pcm) + `"}`
+}
+
+const (
+	commitMsg = `{"type":"input_audio_buffer.commit"}`
+	clearMsg  = `{"type":"input_audio_buffer.clear"}`
+	createMsg = `{"type":"response.create"}`
+	cancelMsg = `{"type":"response.cancel"}`
+)
+
+// chunkBytes is 20 ms of PCM16 mono at rate.
+func chunkBytes(rate int) int { return rate * 2 / 50 }
+
+func wantInvalid(t *testing.T, err *protocol.Error, param string) {
+	t.Helper()
+	if err == nil {
+		t.Fatal("event accepted, want invalid_event")
+	}
+	if err.Code != protocol.CodeInvalidEvent || err.Fatal || err.Param != param || err.Message == "" {
+		t.Fatalf("error = %+v, want a non-fatal invalid_event with param %q", err, param)
+	}
+}
+
+func TestOpenSendsSessionCreated(t *testing.T) {
+	tests := []struct {
+		name          string
+		info          backend.Info
+		wantTransport string
+	}{
+		{
+			name:          "base64 audio at 24 kHz",
+			info:          backend.Info{SessionID: "sess_a", SampleRate: 24000, MaxMessageBytes: 1 << 20},
+			wantTransport: "base64",
+		},
+		{
+			name:          "binary audio at 16 kHz",
+			info:          backend.Info{SessionID: "sess_b", SampleRate: 16000, BinaryAudio: true, MaxMessageBytes: 256 << 10},
+			wantTransport: "binary",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := open(t, tt.info, newSink())
+			if got := h.sink.types(); !reflect.DeepEqual(got, []string{protocol.TypeSessionCreated}) {
+				t.Fatalf("events after Open = %v, want just session.created", got)
+			}
+			ev := h.sink.last()
+			rate := float64(tt.info.SampleRate)
+			format := map[string]any{"format": map[string]any{"type": "audio/pcm", "rate": rate}}
+			want := map[string]any{
+				"type":     "session.created",
+				"event_id": "",
+				"session": map[string]any{
+					"type": "realtime", "object": "realtime.session", "id": tt.info.SessionID, "model": "echo",
+					"output_modalities": []any{"audio"}, "instructions": "",
+					"audio": map[string]any{"input": format, "output": format},
+				},
+				"gateway": map[string]any{
+					"session_id": tt.info.SessionID, "audio_transport": tt.wantTransport,
+					"sample_rate": rate, "max_message_bytes": float64(tt.info.MaxMessageBytes),
+				},
+			}
+			if !reflect.DeepEqual(ev, want) {
+				t.Errorf("session.created =\n%v\nwant\n%v", ev, want)
+			}
+		})
+	}
+}
+
+func TestBackendName(t *testing.T) {
+	if got := echo.New(nil).Name(); got != "echo" || echo.Name != "echo" {
+		t.Errorf("Name() = %q", got)
+	}
+}
+
+// TestOpenFailsOnClosedSink: when session.created cannot be sent, Open fails
+// and starts nothing (TestMain's leak check would catch a speaker).
+func TestOpenFailsOnClosedSink(t *testing.T) {
+	sink := newSink()
+	sink.closeWhen = func(string) bool { return true }
+	conn, err := echo.New(nil).Open(t.Context(), defaultInfo(), sink)
+	if !errors.Is(err, backend.ErrSessionClosed) || conn != nil {
+		t.Fatalf("Open = %v, %v; want nil, ErrSessionClosed", conn, err)
+	}
+}
+
+func TestSessionUpdate(t *testing.T) {
+	tests := []struct {
+		name             string
+		session          string
+		wantParam        string // empty: accepted
+		wantInstructions string // after the update
+	}{
+		{name: "instructions applied", session: `{"instructions":"answer in French"}`, wantInstructions: "answer in French"},
+		{name: "empty update", session: `{}`},
+		{name: "matching formats", session: `{"audio":{"input":{"format":{"type":"audio/pcm","rate":24000}},"output":{"format":{"type":"audio/pcm","rate":24000}}},"instructions":"x"}`,
+			wantInstructions: "x"},
+		{name: "format type only", session: `{"audio":{"input":{"format":{"type":"audio/pcm"}}}}`},
+		{name: "rate only", session: `{"audio":{"output":{"format":{"rate":24000}}}}`},
+		{name: "null directions", session: `{"audio":{"input":null,"output":{"format":null}}}`},
+		{name: "unknown fields ignored", session: `{"voice":"alloy","turn_detection":null,"tools":[]}`},
+		{name: "other input format", session: `{"audio":{"input":{"format":{"type":"audio/pcmu"}}}}`, wantParam: "session.audio"},
+		{name: "other input rate", session: `{"audio":{"input":{"format":{"type":"audio/pcm","rate":16000}}}}`, wantParam: "session.audio"},
+		{name: "other output rate", session: `{"audio":{"output":{"format":{"rate":48000}}}}`, wantParam: "session.audio"},
+		{name: "other output format", session: `{"audio":{"output":{"format":{"type":"audio/pcma","rate":24000}}}}`, wantParam: "session.audio"},
+		{name: "bad format leaves instructions alone", session: `{"instructions":"x","audio":{"input":{"format":{"rate":8000}}}}`, wantParam: "session.audio"},
+		{name: "instructions of the wrong type", session: `{"instructions":42}`, wantParam: "session"},
+		{name: "audio of the wrong type", session: `{"audio":"pcm"}`, wantParam: "session"},
+		{name: "rate of the wrong type", session: `{"audio":{"input":{"format":{"rate":"24000"}}}}`, wantParam: "session"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := open(t, defaultInfo(), newSink())
+			err := h.send(`{"type":"session.update","session":` + tt.session + `}`)
+			if tt.wantParam != "" {
+				wantInvalid(t, err, tt.wantParam)
+				if n := h.sink.count(protocol.TypeSessionUpdated); n != 0 {
+					t.Fatalf("a rejected update sent %d session.updated", n)
+				}
+				// The session is unchanged: an empty update reports it.
+				h.mustSend(`{"type":"session.update","session":{}}`)
+			} else if err != nil {
+				t.Fatalf("update rejected: %v", err)
+			}
+			ev := h.sink.last()
+			if ev["type"] != protocol.TypeSessionUpdated {
+				t.Fatalf("last event = %v, want session.updated", ev)
+			}
+			session := ev["session"].(map[string]any)
+			if session["instructions"] != tt.wantInstructions {
+				t.Errorf("instructions = %q, want %q", session["instructions"], tt.wantInstructions)
+			}
+			if session["id"] != "sess_test" || session["model"] != "echo" {
+				t.Errorf("session = %v", session)
+			}
+			format := session["audio"].(map[string]any)["input"].(map[string]any)["format"]
+			if want := map[string]any{"type": "audio/pcm", "rate": 24000.0}; !reflect.DeepEqual(format, want) {
+				t.Errorf("input format = %v, want %v", format, want)
+			}
+		})
+	}
+}
+
+func TestSessionUpdateKeepsEarlierInstructions(t *testing.T) {
+	h := open(t, defaultInfo(), newSink())
+	h.mustSend(`{"type":"session.update","session":{"instructions":"first"}}`)
+	h.mustSend(`{"type":"session.update","session":{"audio":{"input":{"format":{"type":"audio/pcm"}}}}}`)
+	if got := h.sink.last()["session"].(map[string]any)["instructions"]; got != "first" {
+		t.Errorf("instructions = %q, want them kept", got)
+	}
+	h.mustSend(`{"type":"session.update","session":{"instructions":""}}`)
+	if got := h.sink.last()["session"].(map[string]any)["instructions"]; got != "" {
+		t.Errorf("instructions = %q, want them cleared", got)
+	}
+}
+
+func TestEchoesCommittedAudio(t *testing.T) {
+	tests := []struct {
+		name       string
+		rate       int
+		inputBytes int
+		wantChunks []int
+	}{
+		{name: "24 kHz, partial last chunk", rate: 24000, inputBytes: 3*960 + 480, wantChunks: []int{960, 960, 960, 480}},
+		{name: "24 kHz, whole chunks", rate: 24000, inputBytes: 2 * 960, wantChunks: []int{960, 960}},
+		{name: "24 kHz, less than a chunk", rate: 24000, inputBytes: 2, wantChunks: []int{2}},
+		{name: "16 kHz", rate: 16000, inputBytes: 640 + 100, wantChunks: []int{640, 100}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			info := defaultInfo()
+			info.SampleRate = tt.rate
+			h := open(t, info, newSink())
+			input := randomPCM(uint64(tt.inputBytes), tt.inputBytes)
+			// Append in uneven pieces, as text and as binary messages.
+			for off, i := 0, 0; off < len(input); i++ {
+				end := min(off+2*(37+i*50), len(input))
+				var err *protocol.Error
+				if i%2 == 0 {
+					err = h.send(appendMsg(input[off:end]))
+				} else {
+					err = h.sendBinary(input[off:end])
+				}
+				if err != nil {
+					t.Fatalf("append: %v", err)
+				}
+				off = end
+			}
+			if n := len(h.sink.types()); n != 1 {
+				t.Fatalf("append sent events: %v", h.sink.types())
+			}
+			h.mustSend(commitMsg)
+
+			committed := h.sink.waitEvent(t, protocol.TypeInputAudioCommitted, 1)
+			if committed["item_id"] != "item_1" || committed["previous_item_id"] != nil {
+				t.Errorf("committed = %v", committed)
+			}
+			if _, ok := committed["previous_item_id"]; !ok {
+				t.Error("previous_item_id is omitted, want null")
+			}
+			created := h.sink.waitEvent(t, protocol.TypeResponseCreated, 1)
+			if resp := created["response"].(map[string]any); resp["id"] != "resp_1" || resp["status"] != "in_progress" || resp["object"] != "realtime.response" {
+				t.Errorf("response.created = %v", created)
+			}
+
+			// The first chunk goes out at once; the next waits for the clock.
+			h.sink.waitChunks(t, 1)
+			if len(tt.wantChunks) > 1 {
+				time.Sleep(5 * time.Millisecond)
+				if n := len(h.sink.allChunks()); n != 1 {
+					t.Fatalf("%d chunks sent before the clock moved, want 1", n)
+				}
+			}
+			done := h.play(0, len(tt.wantChunks), 1)
+			if resp := done["response"].(map[string]any); resp["id"] != "resp_1" || resp["status"] != "completed" {
+				t.Errorf("response.done = %v", done)
+			}
+
+			chunks := h.sink.allChunks()
+			var sizes []int
+			var got []byte
+			for _, c := range chunks {
+				sizes = append(sizes, len(c.pcm))
+				got = append(got, c.pcm...)
+				if c.ref != (protocol.ContentRef{ResponseID: "resp_1", ItemID: "item_1_echo"}) {
+					t.Errorf("chunk ref = %+v", c.ref)
+				}
+			}
+			if !reflect.DeepEqual(sizes, tt.wantChunks) {
+				t.Errorf("chunk sizes = %v, want %v", sizes, tt.wantChunks)
+			}
+			if !bytes.Equal(got, input) {
+				t.Error("the echoed audio differs from the input")
+			}
+
+			wantTypes := []string{
+				protocol.TypeSessionCreated, protocol.TypeInputAudioCommitted, protocol.TypeResponseCreated,
+				protocol.TypeOutputAudioDone, protocol.TypeOutputTranscriptDelta, protocol.TypeOutputTranscriptDone,
+				protocol.TypeResponseDone,
+			}
+			if got := h.sink.types(); !reflect.DeepEqual(got, wantTypes) {
+				t.Fatalf("events = %v, want %v", got, wantTypes)
+			}
+			transcript := fmt.Sprintf("(echo of %.2f s of audio)", float64(tt.inputBytes)/float64(2*tt.rate))
+			delta := h.sink.waitEvent(t, protocol.TypeOutputTranscriptDelta, 1)
+			tdone := h.sink.waitEvent(t, protocol.TypeOutputTranscriptDone, 1)
+			adone := h.sink.waitEvent(t, protocol.TypeOutputAudioDone, 1)
+			if delta["delta"] != transcript || tdone["transcript"] != transcript {
+				t.Errorf("transcript delta %q, done %q, want %q", delta["delta"], tdone["transcript"], transcript)
+			}
+			for _, ev := range []map[string]any{delta, tdone, adone} {
+				if ev["response_id"] != "resp_1" || ev["item_id"] != "item_1_echo" || ev["output_index"] != 0.0 || ev["content_index"] != 0.0 {
+					t.Errorf("%s locates the wrong content: %v", ev["type"], ev)
+				}
+			}
+
+			// A second turn follows the first.
+			second := randomPCM(99, 4)
+			h.mustSend(appendMsg(second))
+			h.mustSend(commitMsg)
+			committed = h.sink.waitEvent(t, protocol.TypeInputAudioCommitted, 2)
+			if committed["item_id"] != "item_2" || committed["previous_item_id"] != "item_1" {
+				t.Errorf("second committed = %v", committed)
+			}
+			done = h.play(len(chunks), 1, 2)
+			if resp := done["response"].(map[string]any); resp["id"] != "resp_2" || resp["status"] != "completed" {
+				t.Errorf("second response.done = %v", done)
+			}
+			last := h.sink.allChunks()[len(chunks)]
+			if !bytes.Equal(last.pcm, second) || last.ref.ItemID != "item_2_echo" || last.ref.ResponseID != "resp_2" {
+				t.Errorf("second turn echoed %+v", last)
+			}
+		})
+	}
+}
+
+func TestResponseCreateReplaysLastTurn(t *testing.T) {
+	h := open(t, defaultInfo(), newSink())
+	wantInvalid(t, h.send(createMsg), "")
+	input := randomPCM(1, 960+2)
+	h.mustSend(appendMsg(input))
+	h.mustSend(commitMsg)
+	h.play(0, 2, 1)
+
+	h.mustSend(`{"type":"response.create","response":{"instructions":"again"}}`)
+	done := h.play(2, 2, 2)
+	if resp := done["response"].(map[string]any); resp["id"] != "resp_2" || resp["status"] != "completed" {
+		t.Errorf("response.done = %v", done)
+	}
+	chunks := h.sink.allChunks()
+	if got := append(append([]byte(nil), chunks[2].pcm...), chunks[3].pcm...); !bytes.Equal(got, input) {
+		t.Error("response.create did not replay the last committed audio")
+	}
+	if chunks[2].ref.ItemID != "item_1_echo" {
+		t.Errorf("replay ref = %+v", chunks[2].ref)
+	}
+	if n := h.sink.count(protocol.TypeInputAudioCommitted); n != 1 {
+		t.Errorf("response.create committed %d items", n)
+	}
+}
+
+func TestCommitEmptyBuffer(t *testing.T) {
+	h := open(t, defaultInfo(), newSink())
+	wantInvalid(t, h.send(commitMsg), "")
+	// Committing clears the buffer, so a second commit is empty too.
+	h.mustSend(appendMsg([]byte{1, 2}))
+	h.mustSend(commitMsg)
+	h.play(0, 1, 1)
+	wantInvalid(t, h.send(commitMsg), "")
+	if n := h.sink.count(protocol.TypeInputAudioCommitted); n != 1 {
+		t.Errorf("%d committed events, want 1", n)
+	}
+}
+
+func TestClear(t *testing.T) {
+	h := open(t, defaultInfo(), newSink())
+	h.mustSend(appendMsg(randomPCM(2, 960)))
+	h.mustSend(`{"type":"input_audio_buffer.clear","event_id":"evt_c"}`)
+	if ev := h.sink.last(); ev["type"] != protocol.TypeInputAudioCleared {
+		t.Fatalf("last event = %v, want input_audio_buffer.cleared", ev)
+	}
+	wantInvalid(t, h.send(commitMsg), "")
+	// Clearing an empty buffer is fine too.
+	h.mustSend(clearMsg)
+	if n := h.sink.count(protocol.TypeInputAudioCleared); n != 2 {
+		t.Errorf("%d cleared events, want 2", n)
+	}
+	// The buffer is usable after a clear.
+	h.mustSend(appendMsg([]byte{5, 6}))
+	h.mustSend(commitMsg)
+	h.play(0, 1, 1)
+	if got := h.sink.allChunks(); len(got) != 1 || !bytes.Equal(got[0].pcm, []byte{5, 6}) {
+		t.Errorf("echo after clear = %+v, want only the audio appended after it", got)
+	}
+}
+
+func TestCancelMidResponse(t *testing.T) {
+	h := open(t, defaultInfo(), newSink())
+	h.mustSend(appendMsg(randomPCM(3, 5*960)))
+	h.mustSend(commitMsg)
+	h.sink.waitChunks(t, 1)
+	h.mustSend(`{"type":"response.cancel","response_id":"resp_1"}`)
+	h.tick()
+	done := h.sink.waitEvent(t, protocol.TypeResponseDone, 1)
+	if resp := done["response"].(map[string]any); resp["id"] != "resp_1" || resp["status"] != "cancelled" {
+		t.Errorf("response.done = %v, want resp_1 cancelled", done)
+	}
+	if n := len(h.sink.allChunks()); n != 1 {
+		t.Errorf("%d chunks sent, want none after the cancel", n)
+	}
+	if last := h.sink.types(); last[len(last)-1] != protocol.TypeResponseDone {
+		t.Errorf("events = %v, want response.done last", last)
+	}
+
+	// A cancel does not affect the next turn.
+	h.mustSend(appendMsg(randomPCM(4, 2*960)))
+	h.mustSend(commitMsg)
+	done = h.play(1, 2, 2)
+	if resp := done["response"].(map[string]any); resp["id"] != "resp_2" || resp["status"] != "completed" {
+		t.Errorf("next response.done = %v", done)
+	}
+}
+
+func TestCancelWithoutResponseIsHarmless(t *testing.T) {
+	h := open(t, defaultInfo(), newSink())
+	h.mustSend(cancelMsg)
+	h.mustSend(appendMsg(randomPCM(5, 2*960)))
+	h.mustSend(commitMsg)
+	done := h.play(0, 2, 1)
+	if resp := done["response"].(map[string]any); resp["status"] != "completed" {
+		t.Errorf("response.done = %v: an earlier cancel leaked into a later response", done)
+	}
+}
+
+func TestCancelDropsQueuedTurns(t *testing.T) {
+	h := open(t, defaultInfo(), newSink())
+	h.mustSend(appendMsg(randomPCM(6, 3*960)))
+	h.mustSend(commitMsg)
+	h.sink.waitChunks(t, 1)
+	h.mustSend(appendMsg(randomPCM(7, 960)))
+	h.mustSend(commitMsg) // item_2, queued behind item_1
+	h.mustSend(cancelMsg)
+	h.tick()
+	h.sink.waitEvent(t, protocol.TypeResponseDone, 1)
+
+	h.mustSend(appendMsg([]byte{9, 9}))
+	h.mustSend(commitMsg) // item_3
+	done := h.play(1, 1, 2)
+	if resp := done["response"].(map[string]any); resp["id"] != "resp_2" || resp["status"] != "completed" {
+		t.Errorf("response.done = %v", done)
+	}
+	chunks := h.sink.allChunks()
+	if len(chunks) != 2 || chunks[1].ref.ItemID != "item_3_echo" {
+		t.Errorf("after the cancel the echo played %+v, want only item_3", chunks[1:])
+	}
+}
+
+func TestOversizeBufferRejected(t *testing.T) {
+	const rate = 16000
+	info := defaultInfo()
+	info.SampleRate = rate
+	h := open(t, info, newSink())
+	limit := rate * 2 * 60 // 60 s of PCM16
+
+	if err := h.sendBinary(make([]byte, limit-2)); err != nil {
+		t.Fatalf("59.99 s rejected: %v", err)
+	}
+	wantInvalid(t, h.sendBinary(make([]byte, 4)), "audio")
+	wantInvalid(t, h.send(appendMsg(make([]byte, 4))), "audio")
+	// The rejected appends did not grow the buffer: exactly one more
+	// sample still fits, and then nothing.
+	if err := h.sendBinary([]byte{1, 2}); err != nil {
+		t.Fatalf("the last sample before 60 s rejected: %v", err)
+	}
+	wantInvalid(t, h.sendBinary([]byte{3, 4}), "audio")
+
+	h.mustSend(commitMsg)
+	h.sink.waitChunks(t, 1)
+	h.mustSend(cancelMsg)
+	h.tick()
+	tdone := h.sink.waitEvent(t, protocol.TypeOutputTranscriptDone, 1)
+	if tdone["transcript"] != "(echo of 60.00 s of audio)" {
+		t.Errorf("transcript = %q, want 60 s", tdone["transcript"])
+	}
+	// A commit empties the buffer, so there is room again.
+	if err := h.sendBinary(make([]byte, limit)); err != nil {
+		t.Fatalf("after a commit 60 s rejected: %v", err)
+	}
+	// And so does a clear.
+	h.mustSend(clearMsg)
+	if err := h.sendBinary(make([]byte, limit)); err != nil {
+		t.Fatalf("after a clear 60 s rejected: %v", err)
+	}
+}
+
+func TestTooManyPendingTurns(t *testing.T) {
+	h := open(t, defaultInfo(), newSink())
+	h.mustSend(appendMsg(randomPCM(8, 2*960)))
+	h.mustSend(commitMsg)
+	h.sink.waitChunks(t, 1) // the speaker holds the first turn; the queue is empty
+
+	accepted := 0
+	var rejected *protocol.Error
+	for range 100 {
+		if err := h.send(createMsg); err != nil {
+			rejected = err
+			break
+		}
+		accepted++
+	}
+	if accepted != 32 {
+		t.Errorf("%d turns queued, want 32", accepted)
+	}
+	wantInvalid(t, rejected, "")
+	// A commit past the limit is refused the same way (the item is still
+	// committed; only its response is refused).
+	h.mustSend(appendMsg([]byte{1, 2}))
+	wantInvalid(t, h.send(commitMsg), "")
+
+	// Cancelling empties the queue.
+	h.mustSend(cancelMsg)
+	h.tick()
+	h.sink.waitEvent(t, protocol.TypeResponseDone, 1)
+	h.mustSend(createMsg)
+	done := h.play(1, 1, 2)
+	if resp := done["response"].(map[string]any); resp["id"] != "resp_2" || resp["status"] != "completed" {
+		t.Errorf("response.done = %v", done)
+	}
+	if n := h.sink.count(protocol.TypeResponseCreated); n != 2 {
+		t.Errorf("%d responses, want 2", n)
+	}
+}
+
+// TestQueuedAudioBounded: the turns waiting to be echoed hold at most 60 s
+// of audio between them, so 32 turns of 60 s each cannot pile up.
+func TestQueuedAudioBounded(t *testing.T) {
+	const rate = 16000
+	info := defaultInfo()
+	info.SampleRate = rate
+	h := open(t, info, newSink())
+	half := rate * 2 * 30 // 30 s of PCM16
+
+	h.mustSend(appendMsg(randomPCM(12, 2*640)))
+	h.mustSend(commitMsg)
+	h.sink.waitChunks(t, 1) // playing; the queue is empty
+
+	for range 2 {
+		if err := h.sendBinary(make([]byte, half)); err != nil {
+			t.Fatal(err)
+		}
+		h.mustSend(commitMsg)
+	}
+	// 60 s are queued: neither a new turn nor a replay fits.
+	h.mustSend(appendMsg([]byte{1, 2}))
+	wantInvalid(t, h.send(commitMsg), "")
+	wantInvalid(t, h.send(createMsg), "")
+
+	// Cancelling frees the queue.
+	h.mustSend(cancelMsg)
+	h.tick()
+	h.sink.waitEvent(t, protocol.TypeResponseDone, 1)
+	if err := h.sendBinary(make([]byte, 2*half)); err != nil {
+		t.Fatal(err)
+	}
+	h.mustSend(commitMsg)
+	h.sink.waitChunks(t, 2)
+	h.mustSend(cancelMsg)
+	h.tick()
+	done := h.sink.waitEvent(t, protocol.TypeResponseDone, 2)
+	if resp := done["response"].(map[string]any); resp["status"] != "cancelled" {
+		t.Errorf("response.done = %v", done)
+	}
+	if tdone := h.sink.waitEvent(t, protocol.TypeOutputTranscriptDone, 2); tdone["transcript"] != "(echo of 60.00 s of audio)" {
+		t.Errorf("transcript = %q, want the 60 s turn", tdone["transcript"])
+	}
+}
+
+func TestUnknownEventRejected(t *testing.T) {
+	h := open(t, defaultInfo(), newSink())
+	for _, msg := range []string{
+		`{"type":"conversation.item.create","item":{"type":"message"}}`,
+		`{"type":"session.created"}`,
+		`{"type":"gateway.draining"}`,
+	} {
+		err := h.send(msg)
+		wantInvalid(t, err, "type")
+		if !strings.Contains(err.Message, "echo") {
+			t.Errorf("message %q does not name the backend", err.Message)
+		}
+	}
+	if got := h.sink.types(); len(got) != 1 {
+		t.Errorf("unknown events produced %v", got[1:])
+	}
+}
+
+func TestSinkErrorOnReaderIsFatal(t *testing.T) {
+	sink := newSink()
+	h := open(t, defaultInfo(), sink)
+	sink.mu.Lock()
+	sink.closeErr = errors.New("queue broken")
+	sink.closeWhen = func(kind string) bool { return kind == protocol.TypeInputAudioCleared }
+	sink.mu.Unlock()
+	err := h.send(clearMsg)
+	if err == nil || !err.Fatal || err.Code != protocol.CodeInternal || err.CloseCode != protocol.CloseInternalError {
+		t.Fatalf("Handle = %+v, want a fatal internal error", err)
+	}
+}
+
+// TestSpeakerStopsOnSessionClosed: once the sink reports the session
+// closed, the speaker goroutine ends by itself, before Close.
+func TestSpeakerStopsOnSessionClosed(t *testing.T) {
+	tests := []struct {
+		name      string
+		closeWhen func(kind string, chunks int) bool
+	}{
+		{name: "at response.created", closeWhen: func(kind string, _ int) bool { return kind == protocol.TypeResponseCreated }},
+		{name: "at the first chunk", closeWhen: func(kind string, _ int) bool { return kind == "audio" }},
+		{name: "at a later chunk", closeWhen: func(kind string, n int) bool { return kind == "audio" && n == 2 }},
+		{name: "at the transcript", closeWhen: func(kind string, _ int) bool { return kind == protocol.TypeOutputTranscriptDelta }},
+		{name: "at response.done", closeWhen: func(kind string, _ int) bool { return kind == protocol.TypeResponseDone }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sink := newSink()
+			sink.closeWhen = func(kind string) bool { return tt.closeWhen(kind, len(sink.chunks)) } // called with sink.mu held
+			h := open(t, defaultInfo(), sink)
+			h.mustSend(appendMsg(randomPCM(10, 4*960)))
+			h.mustSend(commitMsg)
+			// Play until the sink closes: wait for each chunk (or the close),
+			// then move the clock.
+			for step := 1; ; step++ {
+				if step > 10 {
+					t.Fatal("the sink was never closed")
+				}
+				sink.wait(t, "a chunk or the close", func() bool { return sink.closed || len(sink.chunks) >= step })
+				if sink.isClosed() {
+					break
+				}
+				h.tick()
+			}
+			// A closed sink reports nothing back to the reader.
+			if err := h.send(createMsg); err != nil {
+				t.Errorf("response.create after the session closed: %v", err)
+			}
+			if err := goleak.Find(); err != nil {
+				t.Fatalf("the speaker kept running after ErrSessionClosed: %v", err)
+			}
+		})
+	}
+}
+
+// TestCloseStopsSpeaker: Close during a long response returns at once, the
+// speaker is gone and nothing more is sent, however far the clock moves.
+func TestCloseStopsSpeaker(t *testing.T) {
+	for _, viaContext := range []bool{false, true} {
+		t.Run(fmt.Sprintf("context cancelled first: %v", viaContext), func(t *testing.T) {
+			h := open(t, defaultInfo(), newSink())
+			h.mustSend(appendMsg(randomPCM(11, 50*960)))
+			h.mustSend(commitMsg)
+			h.sink.waitChunks(t, 1)
+			h.tick()
+			h.sink.waitChunks(t, 2)
+
+			if viaContext {
+				// The session's context ending is enough to stop the
+				// speaker; Close then only waits.
+				h.cancel()
+				if err := goleak.Find(); err != nil {
+					t.Fatalf("the speaker outlived its context: %v", err)
+				}
+			}
+			closed := make(chan error, 1)
+			go func() { closed <- h.conn.Close() }()
+			select {
+			case err := <-closed:
+				if err != nil {
+					t.Errorf("Close: %v", err)
+				}
+			case <-time.After(waitTimeout):
+				t.Fatal("Close did not return")
+			}
+			h.closed = true
+			if err := goleak.Find(); err != nil {
+				t.Fatalf("goroutines left after Close: %v", err)
+			}
+			before := len(h.sink.allChunks())
+			h.clk.Step(time.Second)
+			if after := len(h.sink.allChunks()); after != before {
+				t.Errorf("%d chunks sent after Close", after-before)
+			}
+			if got := h.sink.types(); got[len(got)-1] == protocol.TypeResponseDone {
+				t.Errorf("events = %v: a closed session got response.done", got)
+			}
+		})
+	}
+}
+
+// TestIdleSpeakerCloses: Close with nothing playing returns too.
+func TestIdleSpeakerCloses(t *testing.T) {
+	h := open(t, defaultInfo(), newSink())
+	h.close()
+	if err := goleak.Find(); err != nil {
+		t.Fatal(err)
+	}
+}

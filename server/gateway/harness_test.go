@@ -1,0 +1,321 @@
+package gateway
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/testr"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/goleak"
+	"k8s.io/utils/clock"
+
+	"github.com/voicegateway/voicegateway/server/config"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// harness is one in-process server on loopback listeners.
+type harness struct {
+	t        *testing.T
+	srv      *Server
+	cfg      config.Config
+	wsURL    string
+	httpURL  string
+	adminURL string
+	done     chan error
+}
+
+// testConfig is a valid configuration with short timings for tests.
+func testConfig() config.Config {
+	cfg := config.Default()
+	cfg.Listen, cfg.AdminListen = "127.0.0.1:0", "127.0.0.1:1"
+	cfg.InsecureNoAuth = true
+	cfg.Drain.GracePeriod = 4 * time.Second
+	cfg.Drain.PropagationDelay = 200 * time.Millisecond
+	cfg.Drain.NotifyWindow = 200 * time.Millisecond
+	cfg.Drain.ReconnectAfter = 100 * time.Millisecond
+	cfg.Drain.ExitMargin = time.Second
+	return cfg
+}
+
+func start(t *testing.T, mutate func(*config.Config), opts ...Option) *harness {
+	return startWithClock(t, clock.RealClock{}, mutate, opts...)
+}
+
+func startWithClock(t *testing.T, clk clock.WithTickerAndDelayedExecution, mutate func(*config.Config), opts ...Option) *harness {
+	t.Helper()
+	cfg := testConfig()
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("test configuration invalid: %v", err)
+	}
+	srv, err := New(cfg, testLogger(t), clk, opts...)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	public, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	adminLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{
+		t: t, srv: srv, cfg: cfg, done: make(chan error, 1),
+		wsURL:    "ws://" + public.Addr().String() + PathRealtime,
+		httpURL:  "http://" + public.Addr().String(),
+		adminURL: "http://" + adminLn.Addr().String(),
+	}
+	go func() { h.done <- srv.Serve(context.Background(), public, adminLn) }()
+	t.Cleanup(func() {
+		srv.ForceDrain()
+		if err := h.wait(10 * time.Second); err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return h
+}
+
+func testLogger(t *testing.T) logr.Logger {
+	if os.Getenv("VOICEGATEWAY_TEST_LOGS") != "" {
+		return testr.NewWithOptions(t, testr.Options{Verbosity: 1})
+	}
+	return logr.Discard()
+}
+
+// wait waits for Serve to return.
+func (h *harness) wait(timeout time.Duration) error {
+	select {
+	case err := <-h.done:
+		h.done <- err // keep it for the next caller
+		return err
+	case <-time.After(timeout):
+		return errors.New("server did not stop")
+	}
+}
+
+// waitSessions waits until the registry holds n sessions.
+func (h *harness) waitSessions(n int) {
+	h.t.Helper()
+	eventually(h.t, 5*time.Second, fmt.Sprintf("%d sessions registered", n), func() bool { return h.srv.Sessions().Len() == n })
+}
+
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func (h *harness) dial(query string, header http.Header) *websocket.Conn {
+	h.t.Helper()
+	c, err := h.tryDial(query, header)
+	if err != nil {
+		h.t.Fatalf("dial: %v", err)
+	}
+	return c
+}
+
+func (h *harness) tryDial(query string, header http.Header) (*websocket.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	u := h.wsURL
+	if query != "" {
+		u += "?" + query
+	}
+	c, resp, err := websocket.Dial(ctx, u, &websocket.DialOptions{HTTPHeader: header})
+	if resp != nil && resp.Body != nil {
+		resp.Body.Close()
+	}
+	if err != nil {
+		return nil, err
+	}
+	c.SetReadLimit(1 << 20)
+	h.t.Cleanup(func() { c.CloseNow() })
+	return c, nil
+}
+
+// frame is one message a test client received.
+type frame struct {
+	binary bool
+	data   []byte
+	event  map[string]any
+}
+
+func (f frame) typ() string {
+	s, _ := f.event["type"].(string)
+	return s
+}
+
+func (f frame) errorCode() string {
+	e, _ := f.event["error"].(map[string]any)
+	s, _ := e["code"].(string)
+	return s
+}
+
+func read(t *testing.T, c *websocket.Conn) (frame, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	typ, data, err := c.Read(ctx)
+	if err != nil {
+		return frame{}, err
+	}
+	f := frame{binary: typ == websocket.MessageBinary, data: data}
+	if !f.binary {
+		if err := json.Unmarshal(data, &f.event); err != nil {
+			t.Fatalf("server sent invalid JSON %q: %v", data, err)
+		}
+	}
+	return f, nil
+}
+
+// readUntil reads until an event of type want, returning everything read.
+func readUntil(t *testing.T, c *websocket.Conn, want string) []frame {
+	t.Helper()
+	var got []frame
+	for {
+		f, err := read(t, c)
+		if err != nil {
+			t.Fatalf("reading until %s: %v (got %d frames)", want, err, len(got))
+		}
+		got = append(got, f)
+		if f.typ() == want {
+			return got
+		}
+	}
+}
+
+// readClose reads until the connection closes and returns the close status
+// and every frame before it.
+func readClose(t *testing.T, c *websocket.Conn) (websocket.StatusCode, []frame) {
+	t.Helper()
+	var got []frame
+	for {
+		f, err := read(t, c)
+		if err != nil {
+			return websocket.CloseStatus(err), got
+		}
+		got = append(got, f)
+	}
+}
+
+func send(t *testing.T, c *websocket.Conn, v any) {
+	t.Helper()
+	data, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sendRaw(t, c, websocket.MessageText, data)
+}
+
+func sendRaw(t *testing.T, c *websocket.Conn, typ websocket.MessageType, data []byte) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.Write(ctx, typ, data); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+}
+
+// tone returns n bytes of PCM16 that differ sample to sample, so that a
+// reordered or truncated echo is noticed.
+func tone(n int) []byte {
+	b := make([]byte, n)
+	for i := 0; i+1 < n; i += 2 {
+		v := int16((i * 37) % 20000)
+		b[i], b[i+1] = byte(v), byte(v>>8)
+	}
+	return b
+}
+
+func appendEvent(pcm []byte) map[string]any {
+	return map[string]any{"type": "input_audio_buffer.append", "audio": base64.StdEncoding.EncodeToString(pcm)}
+}
+
+// echoedAudio collects output audio from frames, binary or base64.
+func echoedAudio(t *testing.T, frames []frame) []byte {
+	t.Helper()
+	var out []byte
+	for _, f := range frames {
+		switch {
+		case f.binary:
+			out = append(out, f.data...)
+		case f.typ() == "response.output_audio.delta":
+			pcm, err := base64.StdEncoding.DecodeString(f.event["delta"].(string))
+			if err != nil {
+				t.Fatalf("bad base64 in delta: %v", err)
+			}
+			out = append(out, pcm...)
+		}
+	}
+	return out
+}
+
+func (h *harness) counter(name string, labels ...string) float64 {
+	m := h.srv.Metrics()
+	switch name {
+	case "errors":
+		return testutil.ToFloat64(m.Errors.WithLabelValues(labels...))
+	case "closed":
+		return testutil.ToFloat64(m.SessionsClosed.WithLabelValues(labels...))
+	case "auth_failures":
+		return testutil.ToFloat64(m.AuthFailures.WithLabelValues(labels...))
+	case "frames_in":
+		return testutil.ToFloat64(m.AudioFramesIn)
+	}
+	h.t.Fatalf("unknown counter %s", name)
+	return 0
+}
+
+func (h *harness) getAdmin(path string) (int, string) {
+	h.t.Helper()
+	resp, err := http.Get(h.adminURL + path)
+	if err != nil {
+		h.t.Fatalf("GET %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	var b strings.Builder
+	buf := make([]byte, 4096)
+	for {
+		n, err := resp.Body.Read(buf)
+		b.Write(buf[:n])
+		if err != nil {
+			break
+		}
+	}
+	return resp.StatusCode, b.String()
+}
+
+func writeFile(t *testing.T, name, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+var _ = strconv.Itoa
