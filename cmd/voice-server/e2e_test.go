@@ -32,7 +32,7 @@ const testAPIKey = "vgw-e2e-test-key-0123456789abcdef"
 
 // process is the real voice-server binary running on loopback.
 type process struct {
-	t        *testing.T
+	t        testing.TB
 	cmd      *exec.Cmd
 	public   string
 	admin    string
@@ -49,7 +49,7 @@ var (
 )
 
 // buildBinary compiles the voice server once per test run.
-func buildBinary(t *testing.T) string {
+func buildBinary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "voice-server-e2e")
@@ -70,7 +70,7 @@ func buildBinary(t *testing.T) string {
 	return binPath
 }
 
-func startProcess(t *testing.T, extraArgs ...string) *process {
+func startProcess(t testing.TB, extraArgs ...string) *process {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("end-to-end test builds and runs the binary")
@@ -81,7 +81,7 @@ func startProcess(t *testing.T, extraArgs ...string) *process {
 	}
 	args := append([]string{
 		"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
-		"--api-keys-file", keys, "--log-level", "debug",
+		"--api-keys-file", keys, "--log-level", logLevel(),
 	}, extraArgs...)
 	cmd := exec.Command(buildBinary(t), args...)
 	stderr, err := cmd.StderrPipe()
@@ -461,4 +461,13 @@ func TestSecondSignalForcesFastExit(t *testing.T) {
 			t.Errorf("session %d: close %v err %v, want 1012", i, r.closeCode, r.err)
 		}
 	}
+}
+
+// logLevel is debug for tests (the log is printed when one fails) and can
+// be raised for benchmarks, where logging would be measured too.
+func logLevel() string {
+	if l := os.Getenv("VOICEGATEWAY_TEST_LOG_LEVEL"); l != "" {
+		return l
+	}
+	return "debug"
 }

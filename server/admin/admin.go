@@ -106,6 +106,7 @@ func NewHandler(o Options) http.Handler {
 		o.Log.Info("rate limiter state imported", "entries", n)
 		writeJSON(w, http.StatusOK, map[string]int{"imported": n})
 	})
+	registerDebug(mux, o)
 	return mux
 }
 

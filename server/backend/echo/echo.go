@@ -50,7 +50,6 @@ func (b *Backend) Open(ctx context.Context, info backend.Info, sink backend.Sink
 		clock:  b.clock,
 		info:   info,
 		sink:   sink,
-		wake:   make(chan struct{}, 1),
 		config: protocol.SessionConfig{
 			Type:             "realtime",
 			Object:           "realtime.session",
@@ -79,8 +78,6 @@ func (b *Backend) Open(ctx context.Context, info backend.Info, sink backend.Sink
 		cancel()
 		return nil, err
 	}
-	c.done.Add(1)
-	go c.speak()
 	return c, nil
 }
 
@@ -89,8 +86,10 @@ type turn struct {
 	audio  []byte
 }
 
-// conn is one session's echo. The reader goroutine calls Handle; one speaker
-// goroutine, owned by conn and joined in Close, plays queued turns.
+// conn is one session's echo. The reader goroutine calls Handle; a speaker
+// goroutine, owned by conn and joined in Close, plays queued turns. It runs
+// only while there is something to play, so an idle session costs no
+// goroutine here.
 type conn struct {
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -99,7 +98,6 @@ type conn struct {
 	sink   backend.Sink
 	config protocol.SessionConfig
 	done   sync.WaitGroup
-	wake   chan struct{}
 
 	// Reader-goroutine state.
 	input      []byte
@@ -110,7 +108,8 @@ type conn struct {
 
 	mu       sync.Mutex
 	pending  []turn
-	queued   int // bytes of audio in pending, bounded by maxBytes
+	speaking bool // a speaker goroutine is running
+	queued   int  // bytes of audio in pending, bounded by maxBytes
 	cancelID int // bumped by response.cancel; the speaker drops its turn when it changes
 }
 
@@ -204,11 +203,12 @@ func (c *conn) enqueue(t turn) *protocol.Error {
 	}
 	c.pending = append(c.pending, t)
 	c.queued += len(t.audio)
-	c.mu.Unlock()
-	select {
-	case c.wake <- struct{}{}:
-	default:
+	if !c.speaking && c.ctx.Err() == nil {
+		c.speaking = true
+		c.done.Add(1)
+		go c.speak()
 	}
+	c.mu.Unlock()
 	return nil
 }
 
@@ -221,30 +221,32 @@ func (c *conn) emit(ev protocol.Event) *protocol.Error {
 	return nil
 }
 
-// speak plays queued turns one after another until the session ends.
+// speak plays queued turns one after another until none is left or the
+// session ends. The decision to stop is taken under mu, where enqueue
+// decides to start a speaker, so a turn is never left without one.
 func (c *conn) speak() {
 	defer c.done.Done()
 	for {
-		select {
-		case <-c.ctx.Done():
-			return
-		case <-c.wake:
-		}
-		for {
-			c.mu.Lock()
-			if len(c.pending) == 0 {
-				c.mu.Unlock()
-				break
-			}
-			t := c.pending[0]
-			c.pending[0] = turn{} // the backing array must not keep played audio alive
-			c.pending = c.pending[1:]
-			c.queued -= len(t.audio)
-			cancelID := c.cancelID
+		c.mu.Lock()
+		if len(c.pending) == 0 || c.ctx.Err() != nil {
+			c.speaking = false
 			c.mu.Unlock()
-			if !c.play(t, cancelID) {
-				return
-			}
+			return
+		}
+		t := c.pending[0]
+		c.pending[0] = turn{} // the backing array must not keep played audio alive
+		c.pending = c.pending[1:]
+		if len(c.pending) == 0 {
+			c.pending = nil
+		}
+		c.queued -= len(t.audio)
+		cancelID := c.cancelID
+		c.mu.Unlock()
+		if !c.play(t, cancelID) {
+			c.mu.Lock()
+			c.speaking = false
+			c.mu.Unlock()
+			return
 		}
 	}
 }
