@@ -110,7 +110,7 @@ type conn struct {
 	pending  []turn
 	speaking bool // a speaker goroutine is running
 	queued   int  // bytes of audio in pending, bounded by maxBytes
-	cancelID int // bumped by response.cancel; the speaker drops its turn when it changes
+	cancelID int  // bumped by response.cancel; the speaker drops its turn when it changes
 }
 
 func (c *conn) maxBytes() int { return c.info.SampleRate * 2 * maxBufferedSeconds }
