@@ -42,6 +42,9 @@ func BenchmarkIdleSessionMemory(b *testing.B) {
 			}
 			conns = append(conns, c)
 		}
+		// Idle means idle: past the writer's linger (2 s), when an idle
+		// session is down to its reader goroutine.
+		time.Sleep(3 * time.Second)
 		after, rssAfter := memstats(b, p), rss(b, p)
 		if path := os.Getenv("VOICEGATEWAY_BENCH_HEAP_PROFILE"); path != "" {
 			// For `go tool pprof -sample_index=inuse_space`: where idle sessions' memory goes.

@@ -125,8 +125,16 @@ func (s *Server) sleep(ctx context.Context, d time.Duration) bool {
 }
 
 func (s *Server) handleRealtime(w http.ResponseWriter, r *http.Request) {
+	// Counted from the start, before the hijack: http.Server.Shutdown stops
+	// tracking a connection once it is hijacked, so this count is what
+	// Serve waits on. An admitted session takes the count over.
 	s.handlers.Add(1)
-	defer s.handlers.Done()
+	handedOver := false
+	defer func() {
+		if !handedOver {
+			s.handlers.Done()
+		}
+	}()
 	principal, ok := s.admit(w, r)
 	if !ok {
 		return
@@ -137,7 +145,7 @@ func (s *Server) handleRealtime(w http.ResponseWriter, r *http.Request) {
 	if p := auth.SubprotocolToEcho(r); p != "" {
 		subprotocols = []string{p}
 	}
-	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+	conn, err := websocket.Accept(smallBufferWriter{w}, r, &websocket.AcceptOptions{
 		Subprotocols: subprotocols,
 		// Credentials travel as bearer values, never as cookies, so a
 		// cross-origin page gains nothing it did not already hold; browser
@@ -168,8 +176,15 @@ func (s *Server) handleRealtime(w http.ResponseWriter, r *http.Request) {
 		sess.Reject(protocol.Fatal(protocol.CodeServerDraining, protocol.CloseTryAgainLater, "this server is shutting down; retry"))
 		return
 	}
-	defer remove()
-	sess.Run()
+	// The session runs on its own goroutine so that the handler returns and
+	// net/http's per-connection state (request, buffers, a deep stack) is
+	// freed for the rest of the call.
+	handedOver = true
+	go func() {
+		defer s.handlers.Done()
+		defer remove()
+		sess.Run()
+	}()
 }
 
 func (s *Server) sessionConfig() session.Config {

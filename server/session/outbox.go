@@ -20,20 +20,29 @@ func (m message) release() {
 	}
 }
 
-// outbox is a session's bounded outbound queue. It grows lazily, so an idle
-// session holds no queue memory, and it never holds more than limit
-// messages: a client that cannot keep up is cut off, not buffered for.
+// outbox is a session's bounded outbound queue and the switch for its
+// writer goroutine. It grows lazily, so an idle session holds no queue
+// memory, and it never holds more than limit messages: a client that cannot
+// keep up is cut off, not buffered for. The writer runs only while there is
+// work; whoever gives it work while none runs starts one (startWriter,
+// called with mu held, so a start and a stop can never cross).
 type outbox struct {
 	mu     sync.Mutex
 	msgs   []message
 	limit  int
 	closed bool
+	// timerDue is set when the session's timer fired and the writer must
+	// check the idle timeout and maximum duration.
+	timerDue bool
+	// writing is true while a writer goroutine runs.
+	writing     bool
+	startWriter func()
 	// ready has room for one wake-up; the writer drains everything it finds.
 	ready chan struct{}
 }
 
-func newOutbox(limit int) *outbox {
-	return &outbox{limit: limit, ready: make(chan struct{}, 1)}
+func newOutbox(limit int, startWriter func()) *outbox {
+	return &outbox{limit: limit, startWriter: startWriter, ready: make(chan struct{}, 1)}
 }
 
 // smallQueue is the queue capacity kept between bursts.
@@ -51,25 +60,46 @@ const (
 // error event of a session that is ending.
 func (o *outbox) push(m message, force bool) pushResult {
 	o.mu.Lock()
+	defer o.mu.Unlock()
 	switch {
 	case o.closed:
-		o.mu.Unlock()
 		return pushClosed
 	case len(o.msgs) >= o.limit && !force:
-		o.mu.Unlock()
 		return pushFull
 	}
 	o.msgs = append(o.msgs, m)
-	o.mu.Unlock()
+	o.wakeLocked()
+	return pushed
+}
+
+// timerFired records that the session timer fired. It is called from the
+// timer's callback, which must not block or call the clock.
+func (o *outbox) timerFired() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closed {
+		return
+	}
+	o.timerDue = true
+	o.wakeLocked()
+}
+
+// wakeLocked starts a writer or wakes the running one.
+func (o *outbox) wakeLocked() {
+	if !o.writing {
+		o.writing = true
+		o.startWriter()
+		return
+	}
 	select {
 	case o.ready <- struct{}{}:
 	default:
 	}
-	return pushed
 }
 
-// close stops further pushes. With discard, queued messages are dropped
-// (the client is too slow or gone); otherwise the writer still sends them.
+// close stops further pushes and makes sure a writer runs to close the
+// connection. With discard, queued messages are dropped (the client is too
+// slow or gone); otherwise the writer still sends them.
 func (o *outbox) close(discard bool) {
 	o.mu.Lock()
 	o.closed = true
@@ -77,19 +107,17 @@ func (o *outbox) close(discard bool) {
 	if discard {
 		dropped, o.msgs = o.msgs, nil
 	}
+	o.wakeLocked()
 	o.mu.Unlock()
 	for _, m := range dropped {
 		m.release()
 	}
-	select {
-	case o.ready <- struct{}{}:
-	default:
-	}
 }
 
 // take moves every queued message into dst (reusing its storage) and
-// reports whether the outbox is closed.
-func (o *outbox) take(dst []message) ([]message, bool) {
+// reports whether the timer is due and whether the outbox is closed. A
+// take that reports closed has everything that will ever be queued.
+func (o *outbox) take(dst []message) (msgs []message, timerDue, closed bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	dst = append(dst, o.msgs...)
@@ -101,7 +129,20 @@ func (o *outbox) take(dst []message) ([]message, bool) {
 		clear(o.msgs)
 		o.msgs = o.msgs[:0]
 	}
-	return dst, o.closed
+	timerDue, o.timerDue = o.timerDue, false
+	return dst, timerDue, o.closed
+}
+
+// stopIfIdle ends the running writer's turn if there is still nothing to
+// do; it reports whether the writer must exit.
+func (o *outbox) stopIfIdle() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if len(o.msgs) > 0 || o.timerDue || o.closed {
+		return false
+	}
+	o.writing = false
+	return true
 }
 
 // bufferPool recycles outbound and inbound message buffers; a session holds

@@ -3,11 +3,12 @@
 // inbound rate, bounded outbound queue, idle timeout, maximum duration),
 // hands events to a backend, and writes what the backend answers.
 //
-// Every session owns exactly two goroutines of its own (the reader, which is
-// the HTTP handler's, and one writer), one timer the writer owns, and whatever its backend
-// connection starts; Run returns only after all of them have stopped, on
-// every path — a clean close, a client error, a backend failure, a slow
-// client, a drain.
+// Every session owns a reader goroutine (the one running Run), a writer
+// goroutine that runs only while there is output to send, one timer, and
+// whatever its backend connection starts; Run returns only after all of
+// them have stopped, on every path — a clean close, a client error, a
+// backend failure, a slow client, a drain. An idle session therefore costs
+// one goroutine.
 package session
 
 import (
@@ -86,8 +87,11 @@ type Session struct {
 	ended   chan struct{}
 	end     ending
 
-	// timer is owned by the writer goroutine; nil for rejected sessions.
+	// timer enforces the idle timeout and maximum duration; nil for
+	// rejected sessions. Run stops it.
 	timer clock.Timer
+	// writers counts writer goroutines (at most one runs at a time).
+	writers sync.WaitGroup
 
 	draining atomic.Bool
 }
@@ -103,10 +107,15 @@ func New(conn *websocket.Conn, opts Options) *Session {
 		started: opts.Clock.Now(),
 		ctx:     ctx,
 		cancel:  cancel,
-		out:     newOutbox(opts.Config.OutboundQueue),
 		ended:   make(chan struct{}),
 	}
-	s.log = opts.Log.WithValues("session", s.id)
+	s.out = newOutbox(opts.Config.OutboundQueue, func() {
+		s.writers.Add(1)
+		go s.writeLoop()
+	})
+	// Not WithValues: a zap logger with fields costs each idle session
+	// over a kilobyte. Log calls name the session instead.
+	s.log = opts.Log
 	s.lastAct.Store(s.started.UnixNano())
 	// The reader reads one byte past the limit to tell "exactly at the
 	// limit" from "over it"; the library's own limit sits just above so
@@ -131,8 +140,7 @@ func newID() string {
 // with an error event and close code, and waits until the connection is closed.
 func (s *Session) Reject(e *protocol.Error) {
 	s.finish(ending{closeCode: e.CloseCode, reason: string(e.Code), event: e})
-	s.writeLoop()
-	s.cancel()
+	s.writers.Wait()
 }
 
 // Run serves the session until it ends and everything it started has
@@ -141,22 +149,16 @@ func (s *Session) Run() {
 	m := s.opts.Metrics
 	m.SessionsActive.Inc()
 	m.SessionsTotal.Inc()
-	s.log.V(1).Info("session started", "binaryAudio", s.opts.BinaryAudio)
+	s.log.V(1).Info("session started", "session", s.id, "binaryAudio", s.opts.BinaryAudio)
 
-	s.timer = s.opts.Clock.NewTimer(s.untilNextCheck())
-	writerDone := make(chan struct{})
-	go func() {
-		defer close(writerDone)
-		defer s.timer.Stop()
-		s.writeLoop()
-	}()
+	s.timer = s.opts.Clock.AfterFunc(s.untilNextCheck(), s.out.timerFired)
 
 	bconn, err := s.opts.Backend.Open(s.ctx, backend.Info{
 		SessionID: s.id, SampleRate: s.opts.Config.SampleRate, BinaryAudio: s.opts.BinaryAudio,
 		MaxMessageBytes: s.opts.Config.MaxMessageBytes, Log: s.log,
 	}, (*sink)(s))
 	if err != nil {
-		s.log.Error(err, "backend unavailable")
+		s.log.Error(err, "backend unavailable", "session", s.id)
 		s.Fail(protocol.Fatal(protocol.CodeBackendUnavailable, protocol.CloseInternalError, "the speech backend is unavailable"))
 	} else {
 		s.readLoop(bconn)
@@ -165,16 +167,18 @@ func (s *Session) Run() {
 	// client close or a broken connection gets here without a cause yet).
 	s.finish(ending{closeCode: protocol.CloseNormal, broken: true})
 	s.cancel()
-	<-writerDone
+	// Once finished, the outbox starts no writer but the closing one.
+	s.writers.Wait()
+	s.timer.Stop()
 	if bconn != nil {
 		if err := bconn.Close(); err != nil {
-			s.log.Error(err, "closing backend connection")
+			s.log.Error(err, "closing backend connection", "session", s.id)
 		}
 	}
 	m.SessionsActive.Dec()
 	m.SessionDuration.Observe(s.opts.Clock.Since(s.started).Seconds())
 	m.SessionsClosed.WithLabelValues(strconv.Itoa(int(s.end.closeCode))).Inc()
-	s.log.V(1).Info("session ended", "closeCode", int(s.end.closeCode), "reason", s.end.reason)
+	s.log.V(1).Info("session ended", "session", s.id, "closeCode", int(s.end.closeCode), "reason", s.end.reason)
 }
 
 // finish records why the session ends, queues the final error event, stops
@@ -313,7 +317,7 @@ func (s *Session) readFailed(err error) {
 		return
 	default:
 	}
-	s.log.V(1).Info("connection lost", "error", err.Error())
+	s.log.V(1).Info("connection lost", "session", s.id, "error", err.Error())
 	s.finish(ending{closeCode: websocket.StatusAbnormalClosure, reason: "connection lost", broken: true})
 }
 

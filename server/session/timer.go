@@ -7,9 +7,10 @@ import (
 )
 
 // The session's single timer enforces both the idle timeout and the maximum
-// duration. It is a timer channel that the writer goroutine selects on, not
-// a callback: no extra goroutine exists per session, and when the writer
-// exits the timer is stopped with it. Re-arming when it fires, instead of
+// duration. Its callback only flags the outbox and starts or wakes the
+// writer, which does the checking: the callback must not call the clock (a
+// fake clock runs callbacks under its lock) and no goroutine has to wait on
+// the timer while the session idles. Re-arming when it fires, instead of
 // resetting on every message, keeps the per-message cost to one atomic store.
 
 func (s *Session) untilNextCheck() time.Duration {
@@ -19,7 +20,8 @@ func (s *Session) untilNextCheck() time.Duration {
 	return max(min(untilIdle, untilMax), 0)
 }
 
-// checkTimeouts runs when the timer fires: it ends the session or re-arms.
+// checkTimeouts runs on the writer when the timer fired: it ends the
+// session or re-arms the timer.
 func (s *Session) checkTimeouts() {
 	now := s.opts.Clock.Now()
 	switch {

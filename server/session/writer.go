@@ -10,26 +10,45 @@ import (
 	"github.com/voicegateway/voicegateway/server/protocol"
 )
 
+// writerLinger is how long a writer with nothing to do waits for more
+// before it exits. Within a conversation output comes every 20 ms, so the
+// writer stays; an idle session gives its goroutine back. It is a resource
+// heuristic, not behaviour, so it runs on real time.
+const writerLinger = 2 * time.Second
+
 // writeLoop is the session's only writer: it sends queued messages in
-// order, each bounded by the write timeout, and once the session ends it
-// sends what remains (unless told to discard it) and closes the connection.
+// order, each bounded by the write timeout, runs the timeout checks when the
+// timer fired, and once the session ends it sends what remains (unless told
+// to discard it) and closes the connection. It exits after writerLinger
+// without work; the outbox starts a new one when work comes.
 func (s *Session) writeLoop() {
+	defer s.writers.Done()
 	var batch []message
-	var timeouts <-chan time.Time
-	if s.timer != nil {
-		timeouts = s.timer.C()
-	}
-	for {
-		select {
-		case <-s.out.ready:
-		case <-timeouts:
-			s.checkTimeouts()
-			continue
+	var linger *time.Timer
+	defer func() {
+		if linger != nil {
+			linger.Stop()
 		}
-		// A take that reports closed has everything that will ever be
-		// queued: pushes after close are refused.
-		var closed bool
-		batch, closed = s.out.take(batch[:0])
+	}()
+	for {
+		var timerDue, closed bool
+		batch, timerDue, closed = s.out.take(batch[:0])
+		if len(batch) == 0 && !timerDue && !closed {
+			if linger == nil {
+				linger = time.NewTimer(writerLinger)
+			} else {
+				linger.Reset(writerLinger)
+			}
+			select {
+			case <-s.out.ready:
+				continue
+			case <-linger.C:
+				if s.out.stopIfIdle() {
+					return
+				}
+				continue
+			}
+		}
 		for i, m := range batch {
 			if closed && (s.end.abort || s.end.broken) {
 				m.release()
@@ -53,6 +72,9 @@ func (s *Session) writeLoop() {
 		if closed {
 			s.closeConn()
 			return
+		}
+		if timerDue {
+			s.checkTimeouts()
 		}
 	}
 }
@@ -79,7 +101,7 @@ func (s *Session) closeConn() {
 		return
 	}
 	if err := s.conn.Close(e.closeCode, e.reason); err != nil {
-		s.log.V(1).Info("close handshake incomplete", "error", err.Error())
+		s.log.V(1).Info("close handshake incomplete", "session", s.id, "error", err.Error())
 	}
 }
 
@@ -87,7 +109,7 @@ func (s *Session) closeConn() {
 func (s *Session) pushEvent(ev protocol.Event, force bool) pushResult {
 	data, err := protocol.Marshal(ev, protocol.EventID(s.seq.Add(1)))
 	if err != nil {
-		s.log.Error(err, "encoding server event")
+		s.log.Error(err, "encoding server event", "session", s.id)
 		return pushClosed
 	}
 	return s.push(message{typ: websocket.MessageText, data: data}, force)
