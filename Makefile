@@ -13,9 +13,11 @@ all: lint build test
 build: ## Build the binaries into bin/
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/voice-server ./cmd/voice-server
 
+# No load balancer routes to a local run, so it need not wait for one to
+# catch up before refusing new sessions (--propagation-delay 0s).
 run: build ## The voice server on loopback, echo backend, auth OFF (local only)
 	$(BIN)/voice-server --listen 127.0.0.1:8080 --admin-listen 127.0.0.1:9090 \
-		--backend echo --insecure-no-auth --dev
+		--backend echo --insecure-no-auth --dev --propagation-delay 0s
 
 test: lint ## Every test: unit, fuzz seeds, end-to-end (race detector on)
 	$(GO) test -race -count=1 -timeout 20m ./...

@@ -95,7 +95,8 @@ func New(cfg config.Config, log logr.Logger, clk clock.WithTickerAndDelayedExecu
 	}
 
 	if cfg.InsecureNoAuth {
-		log.Info("WARNING: authentication is OFF (--insecure-no-auth): anyone who reaches this port can open sessions; use only on a local machine")
+		// Logged at error level so that it stands out in any log pipeline.
+		log.Error(nil, "AUTHENTICATION IS OFF (--insecure-no-auth): anyone who reaches this port can open sessions; use only on a local machine")
 	} else {
 		if s.keys, err = auth.NewKeyStore(cfg.APIKeysFile); err != nil {
 			return nil, fmt.Errorf("--api-keys-file: %w", err)

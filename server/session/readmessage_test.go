@@ -1,0 +1,162 @@
+package session
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"testing"
+	"testing/iotest"
+	"unsafe"
+)
+
+// countingReader counts the bytes it hands out.
+type countingReader struct {
+	r    io.Reader
+	read int
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.read += n
+	return n, err
+}
+
+// chunkReader hands out at most size bytes per Read, like a WebSocket
+// message arriving in frames.
+type chunkReader struct {
+	data []byte
+	size int
+}
+
+func (c *chunkReader) Read(p []byte) (int, error) {
+	if len(c.data) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p[:min(len(p), c.size)], c.data)
+	c.data = c.data[n:]
+	return n, nil
+}
+
+func pattern(n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i*7 + i/256)
+	}
+	return b
+}
+
+func TestReadMessage(t *testing.T) {
+	errReset := errors.New("connection reset by peer")
+	cases := []struct {
+		name  string
+		limit int64
+		data  []byte
+		// reader wraps the message's reader; nil reads it as is.
+		reader func(io.Reader) io.Reader
+		// start is the buffer's initial capacity.
+		start   int
+		wantErr error
+	}{
+		{name: "empty message", limit: 100, data: nil},
+		{name: "under the limit", limit: 100, data: pattern(99)},
+		{name: "exactly the limit", limit: 100, data: pattern(100)},
+		{name: "one past the limit", limit: 100, data: pattern(101), wantErr: errTooLarge},
+		{name: "far past the limit", limit: 100, data: pattern(1 << 20), wantErr: errTooLarge},
+		{name: "exactly the limit from an empty buffer", limit: 5000, data: pattern(5000)},
+		{name: "one past the limit from an empty buffer", limit: 5000, data: pattern(5001), wantErr: errTooLarge},
+		{name: "growth through several sizes", limit: 64 << 10, data: pattern(40000)},
+		{name: "exactly a large limit", limit: 64 << 10, data: pattern(64 << 10)},
+		{name: "one past a large limit", limit: 64 << 10, data: pattern(64<<10 + 1), wantErr: errTooLarge},
+		{name: "limit of zero takes an empty message", limit: 0, data: nil},
+		{name: "limit of zero refuses one byte", limit: 0, data: pattern(1), wantErr: errTooLarge},
+		{name: "from a pooled buffer", limit: 64 << 10, data: pattern(300), start: 8 << 10},
+		{name: "pooled buffer larger than the limit", limit: 100, data: pattern(101), start: 8 << 10, wantErr: errTooLarge},
+		{name: "one byte per read", limit: 100, data: pattern(100), reader: iotest.OneByteReader},
+		{name: "one byte per read past the limit", limit: 100, data: pattern(101), reader: iotest.OneByteReader, wantErr: errTooLarge},
+		{name: "half per read", limit: 10000, data: pattern(9000), reader: iotest.HalfReader},
+		{name: "data arrives with EOF", limit: 100, data: pattern(50), reader: iotest.DataErrReader},
+		{name: "data with EOF at exactly the limit", limit: 100, data: pattern(100), reader: iotest.DataErrReader},
+		{name: "data with EOF past the limit", limit: 100, data: pattern(101), reader: iotest.DataErrReader, wantErr: errTooLarge},
+		{name: "reader error is passed through", limit: 100, data: pattern(10),
+			reader: func(r io.Reader) io.Reader { return io.MultiReader(r, iotest.ErrReader(errReset)) }, wantErr: errReset},
+		{name: "reader error at once", limit: 100,
+			reader: func(io.Reader) io.Reader { return iotest.ErrReader(errReset) }, wantErr: errReset},
+		{name: "timeout is passed through", limit: 100, data: pattern(10), reader: iotest.TimeoutReader, wantErr: iotest.ErrTimeout},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			counter := &countingReader{r: bytes.NewReader(tc.data)}
+			var r io.Reader = counter
+			if tc.reader != nil {
+				r = tc.reader(counter)
+			}
+			b := make([]byte, 0, tc.start)
+			buf := &b
+			n, err := readMessage(r, buf, tc.limit)
+			if !errors.Is(err, tc.wantErr) {
+				t.Fatalf("readMessage = %d, %v; want error %v", n, err, tc.wantErr)
+			}
+			if int64(counter.read) > max(tc.limit+1, int64(tc.start)) {
+				t.Errorf("read %d bytes of the message, want at most what fits in limit+1 (%d) or the buffer (%d)", counter.read, tc.limit+1, tc.start)
+			}
+			if err != nil {
+				if n != 0 {
+					t.Errorf("n = %d with an error, want 0", n)
+				}
+				return
+			}
+			if n != len(tc.data) || !bytes.Equal((*buf)[:n], tc.data) {
+				t.Errorf("read %d bytes, want the %d-byte message", n, len(tc.data))
+			}
+			if grown := int64(cap(*buf)); grown > max(tc.limit+1, int64(tc.start)) {
+				t.Errorf("buffer grew to %d, past limit+1 = %d", grown, tc.limit+1)
+			}
+		})
+	}
+}
+
+// TestReadMessageReusesBuffer checks that a buffer with room is read into,
+// not replaced, and that a grown buffer is handed back through buf.
+func TestReadMessageReusesBuffer(t *testing.T) {
+	b := make([]byte, 0, 1024)
+	buf := &b
+	if _, err := readMessage(bytes.NewReader(pattern(500)), buf, 4096); err != nil {
+		t.Fatal(err)
+	}
+	if unsafe.SliceData(*buf) != unsafe.SliceData(b) {
+		t.Error("a message that fit was read into a new buffer")
+	}
+	*buf = (*buf)[:0]
+	n, err := readMessage(bytes.NewReader(pattern(3000)), buf, 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cap(*buf) < n || !bytes.Equal((*buf)[:n], pattern(3000)) {
+		t.Errorf("grown buffer not handed back: cap %d for a %d-byte message", cap(*buf), n)
+	}
+}
+
+// FuzzReadMessage checks readMessage against the obvious rule for any
+// message, limit and framing.
+func FuzzReadMessage(f *testing.F) {
+	f.Add([]byte(""), uint16(0), uint16(1))
+	f.Add([]byte("hello"), uint16(5), uint16(1))
+	f.Add([]byte("hello"), uint16(4), uint16(3))
+	f.Add(pattern(5000), uint16(4096), uint16(1000))
+	f.Add(pattern(4097), uint16(4096), uint16(4097))
+	f.Fuzz(func(t *testing.T, data []byte, limit, chunk uint16) {
+		r := &chunkReader{data: data, size: int(chunk)%4096 + 1}
+		buf := getBuffer(0)
+		defer putBuffer(buf)
+		n, err := readMessage(r, buf, int64(limit))
+		if len(data) > int(limit) {
+			if !errors.Is(err, errTooLarge) {
+				t.Fatalf("%d-byte message, limit %d: got %d, %v; want errTooLarge", len(data), limit, n, err)
+			}
+			return
+		}
+		if err != nil || n != len(data) || !bytes.Equal((*buf)[:n], data) {
+			t.Fatalf("%d-byte message, limit %d: got %d, %v; want the message", len(data), limit, n, err)
+		}
+	})
+}
