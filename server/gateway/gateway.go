@@ -39,9 +39,6 @@ const (
 	keyPollInterval = 10 * time.Second
 	// shutdownTimeout bounds closing the HTTP listeners once sessions are gone.
 	shutdownTimeout = 2 * time.Second
-	// closeTimeout bounds the close handshakes of sessions closed at the
-	// drain deadline.
-	closeTimeout = 2 * time.Second
 )
 
 // Server is one voice server process.
@@ -128,7 +125,10 @@ func New(cfg config.Config, log logr.Logger, clk clock.WithTickerAndDelayedExecu
 	d := cfg.Drain
 	s.drainer = lifecycle.NewDrainer(lifecycle.Config{
 		DrainTimeout: cfg.DrainTimeout(), PropagationDelay: d.PropagationDelay,
-		NotifyWindow: d.NotifyWindow, ReconnectAfter: d.ReconnectAfter, CloseTimeout: closeTimeout,
+		NotifyWindow: d.NotifyWindow, ReconnectAfter: d.ReconnectAfter,
+		// Close handshakes, then cutting the peers that ignore them, then
+		// closing listeners must all fit in the exit margin.
+		CloseTimeout: d.ExitMargin / 3,
 	}, clk, s.sessions, s.metrics, log.WithName("drain"))
 	return s, nil
 }

@@ -18,15 +18,19 @@ const sessionBufferSize = 2 << 10
 // smaller buffers than net/http's. It only saves memory because the session
 // runs outside the handler: a running handler keeps net/http's connection,
 // and its buffers, alive.
+// It also keeps the raw connection, so that a session whose close
+// handshake hangs can be cut at the end of the drain.
 type smallBufferWriter struct {
 	http.ResponseWriter
+	conn net.Conn
 }
 
-func (w smallBufferWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+func (w *smallBufferWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	conn, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
 	if err != nil {
 		return nil, nil, err
 	}
+	w.conn = conn
 	if err := brw.Writer.Flush(); err != nil {
 		conn.Close()
 		return nil, nil, err
@@ -48,4 +52,4 @@ func (w smallBufferWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 }
 
 // Unwrap lets http.ResponseController reach the underlying writer.
-func (w smallBufferWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+func (w *smallBufferWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -145,7 +145,8 @@ func (s *Server) handleRealtime(w http.ResponseWriter, r *http.Request) {
 	if p := auth.SubprotocolToEcho(r); p != "" {
 		subprotocols = []string{p}
 	}
-	conn, err := websocket.Accept(smallBufferWriter{w}, r, &websocket.AcceptOptions{
+	hijacker := &smallBufferWriter{ResponseWriter: w}
+	conn, err := websocket.Accept(hijacker, r, &websocket.AcceptOptions{
 		Subprotocols: subprotocols,
 		// Credentials travel as bearer values, never as cookies, so a
 		// cross-origin page gains nothing it did not already hold; browser
@@ -166,6 +167,7 @@ func (s *Server) handleRealtime(w http.ResponseWriter, r *http.Request) {
 		Metrics:     s.metrics,
 		Log:         s.log.WithName("session"),
 		BinaryAudio: binary,
+		RawConn:     hijacker.conn,
 	})
 	remove, err := s.sessions.Add(sess)
 	switch {

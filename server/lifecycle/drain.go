@@ -207,6 +207,18 @@ func (d *Drainer) Run(ctx context.Context) error {
 	closeCtx, cancelClose := d.contextUntil(d.clock.Now().Add(d.cfg.CloseTimeout), false)
 	err := d.sessions.Wait(closeCtx)
 	cancelClose()
+	if err != nil {
+		// Peers that do not answer a close frame would hold the exit for
+		// the WebSocket library's own handshake timeout: cut them.
+		stuck := d.sessions.Snapshot()
+		d.log.Info("cutting sessions whose close handshake did not finish", "sessions", len(stuck))
+		for _, s := range stuck {
+			s.Abort()
+		}
+		abortCtx, cancelAbort := d.contextUntil(d.clock.Now().Add(d.cfg.CloseTimeout), false)
+		err = d.sessions.Wait(abortCtx)
+		cancelAbort()
+	}
 	d.setPhase(Stopped)
 	elapsed := d.clock.Since(st.Start)
 	d.metrics.DrainDuration.Set(elapsed.Seconds())

@@ -53,6 +53,8 @@ type Options struct {
 	Log     logr.Logger
 	// BinaryAudio is the negotiated audio transport (see docs/protocol.md).
 	BinaryAudio bool
+	// RawConn is the connection under the WebSocket; Abort closes it.
+	RawConn io.Closer
 }
 
 // ending is why a session ends and how the client is told.
@@ -210,6 +212,16 @@ func (s *Session) Fail(e *protocol.Error) {
 func (s *Session) Shutdown() {
 	s.opts.Metrics.Errors.WithLabelValues(string(protocol.CodeDrainDeadline)).Inc()
 	s.finish(ending{closeCode: protocol.CloseServiceRestart, reason: string(protocol.CodeDrainDeadline)})
+}
+
+// Abort cuts the connection without a close handshake, for a session
+// whose peer does not answer its close frame when the drain runs out of
+// time. The session then ends as it would on a broken connection.
+func (s *Session) Abort() {
+	s.finish(ending{closeCode: protocol.CloseServiceRestart, reason: string(protocol.CodeDrainDeadline), broken: true})
+	if s.opts.RawConn != nil {
+		_ = s.opts.RawConn.Close()
+	}
 }
 
 // NotifyDraining tells the client the server is draining. It reports
