@@ -100,7 +100,12 @@ func NewHandler(o Options) http.Handler {
 		}
 		n, err := o.Limiter.Import(st)
 		if err != nil {
-			writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+			// Import keeps the entries it could read: say how many, so
+			// that a 400 is not taken to mean nothing changed.
+			if n > 0 {
+				o.Log.Info("rate limiter state imported in part", "entries", n, "error", err.Error())
+			}
+			writeJSON(w, http.StatusBadRequest, map[string]any{"error": err.Error(), "imported": n})
 			return
 		}
 		o.Log.Info("rate limiter state imported", "entries", n)

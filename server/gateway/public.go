@@ -48,7 +48,7 @@ func (s *Server) refuse(w http.ResponseWriter, status int, code protocol.Code, m
 	if retryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(retryAfter.Seconds()))))
 	}
-	if code == protocol.CodeUnauthorized {
+	if status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="voicegateway"`)
 	}
 	typ := protocol.ErrorTypeInvalidRequest
@@ -78,7 +78,9 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request) (auth.Principal, 
 	case ratelimit.Slow:
 		// A suspicious address waits before its attempt is even looked at,
 		// which makes guessing keys slow without refusing honest retries.
-		if !s.sleep(r.Context(), d.Delay) {
+		// --auth-suspicious-delay 0 means no delay; the limiter's own
+		// config reads a zero as "use the default".
+		if s.cfg.RateLimit.SuspiciousDelay > 0 && !s.sleep(r.Context(), d.Delay) {
 			return auth.Principal{}, false
 		}
 	}
@@ -231,6 +233,13 @@ func (s *Server) handleClientToken(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil || req.ExpiresIn < 0 {
 		s.refuse(w, http.StatusBadRequest, protocol.CodeInvalidEvent, "body must be a JSON object like {\"expires_in\":60,\"session\":{\"audio\":\"binary\"}}", 0)
+		return
+	}
+	// Compared in seconds first: a huge expires_in would overflow a Duration
+	// and wrap around to a short, "valid" lifetime.
+	if maxSec := int64(s.authn.Tokens.MaxTTL() / time.Second); int64(req.ExpiresIn) > maxSec {
+		s.refuse(w, http.StatusBadRequest, protocol.CodeInvalidEvent,
+			"expires_in may be at most "+strconv.FormatInt(maxSec, 10)+" seconds", 0)
 		return
 	}
 	ttl := time.Duration(req.ExpiresIn) * time.Second

@@ -1,8 +1,10 @@
 package lifecycle_test
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -121,13 +123,14 @@ func newHarness(t *testing.T, cfg lifecycle.Config) *harness {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h.handlers.Add(1)
 		defer h.handlers.Done()
-		conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled})
+		hijacker := &rawConnWriter{ResponseWriter: w}
+		conn, err := websocket.Accept(hijacker, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled})
 		if err != nil {
 			return
 		}
 		sess := session.New(conn, session.Options{
 			Config: sessionConfig, Clock: clock.RealClock{}, Backend: backend,
-			Metrics: h.metrics, Log: logr.Discard(),
+			Metrics: h.metrics, Log: logr.Discard(), RawConn: hijacker.conn,
 		})
 		remove, err := h.sessions.Add(sess)
 		if err != nil {
@@ -151,6 +154,21 @@ func newHarness(t *testing.T, cfg lifecycle.Config) *harness {
 	})
 	return h
 }
+
+// rawConnWriter keeps the hijacked connection, which a session needs to
+// cut a peer that ignores its close frame.
+type rawConnWriter struct {
+	http.ResponseWriter
+	conn net.Conn
+}
+
+func (w *rawConnWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	w.conn = conn
+	return conn, brw, err
+}
+
+func (w *rawConnWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // run starts the drain in the background.
 func (h *harness) run(ctx context.Context) {
@@ -267,6 +285,30 @@ func (h *harness) dialN(n int) []*client {
 
 func (h *harness) connect() *client {
 	h.t.Helper()
+	c := h.connectQuiet()
+	go c.readLoop()
+	return c
+}
+
+// deafClient connects a client that reads its greeting and then nothing:
+// it never answers a close frame.
+func (h *harness) deafClient() *client {
+	h.t.Helper()
+	c := h.connectQuiet()
+	ctx, cancel := context.WithTimeout(context.Background(), hangTimeout)
+	defer cancel()
+	_, data, err := c.conn.Read(ctx)
+	if err != nil || !strings.Contains(string(data), `"`+protocol.TypeSessionCreated+`"`) {
+		h.t.Fatalf("first message %q, %v; want session.created", data, err)
+	}
+	close(c.created)
+	close(c.done)
+	return c
+}
+
+// connectQuiet dials without starting the client's reader.
+func (h *harness) connectQuiet() *client {
+	h.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), hangTimeout)
 	defer cancel()
 	conn, resp, err := websocket.Dial(ctx, h.wsURL, nil)
@@ -277,7 +319,6 @@ func (h *harness) connect() *client {
 		h.t.Fatalf("dial: %v", err)
 	}
 	c := &client{t: h.t, conn: conn, created: make(chan struct{}), done: make(chan struct{})}
-	go c.readLoop()
 	h.t.Cleanup(func() {
 		_ = conn.CloseNow()
 		select {

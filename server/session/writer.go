@@ -16,6 +16,9 @@ import (
 // heuristic, not behaviour, so it runs on real time.
 const writerLinger = 2 * time.Second
 
+// abortCloseTimeout bounds the close of a session cut off as too slow.
+const abortCloseTimeout = time.Second
+
 // writeLoop is the session's only writer: it sends queued messages in
 // order, each bounded by the write timeout, runs the timeout checks when the
 // timer fired, and once the session ends it sends what remains (unless told
@@ -99,6 +102,13 @@ func (s *Session) closeConn() {
 	if e.broken {
 		_ = s.conn.CloseNow()
 		return
+	}
+	if e.abort && s.opts.RawConn != nil {
+		// A client too slow to read its queue will not answer a close
+		// frame either: give it a moment, then cut the connection rather
+		// than wait the library's five seconds per step.
+		cut := time.AfterFunc(abortCloseTimeout, func() { _ = s.opts.RawConn.Close() })
+		defer cut.Stop()
 	}
 	if err := s.conn.Close(e.closeCode, e.reason); err != nil {
 		s.log.V(1).Info("close handshake incomplete", "session", s.id, "error", err.Error())
