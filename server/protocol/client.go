@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"strconv"
 	"unicode/utf8"
 )
 
@@ -55,21 +56,29 @@ func (e *ClientEvent) Known() bool {
 	return false
 }
 
-// wireClientEvent mirrors the JSON fields the gateway reads. Unknown fields
-// are ignored, as the OpenAI API ignores them; known ones are validated.
-type wireClientEvent struct {
-	Type       string          `json:"type"`
-	EventID    string          `json:"event_id"`
-	Audio      json.RawMessage `json:"audio"`
-	Session    json.RawMessage `json:"session"`
-	Response   json.RawMessage `json:"response"`
-	ResponseID string          `json:"response_id"`
-}
-
 // Decoder decodes client messages, reusing its audio buffer between calls.
 // A Decoder belongs to one session's reader and is not safe for concurrent use.
 type Decoder struct {
 	audio []byte
+}
+
+// fields holds the raw values of the top-level members the gateway reads.
+// Other members are ignored, as the OpenAI API ignores them.
+type fields struct {
+	typ, eventID, audio, session, response, responseID []byte
+}
+
+// knownFields maps each member name the gateway reads to its slot.
+var knownFields = [...]struct {
+	name string
+	slot func(*fields) *[]byte
+}{
+	{"type", func(f *fields) *[]byte { return &f.typ }},
+	{"event_id", func(f *fields) *[]byte { return &f.eventID }},
+	{"audio", func(f *fields) *[]byte { return &f.audio }},
+	{"session", func(f *fields) *[]byte { return &f.session }},
+	{"response", func(f *fields) *[]byte { return &f.response }},
+	{"response_id", func(f *fields) *[]byte { return &f.responseID }},
 }
 
 // DecodeText decodes one text (JSON) message. The returned event's Audio and
@@ -82,32 +91,82 @@ func (d *Decoder) DecodeText(data []byte) (ClientEvent, *Error) {
 	if len(trimmed) == 0 || trimmed[0] != '{' {
 		return ClientEvent{}, Invalid("", "message must be a JSON object")
 	}
-	var w wireClientEvent
-	if err := json.Unmarshal(data, &w); err != nil {
-		return ClientEvent{}, Invalid("", "message is not a valid JSON event: "+jsonErrorSummary(err))
+	var f fields
+	var problem *Error
+	valid := scanObject(data, func(m member) bool {
+		key := m.key
+		if m.keyEscaped {
+			k, _, ok := stringValue(append(append([]byte{'"'}, key...), '"'))
+			if !ok {
+				return false
+			}
+			key = k
+		}
+		for _, known := range knownFields {
+			switch {
+			case string(key) == known.name:
+				slot := known.slot(&f)
+				if *slot != nil {
+					problem = Invalid(known.name, "field "+known.name+" is given more than once")
+					return false
+				}
+				*slot = m.value
+			case len(key) == len(known.name) && bytes.EqualFold(key, []byte(known.name)):
+				problem = Invalid(known.name, "field names are case-sensitive: write "+strconv.Quote(known.name))
+				return false
+			}
+		}
+		return true
+	})
+	if problem != nil {
+		return ClientEvent{}, problem
 	}
-	ev := ClientEvent{Type: w.Type, EventID: w.EventID, Raw: data}
-	if len(w.EventID) > maxEventIDLength {
-		return ev.withoutID(), Invalid("event_id", "event_id is longer than 128 bytes")
+	if !valid {
+		return ClientEvent{}, Invalid("", "message is not a valid JSON event: "+jsonSyntaxSummary(data))
 	}
+	ev := ClientEvent{Raw: data}
+	// The event id is read first so that an error about the type can
+	// still name the client event; an unusable id is reported after.
+	eventID, _, idIsString := stringValue(f.eventID)
+	idOK := (f.eventID == nil || idIsString) && len(eventID) <= maxEventIDLength
+	if idOK {
+		ev.EventID = string(eventID)
+	}
+	typ, present, ok := stringValue(f.typ)
 	switch {
-	case w.Type == "":
+	case f.typ != nil && !ok:
+		return ev, Invalid("type", "type must be a string")
+	case !present || len(typ) == 0:
 		return ev, Invalid("type", "missing event type")
-	case len(w.Type) > maxTypeLength:
-		ev.Type = ""
+	case len(typ) > maxTypeLength:
 		return ev, Invalid("type", "event type is longer than 128 bytes")
 	}
-	switch w.Type {
+	ev.Type = internType(typ)
+	switch {
+	case !idIsString && f.eventID != nil:
+		return ev, Invalid("event_id", "event_id must be a string")
+	case !idOK:
+		return ev, Invalid("event_id", "event_id is longer than 128 bytes")
+	}
+	for _, sf := range []struct {
+		name  string
+		value []byte
+	}{{"audio", f.audio}, {"response_id", f.responseID}} {
+		if _, _, ok := stringValue(sf.value); sf.value != nil && !ok {
+			return ev, Invalid(sf.name, sf.name+" must be a string")
+		}
+	}
+	switch ev.Type {
 	case TypeInputAudioAppend:
-		b64, ok := jsonStringBytes(w.Audio)
-		if !ok {
+		b64, present, _ := stringValue(f.audio)
+		if !present {
 			return ev, Invalid("audio", "input_audio_buffer.append needs an audio field with base64 PCM16")
 		}
 		n := base64.StdEncoding.DecodedLen(len(b64))
 		if cap(d.audio) < n {
 			d.audio = make([]byte, n)
 		}
-		m, err := base64.StdEncoding.Decode(d.audio[:n], b64)
+		m, err := base64.StdEncoding.Strict().Decode(d.audio[:n], b64)
 		if err != nil {
 			return ev, Invalid("audio", "audio is not valid base64")
 		}
@@ -116,25 +175,45 @@ func (d *Decoder) DecodeText(data []byte) (ClientEvent, *Error) {
 		}
 		ev.Audio = d.audio[:m]
 	case TypeSessionUpdate:
-		if !isJSONObject(w.Session) {
+		if !isJSONObject(f.session) {
 			return ev, Invalid("session", "session.update needs a session object")
 		}
-		if len(w.Session) > maxSessionObjectLength {
+		if len(f.session) > maxSessionObjectLength {
 			return ev, Invalid("session", "session object is larger than 64 KiB")
 		}
-		ev.Session = w.Session
+		ev.Session = f.session
 	case TypeResponseCreate:
-		if len(w.Response) > 0 && !isJSONObject(w.Response) && string(w.Response) != "null" {
+		if f.response != nil && !isJSONObject(f.response) && string(f.response) != "null" {
 			return ev, Invalid("response", "response must be an object")
 		}
-		ev.Response = w.Response
+		ev.Response = f.response
 	case TypeResponseCancel:
-		if len(w.ResponseID) > maxResponseIDLength {
+		responseID, _, _ := stringValue(f.responseID)
+		if len(responseID) > maxResponseIDLength {
 			return ev, Invalid("response_id", "response_id is longer than 128 bytes")
 		}
-		ev.ResponseID = w.ResponseID
+		ev.ResponseID = string(responseID)
 	}
 	return ev, nil
+}
+
+// internType returns the known event types without allocating.
+func internType(typ []byte) string {
+	switch string(typ) {
+	case TypeSessionUpdate:
+		return TypeSessionUpdate
+	case TypeInputAudioAppend:
+		return TypeInputAudioAppend
+	case TypeInputAudioCommit:
+		return TypeInputAudioCommit
+	case TypeInputAudioClear:
+		return TypeInputAudioClear
+	case TypeResponseCreate:
+		return TypeResponseCreate
+	case TypeResponseCancel:
+		return TypeResponseCancel
+	}
+	return string(typ)
 }
 
 // DecodeBinary turns a binary audio message into an append event. The audio
@@ -151,40 +230,20 @@ func (e ClientEvent) withoutID() ClientEvent {
 	return e
 }
 
-// jsonStringBytes returns the contents of a JSON string without copying when
-// it has no escapes, which is always the case for base64 from real encoders.
-func jsonStringBytes(raw json.RawMessage) ([]byte, bool) {
-	if len(raw) < 2 || raw[0] != '"' || raw[len(raw)-1] != '"' {
-		return nil, false
-	}
-	inner := raw[1 : len(raw)-1]
-	if bytes.IndexByte(inner, '\\') < 0 {
-		return inner, true
-	}
-	var s string
-	if json.Unmarshal(raw, &s) != nil {
-		return nil, false
-	}
-	return []byte(s), true
-}
-
 func isJSONObject(raw json.RawMessage) bool {
 	t := bytes.TrimLeft(raw, " \t\r\n")
 	return len(t) > 0 && t[0] == '{'
 }
 
-// jsonErrorSummary keeps decoder errors short and free of echoed client data.
-func jsonErrorSummary(err error) string {
-	switch e := err.(type) {
+// jsonSyntaxSummary says where a message stops being JSON, without echoing
+// client data. It runs only on the error path.
+func jsonSyntaxSummary(data []byte) string {
+	var v any
+	switch e := json.Unmarshal(data, &v).(type) {
 	case *json.SyntaxError:
-		return "syntax error at offset " + itoa(e.Offset)
-	case *json.UnmarshalTypeError:
-		return "field " + e.Field + " has the wrong type"
+		return "syntax error at offset " + strconv.FormatInt(e.Offset, 10)
+	case nil:
+		return "more than one value, or too many fields (at most 64)"
 	}
 	return "malformed JSON"
-}
-
-func itoa(n int64) string {
-	var b [20]byte
-	return string(appendInt(b[:0], n))
 }

@@ -24,6 +24,14 @@ const (
 	CodeDrainDeadline       Code = "drain_deadline"
 	CodeWriteFailed         Code = "write_failed"
 	CodeInternal            Code = "internal"
+
+	// Upstream trouble of a relaying backend (the openai backend). An
+	// upstream that cannot be reached at all is backend_unavailable.
+	CodeUpstreamUnauthorized  Code = "upstream_unauthorized"
+	CodeUpstreamClosed        Code = "upstream_closed"
+	CodeUpstreamStalled       Code = "upstream_stalled"
+	CodeUpstreamProtocolError Code = "upstream_protocol_error"
+	CodeSessionExpired        Code = "session_expired"
 )
 
 // AllCodes lists every code, for metrics pre-registration and documentation tests.
@@ -32,6 +40,8 @@ var AllCodes = []Code{
 	CodeInvalidEvent, CodeFrameTooLarge, CodeInboundRateExceeded, CodeSlowConsumer,
 	CodeBackendUnavailable, CodeBackendError, CodeIdleTimeout, CodeMaxDuration,
 	CodeDrainDeadline, CodeWriteFailed, CodeInternal,
+	CodeUpstreamUnauthorized, CodeUpstreamClosed, CodeUpstreamStalled,
+	CodeUpstreamProtocolError, CodeSessionExpired,
 }
 
 // Close codes the gateway uses (RFC 6455 section 7.4 and the IANA registry).
