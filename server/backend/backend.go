@@ -50,8 +50,17 @@ type Backend interface {
 	Name() string
 	// Open starts serving a session. ctx is the session's lifetime: when it
 	// is done, everything Open started must stop. An error here is reported
-	// to the client as backend_unavailable.
+	// to the client as the fatal *protocol.Error it is or wraps, and as
+	// backend_unavailable otherwise.
 	Open(ctx context.Context, info Info, sink Sink) (Conn, error)
+}
+
+// Runner is implemented by backends that keep a background loop for the
+// whole process (the openai backend watches its key file). The gateway runs
+// it under its errgroup until every session has ended; Run returns nil when
+// ctx is done.
+type Runner interface {
+	Run(ctx context.Context) error
 }
 
 // Conn is one session's backend connection.

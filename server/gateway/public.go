@@ -19,6 +19,7 @@ import (
 	"github.com/voicegateway/voicegateway/server/protocol"
 	"github.com/voicegateway/voicegateway/server/ratelimit"
 	"github.com/voicegateway/voicegateway/server/session"
+	"github.com/voicegateway/voicegateway/server/web"
 )
 
 // Public paths.
@@ -34,6 +35,7 @@ func (s *Server) publicHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+PathRealtime, s.handleRealtime)
 	mux.HandleFunc("POST "+PathClientTokens, s.handleClientToken)
+	web.Register(mux) // the demo page at /
 	return mux
 }
 

@@ -30,6 +30,18 @@ type Server struct {
 	DrainDuration      prometheus.Gauge
 	DrainNotified      prometheus.Counter
 	ClientTokensMinted prometheus.Counter
+
+	// Relaying backends (openai).
+	UpstreamDialSeconds prometheus.Histogram
+	UpstreamErrors      *prometheus.CounterVec // by kind (UpstreamErrorKinds)
+	UpstreamConnections prometheus.Gauge
+	UpstreamRelayQueue  prometheus.Gauge
+}
+
+// UpstreamErrorKinds are the kind labels of voicegateway_upstream_errors_total.
+var UpstreamErrorKinds = []string{
+	"unauthorized", "unreachable", "dial_timeout", "refused",
+	"closed", "stalled", "malformed", "too_large", "session_expired",
 }
 
 // New creates the metrics and registers them, with the Go and process
@@ -80,6 +92,19 @@ func New() *Server {
 		ClientTokensMinted: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Name: "client_tokens_minted_total", Help: "Client tokens issued by POST /v1/client_tokens.",
 		}),
+		UpstreamDialSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "upstream_dial_seconds", Help: "Time to a completed upstream WebSocket handshake (TCP, TLS, HTTP upgrade).",
+			Buckets: []float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10},
+		}),
+		UpstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "upstream_errors_total", Help: "Upstream failures that ended a session or kept it from starting, by kind.",
+		}, []string{"kind"}),
+		UpstreamConnections: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "upstream_connections", Help: "Upstream WebSocket connections currently open.",
+		}),
+		UpstreamRelayQueue: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "upstream_relay_queue_messages", Help: "Client messages queued for upstreams, summed over sessions.",
+		}),
 	}
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
@@ -87,10 +112,14 @@ func New() *Server {
 		m.SessionsActive, m.SessionsTotal, m.SessionDuration, m.SessionsClosed,
 		m.AudioFramesIn, m.AudioFramesOut, m.DroppedFrames, m.Errors, m.AuthFailures,
 		m.UpgradesRejected, m.DrainPhase, m.DrainDuration, m.DrainNotified, m.ClientTokensMinted,
+		m.UpstreamDialSeconds, m.UpstreamErrors, m.UpstreamConnections, m.UpstreamRelayQueue,
 	)
 	// Pre-create the labelled series so dashboards see zeros, not gaps.
 	for _, c := range protocol.AllCodes {
 		m.Errors.WithLabelValues(string(c))
+	}
+	for _, kind := range UpstreamErrorKinds {
+		m.UpstreamErrors.WithLabelValues(kind)
 	}
 	return m
 }

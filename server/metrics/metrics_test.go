@@ -45,6 +45,7 @@ func TestRegistered(t *testing.T) {
 	m.AuthFailures.WithLabelValues("invalid")
 	m.UpgradesRejected.WithLabelValues(string(protocol.CodeRateLimited))
 	m.SessionDuration.Observe(1)
+	m.UpstreamDialSeconds.Observe(0.1)
 
 	families, err := m.Registry.Gather()
 	if err != nil {
@@ -69,6 +70,10 @@ func TestRegistered(t *testing.T) {
 		"voicegateway_drain_duration_seconds":        "GAUGE",
 		"voicegateway_drain_notified_sessions_total": "COUNTER",
 		"voicegateway_client_tokens_minted_total":    "COUNTER",
+		"voicegateway_upstream_dial_seconds":         "HISTOGRAM",
+		"voicegateway_upstream_errors_total":         "COUNTER",
+		"voicegateway_upstream_connections":          "GAUGE",
+		"voicegateway_upstream_relay_queue_messages": "GAUGE",
 		"go_goroutines":                              "GAUGE",
 		"process_cpu_seconds_total":                  "COUNTER",
 	}
@@ -118,6 +123,15 @@ func TestErrorsPreCreated(t *testing.T) {
 	}
 }
 
+// TestUpstreamErrorsPreCreated: every upstream error kind has a series
+// from the start.
+func TestUpstreamErrorsPreCreated(t *testing.T) {
+	m := metrics.New()
+	if got, want := testutil.CollectAndCount(m.UpstreamErrors, "voicegateway_upstream_errors_total"), len(metrics.UpstreamErrorKinds); got != want {
+		t.Errorf("upstream_errors_total has %d series, want one per kind (%d)", got, want)
+	}
+}
+
 // TestLint runs Prometheus' metric linter (naming, units, help) over every
 // metric.
 func TestLint(t *testing.T) {
@@ -141,6 +155,10 @@ func TestLint(t *testing.T) {
 		"drain_duration":       m.DrainDuration,
 		"drain_notified":       m.DrainNotified,
 		"client_tokens_minted": m.ClientTokensMinted,
+		"upstream_dial":        m.UpstreamDialSeconds,
+		"upstream_errors":      m.UpstreamErrors,
+		"upstream_connections": m.UpstreamConnections,
+		"upstream_relay_queue": m.UpstreamRelayQueue,
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -161,7 +161,14 @@ func (s *Session) Run() {
 	}, (*sink)(s))
 	if err != nil {
 		s.log.Error(err, "backend unavailable", "session", s.id)
-		s.Fail(protocol.Fatal(protocol.CodeBackendUnavailable, protocol.CloseInternalError, "the speech backend is unavailable"))
+		// A backend that knows why it could not open says so with a
+		// fatal *protocol.Error (an upstream refusing its key is not the
+		// same trouble as an upstream that cannot be reached).
+		var perr *protocol.Error
+		if !errors.As(err, &perr) || !perr.Fatal {
+			perr = protocol.Fatal(protocol.CodeBackendUnavailable, protocol.CloseInternalError, "the speech backend is unavailable")
+		}
+		s.Fail(perr)
 	} else {
 		s.readLoop(bconn)
 	}
