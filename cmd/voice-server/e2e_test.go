@@ -79,9 +79,18 @@ func startProcess(t testing.TB, extraArgs ...string) *process {
 	if err := os.WriteFile(keys, []byte("# test key\n"+testAPIKey+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	return startBinary(t, append([]string{"--api-keys-file", keys}, extraArgs...)...)
+}
+
+// startBinary runs the voice server on loopback ports with exactly the
+// given settings besides the addresses and the log level.
+func startBinary(t testing.TB, extraArgs ...string) *process {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("end-to-end test builds and runs the binary")
+	}
 	args := append([]string{
-		"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
-		"--api-keys-file", keys, "--log-level", logLevel(),
+		"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--log-level", logLevel(),
 	}, extraArgs...)
 	cmd := exec.Command(buildBinary(t), args...)
 	stderr, err := cmd.StderrPipe()

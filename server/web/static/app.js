@@ -9,7 +9,7 @@ const MAX_LOG = 200;
 const MAX_TRANSCRIPT = 50;
 // Frequent events that would drown the log; they are still counted.
 const QUIET_EVENTS = new Set([
-  'input_audio_buffer.committed', 'response.created', 'response.done', 'response.output_audio.done',
+  'session.created', 'input_audio_buffer.committed', 'response.created', 'response.done', 'response.output_audio.done',
   'response.output_audio.delta', 'response.output_audio_transcript.delta', 'response.output_audio_transcript.done',
 ]);
 
@@ -27,6 +27,8 @@ const stats = {
   state: 'idle',
   sampleRate: 0,
   deviceRate: 0,
+  audioState: '',
+  chunksCaptured: 0,
   sessionIds: [],
   drainingEvents: 0,
   moves: [],
@@ -75,6 +77,12 @@ let sent = new SignalMeter();
 let received = new SignalMeter();
 let lastReceiveAt = 0;
 
+// meterValue maps an RMS level to a meter position on a decibel scale:
+// -60 dBFS and below is empty, 0 dBFS is full.
+function meterValue(level) {
+  return level > 0 ? Math.max(0, 1 + Math.log10(level) / 3) : 0;
+}
+
 function log(text, kind = '') {
   const li = document.createElement('li');
   if (kind) li.className = kind;
@@ -105,7 +113,8 @@ function showCounters(extra) {
 
 function wireAudio(io) {
   io.addEventListener('audio', (e) => {
-    ui.inLevel.value = Math.min(1, e.detail.level * 4);
+    stats.chunksCaptured++;
+    ui.inLevel.value = meterValue(e.detail.level);
     if (!client || !client.sendAudio(e.detail.pcm)) return;
     sent.add(e.detail.pcm);
     stats.samplesSent = sent.samples;
@@ -114,7 +123,7 @@ function wireAudio(io) {
   });
   io.addEventListener('output', (e) => {
     const d = e.detail;
-    ui.outLevel.value = Math.min(1, d.level * 4);
+    ui.outLevel.value = meterValue(d.level);
     stats.underruns = d.underruns;
     stats.playedSamples = d.playedSamples;
     stats.droppedSamples = d.droppedSamples;
@@ -141,7 +150,7 @@ function wireClient(c) {
     stats.samplesReceived = received.samples;
     stats.rmsReceived = received.rms;
     stats.frequencyReceived = received.frequency(stats.sampleRate);
-    if (audio) audio.play(e.detail.pcm);
+    if (audio) audio.play(e.detail.pcm, e.detail.sampleRate);
   });
   c.addEventListener('transcript', (e) => {
     if (!e.detail.final) return;
@@ -178,7 +187,11 @@ function wireClient(c) {
     stats.errors.push({ code: d.code, message: d.message, fatal: d.fatal });
     if (stats.errors.length > MAX_LOG) stats.errors.shift();
     log(`error ${d.code}: ${d.message}`, 'error');
-    if (d.fatal) banner(`Stopped — ${d.code}: ${d.message}`, 'error');
+    if (!d.fatal) return;
+    const hint = d.code === 'unauthorized'
+      ? (ui.token.value.trim() ? ' Mint a new client token and paste it above.' : ' This gateway has authentication on: paste a client token above.')
+      : '';
+    banner(`Stopped — ${d.code}: ${d.message}.${hint}`, 'error');
   });
   c.addEventListener('close', () => { if (client === c) stop(); });
 }
@@ -192,6 +205,7 @@ async function start() {
   try {
     audio = await AudioIO.start({ voiceProcessing: ui.processing.checked });
     stats.deviceRate = audio.deviceRate;
+    stats.audioState = audio.state;
     wireAudio(audio);
     const token = ui.token.value.trim();
     client = new VoiceGatewayClient({ token: token || null });
@@ -202,6 +216,7 @@ async function start() {
     await client.connect();
   } catch (err) {
     const code = err && err.code ? err.code : (err && err.name) || 'error';
+    // A refusal was shown by the client's error event; a hang-up is no error.
     if (!err || !err.code) {
       stats.errors.push({ code, message: String(err && err.message ? err.message : err), fatal: true });
       log(`${code}: ${err && err.message ? err.message : err}`, 'error');
@@ -241,6 +256,7 @@ document.addEventListener('securitypolicyviolation', (e) => {
 });
 
 takeTokenFromFragment();
+window.addEventListener('hashchange', takeTokenFromFragment);
 if (new URLSearchParams(location.search).get('processing') === 'off') ui.processing.checked = false;
 ui.talk.addEventListener('click', () => (client ? stop() : start()));
 ui.talk.disabled = false;

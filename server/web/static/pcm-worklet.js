@@ -112,8 +112,9 @@ class CaptureProcessor extends AudioWorkletProcessor {
       if (this.filled === this.chunk.length) {
         const level = Math.sqrt(this.sumSquares / this.filled) / 0x8000;
         const pcm = this.chunk;
-        this.port.postMessage({ pcm, level }, [pcm.buffer]);
+        // A new chunk first: transferring detaches pcm, whose length reads 0 after.
         this.chunk = new Int16Array(pcm.length);
+        this.port.postMessage({ pcm, level }, [pcm.buffer]);
         this.filled = 0;
         this.sumSquares = 0;
       }

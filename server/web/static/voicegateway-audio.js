@@ -93,18 +93,21 @@ export class AudioIO extends EventTarget {
     this.#capture.port.postMessage({ targetRate: rate });
   }
 
+  /** The AudioContext's state: running, suspended or closed. */
+  get state() { return this.#context.state; }
+
   /** The audio device's rate. */
   get deviceRate() { return this.#context.sampleRate; }
 
   /** Mutes (false) or unmutes (true) the microphone. */
   set capturing(on) { this.#capture.port.postMessage({ enabled: Boolean(on) }); }
 
-  /** Queues PCM16 output audio (at sampleRate) for playback. */
-  play(pcm) {
+  /** Queues PCM16 output audio for playback; rate defaults to sampleRate. */
+  play(pcm, rate = this.#sampleRate) {
     if (this.#stopped) return;
     // Copied: the caller may still use its array, and transferring would detach it.
     const copy = new Int16Array(pcm);
-    this.#playback.port.postMessage({ pcm: copy, rate: this.#sampleRate }, [copy.buffer]);
+    this.#playback.port.postMessage({ pcm: copy, rate }, [copy.buffer]);
   }
 
   /** Drops audio queued for playback (on barge-in, say). */

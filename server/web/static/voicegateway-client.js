@@ -111,7 +111,12 @@ export class VoiceGatewayClient extends EventTarget {
     if (this.#state !== 'idle') throw new Error('VoiceGatewayClient: connect() may be called once');
     this.#setState('connecting');
     const conn = await this.#establish('connect');
-    if (!conn) throw this.#lastFatal || new Error('closed');
+    if (!conn) {
+      if (this.#lastFatal) throw this.#lastFatal;
+      const err = new Error('client closed');
+      err.code = 'closed';
+      throw err;
+    }
     this.#adopt(conn);
   }
 
@@ -161,6 +166,7 @@ export class VoiceGatewayClient extends EventTarget {
   // closed or the gateway refused for good (then it has emitted the error).
   async #establish(reason) {
     const { baseDelayMs, maxDelayMs, maxAttempts } = this.#opts.reconnect;
+    let renewedToken = false;
     for (let attempt = 0; !this.#closed; attempt++) {
       if (attempt > 0) {
         if (attempt > maxAttempts) {
@@ -177,11 +183,15 @@ export class VoiceGatewayClient extends EventTarget {
       const result = await this.#open();
       if (result.conn) return result.conn;
       if (this.#closed) return null;
-      this.#emit('error', { code: result.code, message: result.message, fatal: false, closeCode: result.closeCode });
-      if (!RETRY_CODES.has(result.code)) {
+      // A token from a function may have expired in the app's hands: one
+      // more try with a fresh one.
+      const renew = result.code === 'unauthorized' && typeof this.#opts.token === 'function' && !renewedToken;
+      if (renew) renewedToken = true;
+      if (!renew && !RETRY_CODES.has(result.code)) {
         this.#fatal(result.code, result.message, result.closeCode);
         return null;
       }
+      this.#emit('error', { code: result.code, message: result.message, fatal: false, closeCode: result.closeCode });
       reason = result.code;
     }
     return null;
@@ -242,6 +252,7 @@ export class VoiceGatewayClient extends EventTarget {
   }
 
   #adopt(conn) {
+    if (this.#closed) { conn.close(CloseCode.NORMAL, 'client closed'); return; }
     this.#conn = conn;
     this.#moveScheduled = false;
     this.#setState('open');
@@ -369,12 +380,13 @@ export class VoiceGatewayClient extends EventTarget {
   // still plays its last turn, so the two never interleave.
   _audio(conn, pcm) {
     if (this.#closed) return;
-    if (conn === this.#leaving || !this.#leaving) {
-      this.#emit('audio', { pcm, sessionId: conn.sessionId });
+    const detail = { pcm, sessionId: conn.sessionId, sampleRate: conn.sampleRate };
+    if (conn === this.#leaving || (conn === this.#conn && !this.#leaving)) {
+      this.#emit('audio', detail);
       return;
     }
     if (conn !== this.#conn) return;
-    this.#held.push(pcm);
+    this.#held.push(detail);
     this.#heldSamples += pcm.length;
     if (this.#heldSamples > conn.sampleRate * MAX_HELD_SAMPLES_SECONDS) this.#flushHeld();
   }
@@ -383,8 +395,7 @@ export class VoiceGatewayClient extends EventTarget {
     const held = this.#held;
     this.#held = [];
     this.#heldSamples = 0;
-    const sessionId = this.sessionId;
-    for (const pcm of held) this.#emit('audio', { pcm, sessionId });
+    for (const detail of held) this.#emit('audio', detail);
   }
 
   _event(conn, ev) {
