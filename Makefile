@@ -5,13 +5,21 @@ BIN := $(CURDIR)/bin
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/voicegateway/voicegateway/server/version.Version=$(VERSION)
 FUZZTIME ?= 15s
+CONTROLLER_GEN_VERSION ?= v0.23.0
+CONTROLLER_GEN := $(BIN)/controller-gen
+# kube-apiserver and etcd for envtest, kube-controller-manager for the
+# garbage-collection test, kubectl for kustomize; built from source.
+ENVTEST_BINARIES ?= etcd kube-apiserver kube-controller-manager kubectl
+export KUBEBUILDER_ASSETS := $(BIN)/k8s
 
-.PHONY: all build run test test-short bench fuzz lint fmt vet clean
+.PHONY: all build run test test-short bench bench-go bench-load soak soak-short fuzz lint fmt vet clean \
+	envtest-binaries controller-gen generate manifests run-manager scale-test
 
 all: lint build test
 
 build: ## Build the binaries into bin/
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/voice-server ./cmd/voice-server
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/manager ./cmd/manager
 
 # No load balancer routes to a local run, so it need not wait for one to
 # catch up before refusing new sessions (--propagation-delay 0s).
@@ -19,14 +27,27 @@ run: build ## The voice server on loopback, echo backend, auth OFF (local only)
 	$(BIN)/voice-server --listen 127.0.0.1:8080 --admin-listen 127.0.0.1:9090 \
 		--backend echo --insecure-no-auth --dev --propagation-delay 0s
 
-test: lint ## Every test: unit, fuzz seeds, end-to-end (race detector on)
-	$(GO) test -race -count=1 -timeout 20m ./...
+test: lint envtest-binaries controller-gen ## Every test: unit, fuzz seeds, end-to-end, operator on a real API server (race detector on)
+	$(GO) test -race -count=1 -timeout 30m ./...
 
 test-short: ## Unit tests only, no end-to-end
 	$(GO) test -short -count=1 ./...
 
-bench: ## Go benchmarks (numbers go to docs/benchmarks.md)
+bench: bench-go bench-load ## Go benchmarks, then the load benchmarks (numbers go to docs/benchmarks.md)
+
+bench-go: ## Go benchmarks of the hot paths
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./server/...
+
+bench-load: ## Load benchmarks on loopback with cmd/vgload: idle density, relay, drain, limiter flood (~10 min)
+	hack/bench.sh
+
+# The soak gate fails only on goroutine or open-file growth, never on timing.
+SOAK_DURATION ?= 2h
+soak-short: ## 3-minute session churn; fails if the server's goroutines or open files grew
+	hack/soak.sh 3m
+
+soak: ## Long session churn (SOAK_DURATION=2h); prints heap MB/day and goroutines/day
+	hack/soak.sh $(SOAK_DURATION)
 
 fuzz: ## Run each fuzz target briefly (FUZZTIME=15s)
 	@set -e; for pkg in $$($(GO) list ./server/...); do \
@@ -46,3 +67,26 @@ fmt:
 
 clean:
 	rm -rf $(BIN)
+
+envtest-binaries: ## Build kube-apiserver, etcd, kube-controller-manager, kubectl into bin/k8s (cached)
+	GO=$(GO) hack/build-k8s-binaries.sh $(ENVTEST_BINARIES)
+
+controller-gen: ## Install controller-gen into bin/
+	@if [ ! -x $(CONTROLLER_GEN) ] || ! $(CONTROLLER_GEN) --version | grep -q '$(CONTROLLER_GEN_VERSION)$$'; then \
+	  GOBIN=$(BIN) $(GO) install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_GEN_VERSION); fi
+
+generate: controller-gen ## Regenerate the deepcopy functions of api/
+	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./api/...
+
+manifests: controller-gen ## Regenerate the CRD and the operator's ClusterRole under config/
+	$(CONTROLLER_GEN) rbac:roleName=manager-role crd paths=./api/... paths=./controllers/... \
+	  output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+
+# The operator on this machine against the cluster in $$KUBECONFIG; install
+# the CRD first with `kubectl apply -k config/crd`.
+run-manager: ## Run the operator locally against $$KUBECONFIG
+	$(GO) run -ldflags "$(LDFLAGS)" ./cmd/manager --health-probe-bind-address=127.0.0.1:8081 \
+	  --metrics-bind-address=127.0.0.1:8082 --zap-devel
+
+scale-test: envtest-binaries ## Reconcile 1,000 VoiceGateways on a real API server and report timings
+	$(GO) run ./hack/scale-test

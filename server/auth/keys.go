@@ -251,43 +251,14 @@ func (s *KeyStore) reloadIfChanged() (changed bool, keys int, err error) {
 // unreadable or invalid file is logged (the error, never a key) and the
 // previous keys stay in force. The caller owns the goroutine that runs it.
 func (s *KeyStore) Watch(ctx context.Context, interval time.Duration, clk clock.Clock, log logr.Logger) error {
-	if interval <= 0 {
-		return fmt.Errorf("key file watch interval must be positive, got %s", interval)
-	}
-	if clk == nil {
-		clk = clock.RealClock{}
-	}
-	ticks := newPollTicker(clk, interval)
-	defer ticks.stop()
-
-	// A missing file usually is a Secret being swapped; say so once per
-	// distinct error rather than at every poll.
-	lastReadErr := ""
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-ticks.c:
-		}
-		ticks.rearm()
-
-		changed, keys, err := s.reloadIfChanged()
-		switch {
-		case err != nil && !changed:
-			if msg := err.Error(); msg != lastReadErr {
-				lastReadErr = msg
-				log.Error(err, "Cannot read API key file, keeping the previous keys", "path", s.path)
-			}
-		case err != nil:
-			lastReadErr = ""
-			log.Error(err, "API key file is invalid, keeping the previous keys", "path", s.path)
-		case changed:
-			lastReadErr = ""
-			log.Info("Reloaded API keys", "path", s.path, "keys", keys)
-		default:
-			lastReadErr = ""
-		}
-	}
+	return watchFile(ctx, interval, clk, log, fileWatch{
+		path:        s.path,
+		cannotRead:  "Cannot read API key file, keeping the previous keys",
+		invalid:     "API key file is invalid, keeping the previous keys",
+		reloaded:    "Reloaded API keys",
+		countedWhat: "keys",
+		poll:        s.reloadIfChanged,
+	})
 }
 
 // pollTicker uses the clock's ticker when it has one and otherwise a timer

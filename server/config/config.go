@@ -51,6 +51,7 @@ type Config struct {
 	Sessions  SessionsConfig  `json:"sessions"`
 	RateLimit RateLimitConfig `json:"rate_limit"`
 	Drain     DrainConfig     `json:"drain"`
+	OpenAI    OpenAIConfig    `json:"openai"`
 }
 
 // SessionsConfig bounds what one session, and one process, may hold.
@@ -90,6 +91,28 @@ type DrainConfig struct {
 	ExitMargin       time.Duration `json:"exit_margin"`
 }
 
+// OpenAIConfig configures the openai backend (--backend openai), which relays
+// every session to the OpenAI Realtime API over its own upstream WebSocket.
+type OpenAIConfig struct {
+	// URL is the upstream WebSocket endpoint; Model, when set, becomes its
+	// model query parameter.
+	URL   string `json:"url"`
+	Model string `json:"model"`
+	// APIKeyFile holds the key sent as Authorization: Bearer (a mounted
+	// Secret); it is polled every KeyPollInterval and a changed key is used
+	// from the next session on.
+	APIKeyFile      string        `json:"api_key_file"`
+	KeyPollInterval time.Duration `json:"key_poll_interval"`
+	DialTimeout     time.Duration `json:"dial_timeout"`
+	// StallTimeout is how long the upstream may stay silent (no event, no
+	// answer to the gateway's pings) before the session ends as stalled.
+	StallTimeout    time.Duration `json:"stall_timeout"`
+	MaxMessageBytes int64         `json:"max_message_bytes"`
+}
+
+// DefaultOpenAIURL is the OpenAI Realtime WebSocket endpoint.
+const DefaultOpenAIURL = "wss://api.openai.com/v1/realtime"
+
 // Default returns the configuration used for every setting no source sets.
 // It does not validate on its own: authentication has no safe default, so
 // one of --api-keys-file or --insecure-no-auth must be chosen explicitly.
@@ -126,6 +149,14 @@ func Default() Config {
 			NotifyWindow:     5 * time.Second,
 			ReconnectAfter:   time.Second,
 			ExitMargin:       3 * time.Second,
+		},
+		OpenAI: OpenAIConfig{
+			URL:             DefaultOpenAIURL,
+			Model:           "gpt-realtime",
+			KeyPollInterval: 10 * time.Second,
+			DialTimeout:     10 * time.Second,
+			StallTimeout:    15 * time.Second,
+			MaxMessageBytes: 4 << 20,
 		},
 	}
 }

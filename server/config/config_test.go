@@ -92,9 +92,9 @@ func TestLoadPrecedence(t *testing.T) {
 		},
 		{
 			name: "empty environment variable counts as unset",
-			file: "backend: openai\n",
-			env:  map[string]string{"VOICEGATEWAY_BACKEND": ""},
-			want: func(c *Config) { c.Backend = BackendOpenAI },
+			file: "backend: openai\nopenai:\n  api_key_file: /openai/key\n",
+			env:  map[string]string{"VOICEGATEWAY_BACKEND": "", "VOICEGATEWAY_OPENAI_API_KEY_FILE": ""},
+			want: func(c *Config) { c.Backend, c.OpenAI.APIKeyFile = BackendOpenAI, "/openai/key" },
 		},
 		{
 			name: "environment variable named after the flag with underscores",

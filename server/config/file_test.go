@@ -55,6 +55,15 @@ func TestExampleFile(t *testing.T) {
 			ReconnectAfter:   2 * time.Second,
 			ExitMargin:       5 * time.Second,
 		},
+		OpenAI: OpenAIConfig{
+			URL:             "wss://api.openai.com/v1/realtime",
+			Model:           "gpt-realtime",
+			APIKeyFile:      "/etc/voicegateway/openai/api-key",
+			KeyPollInterval: 10 * time.Second,
+			DialTimeout:     5 * time.Second,
+			StallTimeout:    20 * time.Second,
+			MaxMessageBytes: 4 << 20,
+		},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Load(%s):\n got %+v\nwant %+v", examplePath, got, want)

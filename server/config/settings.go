@@ -126,6 +126,28 @@ var settings = []setting{
 	{flag: "exit-margin", key: "drain.exit_margin",
 		usage: "time kept after the drain deadline for closing connections, flushing and exiting",
 		bind:  func(c *Config) value { return durationVar(&c.Drain.ExitMargin) }},
+
+	{flag: "openai-url", key: "openai.url", arg: "ws-url",
+		usage: "upstream OpenAI Realtime WebSocket endpoint (ws:// or wss://)",
+		bind:  func(c *Config) value { return stringVar(&c.OpenAI.URL) }},
+	{flag: "openai-model", key: "openai.model", arg: "name",
+		usage: "model requested from the upstream, sent as the URL's model parameter; empty leaves the URL as it is",
+		bind:  func(c *Config) value { return stringVar(&c.OpenAI.Model) }},
+	{flag: "openai-api-key-file", key: "openai.api_key_file", arg: "path",
+		usage: "file holding the upstream API key (a mounted Secret); required with --backend openai; a rotated key is used from the next session on",
+		bind:  func(c *Config) value { return stringVar(&c.OpenAI.APIKeyFile) }},
+	{flag: "openai-key-poll-interval", key: "openai.key_poll_interval",
+		usage: "how often the upstream API key file is checked for a new key",
+		bind:  func(c *Config) value { return durationVar(&c.OpenAI.KeyPollInterval) }},
+	{flag: "openai-dial-timeout", key: "openai.dial_timeout",
+		usage: "a session whose upstream handshake takes longer ends with backend_unavailable",
+		bind:  func(c *Config) value { return durationVar(&c.OpenAI.DialTimeout) }},
+	{flag: "openai-stall-timeout", key: "openai.stall_timeout",
+		usage: "upstream silence (no event, no answer to the gateway's pings) this long ends the session with upstream_stalled",
+		bind:  func(c *Config) value { return durationVar(&c.OpenAI.StallTimeout) }},
+	{flag: "openai-max-message-bytes", key: "openai.max_message_bytes", arg: "bytes",
+		usage: "largest upstream message, 64 KiB to 64 MiB; a larger one ends the session with upstream_protocol_error",
+		bind:  func(c *Config) value { return int64Var(&c.OpenAI.MaxMessageBytes) }},
 }
 
 // groups are the YAML mappings that hold settings, with their usage headings.
@@ -134,6 +156,7 @@ var groups = []struct{ key, title string }{
 	{"sessions", "Sessions"},
 	{"rate_limit", "Failed-authentication rate limit"},
 	{"drain", "Drain on termination"},
+	{"openai", "OpenAI Realtime backend (--backend openai)"},
 }
 
 var (

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -19,6 +20,13 @@ const (
 	// MaxMaxMessageBytes lets a client send the largest audio chunk the
 	// OpenAI Realtime API accepts in one append (15 MiB) with room to spare.
 	MaxMaxMessageBytes = 16 << 20
+	// The bounds of --openai-max-message-bytes: an upstream event carries
+	// at most a few seconds of audio, but a retrieved conversation item or
+	// a long session object can be much larger.
+	MinOpenAIMessageBytes = 64 << 10
+	MaxOpenAIMessageBytes = 64 << 20
+	// OpenAISampleRate is the only PCM rate the OpenAI Realtime API carries.
+	OpenAISampleRate = 24000
 )
 
 var (
@@ -109,6 +117,26 @@ func (c Config) Validate() error {
 			formatDuration(d.PropagationDelay), formatDuration(d.NotifyWindow),
 			formatDuration(d.PropagationDelay+d.NotifyWindow), formatDuration(drainTimeout),
 			formatDuration(d.GracePeriod), formatDuration(d.ExitMargin))
+	}
+
+	o := c.OpenAI
+	if u, err := url.Parse(o.URL); err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
+		p.add("openai-url", "%q is not a ws:// or wss:// URL such as %s", o.URL, DefaultOpenAIURL)
+	}
+	p.positive("openai-key-poll-interval", o.KeyPollInterval)
+	p.positive("openai-dial-timeout", o.DialTimeout)
+	p.positive("openai-stall-timeout", o.StallTimeout)
+	if o.MaxMessageBytes < MinOpenAIMessageBytes || o.MaxMessageBytes > MaxOpenAIMessageBytes {
+		p.add("openai-max-message-bytes", "%d is out of range; use %d (64 KiB) to %d (64 MiB)",
+			o.MaxMessageBytes, MinOpenAIMessageBytes, MaxOpenAIMessageBytes)
+	}
+	if c.Backend == BackendOpenAI {
+		if o.APIKeyFile == "" {
+			p.add("openai-api-key-file", "is required with --backend openai: name the file holding the upstream API key")
+		}
+		if s.SampleRate != OpenAISampleRate {
+			p.add("sample-rate", "%d Hz cannot be used with --backend openai, which carries PCM16 at %d Hz only", s.SampleRate, OpenAISampleRate)
+		}
 	}
 
 	return errors.Join(p...)

@@ -29,7 +29,15 @@ func TestValidate(t *testing.T) {
 		{name: "same port on different hosts", modify: func(c *Config) {
 			c.Listen, c.AdminListen = "10.0.0.1:8080", "127.0.0.1:8080"
 		}},
-		{name: "openai backend", modify: func(c *Config) { c.Backend = BackendOpenAI }},
+		{name: "openai backend", modify: func(c *Config) {
+			c.Backend = BackendOpenAI
+			c.OpenAI.APIKeyFile = "/openai/key"
+		}},
+		{name: "openai settings at their bounds", modify: func(c *Config) {
+			c.OpenAI.URL = "ws://127.0.0.1:9/v1/realtime?model=x"
+			c.OpenAI.Model = ""
+			c.OpenAI.MaxMessageBytes = 64 << 20
+		}},
 		{name: "zero delays where zero means none", modify: func(c *Config) {
 			c.RateLimit.SuspiciousDelay = 0
 			c.Drain.PropagationDelay = 0
@@ -134,6 +142,23 @@ func TestValidate(t *testing.T) {
 			"--propagation-delay 4s + --notify-window 5s = 9s",
 			"drain timeout 9s (--grace-period 10s - --exit-margin 1s)",
 		}},
+
+		{name: "openai backend without a key file", modify: func(c *Config) { c.Backend = BackendOpenAI },
+			wantFlags: []string{"openai-api-key-file"}, wantIn: []string{"--backend openai"}},
+		{name: "openai backend at 16 kHz", modify: func(c *Config) {
+			c.Backend, c.OpenAI.APIKeyFile = BackendOpenAI, "/openai/key"
+			c.Sessions.SampleRate = 16000
+		}, wantFlags: []string{"sample-rate"}, wantIn: []string{"24000 Hz only"}},
+		{name: "echo backend ignores the openai key file", modify: func(c *Config) { c.OpenAI.APIKeyFile = "" }},
+		{name: "openai url with an http scheme", modify: func(c *Config) { c.OpenAI.URL = "https://api.openai.com/v1/realtime" },
+			wantFlags: []string{"openai-url"}, wantIn: []string{"ws:// or wss://"}},
+		{name: "openai url without a host", modify: func(c *Config) { c.OpenAI.URL = "wss:///v1/realtime" },
+			wantFlags: []string{"openai-url"}},
+		{name: "openai timeouts zero", modify: func(c *Config) {
+			c.OpenAI.KeyPollInterval, c.OpenAI.DialTimeout, c.OpenAI.StallTimeout = 0, 0, 0
+		}, wantFlags: []string{"openai-key-poll-interval", "openai-dial-timeout", "openai-stall-timeout"}},
+		{name: "openai message limit too small", modify: func(c *Config) { c.OpenAI.MaxMessageBytes = 1 << 10 },
+			wantFlags: []string{"openai-max-message-bytes"}, wantIn: []string{"64 KiB", "64 MiB"}},
 
 		{name: "every problem at once", modify: func(c *Config) {
 			c.Backend = ""

@@ -25,6 +25,7 @@ import (
 	"github.com/voicegateway/voicegateway/server/auth"
 	"github.com/voicegateway/voicegateway/server/backend"
 	"github.com/voicegateway/voicegateway/server/backend/echo"
+	"github.com/voicegateway/voicegateway/server/backend/openai"
 	"github.com/voicegateway/voicegateway/server/clientip"
 	"github.com/voicegateway/voicegateway/server/config"
 	"github.com/voicegateway/voicegateway/server/lifecycle"
@@ -116,6 +117,10 @@ func New(cfg config.Config, log logr.Logger, clk clock.WithTickerAndDelayedExecu
 		switch cfg.Backend {
 		case config.BackendEcho:
 			s.backend = echo.New(clk)
+		case config.BackendOpenAI:
+			if s.backend, err = openai.New(cfg.OpenAI, openai.Options{Clock: clk, Metrics: s.metrics, Log: log.WithName("openai")}); err != nil {
+				return nil, err
+			}
 		default:
 			return nil, fmt.Errorf("--backend %q is not available in this build", cfg.Backend)
 		}
@@ -182,6 +187,9 @@ func (s *Server) Serve(ctx context.Context, public, adminLn net.Listener) error 
 	g.Go(func() error { return s.limiter.Run(loopsCtx) })
 	if s.keys != nil {
 		g.Go(func() error { return s.keys.Watch(loopsCtx, keyPollInterval, s.clock, s.log.WithName("keys")) })
+	}
+	if r, ok := s.backend.(backend.Runner); ok {
+		g.Go(func() error { return r.Run(loopsCtx) })
 	}
 	g.Go(func() error {
 		drainErr := s.drainer.Run(gctx)

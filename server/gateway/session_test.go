@@ -251,6 +251,28 @@ func TestIdleAndMaxDurationUseTheClock(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			clk := testingclock.NewFakeClock(time.Now())
 			h := startWithClock(t, clk, tc.mutate)
+			if tc.wantCode == "idle_timeout" {
+				// Activity half way: the timer fires once, finds the session
+				// busy and re-arms; the idle timeout counts from the activity.
+				c := h.dial("", nil)
+				readUntil(t, c, "session.created")
+				h.waitSessions(1)
+				clk.Step(tc.step / 2)
+				send(t, c, map[string]any{"type": "session.update", "session": map[string]any{}})
+				readUntil(t, c, "session.updated")
+				clk.Step(tc.step / 2)
+				time.Sleep(20 * time.Millisecond)
+				if h.srv.Sessions().Len() != 1 {
+					t.Fatal("session closed although it was active within the idle timeout")
+				}
+				clk.Step(tc.step / 2)
+				code, frames := readClose(t, c)
+				if code != websocket.StatusPolicyViolation || frames[len(frames)-1].errorCode() != tc.wantCode {
+					t.Fatalf("after re-arm: close %v, last frame %v", code, frames[len(frames)-1].event)
+				}
+				h.waitSessions(0)
+				return
+			}
 			c := h.dial("", nil)
 			readUntil(t, c, "session.created")
 			h.waitSessions(1)

@@ -30,6 +30,13 @@ func (s *Session) checkTimeouts() {
 	case !now.Before(time.Unix(0, s.lastAct.Load()).Add(s.opts.Config.IdleTimeout)):
 		s.Fail(protocol.Fatal(protocol.CodeIdleTimeout, protocol.ClosePolicyViolation, "session was idle too long"))
 	default:
+		// A fake clock also sends on a fired AfterFunc timer's channel and
+		// blocks on the next firing if nobody took the value; a real
+		// AfterFunc timer has no channel. Drain it either way.
+		select {
+		case <-s.timer.C():
+		default:
+		}
 		s.timer.Reset(s.untilNextCheck())
 	}
 }

@@ -1,0 +1,481 @@
+/*
+Copyright The voicegateway Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package v1alpha1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+// BackendType names the speech backend the voice server relays sessions to.
+// +kubebuilder:validation:Enum=echo;openai
+type BackendType string
+
+const (
+	// BackendEcho answers each committed audio buffer with the same audio:
+	// no key, no network, the whole path works anywhere.
+	BackendEcho BackendType = "echo"
+	// BackendOpenAI relays sessions to the OpenAI Realtime API.
+	BackendOpenAI BackendType = "openai"
+)
+
+// Condition types reported in status.conditions.
+const (
+	// ConditionAvailable is True while at least one pod accepts sessions.
+	ConditionAvailable = "Available"
+	// ConditionProgressing is True while the pods are being rolled or
+	// scaled: new pods starting, old pods draining.
+	ConditionProgressing = "Progressing"
+	// ConditionDegraded is True when the operator cannot make the cluster
+	// match the spec, or the rollout has stopped making progress.
+	ConditionDegraded = "Degraded"
+)
+
+// VoiceGatewaySpec is the desired state of a voice gateway: how many voice
+// server pods, what they relay to, who may connect, and how a pod drains its
+// calls when it is replaced.
+type VoiceGatewaySpec struct {
+	// Replicas is the number of voice server pods.
+	// +kubebuilder:default=2
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1000
+	// +optional
+	Replicas *int32 `json:"replicas,omitempty"`
+
+	// Image of the voice server. Empty means the image of the operator's own
+	// release, which holds the voice server at the same version.
+	// +kubebuilder:validation:MaxLength=512
+	// +optional
+	Image string `json:"image,omitempty"`
+
+	// ImagePullPolicy of the voice server container.
+	// +kubebuilder:default=IfNotPresent
+	// +kubebuilder:validation:Enum=Always;IfNotPresent;Never
+	// +optional
+	ImagePullPolicy corev1.PullPolicy `json:"imagePullPolicy,omitempty"`
+
+	// ImagePullSecrets for a private registry.
+	// +kubebuilder:validation:MaxItems=16
+	// +listType=atomic
+	// +optional
+	ImagePullSecrets []corev1.LocalObjectReference `json:"imagePullSecrets,omitempty"`
+
+	// Backend is the speech backend sessions are relayed to.
+	// +kubebuilder:default={type: echo}
+	// +optional
+	Backend BackendSpec `json:"backend,omitempty"`
+
+	// Auth decides who may open a session: API keys from a Secret, or
+	// (on a test cluster) no authentication at all.
+	// +required
+	Auth AuthSpec `json:"auth"`
+
+	// Sessions bounds the sessions of each pod.
+	// +kubebuilder:default={}
+	// +optional
+	Sessions SessionsSpec `json:"sessions,omitempty"`
+
+	// RateLimit tunes the tracking of failed authentication per client IP.
+	// +kubebuilder:default={}
+	// +optional
+	RateLimit RateLimitSpec `json:"rateLimit,omitempty"`
+
+	// Drain times how a terminating pod hands its calls over.
+	// +kubebuilder:default={}
+	// +optional
+	Drain DrainSpec `json:"drain,omitempty"`
+
+	// Service exposes the sessions port (never the admin port).
+	// +kubebuilder:default={}
+	// +optional
+	Service ServiceSpec `json:"service,omitempty"`
+
+	// Disruption bounds voluntary disruptions (node drains) through a
+	// PodDisruptionBudget.
+	// +kubebuilder:default={}
+	// +optional
+	Disruption DisruptionSpec `json:"disruption,omitempty"`
+
+	// Resources of the voice server container.
+	// +kubebuilder:default={requests: {cpu: "100m", memory: "128Mi"}, limits: {memory: "512Mi"}}
+	// +optional
+	Resources *corev1.ResourceRequirements `json:"resources,omitempty"`
+
+	// LogLevel of the voice server.
+	// +kubebuilder:default=info
+	// +kubebuilder:validation:Enum=debug;info;warn;error
+	// +optional
+	LogLevel string `json:"logLevel,omitempty"`
+
+	// NodeSelector of the pods.
+	// +optional
+	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
+
+	// Tolerations of the pods.
+	// +kubebuilder:validation:MaxItems=64
+	// +listType=atomic
+	// +optional
+	Tolerations []corev1.Toleration `json:"tolerations,omitempty"`
+
+	// Affinity of the pods.
+	// +optional
+	Affinity *corev1.Affinity `json:"affinity,omitempty"`
+
+	// TopologySpreadConstraints of the pods. Empty means the pods are
+	// spread over nodes where the scheduler can.
+	// +kubebuilder:validation:MaxItems=16
+	// +listType=atomic
+	// +optional
+	TopologySpreadConstraints []corev1.TopologySpreadConstraint `json:"topologySpreadConstraints,omitempty"`
+
+	// PriorityClassName of the pods.
+	// +kubebuilder:validation:MaxLength=253
+	// +optional
+	PriorityClassName string `json:"priorityClassName,omitempty"`
+
+	// PodAnnotations are added to every pod, e.g. for a service mesh or a
+	// metrics scraper.
+	// +optional
+	PodAnnotations map[string]string `json:"podAnnotations,omitempty"`
+}
+
+// BackendSpec chooses the speech backend.
+//
+// +kubebuilder:validation:XValidation:rule="self.type != 'openai' || (has(self.openai) && has(self.openai.apiKeySecretRef))",message="backend.type openai needs backend.openai.apiKeySecretRef: the name and key of a Secret that holds the OpenAI API key"
+// +kubebuilder:validation:XValidation:rule="self.type == 'openai' || !has(self.openai)",message="backend.openai is only used with backend.type openai"
+type BackendSpec struct {
+	// Type is echo (built in, needs no network) or openai.
+	// +kubebuilder:default=echo
+	Type BackendType `json:"type,omitempty"`
+
+	// OpenAI configures the openai backend.
+	// +optional
+	OpenAI *OpenAIBackendSpec `json:"openai,omitempty"`
+}
+
+// OpenAIBackendSpec configures the relay to the OpenAI Realtime API.
+type OpenAIBackendSpec struct {
+	// Model requested upstream.
+	// +kubebuilder:default=gpt-realtime
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=128
+	// +optional
+	Model string `json:"model,omitempty"`
+
+	// URL of the upstream Realtime endpoint. Empty means OpenAI's.
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="self.matches('^wss?://[^/]+')",message="backend.openai.url must be a ws:// or wss:// URL with a host, e.g. wss://api.openai.com/v1/realtime"
+	// +optional
+	URL string `json:"url,omitempty"`
+
+	// APIKeySecretRef names the Secret and key holding the OpenAI API key.
+	// The key is mounted as a file and never appears in the pod spec.
+	// +optional
+	APIKeySecretRef *SecretKeyRef `json:"apiKeySecretRef,omitempty"`
+}
+
+// SecretKeyRef names one key of a Secret in the VoiceGateway's namespace.
+type SecretKeyRef struct {
+	// Name of the Secret.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+
+	// Key within the Secret's data.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[-._a-zA-Z0-9]+$`
+	Key string `json:"key"`
+}
+
+// AuthSpec decides who may open a session.
+//
+// +kubebuilder:validation:XValidation:rule="has(self.apiKeysSecretRef) || (has(self.insecureNoAuth) && self.insecureNoAuth)",message="auth.apiKeysSecretRef is required: name a Secret and key holding one API key per line (or set auth.insecureNoAuth: true on a test cluster)"
+// +kubebuilder:validation:XValidation:rule="!(has(self.apiKeysSecretRef) && has(self.insecureNoAuth) && self.insecureNoAuth)",message="auth.apiKeysSecretRef and auth.insecureNoAuth cannot both be set: drop one of them"
+type AuthSpec struct {
+	// APIKeysSecretRef names the Secret and key holding the API keys, one
+	// per line. The voice server re-reads it when the Secret changes.
+	// +optional
+	APIKeysSecretRef *SecretKeyRef `json:"apiKeysSecretRef,omitempty"`
+
+	// InsecureNoAuth lets anyone open a session. For test clusters only.
+	// +kubebuilder:default=false
+	// +optional
+	InsecureNoAuth bool `json:"insecureNoAuth"`
+
+	// ClientTokenTTL is the lifetime of the short-lived client tokens that
+	// browsers use instead of an API key.
+	// +kubebuilder:default="60s"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('10m')",message="auth.clientTokenTTL must be between 1s and 10m: a leaked token must expire soon"
+	// +optional
+	ClientTokenTTL *metav1.Duration `json:"clientTokenTTL,omitempty"`
+}
+
+// SessionsSpec bounds the sessions of each pod.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.idleTimeout) || !has(self.maxDuration) || duration(self.idleTimeout) <= duration(self.maxDuration)",message="sessions.idleTimeout must not be longer than sessions.maxDuration"
+type SessionsSpec struct {
+	// MaxPerPod is the number of concurrent sessions one pod accepts;
+	// more are refused with session_limit so the client tries another pod.
+	// +kubebuilder:default=1000
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100000
+	// +optional
+	MaxPerPod int32 `json:"maxPerPod,omitempty"`
+
+	// IdleTimeout closes a session whose client sent nothing for this long.
+	// +kubebuilder:default="2m"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s')",message="sessions.idleTimeout must be at least 1s"
+	// +optional
+	IdleTimeout *metav1.Duration `json:"idleTimeout,omitempty"`
+
+	// MaxDuration is the longest a session may live.
+	// +kubebuilder:default="1h"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('24h')",message="sessions.maxDuration must be between 1s and 24h"
+	// +optional
+	MaxDuration *metav1.Duration `json:"maxDuration,omitempty"`
+}
+
+// RateLimitSpec tunes the tracking of failed authentication per client IP:
+// after SuspiciousAfter failures in Window each attempt is slowed down, after
+// BlockAfter the IP is refused for BlockDuration.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.blockAfter) || !has(self.suspiciousAfter) || self.blockAfter > self.suspiciousAfter",message="rateLimit.blockAfter must be more than rateLimit.suspiciousAfter: a client is slowed down before it is blocked"
+type RateLimitSpec struct {
+	// Window over which failures are counted.
+	// +kubebuilder:default="1m"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s')",message="rateLimit.window must be at least 1s"
+	// +optional
+	Window *metav1.Duration `json:"window,omitempty"`
+
+	// SuspiciousAfter failures in the window slow the client's attempts.
+	// +kubebuilder:default=5
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	SuspiciousAfter int32 `json:"suspiciousAfter,omitempty"`
+
+	// BlockAfter failures in the window block the client.
+	// +kubebuilder:default=10
+	// +kubebuilder:validation:Minimum=2
+	// +optional
+	BlockAfter int32 `json:"blockAfter,omitempty"`
+
+	// BlockDuration is how long a blocked client is refused.
+	// +kubebuilder:default="15m"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s')",message="rateLimit.blockDuration must be at least 1s"
+	// +optional
+	BlockDuration *metav1.Duration `json:"blockDuration,omitempty"`
+
+	// MaxTracked bounds the client IPs tracked per pod (about 84 bytes each).
+	// +kubebuilder:default=100000
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=10000000
+	// +optional
+	MaxTracked int32 `json:"maxTracked,omitempty"`
+
+	// TrustedProxies are the addresses or CIDR prefixes of proxies (the
+	// cloud load balancer) whose X-Forwarded-For names the client.
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=64
+	// +kubebuilder:validation:XValidation:rule="self.all(p, isIP(p) || isCIDR(p))",message="rateLimit.trustedProxies entries must be IP addresses or CIDR prefixes such as 10.0.0.0/8"
+	// +listType=atomic
+	// +optional
+	TrustedProxies []string `json:"trustedProxies,omitempty"`
+}
+
+// DrainSpec times how a terminating pod hands its calls over. When a pod is
+// terminated it stops being ready at once, keeps accepting sessions for
+// PreStopDelay while load balancers catch up, then refuses new sessions and
+// tells each live one to reconnect elsewhere. Sessions may run on for
+// Timeout; those left then are closed with 1012. The pod's
+// terminationGracePeriodSeconds is PreStopDelay + Timeout + a fixed exit
+// margin.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.notifyWindow) || !has(self.timeout) || duration(self.notifyWindow) < duration(self.timeout)",message="drain.notifyWindow must be shorter than drain.timeout: every session must be told to reconnect before the deadline"
+type DrainSpec struct {
+	// PreStopDelay keeps a terminating pod accepting sessions while the
+	// endpoints and load balancers drop it.
+	// +kubebuilder:default="5s"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^(0|([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+)$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) <= duration('60s')",message="drain.preStopDelay must be at most 60s"
+	// +optional
+	PreStopDelay *metav1.Duration `json:"preStopDelay,omitempty"`
+
+	// Timeout is how long sessions may run on after the pod stops accepting
+	// new ones.
+	// +kubebuilder:default="55s"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('5s') && duration(self) <= duration('2h')",message="drain.timeout must be between 5s and 2h"
+	// +optional
+	Timeout *metav1.Duration `json:"timeout,omitempty"`
+
+	// NotifyWindow spreads the gateway.draining notices over this window so
+	// that clients do not all reconnect at once. Empty means a quarter of
+	// Timeout, at most 10s.
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^(0|([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+)$`
+	// +optional
+	NotifyWindow *metav1.Duration `json:"notifyWindow,omitempty"`
+}
+
+// ServiceSpec exposes the sessions port.
+type ServiceSpec struct {
+	// Type of the Service.
+	// +kubebuilder:default=ClusterIP
+	// +kubebuilder:validation:Enum=ClusterIP;NodePort;LoadBalancer
+	// +optional
+	Type corev1.ServiceType `json:"type,omitempty"`
+
+	// Port the Service listens on for sessions.
+	// +kubebuilder:default=80
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	// +optional
+	Port int32 `json:"port,omitempty"`
+
+	// Annotations of the Service, e.g. for a cloud load balancer.
+	// +optional
+	Annotations map[string]string `json:"annotations,omitempty"`
+}
+
+// DisruptionSpec bounds voluntary disruptions.
+type DisruptionSpec struct {
+	// MaxUnavailable pods during a voluntary disruption, a number or a
+	// percentage.
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:XIntOrString
+	// +kubebuilder:validation:XValidation:rule="type(self) == int ? self >= 0 : self.matches('^[0-9]+%$')",message="disruption.maxUnavailable must be a number of pods (0 or more) or a percentage such as 25%"
+	// +optional
+	MaxUnavailable *intstr.IntOrString `json:"maxUnavailable,omitempty"`
+}
+
+// DrainingPod is a terminating pod that still holds sessions.
+type DrainingPod struct {
+	// Pod is the pod's name.
+	Pod string `json:"pod"`
+
+	// Sessions still open on the pod.
+	Sessions int32 `json:"sessions"`
+
+	// Deadline at which the sessions left are closed with 1012.
+	// +optional
+	Deadline *metav1.Time `json:"deadline,omitempty"`
+
+	// Since is when the pod began to drain.
+	// +optional
+	Since *metav1.Time `json:"since,omitempty"`
+}
+
+// VoiceGatewayStatus is what the operator observes.
+type VoiceGatewayStatus struct {
+	// ObservedGeneration is the generation of the spec the status is about;
+	// it is raised only once that spec was applied successfully.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// Replicas is the number of pods, including old ones that still drain.
+	// +optional
+	Replicas int32 `json:"replicas"`
+
+	// ReadyReplicas is the number of pods that accept sessions.
+	// +optional
+	ReadyReplicas int32 `json:"readyReplicas"`
+
+	// UpdatedReplicas is the number of pods that run the current spec.
+	// +optional
+	UpdatedReplicas int32 `json:"updatedReplicas"`
+
+	// Ready is ReadyReplicas/desired replicas, as kubectl shows it.
+	// +optional
+	Ready string `json:"ready,omitempty"`
+
+	// Selector of the pods, for the scale subresource.
+	// +optional
+	Selector string `json:"selector,omitempty"`
+
+	// Sessions is the number of live sessions over all pods, as reported
+	// by each pod's admin status endpoint.
+	// +optional
+	Sessions int32 `json:"sessions"`
+
+	// DrainingSessions is the part of Sessions held by terminating pods.
+	// +optional
+	DrainingSessions int32 `json:"drainingSessions"`
+
+	// Draining lists the terminating pods that still hold sessions.
+	// +listType=map
+	// +listMapKey=pod
+	// +kubebuilder:validation:MaxItems=1000
+	// +optional
+	Draining []DrainingPod `json:"draining,omitempty"`
+
+	// Conditions: Available, Progressing and Degraded.
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// VoiceGateway runs voice server pods that hold realtime voice sessions and
+// drain them without cutting calls when the pods are replaced.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:subresource:scale:specpath=.spec.replicas,statuspath=.status.replicas,selectorpath=.status.selector
+// +kubebuilder:resource:shortName=vgw,categories=all
+// +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 50",message="metadata.name must be at most 50 characters: it names the Service, the Deployment and, with a suffix, the pods"
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.ready`,description="Pods accepting sessions / desired"
+// +kubebuilder:printcolumn:name="Sessions",type=integer,JSONPath=`.status.sessions`,description="Live sessions over all pods"
+// +kubebuilder:printcolumn:name="Draining",type=integer,JSONPath=`.status.drainingSessions`,description="Sessions still held by terminating pods"
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:printcolumn:name="Available",type=string,JSONPath=`.status.conditions[?(@.type=="Available")].status`,priority=1
+// +kubebuilder:printcolumn:name="Degraded",type=string,JSONPath=`.status.conditions[?(@.type=="Degraded")].reason`,priority=1
+type VoiceGateway struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// +required
+	Spec VoiceGatewaySpec `json:"spec"`
+	// +optional
+	Status VoiceGatewayStatus `json:"status,omitempty"`
+}
+
+// VoiceGatewayList is a list of VoiceGateways.
+//
+// +kubebuilder:object:root=true
+type VoiceGatewayList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []VoiceGateway `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&VoiceGateway{}, &VoiceGatewayList{})
+}

@@ -1,0 +1,173 @@
+// Command manager runs the voicegateway operator: the VoiceGateway
+// controller and the poller that reads each voice server pod's sessions,
+// under controller-runtime's manager with metrics, health endpoints and
+// optional leader election.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	kubeconfig "sigs.k8s.io/controller-runtime/pkg/client/config"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	vgv1 "github.com/voicegateway/voicegateway/api/v1alpha1"
+	"github.com/voicegateway/voicegateway/controllers"
+	"github.com/voicegateway/voicegateway/server/version"
+)
+
+// imageRepository holds the release images; one image carries both the
+// manager and the voice server, so the default voice server image is the
+// operator's own.
+const imageRepository = "ghcr.io/voicegateway/voicegateway"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stderr, nil)
+	stop()
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "manager:", err)
+		os.Exit(1)
+	}
+}
+
+// options are the manager's command-line settings.
+type options struct {
+	kubeconfig              string
+	metricsAddr             string
+	probeAddr               string
+	leaderElect             bool
+	leaderElectionNamespace string
+	namespaces              string
+	defaultImage            string
+	maxConcurrentReconciles int
+	poller                  controllers.PollerOptions
+	zap                     zap.Options
+}
+
+func parseFlags(args []string, output io.Writer) (options, error) {
+	o := options{poller: controllers.DefaultPollerOptions()}
+	fs := flag.NewFlagSet("manager", flag.ContinueOnError)
+	fs.SetOutput(output)
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file; empty means in-cluster, then $KUBECONFIG, then ~/.kube/config")
+	fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus metrics endpoint; 0 turns it off")
+	fs.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
+	fs.BoolVar(&o.leaderElect, "leader-elect", false, "elect a leader so that only one replica of the operator reconciles")
+	fs.StringVar(&o.leaderElectionNamespace, "leader-election-namespace", "", "namespace of the leader election Lease; empty means the operator's own")
+	fs.StringVar(&o.namespaces, "namespace", "", "comma-separated namespaces to watch; empty means all")
+	fs.StringVar(&o.defaultImage, "default-image", imageRepository+":"+version.Version, "voice server image of VoiceGateways that name none")
+	fs.IntVar(&o.maxConcurrentReconciles, "max-concurrent-reconciles", 4, "VoiceGateways reconciled at once")
+	fs.IntVar(&o.poller.AdminPort, "pod-admin-port", o.poller.AdminPort, "admin port of the voice server pods, polled for /status")
+	fs.DurationVar(&o.poller.Interval, "status-poll-interval", o.poller.Interval, "how often each serving pod's /status is polled")
+	fs.DurationVar(&o.poller.DrainingInterval, "status-poll-interval-draining", o.poller.DrainingInterval, "how often a terminating pod's /status is polled")
+	fs.DurationVar(&o.poller.Timeout, "status-poll-timeout", o.poller.Timeout, "timeout of one /status poll")
+	fs.IntVar(&o.poller.Concurrency, "status-poll-concurrency", o.poller.Concurrency, "polls in flight at once")
+	o.zap.BindFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return options{}, err
+	}
+	if fs.NArg() > 0 {
+		return options{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	return o, nil
+}
+
+// run parses args and runs the manager until ctx ends. restConfig, when
+// not nil, replaces the kubeconfig lookup (tests).
+func run(ctx context.Context, args []string, output io.Writer, restConfig *rest.Config) error {
+	o, err := parseFlags(args, output)
+	if err != nil {
+		return err
+	}
+	o.zap.DestWriter = output
+	log := zap.New(zap.UseFlagOptions(&o.zap))
+	ctrl.SetLogger(log)
+
+	if restConfig == nil {
+		restConfig, err = loadConfig(o.kubeconfig)
+		if err != nil {
+			return err
+		}
+	}
+
+	scheme := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(vgv1.AddToScheme(scheme))
+
+	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
+		Scheme:                        scheme,
+		Logger:                        log,
+		Metrics:                       metricsserver.Options{BindAddress: o.metricsAddr},
+		HealthProbeBindAddress:        o.probeAddr,
+		LeaderElection:                o.leaderElect,
+		LeaderElectionID:              "voicegateway-operator.voicegateway.dev",
+		LeaderElectionNamespace:       o.leaderElectionNamespace,
+		LeaderElectionReleaseOnCancel: true,
+		Cache:                         controllers.CacheOptions(splitList(o.namespaces)...),
+		Client:                        controllers.ClientOptions(),
+		GracefulShutdownTimeout:       ptrDuration(10 * time.Second),
+	})
+	if err != nil {
+		return fmt.Errorf("creating the manager: %w", err)
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return err
+	}
+
+	poller := controllers.NewSessionPoller(mgr.GetCache(), o.poller, clock.RealClock{}, log.WithName("poller"))
+	reconciler := &controllers.VoiceGatewayReconciler{
+		Client:                  mgr.GetClient(),
+		APIReader:               mgr.GetAPIReader(),
+		Recorder:                mgr.GetEventRecorder(controllers.ManagedBy),
+		Poller:                  poller,
+		Options:                 controllers.BuildOptions{DefaultImage: o.defaultImage},
+		MaxConcurrentReconciles: o.maxConcurrentReconciles,
+	}
+	if err := reconciler.SetupWithManager(ctx, mgr); err != nil {
+		return fmt.Errorf("setting up the controller: %w", err)
+	}
+	log.Info("Starting the manager", "version", version.Version, "namespaces", o.namespaces, "defaultImage", o.defaultImage)
+	return mgr.Start(ctx)
+}
+
+func loadConfig(path string) (*rest.Config, error) {
+	if path != "" {
+		return clientcmd.BuildConfigFromFlags("", path)
+	}
+	return kubeconfig.GetConfig()
+}
+
+func splitList(s string) []string {
+	var items []string
+	for _, item := range strings.Split(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			items = append(items, item)
+		}
+	}
+	return items
+}
+
+func ptrDuration(d time.Duration) *time.Duration { return &d }

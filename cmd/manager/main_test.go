@@ -1,0 +1,348 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	appsv1 "k8s.io/api/apps/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	vgv1 "github.com/voicegateway/voicegateway/api/v1alpha1"
+	"github.com/voicegateway/voicegateway/internal/testenv"
+)
+
+var (
+	testConfig *rest.Config
+	// testKubeconfig is a kubeconfig file for kubectl, as a cluster admin.
+	testKubeconfig string
+	k8s            client.Client
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(runTests(m))
+}
+
+func runTests(m *testing.M) int {
+	env, cfg, err := testenv.Start()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	testConfig = cfg
+	dir, err := os.MkdirTemp("", "vgw-manager-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		_ = env.Stop()
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	testKubeconfig = filepath.Join(dir, "kubeconfig")
+	if err := os.WriteFile(testKubeconfig, env.KubeConfig, 0o600); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		_ = env.Stop()
+		return 1
+	}
+	k8s, err = client.New(cfg, client.Options{Scheme: testenv.Scheme()})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		_ = env.Stop()
+		return 1
+	}
+	code := m.Run()
+	if err := env.Stop(); err != nil {
+		fmt.Fprintln(os.Stderr, "stopping the API server:", err)
+		code = 1
+	}
+	if code == 0 {
+		err := goleak.Find(
+			// klog's periodic flush, started by its init.
+			goleak.IgnoreTopFunction("k8s.io/klog/v2.(*flushDaemon).run.func1"),
+			// The stopped metadata-only Secret watch's filter goroutine
+			// (apimachinery pkg/watch/filter.go blocks on an unbuffered
+			// send once nobody reads); see controllers/suite_test.go.
+			goleak.IgnoreTopFunction("k8s.io/apimachinery/pkg/watch.(*filteredWatch).loop"),
+		)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "leaked goroutines:", err)
+			code = 1
+		}
+	}
+	return code
+}
+
+func TestParseFlags(t *testing.T) {
+	tests := map[string]struct {
+		args    []string
+		check   func(t *testing.T, o options)
+		wantErr string
+	}{
+		"defaults": {
+			args: nil,
+			check: func(t *testing.T, o options) {
+				if o.metricsAddr != ":8080" || o.probeAddr != ":8081" || o.leaderElect || o.namespaces != "" ||
+					o.poller.AdminPort != 9090 || o.poller.Interval != 5*time.Second || o.poller.DrainingInterval != time.Second ||
+					o.maxConcurrentReconciles != 4 || !strings.HasPrefix(o.defaultImage, "ghcr.io/voicegateway/voicegateway:") {
+					t.Errorf("options = %+v", o)
+				}
+			},
+		},
+		"everything set": {
+			args: []string{"--leader-elect", "--namespace=a,b", "--default-image=x/y:z", "--pod-admin-port=9999",
+				"--status-poll-interval=2s", "--status-poll-interval-draining=250ms", "--status-poll-timeout=300ms",
+				"--max-concurrent-reconciles=8", "--zap-log-level=debug"},
+			check: func(t *testing.T, o options) {
+				if !o.leaderElect || o.namespaces != "a,b" || o.defaultImage != "x/y:z" || o.poller.AdminPort != 9999 ||
+					o.poller.Interval != 2*time.Second || o.poller.DrainingInterval != 250*time.Millisecond ||
+					o.poller.Timeout != 300*time.Millisecond || o.maxConcurrentReconciles != 8 {
+					t.Errorf("options = %+v", o)
+				}
+				if got := splitList(o.namespaces); len(got) != 2 || got[0] != "a" || got[1] != "b" {
+					t.Errorf("namespaces = %v", got)
+				}
+			},
+		},
+		"unknown flag": {args: []string{"--nope"}, wantErr: "flag provided but not defined: -nope"},
+		"argument":     {args: []string{"extra"}, wantErr: `unexpected argument "extra"`},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			o, err := parseFlags(tc.args, io.Discard)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("error = %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.check(t, o)
+		})
+	}
+
+	var out bytes.Buffer
+	if _, err := parseFlags([]string{"--help"}, &out); !errors.Is(err, flag.ErrHelp) || !strings.Contains(out.String(), "-status-poll-interval") {
+		t.Errorf("--help: %v\n%s", err, out.String())
+	}
+}
+
+// installManifests renders config/default with kubectl's kustomize and
+// applies every object to the API server, as `kubectl apply -k
+// config/default` would: the CRD, the namespace, the RBAC and the
+// manager's Deployment (which nothing runs here).
+func installManifests(t *testing.T) {
+	t.Helper()
+	root, err := testenv.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin, err := testenv.BinDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(filepath.Join(bin, "kubectl"), "kustomize", filepath.Join(root, "config", "default"))
+	rendered, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("kubectl kustomize config/default (make envtest-binaries builds kubectl): %v", err)
+	}
+	decoder := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(rendered), 4096)
+	kinds := map[string]bool{}
+	for {
+		var u unstructured.Unstructured
+		if err := decoder.Decode(&u.Object); err != nil {
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			t.Fatal(err)
+		}
+		if len(u.Object) == 0 {
+			continue
+		}
+		kinds[u.GetKind()] = true
+		if err := k8s.Apply(context.Background(), client.ApplyConfigurationFromUnstructured(&u),
+			client.FieldOwner("install-test"), client.ForceOwnership); err != nil {
+			t.Fatalf("applying %s %s: %v", u.GetKind(), u.GetName(), err)
+		}
+	}
+	for _, kind := range []string{"Namespace", "CustomResourceDefinition", "ServiceAccount", "ClusterRole",
+		"ClusterRoleBinding", "Role", "RoleBinding", "Deployment"} {
+		if !kinds[kind] {
+			t.Errorf("config/default holds no %s", kind)
+		}
+	}
+}
+
+// TestRunServesAndReconciles installs config/default and runs the manager
+// as main does, with the permissions of the installed ServiceAccount (by
+// impersonation, so the generated ClusterRole is shown to be enough) and
+// leader election in the installed namespace: it elects itself, reconciles
+// a VoiceGateway in the namespace it watches with the default image,
+// serves health and metrics, and stops cleanly when its context ends.
+func TestRunServesAndReconciles(t *testing.T) {
+	ctx := context.Background()
+	installManifests(t)
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "manager-test"}}
+	if err := k8s.Create(ctx, ns); err != nil {
+		t.Fatal(err)
+	}
+	asOperator := rest.CopyConfig(testConfig)
+	asOperator.Impersonate = rest.ImpersonationConfig{
+		UserName: "system:serviceaccount:voicegateway-system:voicegateway-controller-manager",
+		Groups:   []string{"system:serviceaccounts", "system:serviceaccounts:voicegateway-system", "system:authenticated"},
+	}
+	metricsAddr, probeAddr := freeAddr(t), freeAddr(t)
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	logs := &lockedWriter{w: &bytes.Buffer{}}
+	go func() {
+		done <- run(runCtx, []string{
+			"--metrics-bind-address=" + metricsAddr, "--health-probe-bind-address=" + probeAddr,
+			"--leader-elect", "--leader-election-namespace=voicegateway-system", "--namespace=manager-test",
+			"--default-image=registry.test/voicegateway:run", "--zap-log-level=error",
+		}, logs, asOperator)
+	}()
+
+	gw := &vgv1.VoiceGateway{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "manager-test", Name: "main"},
+		Spec:       vgv1.VoiceGatewaySpec{Auth: vgv1.AuthSpec{InsecureNoAuth: true}},
+	}
+	if err := k8s.Create(ctx, gw); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, func() error {
+		var d appsv1.Deployment
+		if err := k8s.Get(ctx, types.NamespacedName{Namespace: "manager-test", Name: "main"}, &d); err != nil {
+			return err
+		}
+		if img := d.Spec.Template.Spec.Containers[0].Image; img != "registry.test/voicegateway:run" {
+			return fmt.Errorf("image %q", img)
+		}
+		var got vgv1.VoiceGateway
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(gw), &got); err != nil {
+			return err
+		}
+		if got.Status.ObservedGeneration != got.Generation {
+			return fmt.Errorf("status not written (observedGeneration %d); logs:\n%s", got.Status.ObservedGeneration, logs.String())
+		}
+		return nil
+	})
+	// What a user sees: the printer columns.
+	bin, err := testenv.BinDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(filepath.Join(bin, "kubectl"), "--kubeconfig", testKubeconfig,
+		"get", "vgw", "-n", "manager-test").CombinedOutput()
+	if err != nil {
+		t.Fatalf("kubectl get vgw: %v\n%s", err, out)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(lines) != 2 || !slices.Equal(strings.Fields(lines[0]), []string{"NAME", "READY", "SESSIONS", "DRAINING", "AGE"}) ||
+		!slices.Equal(strings.Fields(lines[1])[:4], []string{"main", "0/2", "0", "0"}) {
+		t.Errorf("kubectl get vgw:\n%s", out)
+	}
+
+	var lease coordinationv1.Lease
+	if err := k8s.Get(ctx, types.NamespacedName{Namespace: "voicegateway-system", Name: "voicegateway-operator.voicegateway.dev"}, &lease); err != nil {
+		t.Errorf("leader election lease: %v", err)
+	}
+	for _, path := range []string{"/healthz", "/readyz"} {
+		if code, _ := httpGet(t, "http://"+probeAddr+path); code != http.StatusOK {
+			t.Errorf("%s = %d", path, code)
+		}
+	}
+	if code, body := httpGet(t, "http://"+metricsAddr+"/metrics"); code != http.StatusOK ||
+		!strings.Contains(body, `controller_runtime_reconcile_total{controller="voicegateway"`) {
+		t.Errorf("/metrics = %d without the controller's reconcile counter", code)
+	}
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run: %v\n%s", err, logs.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("run did not return after its context ended")
+	}
+}
+
+// lockedWriter serializes the manager's log writes into a buffer.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (w *lockedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.w.Write(p)
+}
+
+func (w *lockedWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.w.String()
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return "127.0.0.1:" + strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+}
+
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := client.Get(url)
+	if err != nil {
+		t.Errorf("GET %s: %v", url, err)
+		return 0, ""
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+func waitFor(t *testing.T, timeout time.Duration, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s: %v", timeout, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

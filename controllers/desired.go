@@ -1,0 +1,518 @@
+package controllers
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+
+	vgv1 "github.com/voicegateway/voicegateway/api/v1alpha1"
+	"github.com/voicegateway/voicegateway/server/config"
+)
+
+// Labels put on every object the operator applies. The selector of the
+// Deployment, Service and PodDisruptionBudget is the name and instance pair;
+// it never changes for the life of a VoiceGateway.
+const (
+	LabelName      = "app.kubernetes.io/name"
+	LabelInstance  = "app.kubernetes.io/instance"
+	LabelComponent = "app.kubernetes.io/component"
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+	LabelVersion   = "app.kubernetes.io/version"
+
+	appName   = "voicegateway"
+	component = "voice-server"
+	// ManagedBy is the managed-by label value and the field owner of every
+	// server-side apply.
+	ManagedBy = "voicegateway-operator"
+
+	// AnnotationConfigHash on the pod template changes whenever the server
+	// settings or a referenced Secret change, so that the pods roll.
+	AnnotationConfigHash = "voicegateway.dev/config-hash"
+)
+
+// Fixed layout of the voice server pod.
+const (
+	containerName = "voice-server"
+	httpPortName  = "http"
+	adminPortName = "admin"
+	// HTTPPort and AdminPort are the container ports the server listens on.
+	HTTPPort  int32 = 8080
+	AdminPort int32 = 9090
+
+	configDir     = "/etc/voicegateway/config"
+	configFileKey = "config.yaml"
+	apiKeysDir    = "/etc/voicegateway/api-keys"
+	apiKeysFile   = "keys"
+	openAIKeyDir  = "/etc/voicegateway/openai"
+	openAIKeyFile = "api-key"
+	stateDir      = "/var/lib/voicegateway"
+
+	// nonRootID is the distroless "nonroot" user and group.
+	nonRootID int64 = 65532
+
+	// drainExitMargin is kept after the drain deadline for closing the
+	// connections, handing over the rate limiter's state, flushing logs and
+	// exiting before the kubelet's SIGKILL.
+	drainExitMargin = 5 * time.Second
+)
+
+// BuildOptions are the operator-wide inputs of the builders.
+type BuildOptions struct {
+	// DefaultImage runs when spec.image is empty.
+	DefaultImage string
+}
+
+// inputs is everything a desired object depends on besides the
+// VoiceGateway itself, read by the controller before building.
+type inputs struct {
+	// secretData holds the data of each referenced Secret by name; only
+	// its hash reaches the objects.
+	secretData map[string]map[string][]byte
+}
+
+// objectMeta is the metadata shared by every applied object: its name,
+// namespace, labels and the controller reference that makes the
+// VoiceGateway its owner (so deleting it collects them).
+func objectMeta(vg *vgv1.VoiceGateway, name string) metav1.ObjectMeta {
+	return metav1.ObjectMeta{
+		Name:      name,
+		Namespace: vg.Namespace,
+		Labels:    commonLabels(vg),
+		OwnerReferences: []metav1.OwnerReference{{
+			APIVersion:         vgv1.GroupVersion.String(),
+			Kind:               "VoiceGateway",
+			Name:               vg.Name,
+			UID:                vg.UID,
+			Controller:         ptr.To(true),
+			BlockOwnerDeletion: ptr.To(true),
+		}},
+	}
+}
+
+// SelectorLabels select the pods of one VoiceGateway.
+func SelectorLabels(name string) map[string]string {
+	return map[string]string{LabelName: appName, LabelInstance: name}
+}
+
+func commonLabels(vg *vgv1.VoiceGateway) map[string]string {
+	labels := SelectorLabels(vg.Name)
+	labels[LabelComponent] = component
+	labels[LabelManagedBy] = ManagedBy
+	return labels
+}
+
+// configMapName is the name of the ConfigMap holding the server settings.
+func configMapName(vg *vgv1.VoiceGateway) string { return vg.Name + "-config" }
+
+// drainTiming is the drain budget derived from spec.drain, matching the
+// voice server's own rules (docs/operations.md): the drain deadline is
+// grace period - exit margin after termination begins.
+type drainTiming struct {
+	preStopDelay time.Duration
+	timeout      time.Duration
+	notifyWindow time.Duration
+	exitMargin   time.Duration
+	// gracePeriodSeconds is the pod's terminationGracePeriodSeconds and
+	// the server's --grace-period.
+	gracePeriodSeconds int64
+}
+
+func drainTimingOf(spec vgv1.DrainSpec) drainTiming {
+	t := drainTiming{
+		preStopDelay: durationOr(spec.PreStopDelay, 5*time.Second),
+		timeout:      durationOr(spec.Timeout, 55*time.Second),
+	}
+	if spec.NotifyWindow != nil {
+		t.notifyWindow = spec.NotifyWindow.Duration
+	} else {
+		t.notifyWindow = min(t.timeout/4, 10*time.Second)
+	}
+	// The grace period is whole seconds; rounding up goes to the margin, so
+	// sessions get exactly preStopDelay + timeout.
+	total := t.preStopDelay + t.timeout + drainExitMargin
+	t.gracePeriodSeconds = int64(math.Ceil(total.Seconds()))
+	t.exitMargin = time.Duration(t.gracePeriodSeconds)*time.Second - t.preStopDelay - t.timeout
+	return t
+}
+
+func durationOr(d *metav1.Duration, fallback time.Duration) time.Duration {
+	if d == nil {
+		return fallback
+	}
+	return d.Duration
+}
+
+// serverConfig turns the spec into the voice server's settings. The API
+// server's validation already refused specs that break the server's rules;
+// config.Validate is the last word, so that a VoiceGateway is never rolled
+// out with settings that would crash-loop.
+func serverConfig(vg *vgv1.VoiceGateway) (config.Config, error) {
+	spec := vg.Spec
+	cfg := config.Default()
+	cfg.Listen = ":" + strconv.Itoa(int(HTTPPort))
+	cfg.AdminListen = ":" + strconv.Itoa(int(AdminPort))
+	cfg.Backend = string(spec.Backend.Type)
+	if cfg.Backend == "" {
+		cfg.Backend = config.BackendEcho
+	}
+	if spec.Auth.APIKeysSecretRef != nil {
+		cfg.APIKeysFile = apiKeysDir + "/" + apiKeysFile
+	}
+	cfg.InsecureNoAuth = spec.Auth.InsecureNoAuth
+	cfg.ClientTokenTTL = durationOr(spec.Auth.ClientTokenTTL, cfg.ClientTokenTTL)
+	if spec.LogLevel != "" {
+		cfg.LogLevel = spec.LogLevel
+	}
+
+	if spec.Sessions.MaxPerPod > 0 {
+		cfg.Sessions.Limit = int(spec.Sessions.MaxPerPod)
+	}
+	cfg.Sessions.IdleTimeout = durationOr(spec.Sessions.IdleTimeout, cfg.Sessions.IdleTimeout)
+	cfg.Sessions.MaxDuration = durationOr(spec.Sessions.MaxDuration, cfg.Sessions.MaxDuration)
+
+	rl := spec.RateLimit
+	cfg.RateLimit.Window = durationOr(rl.Window, cfg.RateLimit.Window)
+	cfg.RateLimit.BlockDuration = durationOr(rl.BlockDuration, cfg.RateLimit.BlockDuration)
+	if rl.SuspiciousAfter > 0 {
+		cfg.RateLimit.SuspiciousAfter = int(rl.SuspiciousAfter)
+	}
+	if rl.BlockAfter > 0 {
+		cfg.RateLimit.BlockAfter = int(rl.BlockAfter)
+	}
+	if rl.MaxTracked > 0 {
+		cfg.RateLimit.MaxTracked = int(rl.MaxTracked)
+	}
+	cfg.RateLimit.TrustedProxies = slices.Clone(rl.TrustedProxies)
+	// The state survives a container restart inside the pod; the hand-off
+	// to other pods goes through the admin endpoint.
+	cfg.RateLimit.StateFile = stateDir + "/ratelimit.json"
+
+	timing := drainTimingOf(spec.Drain)
+	cfg.Drain.GracePeriod = time.Duration(timing.gracePeriodSeconds) * time.Second
+	cfg.Drain.PropagationDelay = timing.preStopDelay
+	cfg.Drain.NotifyWindow = timing.notifyWindow
+	cfg.Drain.ExitMargin = timing.exitMargin
+
+	if b := spec.Backend; b.Type == vgv1.BackendOpenAI && b.OpenAI != nil {
+		if b.OpenAI.URL != "" {
+			cfg.OpenAI.URL = b.OpenAI.URL
+		}
+		if b.OpenAI.Model != "" {
+			cfg.OpenAI.Model = b.OpenAI.Model
+		}
+		if b.OpenAI.APIKeySecretRef != nil {
+			cfg.OpenAI.APIKeyFile = openAIKeyDir + "/" + openAIKeyFile
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		return config.Config{}, err
+	}
+	return cfg, nil
+}
+
+// desiredConfigMap holds the server settings as the YAML file the server
+// reads with --config.
+func desiredConfigMap(vg *vgv1.VoiceGateway, cfg config.Config) (*corev1.ConfigMap, error) {
+	data, err := cfg.YAML()
+	if err != nil {
+		return nil, fmt.Errorf("rendering the server settings: %w", err)
+	}
+	return &corev1.ConfigMap{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
+		ObjectMeta: objectMeta(vg, configMapName(vg)),
+		Data:       map[string]string{configFileKey: string(data)},
+	}, nil
+}
+
+// desiredServiceAccount is the pods' own identity, with no token: the voice
+// server needs no Kubernetes credentials.
+func desiredServiceAccount(vg *vgv1.VoiceGateway) *corev1.ServiceAccount {
+	return &corev1.ServiceAccount{
+		TypeMeta:                     metav1.TypeMeta{APIVersion: "v1", Kind: "ServiceAccount"},
+		ObjectMeta:                   objectMeta(vg, vg.Name),
+		AutomountServiceAccountToken: ptr.To(false),
+	}
+}
+
+// desiredService exposes the sessions port only; the admin port stays
+// reachable by pod IP for the kubelet and the operator.
+func desiredService(vg *vgv1.VoiceGateway) *corev1.Service {
+	svc := vg.Spec.Service
+	svcType := svc.Type
+	if svcType == "" {
+		svcType = corev1.ServiceTypeClusterIP
+	}
+	port := svc.Port
+	if port == 0 {
+		port = 80
+	}
+	meta := objectMeta(vg, vg.Name)
+	if len(svc.Annotations) > 0 {
+		meta.Annotations = maps(svc.Annotations)
+	}
+	return &corev1.Service{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Service"},
+		ObjectMeta: meta,
+		Spec: corev1.ServiceSpec{
+			Type:     svcType,
+			Selector: SelectorLabels(vg.Name),
+			Ports: []corev1.ServicePort{{
+				Name:       httpPortName,
+				Protocol:   corev1.ProtocolTCP,
+				Port:       port,
+				TargetPort: intstr.FromString(httpPortName),
+			}},
+		},
+	}
+}
+
+// desiredPodDisruptionBudget keeps node drains from taking more pods at
+// once than spec.disruption allows. Pods that are not ready may always be
+// evicted: they hold no calls, and keeping them would block node drains.
+func desiredPodDisruptionBudget(vg *vgv1.VoiceGateway) *policyv1.PodDisruptionBudget {
+	maxUnavailable := intstr.FromInt32(1)
+	if vg.Spec.Disruption.MaxUnavailable != nil {
+		maxUnavailable = *vg.Spec.Disruption.MaxUnavailable
+	}
+	return &policyv1.PodDisruptionBudget{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "policy/v1", Kind: "PodDisruptionBudget"},
+		ObjectMeta: objectMeta(vg, vg.Name),
+		Spec: policyv1.PodDisruptionBudgetSpec{
+			MaxUnavailable:             &maxUnavailable,
+			Selector:                   &metav1.LabelSelector{MatchLabels: SelectorLabels(vg.Name)},
+			UnhealthyPodEvictionPolicy: ptr.To(policyv1.AlwaysAllow),
+		},
+	}
+}
+
+// desiredDeployment runs the voice server pods. configHash covers the
+// ConfigMap and the referenced Secrets so that a change of either rolls the
+// pods, which then drain their calls as any rollout does.
+func desiredDeployment(vg *vgv1.VoiceGateway, opts BuildOptions, configHash string) *appsv1.Deployment {
+	spec := vg.Spec
+	timing := drainTimingOf(spec.Drain)
+	image := spec.Image
+	if image == "" {
+		image = opts.DefaultImage
+	}
+	pullPolicy := spec.ImagePullPolicy
+	if pullPolicy == "" {
+		pullPolicy = corev1.PullIfNotPresent
+	}
+
+	podLabels := commonLabels(vg)
+	podAnnotations := maps(spec.PodAnnotations)
+	if podAnnotations == nil {
+		podAnnotations = map[string]string{}
+	}
+	podAnnotations[AnnotationConfigHash] = configHash
+
+	volumes := []corev1.Volume{
+		{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+			LocalObjectReference: corev1.LocalObjectReference{Name: configMapName(vg)},
+			Items:                []corev1.KeyToPath{{Key: configFileKey, Path: configFileKey}},
+		}}},
+		{Name: "state", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptr.To(resource.MustParse("64Mi"))}}},
+		{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptr.To(resource.MustParse("64Mi"))}}},
+	}
+	mounts := []corev1.VolumeMount{
+		{Name: "config", MountPath: configDir, ReadOnly: true},
+		{Name: "state", MountPath: stateDir},
+		{Name: "tmp", MountPath: "/tmp"},
+	}
+	if ref := spec.Auth.APIKeysSecretRef; ref != nil {
+		volumes = append(volumes, secretVolume("api-keys", ref, apiKeysFile))
+		mounts = append(mounts, corev1.VolumeMount{Name: "api-keys", MountPath: apiKeysDir, ReadOnly: true})
+	}
+	if spec.Backend.Type == vgv1.BackendOpenAI && spec.Backend.OpenAI != nil && spec.Backend.OpenAI.APIKeySecretRef != nil {
+		volumes = append(volumes, secretVolume("openai-api-key", spec.Backend.OpenAI.APIKeySecretRef, openAIKeyFile))
+		mounts = append(mounts, corev1.VolumeMount{Name: "openai-api-key", MountPath: openAIKeyDir, ReadOnly: true})
+	}
+
+	adminGet := func(path string) corev1.ProbeHandler {
+		return corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromString(adminPortName)}}
+	}
+
+	container := corev1.Container{
+		Name:            containerName,
+		Image:           image,
+		ImagePullPolicy: pullPolicy,
+		Command:         []string{"/voice-server"},
+		Args:            []string{"--config", configDir + "/" + configFileKey},
+		Ports: []corev1.ContainerPort{
+			{Name: httpPortName, ContainerPort: HTTPPort, Protocol: corev1.ProtocolTCP},
+			{Name: adminPortName, ContainerPort: AdminPort, Protocol: corev1.ProtocolTCP},
+		},
+		// Readiness fails the moment termination begins; liveness stays
+		// healthy through the drain, since restarting a draining pod would
+		// cut the calls the drain protects.
+		ReadinessProbe: &corev1.Probe{
+			ProbeHandler:     adminGet("/readyz"),
+			PeriodSeconds:    2,
+			TimeoutSeconds:   1,
+			SuccessThreshold: 1,
+			FailureThreshold: 2,
+		},
+		LivenessProbe: &corev1.Probe{
+			ProbeHandler:     adminGet("/healthz"),
+			PeriodSeconds:    10,
+			TimeoutSeconds:   2,
+			SuccessThreshold: 1,
+			FailureThreshold: 3,
+		},
+		StartupProbe: &corev1.Probe{
+			ProbeHandler:     adminGet("/healthz"),
+			PeriodSeconds:    1,
+			TimeoutSeconds:   1,
+			SuccessThreshold: 1,
+			FailureThreshold: 30,
+		},
+		// The hook returns after the propagation delay, so the kubelet's
+		// SIGTERM comes once endpoints no longer route to the pod.
+		Lifecycle: &corev1.Lifecycle{
+			PreStop: &corev1.LifecycleHandler{HTTPGet: &corev1.HTTPGetAction{
+				Path: "/drain",
+				Port: intstr.FromString(adminPortName),
+			}},
+		},
+		SecurityContext: &corev1.SecurityContext{
+			RunAsNonRoot:             ptr.To(true),
+			AllowPrivilegeEscalation: ptr.To(false),
+			ReadOnlyRootFilesystem:   ptr.To(true),
+			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+			SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+		},
+		VolumeMounts:             mounts,
+		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+	}
+
+	if spec.Resources != nil {
+		container.Resources = *spec.Resources.DeepCopy()
+	}
+
+	spread := spec.TopologySpreadConstraints
+	if len(spread) == 0 {
+		spread = []corev1.TopologySpreadConstraint{{
+			MaxSkew:           1,
+			TopologyKey:       corev1.LabelHostname,
+			WhenUnsatisfiable: corev1.ScheduleAnyway,
+			LabelSelector:     &metav1.LabelSelector{MatchLabels: SelectorLabels(vg.Name)},
+		}}
+	}
+
+	replicas := int32(2)
+	if spec.Replicas != nil {
+		replicas = *spec.Replicas
+	}
+	maxSurge := intstr.FromString("25%")
+	maxUnavailable := intstr.FromInt32(0)
+
+	return &appsv1.Deployment{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "Deployment"},
+		ObjectMeta: objectMeta(vg, vg.Name),
+		Spec: appsv1.DeploymentSpec{
+			Replicas: &replicas,
+			Selector: &metav1.LabelSelector{MatchLabels: SelectorLabels(vg.Name)},
+			// Surge first: a new pod is ready before an old one starts
+			// draining, so capacity never drops during a rollout.
+			Strategy: appsv1.DeploymentStrategy{
+				Type: appsv1.RollingUpdateDeploymentStrategyType,
+				RollingUpdate: &appsv1.RollingUpdateDeployment{
+					MaxSurge:       &maxSurge,
+					MaxUnavailable: &maxUnavailable,
+				},
+			},
+			RevisionHistoryLimit: ptr.To(int32(5)),
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: podLabels, Annotations: podAnnotations},
+				Spec: corev1.PodSpec{
+					ServiceAccountName:            vg.Name,
+					AutomountServiceAccountToken:  ptr.To(false),
+					EnableServiceLinks:            ptr.To(false),
+					TerminationGracePeriodSeconds: ptr.To(timing.gracePeriodSeconds),
+					SecurityContext: &corev1.PodSecurityContext{
+						RunAsNonRoot:   ptr.To(true),
+						RunAsUser:      ptr.To(nonRootID),
+						RunAsGroup:     ptr.To(nonRootID),
+						FSGroup:        ptr.To(nonRootID),
+						SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+					},
+					Containers:                []corev1.Container{container},
+					Volumes:                   volumes,
+					ImagePullSecrets:          slices.Clone(spec.ImagePullSecrets),
+					NodeSelector:              maps(spec.NodeSelector),
+					Tolerations:               slices.Clone(spec.Tolerations),
+					Affinity:                  spec.Affinity.DeepCopy(),
+					TopologySpreadConstraints: spread,
+					PriorityClassName:         spec.PriorityClassName,
+				},
+			},
+		},
+	}
+}
+
+func secretVolume(name string, ref *vgv1.SecretKeyRef, path string) corev1.Volume {
+	return corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+		SecretName:  ref.Name,
+		Items:       []corev1.KeyToPath{{Key: ref.Key, Path: path}},
+		DefaultMode: ptr.To(int32(0o440)),
+	}}}
+}
+
+// referencedSecrets names each Secret the pods mount, with the keys used.
+func referencedSecrets(vg *vgv1.VoiceGateway) []vgv1.SecretKeyRef {
+	var refs []vgv1.SecretKeyRef
+	if ref := vg.Spec.Auth.APIKeysSecretRef; ref != nil {
+		refs = append(refs, *ref)
+	}
+	if b := vg.Spec.Backend; b.Type == vgv1.BackendOpenAI && b.OpenAI != nil && b.OpenAI.APIKeySecretRef != nil {
+		refs = append(refs, *b.OpenAI.APIKeySecretRef)
+	}
+	return refs
+}
+
+// configHash digests the server settings and the data of every referenced
+// Secret key, in a fixed order.
+func configHash(configYAML string, refs []vgv1.SecretKeyRef, in inputs) string {
+	h := sha256.New()
+	writeField := func(b []byte) {
+		var n [8]byte
+		for i := range n {
+			n[i] = byte(len(b) >> (8 * i))
+		}
+		h.Write(n[:])
+		h.Write(b)
+	}
+	writeField([]byte(configYAML))
+	for _, ref := range refs {
+		writeField([]byte(ref.Name))
+		writeField([]byte(ref.Key))
+		writeField(in.secretData[ref.Name][ref.Key])
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16]
+}
+
+// maps copies a string map; nil stays nil so the builders do not produce
+// empty objects the API server would drop.
+func maps(m map[string]string) map[string]string {
+	if len(m) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}

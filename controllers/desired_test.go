@@ -1,0 +1,278 @@
+package controllers
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+
+	vgv1 "github.com/voicegateway/voicegateway/api/v1alpha1"
+)
+
+func duration(d time.Duration) *metav1.Duration { return &metav1.Duration{Duration: d} }
+
+func testGateway(modify func(*vgv1.VoiceGateway)) *vgv1.VoiceGateway {
+	gw := &vgv1.VoiceGateway{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "gw", UID: "uid-1", Generation: 3},
+		Spec: vgv1.VoiceGatewaySpec{
+			Replicas: ptr.To(int32(2)),
+			Auth:     vgv1.AuthSpec{APIKeysSecretRef: &vgv1.SecretKeyRef{Name: "keys", Key: "k"}},
+		},
+	}
+	if modify != nil {
+		modify(gw)
+	}
+	return gw
+}
+
+func TestDrainTiming(t *testing.T) {
+	tests := map[string]struct {
+		spec vgv1.DrainSpec
+		// grace is terminationGracePeriodSeconds and the server's --grace-period.
+		grace int64
+		// exitMargin is what is left after the drain deadline.
+		exitMargin time.Duration
+		notify     time.Duration
+	}{
+		"defaults": {
+			spec:  vgv1.DrainSpec{},
+			grace: 65, exitMargin: 5 * time.Second, notify: 10 * time.Second,
+		},
+		"short timeout notifies over a quarter of it": {
+			spec:  vgv1.DrainSpec{PreStopDelay: duration(0), Timeout: duration(8 * time.Second)},
+			grace: 13, exitMargin: 5 * time.Second, notify: 2 * time.Second,
+		},
+		"fractions round up into the margin": {
+			spec:  vgv1.DrainSpec{PreStopDelay: duration(2500 * time.Millisecond), Timeout: duration(30 * time.Second)},
+			grace: 38, exitMargin: 5500 * time.Millisecond, notify: 7500 * time.Millisecond,
+		},
+		"explicit notify window": {
+			spec:  vgv1.DrainSpec{PreStopDelay: duration(10 * time.Second), Timeout: duration(5 * time.Minute), NotifyWindow: duration(time.Minute)},
+			grace: 315, exitMargin: 5 * time.Second, notify: time.Minute,
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			got := drainTimingOf(tc.spec)
+			if got.gracePeriodSeconds != tc.grace || got.exitMargin != tc.exitMargin || got.notifyWindow != tc.notify {
+				t.Errorf("timing = %+v, want grace %d, margin %s, notify %s", got, tc.grace, tc.exitMargin, tc.notify)
+			}
+			// The server's deadline is exactly preStopDelay + timeout after
+			// termination begins.
+			if deadline := time.Duration(got.gracePeriodSeconds)*time.Second - got.exitMargin; deadline != got.preStopDelay+got.timeout {
+				t.Errorf("drain deadline %s after termination, want preStopDelay + timeout = %s", deadline, got.preStopDelay+got.timeout)
+			}
+		})
+	}
+}
+
+func TestServerConfig(t *testing.T) {
+	tests := map[string]struct {
+		modify func(*vgv1.VoiceGateway)
+		check  func(t *testing.T, yaml string)
+		// wantErr is part of the error when the server would refuse the
+		// settings.
+		wantErr string
+	}{
+		"api keys from the mounted secret": {
+			check: func(t *testing.T, yaml string) {
+				mustContain(t, yaml, "api_keys_file: /etc/voicegateway/api-keys/keys", "insecure_no_auth: false",
+					"backend: echo", "grace_period: 1m5s", "exit_margin: 5s", "admin_listen: :9090")
+			},
+		},
+		"insecure": {
+			modify: func(gw *vgv1.VoiceGateway) { gw.Spec.Auth = vgv1.AuthSpec{InsecureNoAuth: true} },
+			check: func(t *testing.T, yaml string) {
+				mustContain(t, yaml, `api_keys_file: ""`, "insecure_no_auth: true")
+			},
+		},
+		"openai": {
+			modify: func(gw *vgv1.VoiceGateway) {
+				gw.Spec.Backend = vgv1.BackendSpec{Type: vgv1.BackendOpenAI, OpenAI: &vgv1.OpenAIBackendSpec{
+					Model: "gpt-test", URL: "ws://127.0.0.1:9/v1/realtime",
+					APIKeySecretRef: &vgv1.SecretKeyRef{Name: "openai", Key: "api-key"},
+				}}
+			},
+			check: func(t *testing.T, yaml string) {
+				mustContain(t, yaml, "backend: openai", "model: gpt-test", "api_key_file: /etc/voicegateway/openai/api-key",
+					"url: ws://127.0.0.1:9/v1/realtime")
+			},
+		},
+		"sessions and rate limit": {
+			modify: func(gw *vgv1.VoiceGateway) {
+				gw.Spec.Sessions = vgv1.SessionsSpec{MaxPerPod: 7, IdleTimeout: duration(time.Minute), MaxDuration: duration(time.Hour)}
+				gw.Spec.RateLimit = vgv1.RateLimitSpec{SuspiciousAfter: 2, BlockAfter: 3, TrustedProxies: []string{"10.0.0.0/8"}}
+			},
+			check: func(t *testing.T, yaml string) {
+				mustContain(t, yaml, "limit: 7", "idle_timeout: 1m\n", "suspicious_after: 2", "block_after: 3", "- 10.0.0.0/8")
+			},
+		},
+		"settings the server refuses": {
+			modify: func(gw *vgv1.VoiceGateway) {
+				gw.Spec.RateLimit = vgv1.RateLimitSpec{SuspiciousAfter: 5, BlockAfter: 4}
+			},
+			wantErr: "--auth-block-after",
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			cfg, err := serverConfig(testGateway(tc.modify))
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("error = %v, want one about %s", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			cm, err := desiredConfigMap(testGateway(tc.modify), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.check(t, cm.Data[configFileKey])
+		})
+	}
+}
+
+func mustContain(t *testing.T, text string, parts ...string) {
+	t.Helper()
+	for _, part := range parts {
+		if !strings.Contains(text, part) {
+			t.Errorf("missing %q in:\n%s", part, text)
+		}
+	}
+}
+
+func TestDesiredDeployment(t *testing.T) {
+	tests := map[string]struct {
+		modify func(*vgv1.VoiceGateway)
+		check  func(t *testing.T, pod corev1.PodSpec, gw *vgv1.VoiceGateway)
+	}{
+		"default image and a soft spread over nodes": {
+			check: func(t *testing.T, pod corev1.PodSpec, _ *vgv1.VoiceGateway) {
+				if got := pod.Containers[0].Image; got != "registry.test/default:v1" {
+					t.Errorf("image = %q", got)
+				}
+				if len(pod.TopologySpreadConstraints) != 1 || pod.TopologySpreadConstraints[0].WhenUnsatisfiable != corev1.ScheduleAnyway {
+					t.Errorf("spread = %+v", pod.TopologySpreadConstraints)
+				}
+			},
+		},
+		"own image and scheduling": {
+			modify: func(gw *vgv1.VoiceGateway) {
+				gw.Spec.Image = "registry.test/own:v2"
+				gw.Spec.NodeSelector = map[string]string{"pool": "voice"}
+				gw.Spec.Tolerations = []corev1.Toleration{{Key: "voice", Operator: corev1.TolerationOpExists}}
+				gw.Spec.PriorityClassName = "high"
+				gw.Spec.TopologySpreadConstraints = []corev1.TopologySpreadConstraint{{MaxSkew: 2, TopologyKey: "zone", WhenUnsatisfiable: corev1.DoNotSchedule}}
+			},
+			check: func(t *testing.T, pod corev1.PodSpec, _ *vgv1.VoiceGateway) {
+				if pod.Containers[0].Image != "registry.test/own:v2" || pod.NodeSelector["pool"] != "voice" ||
+					len(pod.Tolerations) != 1 || pod.PriorityClassName != "high" ||
+					len(pod.TopologySpreadConstraints) != 1 || pod.TopologySpreadConstraints[0].TopologyKey != "zone" {
+					t.Errorf("pod = %+v", pod)
+				}
+			},
+		},
+		"no secret volume without a secret": {
+			modify: func(gw *vgv1.VoiceGateway) { gw.Spec.Auth = vgv1.AuthSpec{InsecureNoAuth: true} },
+			check: func(t *testing.T, pod corev1.PodSpec, _ *vgv1.VoiceGateway) {
+				for _, v := range pod.Volumes {
+					if v.Secret != nil {
+						t.Errorf("secret volume %+v", v)
+					}
+				}
+			},
+		},
+		"probes differ and the grace period follows the drain": {
+			modify: func(gw *vgv1.VoiceGateway) {
+				gw.Spec.Drain = vgv1.DrainSpec{PreStopDelay: duration(3 * time.Second), Timeout: duration(20 * time.Second)}
+			},
+			check: func(t *testing.T, pod corev1.PodSpec, _ *vgv1.VoiceGateway) {
+				c := pod.Containers[0]
+				if c.ReadinessProbe.HTTPGet.Path == c.LivenessProbe.HTTPGet.Path {
+					t.Error("readiness and liveness probe the same path: a draining pod would be restarted")
+				}
+				if *pod.TerminationGracePeriodSeconds != 28 {
+					t.Errorf("grace = %d, want 3+20+5", *pod.TerminationGracePeriodSeconds)
+				}
+				if c.Lifecycle.PreStop.HTTPGet.Port != intstr.FromString("admin") {
+					t.Errorf("preStop = %+v", c.Lifecycle.PreStop)
+				}
+			},
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			gw := testGateway(tc.modify)
+			d := desiredDeployment(gw, BuildOptions{DefaultImage: "registry.test/default:v1"}, "hash")
+			if d.OwnerReferences[0].UID != gw.UID || !*d.OwnerReferences[0].Controller {
+				t.Errorf("owner = %+v", d.OwnerReferences)
+			}
+			if d.Spec.Template.Annotations[AnnotationConfigHash] != "hash" {
+				t.Errorf("annotations = %v", d.Spec.Template.Annotations)
+			}
+			tc.check(t, d.Spec.Template.Spec, gw)
+		})
+	}
+}
+
+func TestConfigHash(t *testing.T) {
+	refs := []vgv1.SecretKeyRef{{Name: "keys", Key: "k"}}
+	data := func(v string) inputs {
+		return inputs{secretData: map[string]map[string][]byte{"keys": {"k": []byte(v), "other": []byte("x")}}}
+	}
+	base := configHash("a: 1\n", refs, data("key-1"))
+	if base != configHash("a: 1\n", refs, data("key-1")) {
+		t.Error("the hash is not stable")
+	}
+	for name, other := range map[string]string{
+		"settings":   configHash("a: 2\n", refs, data("key-1")),
+		"secret key": configHash("a: 1\n", refs, data("key-2")),
+		"reference":  configHash("a: 1\n", []vgv1.SecretKeyRef{{Name: "keys", Key: "other"}}, data("key-1")),
+	} {
+		if other == base {
+			t.Errorf("a change of the %s does not change the hash", name)
+		}
+	}
+	unrelated := data("key-1")
+	unrelated.secretData["keys"]["other"] = []byte("y")
+	if configHash("a: 1\n", refs, unrelated) != base {
+		t.Error("a key the pods do not mount changed the hash")
+	}
+}
+
+func TestToApplyUnstructuredDropsNullsAndStatus(t *testing.T) {
+	d := desiredDeployment(testGateway(nil), BuildOptions{DefaultImage: "img"}, "h")
+	u, err := toApplyUnstructured(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := u.Object["status"]; ok {
+		t.Error("status is part of the apply")
+	}
+	var walk func(path string, v any)
+	walk = func(path string, v any) {
+		switch v := v.(type) {
+		case nil:
+			t.Errorf("null at %s", path)
+		case map[string]any:
+			for k, item := range v {
+				walk(path+"."+k, item)
+			}
+		case []any:
+			for _, item := range v {
+				walk(path+"[]", item)
+			}
+		}
+	}
+	walk("", u.Object)
+	if u.GetKind() != "Deployment" || u.GetAPIVersion() != "apps/v1" {
+		t.Errorf("kind %s %s", u.GetAPIVersion(), u.GetKind())
+	}
+}

@@ -1,0 +1,318 @@
+// Package controllers holds the VoiceGateway reconciler: it turns each
+// VoiceGateway into a ServiceAccount, a ConfigMap with the voice server's
+// settings, a Deployment, a Service and a PodDisruptionBudget, applied by
+// server-side apply with one field owner and owned by the VoiceGateway, and
+// reports the pods' live sessions and drains in the status.
+//
+// The files split the work: desired.go builds the objects without I/O,
+// apply.go applies them (and skips applies that would change nothing),
+// status.go computes the status without I/O, poller.go learns sessions from
+// each pod's admin endpoint off the reconcile path.
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/go-logr/logr"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	vgv1 "github.com/voicegateway/voicegateway/api/v1alpha1"
+)
+
+// secretRefIndex indexes VoiceGateways by the names of the Secrets they
+// reference, so that a changed Secret finds its VoiceGateways.
+const secretRefIndex = ".spec.secretRefs"
+
+// +kubebuilder:rbac:groups=voicegateway.dev,resources=voicegateways,verbs=get;list;watch
+// +kubebuilder:rbac:groups=voicegateway.dev,resources=voicegateways/status,verbs=get;patch;update
+// +kubebuilder:rbac:groups=voicegateway.dev,resources=voicegateways/finalizers,verbs=update
+// +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;patch
+// +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;patch
+// +kubebuilder:rbac:groups="",resources=services;configmaps;serviceaccounts,verbs=get;list;watch;create;patch
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// VoiceGatewayReconciler reconciles VoiceGateways.
+type VoiceGatewayReconciler struct {
+	// Client reads from the manager's cache and writes to the API server.
+	Client client.Client
+	// APIReader reads Secrets, which are watched by metadata only and so
+	// are not in the cache with their data.
+	APIReader client.Reader
+	Recorder  events.EventRecorder
+	Poller    *SessionPoller
+	Options   BuildOptions
+	Clock     clock.PassiveClock
+	// MaxConcurrentReconciles defaults to 4.
+	MaxConcurrentReconciles int
+
+	applier *applier
+}
+
+// SetupWithManager registers the controller, its watches and the poller.
+func (r *VoiceGatewayReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
+	if r.Clock == nil {
+		r.Clock = clock.RealClock{}
+	}
+	if r.MaxConcurrentReconciles <= 0 {
+		r.MaxConcurrentReconciles = 4
+	}
+	r.applier = newApplier(r.Client, mgr.GetCache())
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &vgv1.VoiceGateway{}, secretRefIndex, func(obj client.Object) []string {
+		var names []string
+		for _, ref := range referencedSecrets(obj.(*vgv1.VoiceGateway)) {
+			names = append(names, ref.Name)
+		}
+		return names
+	}); err != nil {
+		return fmt.Errorf("indexing VoiceGateways by Secret: %w", err)
+	}
+	if err := mgr.Add(r.Poller); err != nil {
+		return err
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&vgv1.VoiceGateway{}).
+		Owns(&appsv1.Deployment{}).
+		Owns(&corev1.Service{}).
+		Owns(&corev1.ConfigMap{}).
+		Owns(&corev1.ServiceAccount{}).
+		Owns(&policyv1.PodDisruptionBudget{}).
+		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.gatewaysForSecret)).
+		WatchesRawSource(source.TypedChannel(r.Poller.Changes(),
+			handler.TypedEnqueueRequestsFromMapFunc(func(_ context.Context, gateway types.NamespacedName) []reconcile.Request {
+				return []reconcile.Request{{NamespacedName: gateway}}
+			}))).
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles}).
+		Complete(r)
+}
+
+func (r *VoiceGatewayReconciler) gatewaysForSecret(ctx context.Context, secret client.Object) []reconcile.Request {
+	var gateways vgv1.VoiceGatewayList
+	if err := r.Client.List(ctx, &gateways, client.InNamespace(secret.GetNamespace()),
+		client.MatchingFields{secretRefIndex: secret.GetName()}); err != nil {
+		logr.FromContextOrDiscard(ctx).Error(err, "Listing VoiceGateways for a Secret failed", "secret", client.ObjectKeyFromObject(secret))
+		return nil
+	}
+	requests := make([]reconcile.Request, 0, len(gateways.Items))
+	for _, gw := range gateways.Items {
+		requests = append(requests, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&gw)})
+	}
+	return requests
+}
+
+// scope is what one reconcile pass works on and learns.
+type scope struct {
+	gateway    *vgv1.VoiceGateway
+	key        types.NamespacedName
+	inputs     inputs
+	deployment *appsv1.Deployment
+	// appliedDeployment is the API server's answer to this pass's apply of
+	// the Deployment, newer than the cache right after a change.
+	appliedDeployment *appsv1.Deployment
+	// failure, once set, stops the phases that would write and becomes the
+	// Degraded condition.
+	failure *failure
+}
+
+// Reconcile makes the cluster match one VoiceGateway and reports what it
+// sees. The status is written once, at the end, and only when it changed.
+func (r *VoiceGatewayReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, reterr error) {
+	gateway := &vgv1.VoiceGateway{}
+	if err := r.Client.Get(ctx, req.NamespacedName, gateway); err != nil {
+		if apierrors.IsNotFound(err) {
+			// Its objects are collected through their owner references.
+			r.applier.forget(req.NamespacedName)
+			return ctrl.Result{}, nil
+		}
+		return ctrl.Result{}, err
+	}
+	if gateway.DeletionTimestamp != nil {
+		return ctrl.Result{}, nil
+	}
+
+	s := &scope{gateway: gateway, key: req.NamespacedName}
+	defer func() {
+		reterr = errors.Join(reterr, r.writeStatus(ctx, s))
+	}()
+
+	phases := []func(context.Context, *scope) error{
+		r.readSecrets,
+		r.applyObjects,
+		r.observeDeployment,
+	}
+	var errs []error
+	for _, phase := range phases {
+		if err := phase(ctx, s); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return ctrl.Result{}, errors.Join(errs...)
+}
+
+// readSecrets reads the data of each referenced Secret for the config hash.
+// A missing Secret or key is a failure the user must fix; the Secret watch
+// brings the VoiceGateway back when it appears, so there is no retry.
+func (r *VoiceGatewayReconciler) readSecrets(ctx context.Context, s *scope) error {
+	s.inputs.secretData = map[string]map[string][]byte{}
+	for _, ref := range referencedSecrets(s.gateway) {
+		if _, done := s.inputs.secretData[ref.Name]; !done {
+			var secret corev1.Secret
+			err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: s.gateway.Namespace, Name: ref.Name}, &secret)
+			switch {
+			case apierrors.IsNotFound(err):
+				s.failure = &failure{reason: ReasonSecretNotFound,
+					message: fmt.Sprintf("Secret %q does not exist; create it, the pods are rolled out once it does", ref.Name)}
+				return nil
+			case err != nil:
+				s.failure = &failure{reason: ReasonApplyFailed, message: "reading a referenced Secret failed; retrying"}
+				return fmt.Errorf("reading Secret %s: %w", ref.Name, err)
+			}
+			s.inputs.secretData[ref.Name] = secret.Data
+		}
+		if _, ok := s.inputs.secretData[ref.Name][ref.Key]; !ok {
+			s.failure = &failure{reason: ReasonSecretNotFound,
+				message: fmt.Sprintf("Secret %q has no key %q", ref.Name, ref.Key)}
+			return nil
+		}
+	}
+	return nil
+}
+
+// applyObjects builds and applies every owned object, the ConfigMap and the
+// ServiceAccount before the Deployment whose pods use them.
+func (r *VoiceGatewayReconciler) applyObjects(ctx context.Context, s *scope) error {
+	if s.failure != nil {
+		return nil
+	}
+	cfg, err := serverConfig(s.gateway)
+	if err != nil {
+		s.failure = &failure{reason: ReasonInvalidSpec, message: "the voice server would refuse these settings: " + err.Error()}
+		return reconcile.TerminalError(err)
+	}
+	configMap, err := desiredConfigMap(s.gateway, cfg)
+	if err != nil {
+		s.failure = &failure{reason: ReasonInvalidSpec, message: err.Error()}
+		return reconcile.TerminalError(err)
+	}
+	hash := configHash(configMap.Data[configFileKey], referencedSecrets(s.gateway), s.inputs)
+	objects := []client.Object{
+		desiredServiceAccount(s.gateway),
+		configMap,
+		desiredDeployment(s.gateway, r.Options, hash),
+		desiredService(s.gateway),
+		desiredPodDisruptionBudget(s.gateway),
+	}
+	for _, obj := range objects {
+		applied, err := r.applier.apply(ctx, s.key, obj)
+		if err != nil {
+			s.failure = &failure{reason: ReasonApplyFailed, message: "applying the " + obj.GetObjectKind().GroupVersionKind().Kind + " failed; retrying"}
+			return err
+		}
+		if applied != nil {
+			logr.FromContextOrDiscard(ctx).V(1).Info("Applied", "kind", applied.GetKind(), "name", applied.GetName(),
+				"resourceVersion", applied.GetResourceVersion())
+		}
+		if _, isDeployment := obj.(*appsv1.Deployment); isDeployment && applied != nil {
+			var d appsv1.Deployment
+			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(applied.Object, &d); err == nil {
+				s.appliedDeployment = &d
+			}
+		}
+	}
+	return nil
+}
+
+// observeDeployment reads the Deployment from the cache for the status, or
+// takes the answer to this pass's apply when the cache has not caught up
+// with it yet, so that a new VoiceGateway's status is written once, not
+// once before and once after its Deployment reaches the cache.
+func (r *VoiceGatewayReconciler) observeDeployment(ctx context.Context, s *scope) error {
+	var deployment appsv1.Deployment
+	err := r.Client.Get(ctx, s.key, &deployment)
+	switch {
+	case apierrors.IsNotFound(err):
+		s.deployment = s.appliedDeployment
+		return nil
+	case err != nil:
+		return err
+	}
+	if s.appliedDeployment != nil && deployment.Generation < s.appliedDeployment.Generation {
+		s.deployment = s.appliedDeployment
+		return nil
+	}
+	if metav1.IsControlledBy(&deployment, s.gateway) {
+		s.deployment = &deployment
+	}
+	return nil
+}
+
+// writeStatus computes the status and patches it when it changed, then
+// records the drain events the change implies.
+func (r *VoiceGatewayReconciler) writeStatus(ctx context.Context, s *scope) error {
+	gateway := s.gateway
+	replicas := int32(2)
+	if gateway.Spec.Replicas != nil {
+		replicas = *gateway.Spec.Replicas
+	}
+	reports := r.Poller.Reports(s.key)
+	now := r.Clock.Now()
+	next := computeStatus(gateway.Status, statusInputs{
+		generation:      gateway.Generation,
+		desiredReplicas: replicas,
+		selector:        labels.SelectorFromSet(SelectorLabels(gateway.Name)).String(),
+		deployment:      s.deployment,
+		pods:            reports,
+		failure:         s.failure,
+	}, metav1.NewTime(now.Truncate(time.Second)))
+	if equality.Semantic.DeepEqual(gateway.Status, next) {
+		return nil
+	}
+	// The status is applied whole, by the same field owner: a field that
+	// is zero (no sessions) is stored as 0, so kubectl shows it, and one
+	// left out (no draining pods) is removed, which a merge patch computed
+	// from the difference would not do for both.
+	body, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&next)
+	if err != nil {
+		return fmt.Errorf("writing the status: %w", err)
+	}
+	dropNulls(body)
+	applied := &unstructured.Unstructured{Object: map[string]any{"status": body}}
+	applied.SetAPIVersion(vgv1.GroupVersion.String())
+	applied.SetKind("VoiceGateway")
+	applied.SetNamespace(gateway.Namespace)
+	applied.SetName(gateway.Name)
+	if err := r.Client.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(applied),
+		client.FieldOwner(ManagedBy), client.ForceOwnership); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("writing the status: %w", err)
+	}
+	patched := gateway.DeepCopy()
+	patched.Status = next
+	for _, e := range drainEvents(gateway.Status.Draining, next.Draining, reports, now) {
+		r.Recorder.Eventf(patched, nil, corev1.EventTypeNormal, e.reason, "Drain", "%s", e.message)
+	}
+	return nil
+}

@@ -1,0 +1,229 @@
+package openai
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"strconv"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/voicegateway/voicegateway/server/protocol"
+)
+
+// maxAppendPCM splits a large binary audio message into appends of at most
+// this much PCM, keeping every upstream message small whatever
+// --max-message-bytes allows the client.
+const maxAppendPCM = 1 << 20
+
+const (
+	appendPrefix = `{"type":"input_audio_buffer.append","audio":"`
+	appendSuffix = `"}`
+)
+
+// Handle implements backend.Conn: it queues the client event for the
+// upstream, unchanged (a binary audio message becomes an append), after
+// checking the fields the gateway owns. It never blocks: a full relay queue
+// means the upstream has stopped taking data.
+func (c *conn) Handle(_ context.Context, ev *protocol.ClientEvent) *protocol.Error {
+	if c.fault.Load() != nil {
+		return nil // the session is ending
+	}
+	if ev.Binary {
+		return c.relayAudio(ev.Audio)
+	}
+	if ev.Type == protocol.TypeSessionUpdate {
+		if err := checkSessionUpdate(ev.Session, c.b.cfg.Model, c.info.SampleRate); err != nil {
+			return err
+		}
+	}
+	buf := getBuffer(len(ev.Raw))
+	*buf = append(*buf, ev.Raw...)
+	return c.enqueue(buf)
+}
+
+// relayAudio turns binary PCM into input_audio_buffer.append events.
+func (c *conn) relayAudio(pcm []byte) *protocol.Error {
+	for len(pcm) > 0 {
+		n := min(len(pcm), maxAppendPCM)
+		buf := getBuffer(len(appendPrefix) + base64.StdEncoding.EncodedLen(n) + len(appendSuffix))
+		*buf = appendAudioEvent(*buf, pcm[:n])
+		if err := c.enqueue(buf); err != nil {
+			return err
+		}
+		pcm = pcm[n:]
+	}
+	return nil
+}
+
+func appendAudioEvent(dst, pcm []byte) []byte {
+	dst = append(dst, appendPrefix...)
+	dst = base64.StdEncoding.AppendEncode(dst, pcm)
+	return append(dst, appendSuffix...)
+}
+
+func (c *conn) enqueue(buf *[]byte) *protocol.Error {
+	n := int64(len(*buf))
+	if c.queueBytes.Add(n) <= c.maxQueueBytes {
+		// Counted before the send, so that the writer's decrement never
+		// comes first.
+		c.b.metrics.UpstreamRelayQueue.Inc()
+		select {
+		case c.queue <- buf:
+			return nil
+		default:
+		}
+		c.b.metrics.UpstreamRelayQueue.Dec()
+	}
+	c.queueBytes.Add(-n)
+	putBuffer(buf)
+	return c.fail(upstreamNotTaking())
+}
+
+func (c *conn) dequeued(buf *[]byte) {
+	c.queueBytes.Add(-int64(len(*buf)))
+	c.b.metrics.UpstreamRelayQueue.Dec()
+}
+
+// writeLoop sends queued client messages in order until the connection
+// ends. Writes are not bounded by a context (that would cost a timer per
+// message): an upstream that stops reading is found by the watchdog or by
+// the full queue, and its connection is cut, which ends the write.
+func (c *conn) writeLoop() {
+	defer c.loops.Done()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case buf := <-c.queue:
+			c.dequeued(buf)
+			err := c.up.Write(context.Background(), websocket.MessageText, *buf)
+			putBuffer(buf)
+			if err != nil {
+				c.fail(upstreamLost())
+				return
+			}
+		}
+	}
+}
+
+// timerFired is the watchdog timer's callback.
+func (c *conn) timerFired() {
+	select {
+	case c.checkDue <- struct{}{}:
+	default:
+	}
+}
+
+// watchLoop is the stall detector. After pingAfter of silence it pings the
+// upstream (an idle upstream answers with a pong, which counts as hearing
+// from it); after the stall timeout of silence it ends the session. The
+// timer is re-armed for the next moment either can happen, so an idle
+// session costs one timer, not a ticker.
+func (c *conn) watchLoop() {
+	defer c.loops.Done()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-c.checkDue:
+		}
+		quiet := c.b.clock.Since(time.Unix(0, c.lastHeard.Load()))
+		if quiet >= c.stall {
+			c.fail(upstreamSilent(c.stall))
+			return
+		}
+		next := c.pingAfter - quiet
+		if next <= 0 {
+			c.ping()
+			next = c.stall - quiet
+		}
+		// The fake clock also sends on a fired AfterFunc timer's channel
+		// (of one slot) and would block its next firing on it; a real
+		// AfterFunc timer has no channel.
+		select {
+		case <-c.timer.C():
+		default:
+		}
+		c.timer.Reset(next)
+	}
+}
+
+// ping sends one ping unless one is already waiting for its pong. The pong
+// is seen by the reader (OnPongReceived), so the pinger only has to exist
+// until it arrives or the connection ends.
+func (c *conn) ping() {
+	if !c.pinging.CompareAndSwap(false, true) {
+		return
+	}
+	c.readers.Add(1)
+	go func() {
+		defer c.readers.Done()
+		defer c.pinging.Store(false)
+		_ = c.up.Ping(c.ctx)
+	}()
+}
+
+// checkSessionUpdate refuses a session.update that would change what the
+// gateway owns: the audio format (the binary fast path and the sample rate
+// announced in session.created depend on it) and the model the operator
+// chose. Fields set to the gateway's own values pass; the event itself is
+// relayed unchanged.
+func checkSessionUpdate(session json.RawMessage, model string, rate int) *protocol.Error {
+	type direction struct {
+		Format json.RawMessage `json:"format"`
+	}
+	var update struct {
+		Model *string `json:"model"`
+		Audio *struct {
+			Input  *direction `json:"input"`
+			Output *direction `json:"output"`
+		} `json:"audio"`
+		// Beta names, still accepted by some upstreams.
+		InputAudioFormat  json.RawMessage `json:"input_audio_format"`
+		OutputAudioFormat json.RawMessage `json:"output_audio_format"`
+	}
+	if err := json.Unmarshal(session, &update); err != nil {
+		return protocol.Invalid("session", "session object has a field of the wrong type")
+	}
+	if update.Model != nil && model != "" && *update.Model != model {
+		return protocol.Invalid("session.model", "this gateway serves the model "+strconv.Quote(model)+" only")
+	}
+	formatMessage := "this gateway carries " + protocol.AudioFormatPCM + " at " + strconv.Itoa(rate) + " Hz only"
+	if update.Audio != nil {
+		for _, d := range []struct {
+			param string
+			dir   *direction
+		}{{"session.audio.input.format", update.Audio.Input}, {"session.audio.output.format", update.Audio.Output}} {
+			if d.dir != nil && !isGatewayFormat(d.dir.Format, rate) {
+				return protocol.Invalid(d.param, formatMessage)
+			}
+		}
+	}
+	for _, d := range []struct {
+		param string
+		raw   json.RawMessage
+	}{{"session.input_audio_format", update.InputAudioFormat}, {"session.output_audio_format", update.OutputAudioFormat}} {
+		if len(d.raw) > 0 && string(d.raw) != `"pcm16"` {
+			return protocol.Invalid(d.param, formatMessage)
+		}
+	}
+	return nil
+}
+
+// isGatewayFormat reports whether a GA audio format object is absent or
+// PCM at the gateway's rate (a missing rate means the default, 24 kHz).
+func isGatewayFormat(raw json.RawMessage, rate int) bool {
+	if len(raw) == 0 {
+		return true
+	}
+	var f struct {
+		Type string `json:"type"`
+		Rate *int   `json:"rate"`
+	}
+	if json.Unmarshal(raw, &f) != nil {
+		return false
+	}
+	return f.Type == protocol.AudioFormatPCM && (f.Rate == nil || *f.Rate == rate)
+}
