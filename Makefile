@@ -7,13 +7,18 @@ LDFLAGS := -X github.com/voicegateway/voicegateway/server/version.Version=$(VERS
 FUZZTIME ?= 15s
 CONTROLLER_GEN_VERSION ?= v0.23.0
 CONTROLLER_GEN := $(BIN)/controller-gen
+CHART := charts/voicegateway-operator
+# The image of both binaries; its tag is the version they report.
+IMG ?= ghcr.io/voicegateway/voicegateway:$(VERSION)
+PLATFORMS ?= linux/amd64,linux/arm64
 # kube-apiserver and etcd for envtest, kube-controller-manager for the
-# garbage-collection test, kubectl for kustomize; built from source.
-ENVTEST_BINARIES ?= etcd kube-apiserver kube-controller-manager kubectl
+# garbage-collection test, kubectl for kustomize, helm for the chart's tests;
+# built from source.
+ENVTEST_BINARIES ?= etcd kube-apiserver kube-controller-manager kubectl helm
 export KUBEBUILDER_ASSETS := $(BIN)/k8s
 
 .PHONY: all build run test test-short bench bench-go bench-load soak soak-short fuzz lint fmt vet clean \
-	envtest-binaries controller-gen generate manifests run-manager scale-test
+	envtest-binaries controller-gen generate manifests run-manager scale-test image image-push helm-lint
 
 all: lint build test
 
@@ -78,9 +83,12 @@ controller-gen: ## Install controller-gen into bin/
 generate: controller-gen ## Regenerate the deepcopy functions of api/
 	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./api/...
 
-manifests: controller-gen ## Regenerate the CRD and the operator's ClusterRole under config/
+manifests: controller-gen ## Regenerate the CRD and the operator's ClusterRole under config/, and their copies in the chart
 	$(CONTROLLER_GEN) rbac:roleName=manager-role crd paths=./api/... paths=./controllers/... \
 	  output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	rm -f $(CHART)/crds/*.yaml
+	cp config/crd/bases/*.yaml $(CHART)/crds/
+	cp config/rbac/role.yaml $(CHART)/files/manager-role.yaml
 
 # The operator on this machine against the cluster in $$KUBECONFIG; install
 # the CRD first with `kubectl apply -k config/crd`.
@@ -90,3 +98,15 @@ run-manager: ## Run the operator locally against $$KUBECONFIG
 
 scale-test: envtest-binaries ## Reconcile 1,000 VoiceGateways on a real API server and report timings
 	$(GO) run ./hack/scale-test
+
+# Needs a Docker engine with buildx (none on the test machines: the tests
+# check the Dockerfile and run its build command without Docker).
+image: ## Build the image with both binaries (docker buildx) and load it into the local engine as $(IMG)
+	docker buildx build --build-arg VERSION=$(VERSION) --tag $(IMG) --load .
+
+image-push: ## Build the image for $(PLATFORMS) and push it as $(IMG)
+	docker buildx build --build-arg VERSION=$(VERSION) --platform $(PLATFORMS) --tag $(IMG) --push .
+
+helm-lint: ## helm lint the chart (helm built from source into bin/k8s)
+	GO=$(GO) hack/build-k8s-binaries.sh helm
+	$(BIN)/k8s/helm lint --strict $(CHART)

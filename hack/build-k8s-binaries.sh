@@ -59,8 +59,18 @@ version_of() {
 	esac
 }
 
+# stamp_of is what a binary's stamp holds: its version, and for helm how it
+# was built (a helm built without the Kubernetes version ldflags below must
+# be rebuilt).
+stamp_of() {
+	case "$1" in
+	helm) echo "$HELM_VERSION kube-version-ldflags" ;;
+	*) version_of "$1" ;;
+	esac
+}
+
 up_to_date() {
-	[[ -x "$OUT/$1" && -f "$OUT/.$1.version" && "$(cat "$OUT/.$1.version")" == "$(version_of "$1")" ]]
+	[[ -x "$OUT/$1" && -f "$OUT/.$1.version" && "$(cat "$OUT/.$1.version")" == "$(stamp_of "$1")" ]]
 }
 
 mkdir -p "$OUT"
@@ -169,10 +179,22 @@ if [[ $helm_wanted -eq 1 ]]; then
 		cd "$mod"
 		"$GO" mod init vgw-build/helm >/dev/null 2>&1
 		quiet "$GO" get "helm.sh/helm/v3@$HELM_VERSION"
-		"$GO" build -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
-			-o "$WORK/out/helm" helm.sh/helm/v3/cmd/helm
+		# As helm's own Makefile: the Kubernetes version that `helm template`
+		# and `helm lint` assume follows the client-go helm is built with
+		# (v0.X.Y -> 1.X); unset, it is 1.20 and a chart's kubeVersion fails.
+		client_go="$("$GO" list -m -f '{{.Version}}' k8s.io/client-go)"
+		if [[ ! "$client_go" =~ ^v0\.([0-9]+)\. ]]; then
+			echo "unexpected k8s.io/client-go version in helm $HELM_VERSION: $client_go" >&2
+			exit 1
+		fi
+		kube_minor="${BASH_REMATCH[1]}"
+		ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.metadata="
+		for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+			ldflags+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$kube_minor"
+		done
+		"$GO" build -trimpath -ldflags "$ldflags" -o "$WORK/out/helm" helm.sh/helm/v3/cmd/helm
 	)
 	mv -f "$WORK/out/helm" "$OUT/helm"
-	stamp helm "$HELM_VERSION"
+	stamp helm "$(stamp_of helm)"
 	echo "built helm $HELM_VERSION in $(elapsed "$start")"
 fi

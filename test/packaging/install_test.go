@@ -1,0 +1,243 @@
+package packaging_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// createNamespace creates a namespace (it may exist from an earlier step).
+func createNamespace(t *testing.T, name string) {
+	t.Helper()
+	err := k8s.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+}
+
+// deleteCRD removes the VoiceGateway CRD and waits until it is gone.
+func deleteCRD(t *testing.T) {
+	t.Helper()
+	ctx := context.Background()
+	crd, err := getCRD(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := k8s.Delete(ctx, crd); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, func() error {
+		if _, err := getCRD(ctx); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("the CRD is still there (%v)", err)
+		}
+		return nil
+	})
+}
+
+// waitGone waits until the object no longer exists.
+func waitGone(t *testing.T, obj client.Object) {
+	t.Helper()
+	waitFor(t, 30*time.Second, func() error {
+		err := k8s.Get(context.Background(), client.ObjectKeyFromObject(obj), obj)
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("%T %s still exists (%v)", obj, obj.GetName(), err)
+	})
+}
+
+// getDeployment reads a Deployment through the admin client.
+func getDeployment(t *testing.T, namespace, name string) *appsv1.Deployment {
+	t.Helper()
+	var d appsv1.Deployment
+	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: namespace, Name: name}, &d); err != nil {
+		t.Fatal(err)
+	}
+	return &d
+}
+
+// TestHelmInstallUpgradeUninstall follows a user's Helm day on a real API
+// server: helm install (the CRD from crds/ included, and the NOTES), helm
+// upgrade with changed values reaching the operator's Deployment and
+// switching its RBAC to a watched namespace, and helm uninstall removing
+// everything but the CRD (Helm never deletes CRDs, so VoiceGateways
+// survive an uninstall).
+func TestHelmInstallUpgradeUninstall(t *testing.T) {
+	ctx := context.Background()
+	const (
+		release   = "voicegateway"
+		namespace = "vgw-helm"
+		watched   = "vgw-helm-team"
+	)
+	meta := readChartMeta(t)
+	deleteCRD(t)
+	t.Cleanup(func() { ensureCRD(t) })
+
+	out := mustTool(t, "helm", "install", release, chartDir, "--namespace", namespace, "--create-namespace")
+	for _, want := range []string{"STATUS: deployed", "kubectl -n default apply -f config/samples/", "kubectl -n default get vgw -w",
+		"kubectl -n " + namespace + " rollout status deployment/voicegateway-operator"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("helm install's output lacks %q:\n%s", want, out)
+		}
+	}
+	crd, err := getCRD(ctx)
+	if err != nil {
+		t.Fatalf("helm install did not install the CRD: %v", err)
+	}
+	if !slices.ContainsFunc(crd.GetManagedFields(), func(f metav1.ManagedFieldsEntry) bool { return f.Manager == "helm" }) {
+		t.Errorf("the CRD was not written by helm: managed fields %+v", crd.GetManagedFields())
+	}
+
+	d := getDeployment(t, namespace, "voicegateway-operator")
+	c := d.Spec.Template.Spec.Containers[0]
+	defaultImage := "ghcr.io/voicegateway/voicegateway:" + meta.AppVersion
+	if c.Image != defaultImage || !slices.Contains(c.Args, "--default-image="+defaultImage) ||
+		!slices.Contains(c.Args, "--zap-log-level=info") || slices.ContainsFunc(c.Args, func(a string) bool { return strings.HasPrefix(a, "--namespace=") }) {
+		t.Errorf("installed Deployment: image %q args %q", c.Image, c.Args)
+	}
+	installed := []client.Object{
+		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: "voicegateway-operator"}},
+		&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: "voicegateway-operator-metrics"}},
+		&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "voicegateway-operator-manager"}},
+		&rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "voicegateway-operator-manager"}},
+		&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "voicegateway-operator-viewer"}},
+		&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "voicegateway-operator-editor"}},
+		&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: "voicegateway-operator-leader-election"}},
+		&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: "voicegateway-operator-leader-election"}},
+	}
+	for _, obj := range installed {
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
+			t.Errorf("after helm install: %T %s: %v", obj, obj.GetName(), err)
+		}
+	}
+
+	// helm upgrade with other values: they reach the Deployment, and the
+	// operator's rights move from the cluster to the watched namespace.
+	createNamespace(t, watched)
+	out = mustTool(t, "helm", "upgrade", release, chartDir, "--namespace", namespace,
+		"--set", "image.tag=v0.1.1", "--set", "logLevel=debug", "--set", "replicaCount=2", "--set", "watchNamespaces={"+watched+"}",
+		"--set", "extraEnv[0].name=GOMEMLIMIT", "--set", "extraEnv[0].value=200MiB")
+	if !strings.Contains(out, "STATUS: deployed") || !strings.Contains(out, "REVISION: 2") {
+		t.Errorf("helm upgrade:\n%s", out)
+	}
+	upgraded := getDeployment(t, namespace, "voicegateway-operator")
+	c = upgraded.Spec.Template.Spec.Containers[0]
+	if upgraded.Generation <= d.Generation || *upgraded.Spec.Replicas != 2 || c.Image != "ghcr.io/voicegateway/voicegateway:v0.1.1" ||
+		!slices.Contains(c.Args, "--default-image=ghcr.io/voicegateway/voicegateway:v0.1.1") ||
+		!slices.Contains(c.Args, "--zap-log-level=debug") || !slices.Contains(c.Args, "--namespace="+watched) ||
+		!slices.Equal(c.Env, []corev1.EnvVar{{Name: "GOMEMLIMIT", Value: "200MiB"}}) {
+		t.Errorf("upgraded Deployment: generation %d (was %d) replicas %d image %q args %q env %+v",
+			upgraded.Generation, d.Generation, *upgraded.Spec.Replicas, c.Image, c.Args, c.Env)
+	}
+	waitGone(t, &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "voicegateway-operator-manager"}})
+	waitGone(t, &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "voicegateway-operator-manager"}})
+	for _, obj := range []client.Object{
+		&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: watched, Name: "voicegateway-operator-manager"}},
+		&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: watched, Name: "voicegateway-operator-manager"}},
+	} {
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
+			t.Errorf("after helm upgrade: %T %s/%s: %v", obj, watched, obj.GetName(), err)
+		}
+	}
+	var releases []struct {
+		Name       string `json:"name"`
+		Revision   string `json:"revision"`
+		Status     string `json:"status"`
+		AppVersion string `json:"app_version"`
+	}
+	if err := json.Unmarshal([]byte(mustTool(t, "helm", "list", "--namespace", namespace, "--output", "json")), &releases); err != nil {
+		t.Fatal(err)
+	}
+	if len(releases) != 1 || releases[0].Name != release || releases[0].Revision != "2" || releases[0].Status != "deployed" ||
+		releases[0].AppVersion != meta.AppVersion {
+		t.Errorf("helm list: %+v", releases)
+	}
+
+	out = mustTool(t, "helm", "uninstall", release, "--namespace", namespace)
+	if !strings.Contains(out, "uninstalled") {
+		t.Errorf("helm uninstall:\n%s", out)
+	}
+	for _, obj := range append(installed[:2:2],
+		&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: "voicegateway-operator"}},
+		&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "voicegateway-operator-viewer"}},
+		&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "voicegateway-operator-editor"}},
+		&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: "voicegateway-operator-leader-election"}},
+		&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: watched, Name: "voicegateway-operator-manager"}},
+		&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: watched, Name: "voicegateway-operator-manager"}},
+	) {
+		waitGone(t, obj)
+	}
+	if _, err := getCRD(ctx); err != nil {
+		t.Errorf("helm uninstall removed the CRD (and with it every VoiceGateway): %v", err)
+	}
+	if out := mustTool(t, "helm", "list", "--namespace", namespace, "--short"); strings.TrimSpace(out) != "" {
+		t.Errorf("helm list after uninstall: %s", out)
+	}
+}
+
+// TestKustomizeServerSideApply installs config/default as the README says,
+// `kubectl apply --server-side -k config/default`, over a CRD that another
+// field manager created (no conflict: the content is the same), checks
+// what it created, and applies again without changing anything.
+func TestKustomizeServerSideApply(t *testing.T) {
+	ctx := context.Background()
+	ensureCRD(t)
+	meta := readChartMeta(t)
+	out := mustTool(t, "kubectl", "apply", "--server-side", "-k", "config/default")
+	for _, want := range []string{
+		"namespace/voicegateway-system serverside-applied",
+		"customresourcedefinition.apiextensions.k8s.io/voicegateways.voicegateway.dev serverside-applied",
+		"serviceaccount/voicegateway-controller-manager serverside-applied",
+		"clusterrole.rbac.authorization.k8s.io/voicegateway-manager-role serverside-applied",
+		"clusterrolebinding.rbac.authorization.k8s.io/voicegateway-manager-rolebinding serverside-applied",
+		"role.rbac.authorization.k8s.io/voicegateway-leader-election-role serverside-applied",
+		"deployment.apps/voicegateway-controller-manager serverside-applied",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("kubectl apply output lacks %q:\n%s", want, out)
+		}
+	}
+	var ns corev1.Namespace
+	if err := k8s.Get(ctx, client.ObjectKey{Name: "voicegateway-system"}, &ns); err != nil {
+		t.Fatal(err)
+	}
+	if ns.Labels["pod-security.kubernetes.io/enforce"] != "restricted" {
+		t.Errorf("namespace labels %v", ns.Labels)
+	}
+	d := getDeployment(t, "voicegateway-system", "voicegateway-controller-manager")
+	if got, want := d.Spec.Template.Spec.Containers[0].Image, "ghcr.io/voicegateway/voicegateway:"+meta.AppVersion; got != want {
+		t.Errorf("config/default runs %s, the chart %s", got, want)
+	}
+	var role rbacv1.ClusterRole
+	if err := k8s.Get(ctx, client.ObjectKey{Name: "voicegateway-manager-role"}, &role); err != nil {
+		t.Fatal(err)
+	}
+	if missing, extra := diffPermissions(permissions(t, role.Rules), permissions(t, rulesOfFile(t, "config/rbac/role.yaml"))); len(missing)+len(extra) > 0 {
+		t.Errorf("installed ClusterRole: missing %v, extra %v", missing, extra)
+	}
+	crd, err := getCRD(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crdVersion := crd.GetResourceVersion()
+
+	// Applying the same again changes nothing.
+	mustTool(t, "kubectl", "apply", "--server-side", "-k", "config/default")
+	if again := getDeployment(t, "voicegateway-system", "voicegateway-controller-manager"); again.ResourceVersion != d.ResourceVersion {
+		t.Errorf("a second apply changed the Deployment (resourceVersion %s -> %s)", d.ResourceVersion, again.ResourceVersion)
+	}
+	if crd, err := getCRD(ctx); err != nil || crd.GetResourceVersion() != crdVersion {
+		t.Errorf("a second apply changed the CRD (%v)", err)
+	}
+}
