@@ -4,6 +4,8 @@ import (
 	"sync"
 
 	"github.com/coder/websocket"
+
+	"github.com/voicegateway/voicegateway/server/internal/msgbuf"
 )
 
 // message is one queued outbound WebSocket message. buf, when set, is the
@@ -16,7 +18,7 @@ type message struct {
 
 func (m message) release() {
 	if m.buf != nil {
-		putBuffer(m.buf)
+		msgbuf.Put(m.buf)
 	}
 }
 
@@ -143,30 +145,4 @@ func (o *outbox) stopIfIdle() bool {
 	}
 	o.writing = false
 	return true
-}
-
-// bufferPool recycles outbound and inbound message buffers; a session holds
-// one only while a message is in flight.
-var bufferPool = sync.Pool{New: func() any {
-	b := make([]byte, 0, 8<<10)
-	return &b
-}}
-
-// maxPooledBuffer keeps rare huge messages from pinning memory in the pool.
-const maxPooledBuffer = 64 << 10
-
-func getBuffer(n int) *[]byte {
-	b := bufferPool.Get().(*[]byte)
-	if cap(*b) < n {
-		*b = make([]byte, 0, n)
-	}
-	*b = (*b)[:0]
-	return b
-}
-
-func putBuffer(b *[]byte) {
-	if cap(*b) > maxPooledBuffer {
-		return
-	}
-	bufferPool.Put(b)
 }

@@ -7,6 +7,8 @@ import (
 	"unsafe"
 
 	"github.com/coder/websocket"
+
+	"github.com/voicegateway/voicegateway/server/internal/msgbuf"
 )
 
 func textMessage(s string) message {
@@ -15,7 +17,7 @@ func textMessage(s string) message {
 
 // pooledMessage is a message whose data lives in a pooled buffer.
 func pooledMessage(s string) message {
-	buf := getBuffer(len(s))
+	buf := msgbuf.Get(len(s))
 	*buf = append(*buf, s...)
 	return message{typ: websocket.MessageText, data: *buf, buf: buf}
 }
@@ -291,40 +293,11 @@ func TestOutboxCloseDiscardReleasesBuffers(t *testing.T) {
 	// detector), so finding some of 64 is what can be relied on.
 	found := 0
 	for range 4 * queued {
-		if dropped[bufferPool.Get().(*[]byte)] {
+		if dropped[msgbuf.Get(0)] {
 			found++
 		}
 	}
 	if found == 0 {
 		t.Errorf("none of the %d discarded messages' buffers came back to the pool", queued)
-	}
-}
-
-func TestBufferPool(t *testing.T) {
-	cases := []struct {
-		name string
-		n    int
-	}{
-		{name: "small request", n: 10},
-		{name: "request past the default size", n: 100 << 10},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			b := getBuffer(tc.n)
-			if len(*b) != 0 || cap(*b) < tc.n {
-				t.Errorf("getBuffer(%d) = len %d cap %d, want empty with room for %d", tc.n, len(*b), cap(*b), tc.n)
-			}
-			*b = append(*b, "used"...)
-			putBuffer(b)
-		})
-	}
-	// Every buffer comes back empty, whatever it held before.
-	for range 100 {
-		b := getBuffer(0)
-		if len(*b) != 0 {
-			t.Fatalf("getBuffer returned a buffer holding %q", *b)
-		}
-		*b = append(*b, "stale"...)
-		putBuffer(b)
 	}
 }

@@ -28,6 +28,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/voicegateway/voicegateway/server/backend"
+	"github.com/voicegateway/voicegateway/server/internal/msgbuf"
 	"github.com/voicegateway/voicegateway/server/metrics"
 	"github.com/voicegateway/voicegateway/server/protocol"
 )
@@ -261,11 +262,11 @@ func (s *Session) readLoop(bconn backend.Conn) {
 			s.readFailed(err)
 			return
 		}
-		buf := getBuffer(0)
-		n, err := readMessage(r, buf, cfg.MaxMessageBytes)
+		buf := msgbuf.Get(0)
+		n, err := msgbuf.ReadMessage(r, buf, cfg.MaxMessageBytes)
 		if err != nil {
-			putBuffer(buf)
-			if errors.Is(err, errTooLarge) {
+			msgbuf.Put(buf)
+			if errors.Is(err, msgbuf.ErrTooLarge) {
 				s.Fail(protocol.Fatal(protocol.CodeFrameTooLarge, protocol.CloseMessageTooBig,
 					"message larger than "+strconv.FormatInt(cfg.MaxMessageBytes, 10)+" bytes"))
 				return
@@ -276,7 +277,7 @@ func (s *Session) readLoop(bconn backend.Conn) {
 		data := (*buf)[:n]
 		s.touch()
 		if !limiter.AllowN(s.opts.Clock.Now(), 1) {
-			putBuffer(buf)
+			msgbuf.Put(buf)
 			s.opts.Metrics.DroppedFrames.WithLabelValues("inbound_rate").Inc()
 			overLimit++
 			// A client that keeps sending past its budget for a whole
@@ -306,7 +307,7 @@ func (s *Session) readLoop(bconn backend.Conn) {
 			}
 			perr = bconn.Handle(s.ctx, &ev)
 		}
-		putBuffer(buf)
+		msgbuf.Put(buf)
 		if perr != nil {
 			if perr.EventID == "" {
 				perr.EventID = ev.EventID
@@ -344,37 +345,4 @@ func (s *Session) readFailed(err error) {
 func (s *Session) reportError(e *protocol.Error) {
 	s.opts.Metrics.Errors.WithLabelValues(string(e.Code)).Inc()
 	s.pushEvent(protocol.NewErrorEvent(e, s.id), false)
-}
-
-var errTooLarge = errors.New("message too large")
-
-// readMessage reads one message into buf, failing with errTooLarge past limit.
-func readMessage(r io.Reader, buf *[]byte, limit int64) (int, error) {
-	b := *buf
-	for {
-		if len(b) == cap(b) {
-			if int64(len(b)) > limit {
-				return 0, errTooLarge
-			}
-			grow := max(2*cap(b), 4<<10)
-			if int64(grow) > limit+1 {
-				grow = int(limit + 1)
-			}
-			nb := make([]byte, len(b), grow)
-			copy(nb, b)
-			b = nb
-		}
-		n, err := r.Read(b[len(b):cap(b)])
-		b = b[:len(b)+n]
-		*buf = b
-		if int64(len(b)) > limit {
-			return 0, errTooLarge
-		}
-		if err == io.EOF {
-			return len(b), nil
-		}
-		if err != nil {
-			return 0, err
-		}
-	}
 }

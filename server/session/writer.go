@@ -7,6 +7,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/voicegateway/voicegateway/server/backend"
+	"github.com/voicegateway/voicegateway/server/internal/msgbuf"
 	"github.com/voicegateway/voicegateway/server/protocol"
 )
 
@@ -151,7 +152,7 @@ func (k *sink) Event(ev protocol.Event) error {
 }
 
 func (k *sink) Raw(data []byte) error {
-	buf := getBuffer(len(data))
+	buf := msgbuf.Get(len(data))
 	*buf = append(*buf, data...)
 	return result((*Session)(k).push(message{typ: websocket.MessageText, data: *buf, buf: buf}, false))
 }
@@ -160,11 +161,11 @@ func (k *sink) Audio(ref protocol.ContentRef, pcm []byte) error {
 	s := (*Session)(k)
 	var m message
 	if s.opts.BinaryAudio {
-		buf := getBuffer(len(pcm))
+		buf := msgbuf.Get(len(pcm))
 		*buf = append(*buf, pcm...)
 		m = message{typ: websocket.MessageBinary, data: *buf, buf: buf}
 	} else {
-		buf := getBuffer(protocol.AudioDeltaSize(ref, len(pcm)))
+		buf := msgbuf.Get(protocol.AudioDeltaSize(ref, len(pcm)))
 		*buf = protocol.AppendAudioDelta(*buf, s.seq.Add(1), ref, pcm)
 		m = message{typ: websocket.MessageText, data: *buf, buf: buf}
 	}

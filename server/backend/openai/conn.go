@@ -13,6 +13,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/voicegateway/voicegateway/server/backend"
+	"github.com/voicegateway/voicegateway/server/internal/msgbuf"
 	"github.com/voicegateway/voicegateway/server/protocol"
 )
 
@@ -179,7 +180,7 @@ func (c *conn) dropQueued() {
 		select {
 		case buf := <-c.queue:
 			c.dequeued(buf)
-			putBuffer(buf)
+			msgbuf.Put(buf)
 		default:
 			return
 		}

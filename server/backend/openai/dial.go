@@ -82,7 +82,7 @@ func (b *Backend) dial(c *conn) (*websocket.Conn, error) {
 		OnPongReceived: func(context.Context, []byte) { c.heard() },
 	})
 	if err == nil {
-		// readMessage enforces the limit and reports it; the library's
+		// msgbuf.ReadMessage enforces the limit and reports it; the library's
 		// own limit only backs it up.
 		up.SetReadLimit(b.cfg.MaxMessageBytes + 1)
 		return up, nil

@@ -9,6 +9,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/voicegateway/voicegateway/server/internal/msgbuf"
 	"github.com/voicegateway/voicegateway/server/protocol"
 )
 
@@ -32,11 +33,11 @@ func (c *conn) readLoop() {
 			c.readFailed(err)
 			return
 		}
-		buf := getBuffer(0)
-		err = readMessage(r, buf, limit)
+		buf := msgbuf.Get(0)
+		_, err = msgbuf.ReadMessage(r, buf, limit)
 		if err != nil {
-			putBuffer(buf)
-			if errors.Is(err, errTooLarge) {
+			msgbuf.Put(buf)
+			if errors.Is(err, msgbuf.ErrTooLarge) {
 				c.fail(upstreamTooLarge(limit))
 			} else {
 				c.readFailed(err)
@@ -51,7 +52,7 @@ func (c *conn) readLoop() {
 		} else {
 			f = c.relayDown(*buf)
 		}
-		putBuffer(buf)
+		msgbuf.Put(buf)
 		if f != nil && c.fail(*f) != nil && f.broken {
 			return
 		}
@@ -102,8 +103,8 @@ func (c *conn) relayAudioDelta() *fault {
 	if ev.deltaEscaped {
 		b64 = unescapeString(quoted(b64))
 	}
-	buf := getBuffer(base64.StdEncoding.DecodedLen(len(b64)))
-	defer putBuffer(buf)
+	buf := msgbuf.Get(base64.StdEncoding.DecodedLen(len(b64)))
+	defer msgbuf.Put(buf)
 	pcm := (*buf)[:base64.StdEncoding.DecodedLen(len(b64))]
 	n, err := base64.StdEncoding.Decode(pcm, b64)
 	switch {

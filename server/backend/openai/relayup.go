@@ -9,6 +9,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/voicegateway/voicegateway/server/internal/msgbuf"
 	"github.com/voicegateway/voicegateway/server/protocol"
 )
 
@@ -38,7 +39,7 @@ func (c *conn) Handle(_ context.Context, ev *protocol.ClientEvent) *protocol.Err
 			return err
 		}
 	}
-	buf := getBuffer(len(ev.Raw))
+	buf := msgbuf.Get(len(ev.Raw))
 	*buf = append(*buf, ev.Raw...)
 	return c.enqueue(buf)
 }
@@ -47,7 +48,7 @@ func (c *conn) Handle(_ context.Context, ev *protocol.ClientEvent) *protocol.Err
 func (c *conn) relayAudio(pcm []byte) *protocol.Error {
 	for len(pcm) > 0 {
 		n := min(len(pcm), maxAppendPCM)
-		buf := getBuffer(len(appendPrefix) + base64.StdEncoding.EncodedLen(n) + len(appendSuffix))
+		buf := msgbuf.Get(len(appendPrefix) + base64.StdEncoding.EncodedLen(n) + len(appendSuffix))
 		*buf = appendAudioEvent(*buf, pcm[:n])
 		if err := c.enqueue(buf); err != nil {
 			return err
@@ -77,7 +78,7 @@ func (c *conn) enqueue(buf *[]byte) *protocol.Error {
 		c.b.metrics.UpstreamRelayQueue.Dec()
 	}
 	c.queueBytes.Add(-n)
-	putBuffer(buf)
+	msgbuf.Put(buf)
 	return c.fail(upstreamNotTaking())
 }
 
@@ -99,7 +100,7 @@ func (c *conn) writeLoop() {
 		case buf := <-c.queue:
 			c.dequeued(buf)
 			err := c.up.Write(context.Background(), websocket.MessageText, *buf)
-			putBuffer(buf)
+			msgbuf.Put(buf)
 			if err != nil {
 				c.fail(upstreamLost())
 				return

@@ -1,4 +1,4 @@
-package session
+package msgbuf
 
 import (
 	"bytes"
@@ -60,23 +60,23 @@ func TestReadMessage(t *testing.T) {
 		{name: "empty message", limit: 100, data: nil},
 		{name: "under the limit", limit: 100, data: pattern(99)},
 		{name: "exactly the limit", limit: 100, data: pattern(100)},
-		{name: "one past the limit", limit: 100, data: pattern(101), wantErr: errTooLarge},
-		{name: "far past the limit", limit: 100, data: pattern(1 << 20), wantErr: errTooLarge},
+		{name: "one past the limit", limit: 100, data: pattern(101), wantErr: ErrTooLarge},
+		{name: "far past the limit", limit: 100, data: pattern(1 << 20), wantErr: ErrTooLarge},
 		{name: "exactly the limit from an empty buffer", limit: 5000, data: pattern(5000)},
-		{name: "one past the limit from an empty buffer", limit: 5000, data: pattern(5001), wantErr: errTooLarge},
+		{name: "one past the limit from an empty buffer", limit: 5000, data: pattern(5001), wantErr: ErrTooLarge},
 		{name: "growth through several sizes", limit: 64 << 10, data: pattern(40000)},
 		{name: "exactly a large limit", limit: 64 << 10, data: pattern(64 << 10)},
-		{name: "one past a large limit", limit: 64 << 10, data: pattern(64<<10 + 1), wantErr: errTooLarge},
+		{name: "one past a large limit", limit: 64 << 10, data: pattern(64<<10 + 1), wantErr: ErrTooLarge},
 		{name: "limit of zero takes an empty message", limit: 0, data: nil},
-		{name: "limit of zero refuses one byte", limit: 0, data: pattern(1), wantErr: errTooLarge},
+		{name: "limit of zero refuses one byte", limit: 0, data: pattern(1), wantErr: ErrTooLarge},
 		{name: "from a pooled buffer", limit: 64 << 10, data: pattern(300), start: 8 << 10},
-		{name: "pooled buffer larger than the limit", limit: 100, data: pattern(101), start: 8 << 10, wantErr: errTooLarge},
+		{name: "pooled buffer larger than the limit", limit: 100, data: pattern(101), start: 8 << 10, wantErr: ErrTooLarge},
 		{name: "one byte per read", limit: 100, data: pattern(100), reader: iotest.OneByteReader},
-		{name: "one byte per read past the limit", limit: 100, data: pattern(101), reader: iotest.OneByteReader, wantErr: errTooLarge},
+		{name: "one byte per read past the limit", limit: 100, data: pattern(101), reader: iotest.OneByteReader, wantErr: ErrTooLarge},
 		{name: "half per read", limit: 10000, data: pattern(9000), reader: iotest.HalfReader},
 		{name: "data arrives with EOF", limit: 100, data: pattern(50), reader: iotest.DataErrReader},
 		{name: "data with EOF at exactly the limit", limit: 100, data: pattern(100), reader: iotest.DataErrReader},
-		{name: "data with EOF past the limit", limit: 100, data: pattern(101), reader: iotest.DataErrReader, wantErr: errTooLarge},
+		{name: "data with EOF past the limit", limit: 100, data: pattern(101), reader: iotest.DataErrReader, wantErr: ErrTooLarge},
 		{name: "reader error is passed through", limit: 100, data: pattern(10),
 			reader: func(r io.Reader) io.Reader { return io.MultiReader(r, iotest.ErrReader(errReset)) }, wantErr: errReset},
 		{name: "reader error at once", limit: 100,
@@ -92,7 +92,7 @@ func TestReadMessage(t *testing.T) {
 			}
 			b := make([]byte, 0, tc.start)
 			buf := &b
-			n, err := readMessage(r, buf, tc.limit)
+			n, err := ReadMessage(r, buf, tc.limit)
 			if !errors.Is(err, tc.wantErr) {
 				t.Fatalf("readMessage = %d, %v; want error %v", n, err, tc.wantErr)
 			}
@@ -120,14 +120,14 @@ func TestReadMessage(t *testing.T) {
 func TestReadMessageReusesBuffer(t *testing.T) {
 	b := make([]byte, 0, 1024)
 	buf := &b
-	if _, err := readMessage(bytes.NewReader(pattern(500)), buf, 4096); err != nil {
+	if _, err := ReadMessage(bytes.NewReader(pattern(500)), buf, 4096); err != nil {
 		t.Fatal(err)
 	}
 	if unsafe.SliceData(*buf) != unsafe.SliceData(b) {
 		t.Error("a message that fit was read into a new buffer")
 	}
 	*buf = (*buf)[:0]
-	n, err := readMessage(bytes.NewReader(pattern(3000)), buf, 4096)
+	n, err := ReadMessage(bytes.NewReader(pattern(3000)), buf, 4096)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +136,7 @@ func TestReadMessageReusesBuffer(t *testing.T) {
 	}
 }
 
-// FuzzReadMessage checks readMessage against the obvious rule for any
+// FuzzReadMessage checks ReadMessage against the obvious rule for any
 // message, limit and framing.
 func FuzzReadMessage(f *testing.F) {
 	f.Add([]byte(""), uint16(0), uint16(1))
@@ -146,12 +146,12 @@ func FuzzReadMessage(f *testing.F) {
 	f.Add(pattern(4097), uint16(4096), uint16(4097))
 	f.Fuzz(func(t *testing.T, data []byte, limit, chunk uint16) {
 		r := &chunkReader{data: data, size: int(chunk)%4096 + 1}
-		buf := getBuffer(0)
-		defer putBuffer(buf)
-		n, err := readMessage(r, buf, int64(limit))
+		buf := Get(0)
+		defer Put(buf)
+		n, err := ReadMessage(r, buf, int64(limit))
 		if len(data) > int(limit) {
-			if !errors.Is(err, errTooLarge) {
-				t.Fatalf("%d-byte message, limit %d: got %d, %v; want errTooLarge", len(data), limit, n, err)
+			if !errors.Is(err, ErrTooLarge) {
+				t.Fatalf("%d-byte message, limit %d: got %d, %v; want ErrTooLarge", len(data), limit, n, err)
 			}
 			return
 		}
@@ -159,4 +159,33 @@ func FuzzReadMessage(f *testing.F) {
 			t.Fatalf("%d-byte message, limit %d: got %d, %v; want the message", len(data), limit, n, err)
 		}
 	})
+}
+
+func TestBufferPool(t *testing.T) {
+	cases := []struct {
+		name string
+		n    int
+	}{
+		{name: "small request", n: 10},
+		{name: "request past the default size", n: 100 << 10},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b := Get(tc.n)
+			if len(*b) != 0 || cap(*b) < tc.n {
+				t.Errorf("Get(%d) = len %d cap %d, want empty with room for %d", tc.n, len(*b), cap(*b), tc.n)
+			}
+			*b = append(*b, "used"...)
+			Put(b)
+		})
+	}
+	// Every buffer comes back empty, whatever it held before.
+	for range 100 {
+		b := Get(0)
+		if len(*b) != 0 {
+			t.Fatalf("Get returned a buffer holding %q", *b)
+		}
+		*b = append(*b, "stale"...)
+		Put(b)
+	}
 }
