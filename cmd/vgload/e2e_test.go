@@ -1,0 +1,304 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// These tests drive vgload, in process, against the real voice-server
+// binary on loopback: a few sessions for a few seconds, so that `make test`
+// proves the load client, its measurements and its drain handling work.
+
+var (
+	buildOnce sync.Once
+	serverBin string
+	buildErr  error
+)
+
+func buildServer(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "vgload-e2e")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		serverBin = filepath.Join(dir, "voice-server")
+		gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
+		out, err := exec.Command(gobin, "build", "-o", serverBin, "../voice-server").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return serverBin
+}
+
+type serverProcess struct {
+	pid           int
+	public, admin string
+	exited        chan struct{}
+	exitErr       error
+}
+
+func startServer(t *testing.T, args ...string) *serverProcess {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("end-to-end test builds and runs the voice server")
+	}
+	args = append([]string{"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--log-level", "info"}, args...)
+	cmd := exec.Command(buildServer(t), args...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &serverProcess{pid: cmd.Process.Pid, exited: make(chan struct{})}
+	listening := make(chan [2]string, 1)
+	var logMu sync.Mutex
+	var logs bytes.Buffer
+	logsDone := make(chan struct{})
+	go func() {
+		defer close(logsDone)
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			logMu.Lock()
+			logs.WriteString(sc.Text() + "\n")
+			logMu.Unlock()
+			var entry struct{ Msg, Public, Admin string }
+			if json.Unmarshal(sc.Bytes(), &entry) == nil && entry.Msg == "listening" {
+				listening <- [2]string{entry.Public, entry.Admin}
+			}
+		}
+	}()
+	go func() {
+		<-logsDone
+		p.exitErr = cmd.Wait()
+		close(p.exited)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.exited:
+		default:
+			_ = cmd.Process.Kill()
+			<-p.exited
+		}
+		if t.Failed() {
+			logMu.Lock()
+			t.Logf("server log:\n%s", logs.String())
+			logMu.Unlock()
+		}
+	})
+	select {
+	case addrs := <-listening:
+		p.public, p.admin = addrs[0], addrs[1]
+	case <-p.exited:
+		t.Fatalf("server exited at start: %v", p.exitErr)
+	case <-time.After(30 * time.Second):
+		t.Fatal("server did not start")
+	}
+	return p
+}
+
+// startBaseline runs the plain echo in process until the test ends.
+func startBaseline(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serveBaseline(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("baseline server: %v", err)
+		}
+	})
+	return "ws://" + ln.Addr().String() + "/"
+}
+
+// vgload runs a command line in process and returns its output.
+func vgload(t *testing.T, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	if err := run(ctx, args, &stdout, &stderr); err != nil {
+		t.Fatalf("vgload %s: %v\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), err, stdout.String(), stderr.String())
+	}
+	t.Logf("vgload %s\n%s", args[0], stdout.String())
+	return stdout.String()
+}
+
+func readJSON(t *testing.T, path string, v any) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRelayEndToEnd(t *testing.T) {
+	tests := map[string]struct {
+		audio       string
+		sampleRate  int
+		commitEvery int
+	}{
+		"binary at 24 kHz, a turn per frame": {audio: "binary", sampleRate: 24000, commitEvery: 1},
+		"base64 at 16 kHz, 1 s turns":        {audio: "base64", sampleRate: 16000, commitEvery: 50},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			const sessions = 4
+			srv := startServer(t, "--insecure-no-auth", "--sample-rate", strconv.Itoa(tc.sampleRate))
+			base := startBaseline(t)
+			dir := t.TempDir()
+			vgload(t, "run", "--url", "ws://"+srv.public+"/v1/realtime", "--baseline-url", base,
+				"--sessions", strconv.Itoa(sessions), "--ramp", "200ms", "--duration", "2s",
+				"--audio", tc.audio, "--sample-rate", strconv.Itoa(tc.sampleRate), "--commit-every", strconv.Itoa(tc.commitEvery),
+				"--admin", srv.admin, "--server-pid", strconv.Itoa(srv.pid),
+				// A generous settle: the last turn's echo may queue behind the one before.
+				"--settle", "5s", "--json", filepath.Join(dir, "report.json"), "--markdown", filepath.Join(dir, "row.md"), "--fail-on-loss")
+			var r Report
+			readJSON(t, filepath.Join(dir, "report.json"), &r)
+			for _, p := range []*PhaseResult{r.Baseline, r.Gateway} {
+				if p == nil {
+					t.Fatal("a phase is missing from the report")
+				}
+				f := p.Frames
+				// Two seconds at 50 frames/s for each of 4 sessions, give or take the ramp.
+				if f.Sent < sessions*80 || f.Received != f.Sent || f.Lost != 0 || f.Duplicate != 0 || f.Unframed != 0 {
+					t.Errorf("%s frames %+v, want ≥ %d sent, all echoed once", p.Name, f, sessions*80)
+				}
+				if p.RTT.Count == 0 || p.RTT.P50 <= 0 || p.Connect.Count != sessions {
+					t.Errorf("%s: rtt %+v, connect %+v", p.Name, p.RTT, p.Connect)
+				}
+				if p.Closes["client 1000"] != sessions || len(p.Closes) != 1 {
+					t.Errorf("%s closes %v, want %d × client 1000", p.Name, p.Closes, sessions)
+				}
+			}
+			if r.Gateway.ServerDropped != 0 || r.Gateway.ServerCPU < 0 || r.Added == nil {
+				t.Errorf("server dropped %v, cpu %v, added %+v", r.Gateway.ServerDropped, r.Gateway.ServerCPU, r.Added)
+			}
+			row, _ := os.ReadFile(filepath.Join(dir, "row.md"))
+			if !strings.HasPrefix(string(row), "| 4 | "+tc.audio+" |") {
+				t.Errorf("markdown row %q", row)
+			}
+		})
+	}
+}
+
+func TestIdleEndToEnd(t *testing.T) {
+	const sessions = 20
+	srv := startServer(t, "--insecure-no-auth")
+	path := filepath.Join(t.TempDir(), "idle.json")
+	vgload(t, "run", "--idle", "--url", "ws://"+srv.public+"/v1/realtime", "--sessions", strconv.Itoa(sessions),
+		"--ramp", "200ms", "--duration", "2500ms", "--admin", srv.admin, "--server-pid", strconv.Itoa(srv.pid), "--json", path)
+	var r Report
+	readJSON(t, path, &r)
+	m := r.Gateway.Memory
+	if m == nil || m.Sessions != sessions || m.After.Sessions != sessions || m.HeapStackPerSession <= 0 || m.RSSAfter == 0 {
+		t.Fatalf("idle memory %+v", m)
+	}
+	if r.Gateway.Frames.Sent != 0 {
+		t.Fatalf("idle sessions sent %d frames", r.Gateway.Frames.Sent)
+	}
+}
+
+// A SIGTERM during load: every session is told, hangs up after its turn and
+// carries on at the second server; none is cut.
+func TestDrainEndToEnd(t *testing.T) {
+	const sessions = 6
+	a := startServer(t, "--insecure-no-auth", "--grace-period", "8s", "--propagation-delay", "500ms",
+		"--notify-window", "1s", "--exit-margin", "2s", "--reconnect-after", "200ms")
+	b := startServer(t, "--insecure-no-auth")
+	path := filepath.Join(t.TempDir(), "drain.json")
+	vgload(t, "run", "--url", "ws://"+a.public+"/v1/realtime", "--url", "ws://"+b.public+"/v1/realtime",
+		"--sessions", strconv.Itoa(sessions), "--ramp", "200ms", "--duration", "1s", "--commit-every", "2", "--settle", "5s",
+		"--admin", a.admin, "--server-pid", strconv.Itoa(a.pid), "--sigterm-after", "500ms", "--drain-wait", "20s",
+		"--json", path)
+	var r Report
+	readJSON(t, path, &r)
+	g, d := r.Gateway, r.Gateway.Drain
+	if d == nil || !d.Exited || d.ReadinessFailedMS < 0 || d.Notified != sessions || d.Abnormal != 0 ||
+		d.ClosesOnDrained["client 1000"] != sessions {
+		t.Fatalf("drain %+v", d)
+	}
+	if g.Reconnects < sessions || g.ReconnectGap.Count < sessions || g.Frames.Lost != 0 {
+		t.Fatalf("reconnects %d, gaps %+v, frames %+v", g.Reconnects, g.ReconnectGap, g.Frames)
+	}
+	select {
+	case <-a.exited:
+		if a.exitErr != nil {
+			t.Fatalf("drained server: %v", a.exitErr)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("drained server still running")
+	}
+}
+
+func TestSoakEndToEnd(t *testing.T) {
+	const key = "vgload-e2e-soak-key-0123456789"
+	keys := filepath.Join(t.TempDir(), "keys")
+	if err := os.WriteFile(keys, []byte(key+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := startServer(t, "--api-keys-file", keys, "--trusted-proxies", "127.0.0.1")
+	path := filepath.Join(t.TempDir(), "soak.json")
+	vgload(t, "soak", "--url", "ws://"+srv.public+"/v1/realtime", "--admin", srv.admin, "--api-key", key,
+		"--sessions", "6", "--duration", "6s", "--sample-every", "2s", "--warmup", "1s", "--gate", "--json", path)
+	var r SoakReport
+	readJSON(t, path, &r)
+	if !r.Passed || r.FramesSent == 0 || len(r.Samples) < 2 || r.Closes["client 1000"] == 0 {
+		t.Fatalf("soak %+v", r)
+	}
+}
+
+func TestFloodEndToEnd(t *testing.T) {
+	const key = "vgload-e2e-flood-key-0123456789"
+	keys := filepath.Join(t.TempDir(), "keys")
+	if err := os.WriteFile(keys, []byte(key+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := startServer(t, "--api-keys-file", keys, "--trusted-proxies", "127.0.0.1")
+	path := filepath.Join(t.TempDir(), "flood.json")
+	vgload(t, "flood", "--url", "http://"+srv.public, "--admin", srv.admin, "--api-key", key,
+		"--ips", "3000", "--concurrency", "4", "--server-pid", strconv.Itoa(srv.pid), "--json", path)
+	var r FloodReport
+	readJSON(t, path, &r)
+	if r.Statuses["401"] != 3000 || r.TrackedIPs != 3000 || r.LegitStatuses["200"] == 0 || len(r.LegitStatuses) != 1 {
+		t.Fatalf("flood %+v", r)
+	}
+}
+
+// vgload refuses a target off this machine before sending anything.
+func TestRunRefusesRemoteTarget(t *testing.T) {
+	var out bytes.Buffer
+	err := run(context.Background(), []string{"run", "--url", "ws://192.0.2.1:8080/v1/realtime", "--duration", "1s"}, &out, &out)
+	if err == nil || !strings.Contains(err.Error(), "not a loopback address") {
+		t.Fatalf("run against 192.0.2.1: %v", err)
+	}
+}

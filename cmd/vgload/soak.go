@@ -1,0 +1,546 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// The soak churns sessions — connect, talk, close, with some errors, some
+// abrupt hang-ups and some slow readers — and samples the server's live
+// memory, goroutines and open files every few seconds after a forced GC.
+// It fits a line to each after the warm-up and reports the drift per day.
+// Because the number of live sessions moves with the churn, the fit
+// includes it as a second variable: what is left is growth over time.
+//
+// The gate is exact rather than statistical: once the churn stops and the
+// server holds no session, its goroutines and open files must be back to
+// what they were before the churn began.
+
+// SoakSample is one reading of the server.
+type SoakSample struct {
+	AtS float64 `json:"at_seconds"`
+	MemStats
+}
+
+// Slope is one fitted drift.
+type Slope struct {
+	PerDay       float64 `json:"per_day"`
+	StdErrPerDay float64 `json:"std_err_per_day"` // one standard error: read ±2 of it as the noise
+	PerSecond    float64 `json:"per_second"`
+	Samples      int     `json:"samples"`
+}
+
+// SoakReport is vgload soak's JSON output.
+type SoakReport struct {
+	Machine         Machine        `json:"machine"`
+	DurationS       float64        `json:"duration_seconds"`
+	WarmupS         float64        `json:"warmup_seconds"`
+	Workers         int            `json:"workers"`
+	Sessions        map[string]int `json:"sessions_by_kind"`
+	Closes          map[string]int `json:"closes"`
+	Errors          map[string]int `json:"errors"`
+	DialFailures    map[string]int `json:"dial_failures"`
+	FramesSent      int64          `json:"frames_sent"`
+	FramesEchoed    int64          `json:"frames_echoed"`
+	Samples         []SoakSample   `json:"samples"`
+	HeapMBPerDay    Slope          `json:"heap_inuse_mb"`
+	GoroutinesSlope Slope          `json:"goroutines"`
+	OpenFilesSlope  Slope          `json:"open_files"`
+	Baseline        MemStats       `json:"before_churn"`
+	Final           MemStats       `json:"after_churn"`
+	GoroutineGrowth int            `json:"goroutine_growth"`
+	OpenFileGrowth  int            `json:"open_file_growth"`
+	Passed          bool           `json:"passed"`
+}
+
+type soakConfig struct {
+	target, apiKey  string
+	workers         int
+	duration        time.Duration
+	sampleEvery     time.Duration
+	warmup          time.Duration
+	sampleRate      int
+	tolerance       int
+	xffAuthFailures bool
+	allowRemote     bool
+}
+
+func cmdSoak(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("soak", stderr)
+	target := fs.String("url", "ws://127.0.0.1:8080/v1/realtime", "gateway session URL")
+	admin := fs.String("admin", "127.0.0.1:9090", "the gateway's admin address, sampled through /debug/memstats")
+	apiKey := fs.String("api-key", os.Getenv("VGLOAD_API_KEY"), "API key (env VGLOAD_API_KEY); with one, some sessions also fail authentication on purpose")
+	workers := fs.Int("sessions", 50, "concurrent churning sessions")
+	duration := fs.Duration("duration", 3*time.Minute, "how long to churn")
+	sampleEvery := fs.Duration("sample-every", 10*time.Second, "sampling interval")
+	warmup := fs.Duration("warmup", 0, "samples before this are left out of the fit (default: a sixth of --duration, at least 30s)")
+	sampleRate := fs.Int("sample-rate", 24000, "the server's --sample-rate")
+	tolerance := fs.Int("tolerance", 2, "goroutines or open files above the pre-churn count still accepted at the end")
+	xff := fs.Bool("xff-auth-failures", true, "failed authentications carry X-Forwarded-For addresses from documentation ranges (run the server with --trusted-proxies 127.0.0.1), so that they do not get the load client itself blocked")
+	gate := fs.Bool("gate", false, "exit 1 if goroutines or open files grew")
+	jsonOut := fs.String("json", "", "write the JSON report to this file (- for stdout)")
+	mdOut := fs.String("markdown", "", "append this run's row of the soak table to this file")
+	allowRemote := fs.Bool("allow-remote", false, "allow non-loopback targets")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := checkTarget(*target, *allowRemote); err != nil {
+		return err
+	}
+	if err := checkTarget(httpURL(*admin), *allowRemote); err != nil {
+		return err
+	}
+	if *workers < 1 || *duration <= 0 || *sampleEvery <= 0 {
+		return fmt.Errorf("--sessions, --duration and --sample-every must be positive")
+	}
+	if *warmup <= 0 {
+		*warmup = max(30*time.Second, *duration/6)
+	}
+	cfg := soakConfig{
+		target: *target, apiKey: *apiKey, workers: *workers, duration: *duration, sampleEvery: *sampleEvery,
+		warmup: *warmup, sampleRate: *sampleRate, tolerance: *tolerance, xffAuthFailures: *xff, allowRemote: *allowRemote,
+	}
+	report, err := runSoak(ctx, cfg, newAdminClient(*admin, *allowRemote), stdout)
+	if err != nil {
+		return err
+	}
+	if err := writeJSON(*jsonOut, stdout, report); err != nil {
+		return err
+	}
+	writeSoakSummary(stdout, report, cfg)
+	if err := appendFile(*mdOut, soakRow(report)); err != nil {
+		return err
+	}
+	if *gate && !report.Passed {
+		return &gateError{fmt.Sprintf("server grew: %+d goroutines, %+d open files after the churn (tolerance %d)",
+			report.GoroutineGrowth, report.OpenFileGrowth, cfg.tolerance)}
+	}
+	return nil
+}
+
+// Session kinds of the churn and their shares (per thousand).
+var soakKinds = []struct {
+	name  string
+	share int
+}{
+	{"talk", 640},
+	{"talk-base64", 100},
+	{"invalid-event", 60},
+	{"oversized", 40},
+	{"hang-up", 50},
+	{"slow-reader", 50},
+	{"idle", 30},
+	{"bad-auth", 30},
+}
+
+func pickKind(r *rand.Rand, withAuth bool) string {
+	for {
+		n := r.IntN(1000)
+		for _, k := range soakKinds {
+			if n < k.share {
+				if k.name == "bad-auth" && !withAuth {
+					break
+				}
+				return k.name
+			}
+			n -= k.share
+		}
+	}
+}
+
+func runSoak(ctx context.Context, cfg soakConfig, admin *adminClient, progress io.Writer) (*SoakReport, error) {
+	report := &SoakReport{Machine: describeMachine(), WarmupS: cfg.warmup.Seconds(), Workers: cfg.workers}
+	base, err := admin.waitSessions(ctx, 0)
+	if err != nil {
+		return nil, fmt.Errorf("server admin: %w", err)
+	}
+	report.Baseline = base
+	fmt.Fprintf(progress, "soak: %d sessions churning for %v; before: %d goroutines, %d open files, heap %.1f MB\n",
+		cfg.workers, cfg.duration, base.Goroutines, base.OpenFiles, float64(base.HeapInuseBytes)/1e6)
+	fmt.Fprintf(progress, "%8s %10s %10s %8s %10s %10s\n", "time", "heap MB", "stacks MB", "sessions", "goroutines", "open files")
+
+	stats := newPhaseStats(1, time.Second)
+	stats.measureFrom.Store(0)
+	var kinds counter
+	dial := newDialer(cfg.apiKey, cfg.allowRemote)
+	slowDial := newSlowDialer(cfg.apiKey, cfg.allowRemote)
+
+	churnCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := range cfg.workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := newRand(w)
+			// Spread the first connects over a second.
+			if !sleepCtx(churnCtx, stop, time.Duration(rng.Int64N(int64(time.Second)))) {
+				return
+			}
+			for id := w; ; id += cfg.workers {
+				select {
+				case <-stop:
+					return
+				case <-churnCtx.Done():
+					return
+				default:
+				}
+				kind := pickKind(rng, cfg.apiKey != "")
+				kinds.add(kind, 1)
+				soakSession(churnCtx, stop, cfg, dial, slowDial, stats, rng, id, kind)
+			}
+		}()
+	}
+
+	ticker := time.NewTicker(cfg.sampleEvery)
+	end := time.After(cfg.duration)
+sampling:
+	for {
+		select {
+		case <-ctx.Done():
+			break sampling
+		case <-end:
+			break sampling
+		case <-ticker.C:
+			m, err := admin.memStats(ctx)
+			if err != nil {
+				fmt.Fprintf(progress, "sample failed: %v\n", err)
+				continue
+			}
+			s := SoakSample{AtS: time.Since(start).Seconds(), MemStats: m}
+			report.Samples = append(report.Samples, s)
+			fmt.Fprintf(progress, "%7.0fs %10.2f %10.2f %8d %10d %10d\n", s.AtS, float64(m.HeapInuseBytes)/1e6,
+				float64(m.StackInuseBytes)/1e6, m.Sessions, m.Goroutines, m.OpenFiles)
+		}
+	}
+	ticker.Stop()
+	report.DurationS = time.Since(start).Seconds()
+	close(stop)
+	joined := make(chan struct{})
+	go func() { wg.Wait(); close(joined) }()
+	select {
+	case <-joined:
+	case <-time.After(30 * time.Second):
+		cancel()
+		<-joined
+	}
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+
+	// The server lets go of sessions asynchronously; wait for the count to
+	// settle before comparing.
+	waitCtx, cancelWait := context.WithTimeout(ctx, time.Minute)
+	final, err := admin.waitSessions(waitCtx, 0)
+	settleBy := time.Now().Add(30 * time.Second)
+	for err == nil && time.Now().Before(settleBy) {
+		if final.Goroutines <= base.Goroutines+cfg.tolerance && final.OpenFiles <= base.OpenFiles+cfg.tolerance {
+			break
+		}
+		time.Sleep(time.Second)
+		final, err = admin.memStats(waitCtx)
+	}
+	cancelWait()
+	if err != nil {
+		return nil, fmt.Errorf("after the churn: %w", err)
+	}
+	report.Final = final
+	report.GoroutineGrowth = final.Goroutines - base.Goroutines
+	report.OpenFileGrowth = final.OpenFiles - base.OpenFiles
+	report.Passed = report.GoroutineGrowth <= cfg.tolerance && report.OpenFileGrowth <= cfg.tolerance
+
+	var fit []SoakSample
+	for _, s := range report.Samples {
+		if s.AtS >= cfg.warmup.Seconds() {
+			fit = append(fit, s)
+		}
+	}
+	report.HeapMBPerDay = driftPerDay(fit, func(m MemStats) float64 { return float64(m.HeapInuseBytes) / 1e6 })
+	report.GoroutinesSlope = driftPerDay(fit, func(m MemStats) float64 { return float64(m.Goroutines) })
+	report.OpenFilesSlope = driftPerDay(fit, func(m MemStats) float64 { return float64(m.OpenFiles) })
+	report.Sessions = kinds.snapshot()
+	report.Closes = stats.closes.snapshot()
+	report.Errors = stats.errors.snapshot()
+	report.DialFailures = stats.dialFailures.snapshot()
+	report.FramesSent, report.FramesEchoed = stats.sent.Load(), stats.received.Load()
+	return report, nil
+}
+
+// driftPerDay fits y = a + b·t + c·sessions over the samples and returns b
+// per day, with its standard error. Holding the session count as its own
+// variable keeps the churn's ups and downs out of the drift.
+func driftPerDay(samples []SoakSample, y func(MemStats) float64) Slope {
+	ts := make([]float64, len(samples))
+	xs := make([]float64, len(samples))
+	ys := make([]float64, len(samples))
+	for i, s := range samples {
+		ts[i], xs[i], ys[i] = s.AtS, float64(s.Sessions), y(s.MemStats)
+	}
+	b, se := fitSlope(ts, xs, ys)
+	return Slope{PerSecond: b, PerDay: b * 86400, StdErrPerDay: se * 86400, Samples: len(samples)}
+}
+
+// fitSlope returns the least-squares coefficient of t in y = a + b·t + c·x
+// and its standard error. When x does not vary (or is collinear with t) it
+// falls back to the simple regression of y on t. Fewer than four points
+// give 0, 0.
+func fitSlope(t, x, y []float64) (slope, stdErr float64) {
+	n := float64(len(t))
+	if len(t) < 4 {
+		return 0, 0
+	}
+	mean := func(v []float64) float64 {
+		var s float64
+		for _, e := range v {
+			s += e
+		}
+		return s / n
+	}
+	mt, mx, my := mean(t), mean(x), mean(y)
+	var stt, sxx, stx, sty, sxy float64
+	for i := range t {
+		dt, dx, dy := t[i]-mt, x[i]-mx, y[i]-my
+		stt += dt * dt
+		sxx += dx * dx
+		stx += dt * dx
+		sty += dt * dy
+		sxy += dx * dy
+	}
+	if stt == 0 {
+		return 0, 0
+	}
+	det := stt*sxx - stx*stx
+	var c, params float64
+	if sxx == 0 || math.Abs(det) < 1e-9*stt*sxx {
+		slope, params = sty/stt, 2
+	} else {
+		slope = (sty*sxx - sxy*stx) / det
+		c, params = (sxy*stt-sty*stx)/det, 3
+	}
+	var rss float64
+	for i := range t {
+		e := (y[i] - my) - slope*(t[i]-mt) - c*(x[i]-mx)
+		rss += e * e
+	}
+	variance := rss / (n - params)
+	if params == 2 {
+		return slope, math.Sqrt(variance / stt)
+	}
+	return slope, math.Sqrt(variance * sxx / det)
+}
+
+// soakSession runs one session of the given kind to its end.
+func soakSession(ctx context.Context, stop <-chan struct{}, cfg soakConfig, dial, slowDial *dialer, stats *phaseStats, rng *rand.Rand, id int, kind string) {
+	target := cfg.target
+	if kind != "talk-base64" {
+		target = withAudioParam(target, true)
+	}
+	d := dial
+	var header http.Header
+	switch kind {
+	case "slow-reader":
+		d = slowDial
+	case "bad-auth":
+		header = http.Header{"Authorization": {"Bearer vgload-soak-not-a-valid-key-" + fmt.Sprint(id)}}
+		if cfg.xffAuthFailures {
+			header.Set("X-Forwarded-For", docAddr(rng.Uint64()).String())
+		}
+	}
+	dctx, cancelDial := context.WithTimeout(ctx, 10*time.Second)
+	conn, refusal, err := d.dial(dctx, target, header)
+	cancelDial()
+	if err != nil {
+		stats.dialFailures.add(refusal, 1)
+		sleepCtx(ctx, stop, 100*time.Millisecond)
+		return
+	}
+	st := &sessionState{id: id, seqs: newSeqSet()}
+	c := newLiveConn(conn, 0, st, stats, true)
+	if kind == "slow-reader" {
+		c.readDelay = 500 * time.Millisecond
+	}
+	go c.readLoop(ctx)
+	clientClosed := false
+	defer func() {
+		conn.CloseNow()
+		<-c.readerDone
+		stats.closes.add(endKind(c.readErr, clientClosed), 1)
+	}()
+	select {
+	case <-c.ready:
+	case <-c.readerDone:
+		return
+	case <-ctx.Done():
+		return
+	case <-time.After(10 * time.Second):
+		return
+	}
+
+	talkFor := 500*time.Millisecond + time.Duration(rng.Int64N(int64(2500*time.Millisecond)))
+	if kind == "slow-reader" {
+		// Long enough for the backlog to fill the socket buffers and the
+		// server's outbound queue: the server should cut it (slow_consumer).
+		talkFor = 8 * time.Second
+	}
+	if kind == "idle" {
+		if sleepCtx(ctx, stop, talkFor) {
+			clientClosed = true
+			_ = conn.Close(websocket.StatusNormalClosure, "done")
+		}
+		return
+	}
+	frame := newFrameTemplate(cfg.sampleRate)
+	var msg []byte
+	ticker := time.NewTicker(frameDuration)
+	defer ticker.Stop()
+	endAt := time.Now().Add(talkFor)
+	pending := 0
+talking:
+	for sent := 0; time.Now().Before(endAt); sent++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.readerDone:
+			return // the server ended it (oversized, slow reader, …)
+		case <-stop:
+			break talking // the soak is over: hang up politely
+		case <-ticker.C:
+		}
+		encodeFrame(frame, frameHeader{seq: st.nextSeq.Load(), sentAt: sinceEpoch(), turn: st.turn, index: uint32(pending)})
+		if kind == "talk-base64" {
+			msg = appendAudioEvent(msg[:0], frame)
+			err = conn.Write(ctx, websocket.MessageText, msg)
+		} else {
+			err = conn.Write(ctx, websocket.MessageBinary, frame)
+		}
+		if err != nil {
+			return
+		}
+		st.nextSeq.Add(1)
+		stats.sent.Add(1)
+		if pending++; pending == 5 {
+			pending = 0
+			if commit(ctx, conn, st, 5) != nil {
+				return
+			}
+		}
+		switch {
+		case kind == "invalid-event" && sent == 10:
+			err = conn.Write(ctx, websocket.MessageText, []byte(`{"type":"vgload.not_an_event"}`))
+		case kind == "oversized" && sent == 10:
+			limit := c.maxMessage.Load()
+			if limit <= 0 {
+				limit = 256 << 10
+			}
+			err = conn.Write(ctx, websocket.MessageBinary, make([]byte, limit+2))
+		}
+		if err != nil {
+			return
+		}
+	}
+	if kind == "hang-up" {
+		return // CloseNow in the deferred cleanup: no close handshake
+	}
+	clientClosed = true
+	finish(ctx, c, loadConfig{settle: 500 * time.Millisecond}, st, pending)
+}
+
+// docAddr maps n to an address in the documentation and benchmarking
+// ranges (198.18.0.0/15, 2001:db8::/32): X-Forwarded-For values that are
+// nobody's real address.
+func docAddr(n uint64) netip.Addr {
+	if n%2 == 0 {
+		v := uint32(n/2) % (1 << 17)
+		return netip.AddrFrom4([4]byte{198, 18 + byte(v>>16), byte(v >> 8), byte(v)})
+	}
+	var b [16]byte
+	b[0], b[1], b[2], b[3] = 0x20, 0x01, 0x0d, 0xb8
+	m := n / 2
+	for i := 15; i >= 8; i-- {
+		b[i] = byte(m)
+		m >>= 8
+	}
+	return netip.AddrFrom16(b)
+}
+
+// newSlowDialer makes connections with a small receive buffer, as a client
+// on a poor link has: the server's writes back up within a few seconds.
+func newSlowDialer(apiKey string, allowRemote bool) *dialer {
+	nd := guardedDialer(allowRemote)
+	guard := nd.ControlContext
+	nd.ControlContext = func(ctx context.Context, network, address string, rc syscall.RawConn) error {
+		if guard != nil {
+			if err := guard(ctx, network, address, rc); err != nil {
+				return err
+			}
+		}
+		var serr error
+		err := rc.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+		})
+		if err != nil {
+			return err
+		}
+		return serr
+	}
+	d := newDialer(apiKey, allowRemote)
+	d.http.Transport.(*http.Transport).DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return nd.DialContext(ctx, network, addr)
+	}
+	return d
+}
+
+func writeSoakSummary(w io.Writer, r *SoakReport, cfg soakConfig) {
+	fmt.Fprintf(w, "\nsoak: %.0f s, %d concurrent sessions — %d cores (%s), %s, load %s\n",
+		r.DurationS, r.Workers, r.Machine.Cores, r.Machine.CPU, r.Machine.Date, r.Machine.LoadAvg)
+	fmt.Fprintf(w, "  sessions      %s\n", countMap(r.Sessions))
+	fmt.Fprintf(w, "  closes        %s\n", countMap(r.Closes))
+	fmt.Fprintf(w, "  error events  %s\n", countMap(r.Errors))
+	if len(r.DialFailures) > 0 {
+		fmt.Fprintf(w, "  dial refused  %s\n", countMap(r.DialFailures))
+	}
+	fmt.Fprintf(w, "  frames        %d sent, %d echoed\n", r.FramesSent, r.FramesEchoed)
+	fmt.Fprintf(w, "  drift after %.0f s warm-up (%d samples, live sessions held as a variable):\n", r.WarmupS, r.HeapMBPerDay.Samples)
+	fmt.Fprintf(w, "    heap in use  %+.2f ± %.2f MB/day\n", r.HeapMBPerDay.PerDay, r.HeapMBPerDay.StdErrPerDay)
+	fmt.Fprintf(w, "    goroutines   %+.1f ± %.1f /day\n", r.GoroutinesSlope.PerDay, r.GoroutinesSlope.StdErrPerDay)
+	fmt.Fprintf(w, "    open files   %+.1f ± %.1f /day\n", r.OpenFilesSlope.PerDay, r.OpenFilesSlope.StdErrPerDay)
+	fmt.Fprintln(w, "    (± one standard error; a drift within two of them is noise, and a short soak has wide ones)")
+	fmt.Fprintf(w, "  before → after the churn (no session): goroutines %d → %d, open files %d → %d, heap %.2f → %.2f MB\n",
+		r.Baseline.Goroutines, r.Final.Goroutines, r.Baseline.OpenFiles, r.Final.OpenFiles,
+		float64(r.Baseline.HeapInuseBytes)/1e6, float64(r.Final.HeapInuseBytes)/1e6)
+	verdict := "PASS"
+	if !r.Passed {
+		verdict = "FAIL"
+	}
+	fmt.Fprintf(w, "  %s: goroutines %+d, open files %+d (tolerance %d)\n", verdict, r.GoroutineGrowth, r.OpenFileGrowth, cfg.tolerance)
+}
+
+func soakRow(r *SoakReport) string {
+	total := 0
+	for _, n := range r.Sessions {
+		total += n
+	}
+	verdict := "pass"
+	if !r.Passed {
+		verdict = "**fail**"
+	}
+	return fmt.Sprintf("| %s | %d | %s | %+.2f ± %.2f MB/day | %+.1f ± %.1f /day | %+.1f ± %.1f /day | %d → %d | %d → %d | %s |\n",
+		(time.Duration(math.Round(r.DurationS)) * time.Second).String(), r.Workers, thousands(int64(total)),
+		r.HeapMBPerDay.PerDay, r.HeapMBPerDay.StdErrPerDay, r.GoroutinesSlope.PerDay, r.GoroutinesSlope.StdErrPerDay,
+		r.OpenFilesSlope.PerDay, r.OpenFilesSlope.StdErrPerDay,
+		r.Baseline.Goroutines, r.Final.Goroutines, r.Baseline.OpenFiles, r.Final.OpenFiles, verdict)
+}
