@@ -53,12 +53,17 @@ func (s *Session) writeLoop() {
 				continue
 			}
 		}
+		// One write deadline per batch rather than per message: a batch
+		// is what the client had not taken yet, and a context per write
+		// was a measurable share of the relay's CPU.
+		writeCtx, cancelWrite := context.WithTimeout(context.Background(), s.opts.Config.WriteTimeout)
 		for i, m := range batch {
 			if closed && (s.end.abort || s.end.broken) {
 				m.release()
 				continue
 			}
-			if err := s.write(m); err != nil {
+			if err := s.write(writeCtx, m); err != nil {
+				cancelWrite()
 				for _, rest := range batch[i:] {
 					rest.release()
 				}
@@ -69,6 +74,7 @@ func (s *Session) writeLoop() {
 			}
 			m.release()
 		}
+		cancelWrite()
 		clear(batch)
 		if cap(batch) > smallQueue {
 			batch = nil
@@ -83,19 +89,16 @@ func (s *Session) writeLoop() {
 	}
 }
 
-func (s *Session) write(m message) error {
-	ctx, cancel := context.WithTimeout(s.ctxForWrite(), s.opts.Config.WriteTimeout)
-	defer cancel()
+// write sends one message within the batch's deadline. The context is
+// independent of the session's lifetime: final messages are written after
+// the session context is cancelled.
+func (s *Session) write(ctx context.Context, m message) error {
 	if err := s.conn.Write(ctx, m.typ, m.data); err != nil {
 		return err
 	}
 	s.touch()
 	return nil
 }
-
-// ctxForWrite is independent of the session's lifetime: final messages are
-// written after the session context is cancelled.
-func (s *Session) ctxForWrite() context.Context { return context.Background() }
 
 // closeConn closes the connection the way the ending asks.
 func (s *Session) closeConn() {

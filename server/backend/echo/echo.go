@@ -260,10 +260,15 @@ func (c *conn) play(t turn, cancelID int) bool {
 		return false
 	}
 	chunk := c.info.SampleRate * 2 * int(chunkDuration/time.Millisecond) / 1000
+	// Chunks follow a fixed schedule from the response's start: chunk i
+	// is due at i×20 ms. A ticker drops ticks when the core is busy, so on
+	// each tick every chunk that is due goes out; a late tick is caught
+	// up instead of delaying the rest of the response.
+	start := c.clock.Now()
 	ticker := c.clock.NewTicker(chunkDuration)
 	defer ticker.Stop()
 	status := protocol.ResponseStatusCompleted
-	for off := 0; off < len(t.audio); off += chunk {
+	for off := 0; off < len(t.audio); {
 		if off > 0 {
 			select {
 			case <-c.ctx.Done():
@@ -271,13 +276,19 @@ func (c *conn) play(t turn, cancelID int) bool {
 			case <-ticker.C():
 			}
 		}
-		if c.cancelled(cancelID) {
-			status = protocol.ResponseStatusCancelled
-			break
+		due := (int(c.clock.Since(start)/chunkDuration) + 1) * chunk
+		for ; off < len(t.audio) && (off == 0 || off < due); off += chunk {
+			if c.cancelled(cancelID) {
+				status = protocol.ResponseStatusCancelled
+				break
+			}
+			end := min(off+chunk, len(t.audio))
+			if c.sink.Audio(ref, t.audio[off:end]) != nil {
+				return false
+			}
 		}
-		end := min(off+chunk, len(t.audio))
-		if c.sink.Audio(ref, t.audio[off:end]) != nil {
-			return false
+		if status == protocol.ResponseStatusCancelled {
+			break
 		}
 	}
 	seconds := float64(len(t.audio)) / float64(c.info.SampleRate*2)
