@@ -110,3 +110,15 @@ image-push: ## Build the image for $(PLATFORMS) and push it as $(IMG)
 helm-lint: ## helm lint the chart (helm built from source into bin/k8s)
 	GO=$(GO) hack/build-k8s-binaries.sh helm
 	$(BIN)/k8s/helm lint --strict $(CHART)
+
+# A real single-node Kubernetes on this machine (root; containerd, runc and
+# the CNI plugins from Debian, the rest built from source into bin/k8s).
+.PHONY: cluster-up cluster-down e2e
+cluster-up: ## Start the local single-node cluster (hack/cluster-up); KUBECONFIG=/var/lib/vgw-cluster/admin.kubeconfig
+	hack/cluster-up
+
+cluster-down: ## Stop the local cluster and remove everything it made
+	hack/cluster-down
+
+e2e: ## Cluster up, helm install, sample, sessions through a rollout, GC, uninstall, teardown (bin/e2e/)
+	hack/e2e.sh

@@ -1,0 +1,828 @@
+//go:build e2e
+
+// Package e2e drives a rollout of a VoiceGateway on a real cluster (the one
+// hack/cluster-up starts; hack/e2e.sh runs this test) while sessions are held
+// open through the gateway's Service, and asserts what a caller and an
+// operator would notice. It needs the e2e build tag, so `go test ./...` never
+// runs it.
+//
+// Environment: KUBECONFIG; E2E_KUBECTL (kubectl binary, default kubectl);
+// E2E_NAMESPACE (default "default"); E2E_VGW (default "demo"); E2E_API_KEY;
+// E2E_ROLLOUT_IMAGE (the image the rollout switches to); E2E_SESSIONS
+// (default 40); E2E_OUT (a folder for the captured watch output and the
+// report, default a temporary one).
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+func env(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+var (
+	kubectlBin = env("E2E_KUBECTL", "kubectl")
+	namespace  = env("E2E_NAMESPACE", "default")
+	vgwName    = env("E2E_VGW", "demo")
+)
+
+func kubectl(ctx context.Context, args ...string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, kubectlBin, append([]string{"-n", namespace}, args...)...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return out, fmt.Errorf("kubectl %s: %w: %s", strings.Join(args, " "), err, stderr.String())
+	}
+	return out, nil
+}
+
+// ---- the sessions ----
+
+const (
+	frameBytes  = 960 // 20 ms of PCM16 mono at 24 kHz
+	frameEvery  = 20 * time.Millisecond
+	commitEvery = 25 // frames per turn: 0.5 s
+)
+
+var commitMsg = []byte(`{"type":"input_audio_buffer.commit"}`)
+
+type counters struct {
+	mu             sync.Mutex
+	ends           map[string]int // how connections ended, by kind
+	errorsByCode   map[string]int
+	notices        int // gateway.draining received
+	moves          int // connections replaced after a notice
+	dialFailures   int
+	maxGap         time.Duration // longest silence between audio chunks of one session
+	maxGapRollout  time.Duration // the same, counted only during the rollout
+	maxGapSteady   time.Duration // the same, before the rollout (the echo's own rhythm)
+	maxReconnect   time.Duration // notice (after its reconnect_after_ms) to the new session's session.created
+	reconnectTimes []time.Duration
+	rolled         bool     // the rollout has begun
+	abnormal       []string // how the first abnormal ends happened
+	maxGapWhere    string   // where the longest gap of the rollout fell
+	chunksNotified int      // audio chunks received on a session after its notice, before the move
+	chunksLeaving  int      // audio chunks received on a session after the move, before its close
+}
+
+func (c *counters) end(kind string) {
+	c.mu.Lock()
+	c.ends[kind]++
+	c.mu.Unlock()
+}
+
+type sessionConn struct {
+	conn     *websocket.Conn
+	notice   chan time.Duration
+	done     chan struct{}
+	byClient atomic.Bool
+	echoed   atomic.Bool // audio came back on this session
+	notified atomic.Bool // gateway.draining came on this session
+	isNew    bool        // opened by a move
+	leaving  atomic.Bool // replaced by a new session, not yet closed
+}
+
+type caller struct {
+	url, apiKey string
+	stats       *counters
+	rolling     *atomic.Bool
+	lastAudio   atomic.Int64 // unix nanos of the last echoed chunk, any connection
+	movedAt     atomic.Int64 // unix nanos of the last switch to a new session
+}
+
+func (c *caller) dial(ctx context.Context) (*sessionConn, error) {
+	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	conn, _, err := websocket.Dial(dctx, c.url, &websocket.DialOptions{
+		HTTPHeader: http.Header{"Authorization": {"Bearer " + c.apiKey}},
+	})
+	if err != nil {
+		return nil, err
+	}
+	conn.SetReadLimit(1 << 20)
+	// The first text event is session.created.
+	for {
+		typ, msg, err := conn.Read(dctx)
+		if err != nil {
+			conn.CloseNow()
+			return nil, err
+		}
+		if typ == websocket.MessageText && eventType(msg) == "session.created" {
+			break
+		}
+	}
+	sc := &sessionConn{conn: conn, notice: make(chan time.Duration, 1), done: make(chan struct{})}
+	// Reads end when the session is closed, not with ctx: a read cut by a
+	// context would tear the connection down without a close handshake.
+	go c.read(context.WithoutCancel(ctx), sc)
+	return sc, nil
+}
+
+func eventType(msg []byte) string {
+	var ev struct {
+		Type string `json:"type"`
+	}
+	_ = json.Unmarshal(msg, &ev)
+	return ev.Type
+}
+
+func (c *caller) read(ctx context.Context, sc *sessionConn) {
+	defer close(sc.done)
+	for {
+		typ, msg, err := sc.conn.Read(ctx)
+		if err != nil {
+			switch code := websocket.CloseStatus(err); {
+			case sc.byClient.Load():
+				c.stats.end("client close")
+			case code == -1:
+				c.stats.end("abnormal (1006 or reset)")
+				c.stats.mu.Lock()
+				if len(c.stats.abnormal) < 5 {
+					c.stats.abnormal = append(c.stats.abnormal, fmt.Sprintf("%s (%s after the move, notified %v)",
+						err, time.Since(time.Unix(0, c.movedAt.Load())).Round(time.Millisecond), sc.notified.Load()))
+				}
+				c.stats.mu.Unlock()
+			default:
+				c.stats.end("server close " + strconv.Itoa(int(code)))
+			}
+			return
+		}
+		now := time.Now()
+		if typ == websocket.MessageBinary {
+			sc.echoed.Store(true)
+			switch {
+			case sc.leaving.Load():
+				c.stats.mu.Lock()
+				c.stats.chunksLeaving++
+				c.stats.mu.Unlock()
+			case sc.notified.Load():
+				c.stats.mu.Lock()
+				c.stats.chunksNotified++
+				c.stats.mu.Unlock()
+			}
+			prev := c.lastAudio.Swap(now.UnixNano())
+			if prev != 0 {
+				gap := now.Sub(time.Unix(0, prev))
+				c.stats.mu.Lock()
+				if gap > c.stats.maxGap {
+					c.stats.maxGap = gap
+				}
+				if c.rolling.Load() && gap > c.stats.maxGapRollout {
+					c.stats.maxGapRollout = gap
+					c.stats.maxGapWhere = fmt.Sprintf("ended %s after the caller's last switch to a new session; on the new session: %v",
+						now.Sub(time.Unix(0, c.movedAt.Load())).Round(time.Millisecond), sc.isNew)
+				}
+				if !c.rolling.Load() && !c.stats.rolled && gap > c.stats.maxGapSteady {
+					c.stats.maxGapSteady = gap
+				}
+				c.stats.mu.Unlock()
+			}
+			continue
+		}
+		switch eventType(msg) {
+		case "gateway.draining":
+			var ev struct {
+				ReconnectAfterMS int64 `json:"reconnect_after_ms"`
+			}
+			_ = json.Unmarshal(msg, &ev)
+			sc.notified.Store(true)
+			c.stats.mu.Lock()
+			c.stats.notices++
+			c.stats.mu.Unlock()
+			select {
+			case sc.notice <- time.Duration(ev.ReconnectAfterMS) * time.Millisecond:
+			default:
+			}
+		case "error":
+			var ev struct {
+				Error struct {
+					Code string `json:"code"`
+				} `json:"error"`
+			}
+			_ = json.Unmarshal(msg, &ev)
+			c.stats.mu.Lock()
+			c.stats.errorsByCode[ev.Error.Code]++
+			c.stats.mu.Unlock()
+		}
+	}
+}
+
+// run holds one session until ctx ends: audio every 20 ms, a commit every
+// 25 frames. On gateway.draining it keeps sending on the old session for
+// reconnect_after_ms (at most 2 s), then opens a new session through the
+// Service, commits the turn in progress on the old one, sends its audio to
+// the new one, and closes the old one with 1000 once the new one echoes
+// (make before break).
+func (c *caller) run(ctx context.Context, ready chan<- struct{}) {
+	var sc *sessionConn
+	for sc == nil {
+		var err error
+		if sc, err = c.dial(ctx); err != nil {
+			c.stats.mu.Lock()
+			c.stats.dialFailures++
+			c.stats.mu.Unlock()
+			if ctx.Err() != nil {
+				return
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	ready <- struct{}{}
+	frame := make([]byte, frameBytes)
+	tick := time.NewTicker(frameEvery)
+	defer tick.Stop()
+	inTurn := 0 // frames sent in this turn
+	closeConn := func(old *sessionConn) {
+		if old == nil {
+			return
+		}
+		old.byClient.Store(true)
+		_ = old.conn.Close(websocket.StatusNormalClosure, "")
+		<-old.done
+	}
+	var (
+		old      *sessionConn // the session being left, closed once the new one echoes
+		oldUntil time.Time    // close old by then even without an echo
+		moveAt   <-chan time.Time
+		notified time.Time
+	)
+	for {
+		var oldDone <-chan struct{}
+		if old != nil {
+			oldDone = old.done
+		}
+		select {
+		case <-ctx.Done():
+			closeConn(old)
+			closeConn(sc)
+			return
+		case <-oldDone:
+			old = nil // ended before we closed it; counted by its reader
+		case <-sc.done:
+			// Ended without a notice: reconnect all the same, so that the
+			// failure is counted once and the run goes on.
+			next := c.redial(ctx)
+			if next == nil {
+				closeConn(old)
+				return
+			}
+			sc = next
+		case after := <-sc.notice:
+			if moveAt != nil {
+				continue
+			}
+			if after > 2*time.Second {
+				after = 2 * time.Second
+			}
+			notified = time.Now().Add(after)
+			moveAt = time.After(after)
+		case <-moveAt:
+			moveAt = nil
+			next := c.redial(ctx)
+			if next == nil {
+				continue
+			}
+			took := time.Since(notified)
+			c.stats.mu.Lock()
+			c.stats.moves++
+			c.stats.reconnectTimes = append(c.stats.reconnectTimes, took)
+			if took > c.stats.maxReconnect {
+				c.stats.maxReconnect = took
+			}
+			c.stats.mu.Unlock()
+			closeConn(old)
+			// The turn in progress ends on the old session, whose echo
+			// plays it after the previous turn's: the old session's audio
+			// runs until one turn from now. A full turn on the new
+			// session is committed just then, so its echo takes over
+			// without a pause.
+			if inTurn > 0 {
+				wctx, cancel := context.WithTimeout(ctx, time.Second)
+				_ = sc.conn.Write(wctx, websocket.MessageText, commitMsg)
+				cancel()
+				inTurn = 0
+			}
+			next.isNew = true
+			sc.leaving.Store(true)
+			c.movedAt.Store(time.Now().UnixNano())
+			old, sc = sc, next
+			oldUntil = time.Now().Add(2 * time.Second)
+		case <-tick.C:
+			if old != nil && (sc.echoed.Load() || time.Now().After(oldUntil)) {
+				closeConn(old)
+				old = nil
+			}
+			wctx, cancel := context.WithTimeout(ctx, time.Second)
+			err := sc.conn.Write(wctx, websocket.MessageBinary, frame)
+			inTurn++
+			if err == nil && inTurn >= commitEvery {
+				err = sc.conn.Write(wctx, websocket.MessageText, commitMsg)
+				inTurn = 0
+			}
+			cancel()
+			_ = err // a failed write shows up as the read side's end
+		}
+	}
+}
+
+func (c *caller) redial(ctx context.Context) *sessionConn {
+	for attempt := 0; ctx.Err() == nil; attempt++ {
+		sc, err := c.dial(ctx)
+		if err == nil {
+			return sc
+		}
+		c.stats.mu.Lock()
+		c.stats.dialFailures++
+		c.stats.mu.Unlock()
+		if !sleepCtx(ctx, time.Duration(50*(attempt+1))*time.Millisecond) {
+			return nil
+		}
+	}
+	return nil
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// ---- the cluster's side ----
+
+type podInfo struct {
+	Metadata struct {
+		Name                       string     `json:"name"`
+		UID                        string     `json:"uid"`
+		DeletionTimestamp          *time.Time `json:"deletionTimestamp"`
+		DeletionGracePeriodSeconds *int64     `json:"deletionGracePeriodSeconds"`
+	} `json:"metadata"`
+	Spec struct {
+		TerminationGracePeriodSeconds *int64 `json:"terminationGracePeriodSeconds"`
+		Containers                    []struct {
+			Image string `json:"image"`
+		} `json:"containers"`
+	} `json:"spec"`
+	Status struct {
+		PodIP             string `json:"podIP"`
+		ContainerStatuses []struct {
+			Ready bool `json:"ready"`
+			State struct {
+				Terminated *struct {
+					ExitCode   int       `json:"exitCode"`
+					Reason     string    `json:"reason"`
+					FinishedAt time.Time `json:"finishedAt"`
+				} `json:"terminated"`
+			} `json:"state"`
+		} `json:"containerStatuses"`
+	} `json:"status"`
+}
+
+type adminStatus struct {
+	Sessions int    `json:"sessions"`
+	Notified int    `json:"notified"`
+	Draining bool   `json:"draining"`
+	Phase    string `json:"phase"`
+}
+
+func podStatus(ctx context.Context, ip string) (adminStatus, error) {
+	var st adminStatus
+	rctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(rctx, http.MethodGet, "http://"+ip+":9090/status", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	err = json.NewDecoder(resp.Body).Decode(&st)
+	return st, err
+}
+
+func listPods(ctx context.Context) ([]podInfo, error) {
+	out, err := kubectl(ctx, "get", "pods", "-l", "app.kubernetes.io/instance="+vgwName, "-o", "json")
+	if err != nil {
+		return nil, err
+	}
+	var list struct {
+		Items []podInfo `json:"items"`
+	}
+	err = json.Unmarshal(out, &list)
+	return list.Items, err
+}
+
+type vgwStatus struct {
+	Ready            string `json:"ready"`
+	ReadyReplicas    int    `json:"readyReplicas"`
+	Sessions         int    `json:"sessions"`
+	DrainingSessions int    `json:"drainingSessions"`
+}
+
+func getVGW(ctx context.Context) (vgwStatus, error) {
+	var v struct {
+		Status vgwStatus `json:"status"`
+	}
+	out, err := kubectl(ctx, "get", "vgw", vgwName, "-o", "json")
+	if err != nil {
+		return v.Status, err
+	}
+	err = json.Unmarshal(out, &v)
+	return v.Status, err
+}
+
+func waitFor(ctx context.Context, t *testing.T, what string, timeout time.Duration, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	last := ""
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		ok, state := cond()
+		last = state
+		if ok {
+			return
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	t.Fatalf("timed out after %s waiting for %s; last: %s", timeout, what, last)
+}
+
+// oldPodWatch follows one old pod: its admin status until it stops
+// answering, and its container's termination from a pod watch.
+type oldPodWatch struct {
+	name, ip    string
+	maxSessions int
+	maxNotified int
+	sawDraining bool
+}
+
+func TestRollout(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	out := env("E2E_OUT", t.TempDir())
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	apiKey := os.Getenv("E2E_API_KEY")
+	rolloutImage := os.Getenv("E2E_ROLLOUT_IMAGE")
+	if apiKey == "" || rolloutImage == "" {
+		t.Fatal("E2E_API_KEY and E2E_ROLLOUT_IMAGE must be set (hack/e2e.sh sets them)")
+	}
+	sessions, _ := strconv.Atoi(env("E2E_SESSIONS", "40"))
+	phase := map[string]float64{}
+	mark := time.Now()
+	lap := func(name string) {
+		phase[name] = time.Since(mark).Seconds()
+		t.Logf("phase %s: %.1fs", name, phase[name])
+		mark = time.Now()
+	}
+
+	// 1. Two gateway pods Ready, READY 2/2.
+	waitFor(ctx, t, "VoiceGateway READY 2/2", 3*time.Minute, func() (bool, string) {
+		st, err := getVGW(ctx)
+		return err == nil && st.Ready == "2/2", fmt.Sprintf("%+v %v", st, err)
+	})
+	oldPods, err := listPods(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(oldPods) != 2 {
+		t.Fatalf("want 2 gateway pods, got %d", len(oldPods))
+	}
+	// Both pods in the Service's EndpointSlice as ready, and a moment for
+	// kube-proxy to program them, so that the sessions spread over both.
+	waitFor(ctx, t, "2 ready endpoints of the Service", time.Minute, func() (bool, string) {
+		out, err := kubectl(ctx, "get", "endpointslices", "-l", "kubernetes.io/service-name="+vgwName,
+			"-o", "jsonpath={.items[*].endpoints[?(@.conditions.ready==true)].addresses[0]}")
+		return err == nil && len(strings.Fields(string(out))) == 2, string(out)
+	})
+	time.Sleep(2 * time.Second)
+	svcIP, err := kubectl(ctx, "get", "service", vgwName, "-o", "jsonpath={.spec.clusterIP}:{.spec.ports[0].port}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "ws://" + string(svcIP) + "/v1/realtime?audio=binary"
+	t.Logf("sessions through the Service: %s", url)
+
+	// 2. Sessions held open through the Service.
+	stats := &counters{ends: map[string]int{}, errorsByCode: map[string]int{}}
+	var rolling atomic.Bool
+	sctx, stopSessions := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	ready := make(chan struct{}, sessions)
+	for i := 0; i < sessions; i++ {
+		c := &caller{url: url, apiKey: apiKey, stats: stats, rolling: &rolling}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.run(sctx, ready)
+		}()
+		time.Sleep(10 * time.Millisecond)
+	}
+	defer func() {
+		stopSessions()
+		wg.Wait()
+	}()
+	for i := 0; i < sessions; i++ {
+		select {
+		case <-ready:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("only %d of %d sessions connected", i, sessions)
+		}
+	}
+	waitFor(ctx, t, "the sessions in the VoiceGateway's status", time.Minute, func() (bool, string) {
+		st, err := getVGW(ctx)
+		return err == nil && st.Sessions == sessions && st.Ready == "2/2", fmt.Sprintf("%+v %v", st, err)
+	})
+	vgwLine, _ := kubectl(ctx, "get", "vgw", vgwName)
+	t.Logf("before the rollout:\n%s", vgwLine)
+	lap("sessions")
+	time.Sleep(3 * time.Second) // steady audio before the rollout
+
+	// 3. Follow the old pods and capture the watches.
+	watches := map[string]*oldPodWatch{}
+	for _, p := range oldPods {
+		st, err := podStatus(ctx, p.Status.PodIP)
+		if err != nil {
+			t.Fatalf("admin status of %s: %v", p.Metadata.Name, err)
+		}
+		watches[p.Metadata.Name] = &oldPodWatch{name: p.Metadata.Name, ip: p.Status.PodIP, maxSessions: st.Sessions}
+		t.Logf("old pod %s holds %d sessions", p.Metadata.Name, st.Sessions)
+	}
+	wctx, stopWatches := context.WithCancel(ctx)
+	defer stopWatches()
+	vgwWatchFile := filepath.Join(out, "kubectl-get-vgw-w.txt")
+	vgwWatch := startCapture(wctx, t, vgwWatchFile, "get", "vgw", vgwName, "-w")
+	podWatch := startCapture(wctx, t, filepath.Join(out, "kubectl-get-pods-w.json"),
+		"get", "pods", "-l", "app.kubernetes.io/instance="+vgwName, "-w", "-o", "json")
+	var pollWG sync.WaitGroup
+	var pollMu sync.Mutex
+	for _, w := range watches {
+		pollWG.Add(1)
+		go func(w *oldPodWatch) {
+			defer pollWG.Done()
+			fails := 0
+			for wctx.Err() == nil && fails < 10 {
+				st, err := podStatus(wctx, w.ip)
+				if err != nil {
+					fails++
+				} else {
+					fails = 0
+					pollMu.Lock()
+					if st.Draining {
+						w.sawDraining = true
+					}
+					if st.Notified > w.maxNotified {
+						w.maxNotified = st.Notified
+					}
+					if !st.Draining && st.Sessions > w.maxSessions {
+						w.maxSessions = st.Sessions
+					}
+					pollMu.Unlock()
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		}(w)
+	}
+
+	// 4. The rollout: a new image tag.
+	stats.mu.Lock()
+	stats.rolled = true
+	stats.mu.Unlock()
+	rolling.Store(true)
+	rolloutStart := time.Now()
+	patch := fmt.Sprintf(`{"spec":{"image":%q}}`, rolloutImage)
+	if _, err := kubectl(ctx, "patch", "vgw", vgwName, "--type", "merge", "-p", patch); err != nil {
+		t.Fatal(err)
+	}
+	oldUID := map[string]bool{}
+	for _, p := range oldPods {
+		oldUID[p.Metadata.UID] = true
+	}
+	waitFor(ctx, t, "the rollout: 2 new pods Ready, the old ones gone", 4*time.Minute, func() (bool, string) {
+		pods, err := listPods(ctx)
+		if err != nil {
+			return false, err.Error()
+		}
+		newReady, old := 0, 0
+		for _, p := range pods {
+			if oldUID[p.Metadata.UID] {
+				old++
+				continue
+			}
+			if len(p.Status.ContainerStatuses) == 1 && p.Status.ContainerStatuses[0].Ready && p.Spec.Containers[0].Image == rolloutImage {
+				newReady++
+			}
+		}
+		return old == 0 && newReady == 2, fmt.Sprintf("%d old pods left, %d new Ready", old, newReady)
+	})
+	rolloutTook := time.Since(rolloutStart)
+	lap("rollout")
+	// The sessions settle on the new pods.
+	waitFor(ctx, t, "every session on the new pods", time.Minute, func() (bool, string) {
+		st, err := getVGW(ctx)
+		return err == nil && st.Sessions == sessions && st.DrainingSessions == 0 && st.Ready == "2/2", fmt.Sprintf("%+v %v", st, err)
+	})
+	rolling.Store(false)
+	time.Sleep(2 * time.Second)
+	vgwLine, _ = kubectl(ctx, "get", "vgw", vgwName)
+	t.Logf("after the rollout:\n%s", vgwLine)
+	stopWatches()
+	pollWG.Wait()
+	<-vgwWatch
+	<-podWatch
+	stopSessions()
+	wg.Wait()
+	lap("settle")
+
+	// 5. Assertions.
+	// Each old pod: its sessions were notified, it exited 0 within its grace.
+	exits := oldPodExits(t, filepath.Join(out, "kubectl-get-pods-w.json"), oldUID)
+	report := map[string]any{}
+	var podLines []string
+	for _, p := range oldPods {
+		w := watches[p.Metadata.Name]
+		e, ok := exits[p.Metadata.UID]
+		line := fmt.Sprintf("%s: %d sessions, %d notified (gateway.draining), draining seen %v", w.name, w.maxSessions, w.maxNotified, w.sawDraining)
+		if ok {
+			line += fmt.Sprintf(", exit %d (%s) %.1fs after the delete, grace %ds", e.code, e.reason, e.afterDelete.Seconds(), e.grace)
+		}
+		podLines = append(podLines, line)
+		t.Log(line)
+		if !w.sawDraining {
+			t.Errorf("old pod %s: its admin status never showed draining", w.name)
+		}
+		if w.maxNotified < w.maxSessions || w.maxSessions == 0 {
+			t.Errorf("old pod %s: %d sessions but %d notified with gateway.draining", w.name, w.maxSessions, w.maxNotified)
+		}
+		if !ok {
+			t.Errorf("old pod %s: no terminated container state seen in the pod watch", w.name)
+			continue
+		}
+		if e.code != 0 {
+			t.Errorf("old pod %s: exit code %d (%s), want 0", w.name, e.code, e.reason)
+		}
+		if e.afterDelete > time.Duration(e.grace)*time.Second {
+			t.Errorf("old pod %s: exited %.1fs after the delete, past its %ds grace period", w.name, e.afterDelete.Seconds(), e.grace)
+		}
+	}
+	stats.mu.Lock()
+	defer stats.mu.Unlock()
+	sort.Slice(stats.reconnectTimes, func(i, j int) bool { return stats.reconnectTimes[i] < stats.reconnectTimes[j] })
+	p50 := time.Duration(0)
+	if n := len(stats.reconnectTimes); n > 0 {
+		p50 = stats.reconnectTimes[n/2]
+	}
+	t.Logf("clients: %d sessions, %d gateway.draining notices, %d moves, %d failed dials; reconnect p50 %s max %s; max audio gap %s (before the rollout %s, during it %s); ends %v; errors %v",
+		sessions, stats.notices, stats.moves, stats.dialFailures, p50.Round(time.Millisecond), stats.maxReconnect.Round(time.Millisecond),
+		stats.maxGap.Round(time.Millisecond), stats.maxGapSteady.Round(time.Millisecond), stats.maxGapRollout.Round(time.Millisecond), stats.ends, stats.errorsByCode)
+	t.Logf("the longest gap of the rollout %s; abnormal ends: %q; audio chunks on old sessions after their notice %d, after the move %d",
+		stats.maxGapWhere, stats.abnormal, stats.chunksNotified, stats.chunksLeaving)
+	for kind, n := range stats.ends {
+		if kind != "client close" {
+			t.Errorf("%d connections ended with %s; want only client closes (1000 after a move or at the end)", n, kind)
+		}
+	}
+	if stats.notices < sessions {
+		t.Errorf("%d gateway.draining notices for %d sessions, each of which was on an old pod", stats.notices, sessions)
+	}
+	if stats.moves < sessions {
+		t.Errorf("%d moves for %d sessions", stats.moves, sessions)
+	}
+	// A move is make before break and keeps the turns' rhythm, so the
+	// longest silence during the rollout may exceed the steady state's only
+	// by a reconnect, with 250 ms of slack for a loaded 2-core machine.
+	if limit := stats.maxGapSteady + stats.maxReconnect + 250*time.Millisecond; stats.maxGapRollout > limit {
+		t.Errorf("longest audio gap during the rollout %s, over %s (steady state %s + longest reconnect %s + 250ms)",
+			stats.maxGapRollout, limit, stats.maxGapSteady, stats.maxReconnect)
+	}
+	// The captured watch shows the draining sessions counting down.
+	watchText, _ := os.ReadFile(vgwWatchFile)
+	drainingSeen := false
+	for _, l := range strings.Split(string(watchText), "\n") {
+		f := strings.Fields(l)
+		if len(f) >= 4 && f[0] == vgwName && f[3] != "0" {
+			drainingSeen = true
+		}
+	}
+	if !drainingSeen {
+		t.Errorf("kubectl get vgw -w never showed draining sessions:\n%s", watchText)
+	}
+	t.Logf("kubectl get vgw %s -w during the rollout:\n%s", vgwName, watchText)
+
+	report["sessions"] = sessions
+	report["notices"] = stats.notices
+	report["moves"] = stats.moves
+	report["dial_failures"] = stats.dialFailures
+	report["ends"] = stats.ends
+	report["errors"] = stats.errorsByCode
+	report["reconnect_p50_ms"] = p50.Milliseconds()
+	report["reconnect_max_ms"] = stats.maxReconnect.Milliseconds()
+	report["max_audio_gap_ms"] = stats.maxGap.Milliseconds()
+	report["max_audio_gap_rollout_ms"] = stats.maxGapRollout.Milliseconds()
+	report["max_audio_gap_before_rollout_ms"] = stats.maxGapSteady.Milliseconds()
+	report["rollout_seconds"] = rolloutTook.Seconds()
+	report["old_pods"] = podLines
+	report["phases_seconds"] = phase
+	b, _ := json.MarshalIndent(report, "", "  ")
+	if err := os.WriteFile(filepath.Join(out, "rollout-report.json"), b, 0o644); err != nil {
+		t.Error(err)
+	}
+}
+
+// startCapture runs kubectl with its output into file until ctx ends; the
+// channel closes when it has exited.
+func startCapture(ctx context.Context, t *testing.T, file string, args ...string) <-chan struct{} {
+	t.Helper()
+	f, err := os.Create(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.CommandContext(ctx, kubectlBin, append([]string{"-n", namespace}, args...)...)
+	cmd.Stdout = f
+	cmd.Stderr = io.Discard
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		f.Close()
+		close(done)
+	}()
+	return done
+}
+
+type podExit struct {
+	code        int
+	reason      string
+	afterDelete time.Duration // from the delete (deletionTimestamp - grace) to finishedAt
+	grace       int64
+}
+
+// oldPodExits reads a `kubectl get pods -w -o json` capture (a stream of
+// pod objects) for the terminated state of each old pod's container.
+func oldPodExits(t *testing.T, file string, old map[string]bool) map[string]podExit {
+	t.Helper()
+	f, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	dec := json.NewDecoder(bufio.NewReader(f))
+	exits := map[string]podExit{}
+	deleted := map[string]time.Time{}
+	for {
+		var p podInfo
+		if err := dec.Decode(&p); err != nil {
+			if !errors.Is(err, io.EOF) {
+				t.Logf("pod watch capture: %v", err)
+			}
+			break
+		}
+		if !old[p.Metadata.UID] || p.Metadata.DeletionTimestamp == nil || p.Metadata.DeletionGracePeriodSeconds == nil {
+			continue
+		}
+		// The first deletion seen is the rollout's; the kubelet's final
+		// delete (grace 0) moves deletionTimestamp to its own time.
+		if _, seen := deleted[p.Metadata.UID]; !seen {
+			deleted[p.Metadata.UID] = p.Metadata.DeletionTimestamp.Add(-time.Duration(*p.Metadata.DeletionGracePeriodSeconds) * time.Second)
+		}
+		for _, cs := range p.Status.ContainerStatuses {
+			if term := cs.State.Terminated; term != nil {
+				grace := *p.Metadata.DeletionGracePeriodSeconds
+				if p.Spec.TerminationGracePeriodSeconds != nil {
+					grace = *p.Spec.TerminationGracePeriodSeconds
+				}
+				exits[p.Metadata.UID] = podExit{code: term.ExitCode, reason: term.Reason, afterDelete: term.FinishedAt.Sub(deleted[p.Metadata.UID]), grace: grace}
+			}
+		}
+	}
+	return exits
+}
