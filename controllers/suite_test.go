@@ -82,27 +82,12 @@ func runTests(m *testing.M) int {
 		code = 1
 	}
 	if code == 0 {
-		if err := goleak.Find(leakOptions()...); err != nil {
+		if err := goleak.Find(testenv.LeakOptions()...); err != nil {
 			fmt.Fprintln(os.Stderr, "leaked goroutines:", err)
 			code = 1
 		}
 	}
 	return code
-}
-
-// leakOptions ignores goroutines that libraries start and never stop;
-// everything the operator starts must be gone.
-func leakOptions() []goleak.Option {
-	return []goleak.Option{
-		// klog's periodic flush, started by its init.
-		goleak.IgnoreTopFunction("k8s.io/klog/v2.(*flushDaemon).run.func1"),
-		// controller-runtime wraps metadata-only watches (the Secret watch)
-		// in watch.Filter, whose loop blocks forever on an unbuffered send
-		// once the informer stops reading (apimachinery
-		// pkg/watch/filter.go): one goroutine per stopped watch, nothing
-		// the operator can stop.
-		goleak.IgnoreTopFunction("k8s.io/apimachinery/pkg/watch.(*filteredWatch).loop"),
-	}
 }
 
 // newNamespace creates a namespace for one test.

@@ -77,14 +77,7 @@ func runTests(m *testing.M) int {
 		code = 1
 	}
 	if code == 0 {
-		err := goleak.Find(
-			// klog's periodic flush, started by its init.
-			goleak.IgnoreTopFunction("k8s.io/klog/v2.(*flushDaemon).run.func1"),
-			// The stopped metadata-only Secret watch's filter goroutine
-			// (apimachinery pkg/watch/filter.go blocks on an unbuffered
-			// send once nobody reads); see controllers/suite_test.go.
-			goleak.IgnoreTopFunction("k8s.io/apimachinery/pkg/watch.(*filteredWatch).loop"),
-		)
+		err := goleak.Find(testenv.LeakOptions()...)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "leaked goroutines:", err)
 			code = 1

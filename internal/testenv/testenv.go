@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"go.uber.org/goleak"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -201,4 +202,20 @@ func (cm *ControllerManager) Stop(ctx context.Context) error {
 	_ = cm.cmd.Process.Kill()
 	<-cm.exited
 	return nil
+}
+
+// LeakOptions ignores the goroutines that client libraries start and never
+// stop, for goleak checks in packages that talk to the API server;
+// everything the operator itself starts must be gone.
+func LeakOptions() []goleak.Option {
+	return []goleak.Option{
+		// klog's periodic flush, started by its init.
+		goleak.IgnoreTopFunction("k8s.io/klog/v2.(*flushDaemon).run.func1"),
+		// controller-runtime wraps metadata-only watches (the Secret watch)
+		// in watch.Filter, whose loop blocks forever on an unbuffered send
+		// once the informer stops reading (apimachinery
+		// pkg/watch/filter.go): one goroutine per stopped watch, nothing
+		// the operator can stop.
+		goleak.IgnoreTopFunction("k8s.io/apimachinery/pkg/watch.(*filteredWatch).loop"),
+	}
 }
