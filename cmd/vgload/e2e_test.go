@@ -5,12 +5,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,33 +19,6 @@ import (
 // These tests drive vgload, in process, against the real voice-server
 // binary on loopback: a few sessions for a few seconds, so that `make test`
 // proves the load client, its measurements and its drain handling work.
-
-var (
-	buildOnce sync.Once
-	serverBin string
-	buildErr  error
-)
-
-func buildServer(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "vgload-e2e")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		serverBin = filepath.Join(dir, "voice-server")
-		gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
-		out, err := exec.Command(gobin, "build", "-o", serverBin, "../voice-server").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return serverBin
-}
 
 type serverProcess struct {
 	pid           int
@@ -62,7 +33,7 @@ func startServer(t *testing.T, args ...string) *serverProcess {
 		t.Skip("end-to-end test builds and runs the voice server")
 	}
 	args = append([]string{"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--log-level", "info"}, args...)
-	cmd := exec.Command(buildServer(t), args...)
+	cmd := exec.Command(voiceServer.Path(t), args...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -13,7 +13,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -22,10 +21,15 @@ import (
 
 	"github.com/coder/websocket"
 	"go.uber.org/goleak"
+
+	"github.com/voicegateway/voicegateway/internal/testbin"
 )
 
+// voiceServer is the real binary the end-to-end tests run.
+var voiceServer = testbin.New("github.com/voicegateway/voicegateway/cmd/voice-server")
+
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, goleak.Cleanup(voiceServer.Remove))
 }
 
 const testAPIKey = "vgw-e2e-test-key-0123456789abcdef"
@@ -40,34 +44,6 @@ type process struct {
 	exitErr  error
 	logMu    sync.Mutex
 	logLines []string
-}
-
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
-// buildBinary compiles the voice server once per test run.
-func buildBinary(t testing.TB) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "voice-server-e2e")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "voice-server")
-		gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
-		out, err := exec.Command(gobin, "build", "-o", binPath, ".").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
 }
 
 func startProcess(t testing.TB, extraArgs ...string) *process {
@@ -92,7 +68,7 @@ func startBinary(t testing.TB, extraArgs ...string) *process {
 	args := append([]string{
 		"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--log-level", logLevel(),
 	}, extraArgs...)
-	cmd := exec.Command(buildBinary(t), args...)
+	cmd := exec.Command(voiceServer.Path(t), args...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
