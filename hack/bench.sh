@@ -58,6 +58,11 @@ echo "== building"
 go build -o bin/voice-server ./cmd/voice-server
 go build -o bin/vgload ./cmd/vgload
 VGLOAD=$PWD/bin/vgload
+# One fleet Secret for every server of the run: /debug/memstats and the
+# profiles answer only its admin token, which vgload reads from the file.
+rm -rf "$OUT/fleet"
+bin/voice-server fleet-secret init --dir "$OUT/fleet" >/dev/null
+export VGLOAD_ADMIN_TOKEN_FILE=$OUT/fleet/admin-token
 
 PIDS=()
 cleanup() {
@@ -79,7 +84,7 @@ start_server() {
 		"${SERVER_PIN[@]}" "$VGLOAD" baseline-server --listen 127.0.0.1:0 2>"$log" &
 	else
 		"${SERVER_PIN[@]}" bin/voice-server --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
-			--log-level info "$@" 2>"$log" &
+			--fleet-secret-dir "$OUT/fleet" --debug-endpoints --log-level info "$@" 2>"$log" &
 	fi
 	PID=$!
 	PIDS+=("$PID")

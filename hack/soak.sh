@@ -34,10 +34,14 @@ keyfile=$OUT/api-keys
 key="vgload-soak-key-$(date +%s%N)"
 echo "$key" >"$keyfile"
 log=$OUT/server.log
+# A fleet Secret of its own: /debug/memstats answers only its admin token.
+rm -rf "$OUT/fleet"
+bin/voice-server fleet-secret init --dir "$OUT/fleet" >/dev/null
 
 # Wrong keys come with X-Forwarded-For addresses from documentation ranges,
 # so the limiter tracks them and the load client itself is never blocked.
 bin/voice-server --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --api-keys-file "$keyfile" \
+	--fleet-secret-dir "$OUT/fleet" --debug-endpoints \
 	--trusted-proxies 127.0.0.1 --session-limit $((SESSIONS * 4 + 100)) --idle-timeout 30s \
 	--propagation-delay 0s --grace-period 10s --notify-window 1s --exit-margin 3s 2>"$log" &
 PID=$!
@@ -54,7 +58,7 @@ ADMIN=$(sed -E 's/.*"admin":"([^"]+)".*/\1/' <<<"$line")
 gate=()
 [ "$GATE" = 1 ] && gate=(--gate)
 status=0
-VGLOAD_API_KEY=$key bin/vgload soak --url "ws://$PUBLIC/v1/realtime" --admin "$ADMIN" \
+VGLOAD_API_KEY=$key VGLOAD_ADMIN_TOKEN_FILE=$OUT/fleet/admin-token bin/vgload soak --url "ws://$PUBLIC/v1/realtime" --admin "$ADMIN" \
 	--sessions "$SESSIONS" --duration "$DURATION" --warmup "${SOAK_WARMUP:-0s}" --tolerance "$TOLERANCE" \
 	--json "$OUT/soak.json" --markdown "$OUT/soak.md" "${gate[@]}" || status=$?
 

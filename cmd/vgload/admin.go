@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -19,15 +20,34 @@ import (
 // and file counts that the soak compares.
 type adminClient struct {
 	base string
-	http *http.Client
+	// token is the admin token the guarded endpoints (/debug/*) need;
+	// empty sends none.
+	token string
+	http  *http.Client
 }
 
-func newAdminClient(addr string, allowRemote bool) *adminClient {
+// adminTokenFlag adds --admin-token-file to a subcommand: the server's
+// /debug endpoints answer only the admin token's holders.
+func adminTokenFlag(fs *flag.FlagSet) *string {
+	return fs.String("admin-token-file", os.Getenv("VGLOAD_ADMIN_TOKEN_FILE"),
+		"file holding the gateway's admin token (its fleet Secret's admin-token; env VGLOAD_ADMIN_TOKEN_FILE), for /debug/memstats and profiles; run the server with --debug-endpoints")
+}
+
+func newAdminClient(addr, tokenFile string, allowRemote bool) (*adminClient, error) {
 	if addr == "" {
-		return nil
+		return nil, nil
+	}
+	token := ""
+	if tokenFile != "" {
+		data, err := readSmallFile(tokenFile, 4<<10)
+		if err != nil {
+			return nil, fmt.Errorf("--admin-token-file: %w", err)
+		}
+		token = strings.TrimSpace(string(data))
 	}
 	return &adminClient{
-		base: httpURL(addr),
+		base:  httpURL(addr),
+		token: token,
 		http: &http.Client{
 			Timeout: 2 * time.Minute, // a CPU profile takes as long as it samples
 			Transport: &http.Transport{
@@ -36,7 +56,7 @@ func newAdminClient(addr string, allowRemote bool) *adminClient {
 				Proxy:             nil,
 			},
 		},
-	}
+	}, nil
 }
 
 // MemStats mirrors the server's /debug/memstats document.
@@ -55,6 +75,9 @@ func (a *adminClient) get(ctx context.Context, path string) (int, []byte, error)
 	if err != nil {
 		return 0, nil, err
 	}
+	if a.token != "" {
+		req.Header.Set("Authorization", "Bearer "+a.token)
+	}
 	resp, err := a.http.Do(req)
 	if err != nil {
 		return 0, nil, err
@@ -72,7 +95,7 @@ func (a *adminClient) memStats(ctx context.Context) (MemStats, error) {
 	}
 	var m MemStats
 	if code != http.StatusOK {
-		return m, fmt.Errorf("/debug/memstats: HTTP %d", code)
+		return m, fmt.Errorf("/debug/memstats: HTTP %d %s (run the server with --debug-endpoints and give vgload --admin-token-file)", code, bytes.TrimSpace(body))
 	}
 	return m, json.Unmarshal(body, &m)
 }
@@ -154,4 +177,21 @@ func (a *adminClient) saveProfile(ctx context.Context, path, file string) error 
 		return fmt.Errorf("%s: HTTP %d", path, code)
 	}
 	return os.WriteFile(file, body, 0o644)
+}
+
+// readSmallFile reads at most limit bytes of path and fails on more.
+func readSmallFile(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("%s is larger than %d bytes", path, limit)
+	}
+	return data, nil
 }

@@ -59,6 +59,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	settle := fs.Duration("settle", 2*time.Second, "at the end, wait this long for outstanding echoes before hanging up")
 	reconnect := fs.Bool("reconnect", true, "on gateway.draining (and on 1001/1012/1013 closes) reconnect, to the next --url, with jittered backoff")
 	adminAddr := fs.String("admin", "", "the gateway's admin address (host:port): memory, dropped frames and readiness are read from it")
+	adminToken := adminTokenFlag(fs)
 	serverPID := fs.Int("server-pid", 0, "the gateway's process id: its CPU and RSS are read from /proc")
 	baselinePID := fs.Int("baseline-pid", 0, "the baseline server's process id, for its CPU")
 	sigtermAfter := fs.Duration("sigterm-after", 0, "drain test: send SIGTERM to --server-pid this long into the steady state and time the drain")
@@ -137,7 +138,11 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	cfg := base
 	cfg.name, cfg.targets, cfg.expectID = "gateway", gwTargets, true
-	cfg.admin, cfg.serverPID = newAdminClient(*adminAddr, *allowRemote), *serverPID
+	admin, err := newAdminClient(*adminAddr, *adminToken, *allowRemote)
+	if err != nil {
+		return err
+	}
+	cfg.admin, cfg.serverPID = admin, *serverPID
 	cfg.sigtermAfter, cfg.drainWait = *sigtermAfter, *drainWait
 	cfg.cpuProfile, cfg.heapProfile = *cpuProfile, *heapProfile
 	res, err := runPhase(ctx, cfg, dial)

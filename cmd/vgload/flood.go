@@ -47,6 +47,7 @@ func cmdFlood(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs := newFlagSet("flood", stderr)
 	base := fs.String("url", "http://127.0.0.1:8080", "the gateway's public HTTP address")
 	admin := fs.String("admin", "127.0.0.1:9090", "the gateway's admin address")
+	adminToken := adminTokenFlag(fs)
 	apiKey := fs.String("api-key", os.Getenv("VGLOAD_API_KEY"), "a valid API key, for the legitimate client (env VGLOAD_API_KEY)")
 	ips := fs.Int64("ips", 1_000_000, "distinct client addresses that each fail once")
 	concurrency := fs.Int("concurrency", 32, "requests in flight (keep-alive connections)")
@@ -67,9 +68,11 @@ func cmdFlood(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *apiKey == "" {
 		return fmt.Errorf("flood needs --api-key: the server must authenticate for failures to count")
 	}
-	adm := newAdminClient(*admin, *allowRemote)
+	adm, err := newAdminClient(*admin, *adminToken, *allowRemote)
+	if err != nil {
+		return err
+	}
 	r := &FloodReport{Machine: describeMachine(), FloodConcurrent: *concurrency}
-	var err error
 	if r.Before, err = adm.memStats(ctx); err != nil {
 		return fmt.Errorf("server admin: %w", err)
 	}

@@ -81,6 +81,7 @@ func cmdSoak(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs := newFlagSet("soak", stderr)
 	target := fs.String("url", "ws://127.0.0.1:8080/v1/realtime", "gateway session URL")
 	admin := fs.String("admin", "127.0.0.1:9090", "the gateway's admin address, sampled through /debug/memstats")
+	adminToken := adminTokenFlag(fs)
 	apiKey := fs.String("api-key", os.Getenv("VGLOAD_API_KEY"), "API key (env VGLOAD_API_KEY); with one, some sessions also fail authentication on purpose")
 	workers := fs.Int("sessions", 50, "concurrent churning sessions")
 	duration := fs.Duration("duration", 3*time.Minute, "how long to churn")
@@ -112,7 +113,11 @@ func cmdSoak(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		target: *target, apiKey: *apiKey, workers: *workers, duration: *duration, sampleEvery: *sampleEvery,
 		warmup: *warmup, sampleRate: *sampleRate, tolerance: *tolerance, xffAuthFailures: *xff, allowRemote: *allowRemote,
 	}
-	report, err := runSoak(ctx, cfg, newAdminClient(*admin, *allowRemote), stdout)
+	adminClient, err := newAdminClient(*admin, *adminToken, *allowRemote)
+	if err != nil {
+		return err
+	}
+	report, err := runSoak(ctx, cfg, adminClient, stdout)
 	if err != nil {
 		return err
 	}

@@ -84,14 +84,10 @@ type pageError struct {
 func TestBrowserTalksThroughDrain(t *testing.T) {
 	requireChromium(t)
 	dir := t.TempDir()
-	secret := filepath.Join(dir, "token-secret")
-	if err := os.WriteFile(secret, []byte("browser-test-token-secret-0123456789abcdef"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	// Replicas share the token secret, as a Deployment's pods do, so the
+	// Replicas share the fleet Secret, as a VoiceGateway's pods do, so the
 	// page's token works on whichever server the proxy picks.
 	args := []string{
-		"--token-secret-file", secret,
+		"--fleet-secret-dir", newFleetDir(t),
 		"--grace-period", "30s", "--exit-margin", "3s",
 		"--propagation-delay", "1s", "--notify-window", "1s", "--reconnect-after", "500ms",
 	}

@@ -23,6 +23,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/voicegateway/voicegateway/internal/testbin"
+	"github.com/voicegateway/voicegateway/server/fleet"
 )
 
 // voiceServer is the real binary the end-to-end tests run.
@@ -40,6 +41,8 @@ type process struct {
 	cmd      *exec.Cmd
 	public   string
 	admin    string
+	// fleetDir is the fleet Secret the process reads (--fleet-secret-dir).
+	fleetDir string
 	exited   chan struct{}
 	exitErr  error
 	logMu    sync.Mutex
@@ -58,16 +61,39 @@ func startProcess(t testing.TB, extraArgs ...string) *process {
 	return startBinary(t, append([]string{"--api-keys-file", keys}, extraArgs...)...)
 }
 
+// newFleetDir writes a fleet Secret's files with the binary's own
+// `fleet-secret init`, as a user bringing their own Secret would.
+func newFleetDir(t testing.TB) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "fleet")
+	out, err := exec.Command(voiceServer.Path(t), "fleet-secret", "init", "--dir", dir).CombinedOutput()
+	if err != nil {
+		t.Fatalf("fleet-secret init: %v\n%s", err, out)
+	}
+	return dir
+}
+
 // startBinary runs the voice server on loopback ports with exactly the
-// given settings besides the addresses and the log level.
+// given settings besides the addresses and the log level, and, unless they
+// name one, a fleet Secret of its own with the debug endpoints on (as the
+// operator gives every pod its Secret).
 func startBinary(t testing.TB, extraArgs ...string) *process {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("end-to-end test builds and runs the binary")
 	}
-	args := append([]string{
-		"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--log-level", logLevel(),
-	}, extraArgs...)
+	args := []string{"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--log-level", logLevel()}
+	fleetDir := ""
+	for i, a := range extraArgs {
+		if a == "--fleet-secret-dir" && i+1 < len(extraArgs) {
+			fleetDir = extraArgs[i+1]
+		}
+	}
+	if fleetDir == "" {
+		fleetDir = newFleetDir(t)
+		args = append(args, "--fleet-secret-dir", fleetDir, "--debug-endpoints")
+	}
+	args = append(args, extraArgs...)
 	cmd := exec.Command(voiceServer.Path(t), args...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -76,7 +102,7 @@ func startBinary(t testing.TB, extraArgs ...string) *process {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &process{t: t, cmd: cmd, exited: make(chan struct{})}
+	p := &process{t: t, cmd: cmd, fleetDir: fleetDir, exited: make(chan struct{})}
 	listening := make(chan map[string]any, 1)
 	logsDone := make(chan struct{})
 	go func() {
@@ -151,12 +177,37 @@ func (p *process) waitExit(timeout time.Duration) int {
 	return 0
 }
 
+// adminToken is the admin token of the process's fleet Secret.
+func (p *process) adminToken() string {
+	p.t.Helper()
+	token, err := os.ReadFile(filepath.Join(p.fleetDir, fleet.AdminTokenFile))
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	return strings.TrimSpace(string(token))
+}
+
+// adminGet GETs an admin path with the admin token.
 func (p *process) adminGet(path string) (int, []byte) {
 	p.t.Helper()
+	return p.adminDo(http.MethodGet, path, "Bearer "+p.adminToken())
+}
+
+// adminDo sends a request to the admin port with the given Authorization
+// header ("" sends none).
+func (p *process) adminDo(method, path, authorization string) (int, []byte) {
+	p.t.Helper()
 	client := &http.Client{Timeout: 5 * time.Second}
-	resp, err := client.Get("http://" + p.admin + path)
+	req, err := http.NewRequest(method, "http://"+p.admin+path, nil)
 	if err != nil {
-		p.t.Fatalf("GET %s: %v", path, err)
+		p.t.Fatal(err)
+	}
+	if authorization != "" {
+		req.Header.Set("Authorization", authorization)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		p.t.Fatalf("%s %s: %v", method, path, err)
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)

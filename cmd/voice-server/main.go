@@ -1,5 +1,7 @@
 // Command voice-server is voicegateway's data plane: it serves realtime voice
-// sessions over WebSocket and drains them gracefully on SIGTERM.
+// sessions over WebSocket and drains them gracefully on SIGTERM. Two
+// subcommands serve its pods and their operators: `drain` (the preStop
+// hook) and `fleet-secret` (writes or rotates a fleet Secret's files).
 package main
 
 import (
@@ -25,6 +27,11 @@ func main() {
 }
 
 func run(args []string) int {
+	if len(args) > 0 {
+		if sub, ok := subcommands[args[0]]; ok {
+			return sub(args[1:], os.Stdout, os.Stderr)
+		}
+	}
 	cfg, err := config.Load(args, os.Getenv)
 	if errors.Is(err, flag.ErrHelp) {
 		config.Usage(os.Stdout)

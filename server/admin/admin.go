@@ -1,13 +1,28 @@
 // Package admin serves the voice server's operational endpoints on their own
 // listener, apart from client traffic: liveness, readiness, status for the
-// operator, Prometheus metrics, the preStop drain hook, and the rate
-// limiter's state for hand-off between pods.
+// operator, Prometheus metrics, the drain that preStop begins, the rate
+// limiter's state, and profiling.
+//
+// Who may call what (docs/operations.md, "The admin plane"):
+//
+//   - anyone who reaches the port: /healthz and /readyz (the kubelet),
+//     /metrics and /status (scrapers and the operator; they hold counts and
+//     the drain's phase, never a client address or a secret);
+//   - holders of the admin token (Authorization: Bearer, from the fleet
+//     Secret): /drain, /ratelimit/state, and /debug/* when the server runs
+//     with --debug-endpoints.
+//
+// Without an admin token (a plain local run) the guarded endpoints answer
+// 403 and do nothing; SIGTERM still drains.
 package admin
 
 import (
+	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/json"
 	"io"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -25,17 +40,39 @@ import (
 // 100k entries is about 10 MiB of JSON).
 const maxStateBody = 32 << 20
 
+// TokenSource supplies the current admin token; an auth.SecretFile that
+// follows the mounted fleet Secret is one.
+type TokenSource interface {
+	Value() string
+}
+
+// Reasons, the label values of voicegateway_admin_auth_failures_total.
+const (
+	ReasonMissing  = "missing"  // no Bearer credential
+	ReasonInvalid  = "invalid"  // a credential that is not the admin token
+	ReasonDisabled = "disabled" // the server has no admin token
+)
+
+// maxAuthorizationLen bounds the Authorization header looked at.
+const maxAuthorizationLen = 1024
+
 // Options are the parts the admin endpoints report on.
 type Options struct {
-	Drainer      *lifecycle.Drainer
-	Sessions     *session.Registry
-	Metrics      *metrics.Server
-	Limiter      *ratelimit.Limiter
-	Backend      string
-	SessionLimit int
-	Clock        clock.PassiveClock
-	Started      time.Time
-	Log          logr.Logger
+	// AdminToken guards the endpoints that change or reveal state; nil
+	// disables them.
+	AdminToken TokenSource
+	// DebugEndpoints serves /debug/pprof/* and /debug/memstats (to holders
+	// of the admin token).
+	DebugEndpoints bool
+	Drainer        *lifecycle.Drainer
+	Sessions       *session.Registry
+	Metrics        *metrics.Server
+	Limiter        *ratelimit.Limiter
+	Backend        string
+	SessionLimit   int
+	Clock          clock.PassiveClock
+	Started        time.Time
+	Log            logr.Logger
 }
 
 // Status is the JSON document at /status; the operator reads it.
@@ -72,22 +109,22 @@ func NewHandler(o Options) http.Handler {
 		writeJSON(w, http.StatusOK, o.status())
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(o.Metrics.Registry, promhttp.HandlerOpts{}))
-	// The preStop hook. Kubernetes' httpGet handler can only GET, so GET
-	// is accepted beside POST. It returns after the propagation delay, so
-	// that the kubelet's SIGTERM comes once endpoints no longer route here.
-	drain := func(w http.ResponseWriter, r *http.Request) {
+	// Begun by the preStop hook (`voice-server drain`). It returns after
+	// the propagation delay, so that the kubelet's SIGTERM comes once
+	// endpoints no longer route here. POST only: a drain cuts calls, and
+	// no GET may do that.
+	mux.HandleFunc("POST /drain", o.requireAdmin(func(w http.ResponseWriter, r *http.Request) {
+		o.Log.Info("Drain requested on the admin port", "remote", r.RemoteAddr)
 		o.Drainer.Begin()
 		if err := o.Drainer.WaitRefusing(r.Context()); err != nil {
 			return // the caller gave up; the drain goes on regardless
 		}
 		writeJSON(w, http.StatusOK, o.status())
-	}
-	mux.HandleFunc("POST /drain", drain)
-	mux.HandleFunc("GET /drain", drain)
-	mux.HandleFunc("GET /ratelimit/state", func(w http.ResponseWriter, _ *http.Request) {
+	}))
+	mux.HandleFunc("GET /ratelimit/state", o.requireAdmin(func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, o.Limiter.Export())
-	})
-	mux.HandleFunc("PUT /ratelimit/state", func(w http.ResponseWriter, r *http.Request) {
+	}))
+	mux.HandleFunc("PUT /ratelimit/state", o.requireAdmin(func(w http.ResponseWriter, r *http.Request) {
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxStateBody))
 		if err != nil {
 			writeJSON(w, http.StatusRequestEntityTooLarge, map[string]string{"error": "state larger than 32 MiB"})
@@ -110,9 +147,82 @@ func NewHandler(o Options) http.Handler {
 		}
 		o.Log.Info("rate limiter state imported", "entries", n)
 		writeJSON(w, http.StatusOK, map[string]int{"imported": n})
-	})
-	registerDebug(mux, o)
+	}))
+	if o.DebugEndpoints {
+		registerDebug(mux, o)
+	}
 	return mux
+}
+
+// adminError is the JSON body of a refused admin request.
+type adminError struct {
+	Error struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+// requireAdmin lets a request through only with the admin token. A refusal
+// changes nothing, is counted by reason and logged with the caller's
+// address, never with what it presented.
+func (o Options) requireAdmin(next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		reason := o.checkAdmin(r)
+		if reason == "" {
+			next(w, r)
+			return
+		}
+		o.Metrics.AdminAuthFailures.WithLabelValues(reason).Inc()
+		o.Log.Info("Admin request refused", "path", r.URL.Path, "method", r.Method, "remote", r.RemoteAddr, "reason", reason)
+		var body adminError
+		status := http.StatusUnauthorized
+		switch reason {
+		case ReasonDisabled:
+			status = http.StatusForbidden
+			body.Error.Code = "admin_disabled"
+			body.Error.Message = "this endpoint needs the admin token, and this server has none (--fleet-secret-dir with an admin-token file); SIGTERM still drains"
+		case ReasonMissing:
+			body.Error.Code = "unauthorized"
+			body.Error.Message = "send Authorization: Bearer <admin token> (the admin-token of the fleet Secret)"
+		default:
+			body.Error.Code = "unauthorized"
+			body.Error.Message = "invalid admin token"
+		}
+		if status == http.StatusUnauthorized {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="voicegateway-admin"`)
+		}
+		writeJSON(w, status, body)
+	}
+}
+
+// checkAdmin returns "" when the request carries the admin token, and the
+// reason of the refusal otherwise. Digests of both sides are compared in
+// constant time, so that neither the token's length nor how much of it a
+// guess got right shows in the time taken.
+func (o Options) checkAdmin(r *http.Request) string {
+	if o.AdminToken == nil {
+		return ReasonDisabled
+	}
+	want := o.AdminToken.Value()
+	if want == "" {
+		return ReasonDisabled
+	}
+	header := r.Header.Values("Authorization")
+	switch {
+	case len(header) == 0:
+		return ReasonMissing
+	case len(header) > 1 || len(header[0]) > maxAuthorizationLen:
+		return ReasonInvalid
+	}
+	scheme, presented, ok := strings.Cut(header[0], " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return ReasonMissing
+	}
+	got, expected := sha256.Sum256([]byte(strings.TrimSpace(presented))), sha256.Sum256([]byte(want))
+	if subtle.ConstantTimeCompare(got[:], expected[:]) != 1 {
+		return ReasonInvalid
+	}
+	return ""
 }
 
 func (o Options) status() Status {

@@ -20,15 +20,16 @@ type MemStats struct {
 	Sessions        int    `json:"sessions"`
 }
 
-// registerDebug adds the profiling endpoints. They live on the admin
-// listener only, which a Service never exposes.
+// registerDebug adds the profiling endpoints, with --debug-endpoints only
+// and for holders of the admin token only: a profile shows the process's
+// memory and command line, and a CPU profile or trace costs CPU.
 func registerDebug(mux *http.ServeMux, o Options) {
-	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
-	mux.HandleFunc("GET /debug/memstats", func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("GET /debug/pprof/", o.requireAdmin(pprof.Index))
+	mux.HandleFunc("GET /debug/pprof/cmdline", o.requireAdmin(pprof.Cmdline))
+	mux.HandleFunc("GET /debug/pprof/profile", o.requireAdmin(pprof.Profile))
+	mux.HandleFunc("GET /debug/pprof/symbol", o.requireAdmin(pprof.Symbol))
+	mux.HandleFunc("GET /debug/pprof/trace", o.requireAdmin(pprof.Trace))
+	mux.HandleFunc("GET /debug/memstats", o.requireAdmin(func(w http.ResponseWriter, _ *http.Request) {
 		// Each GC cycle halves at most the stacks that use under a quarter
 		// of their size; a few cycles show the steady state a long-running
 		// server reaches on its own.
@@ -42,7 +43,7 @@ func registerDebug(mux *http.ServeMux, o Options) {
 			SysBytes: m.Sys, Goroutines: runtime.NumGoroutine(), OpenFiles: openFiles(),
 			Sessions: o.Sessions.Len(),
 		})
-	})
+	}))
 }
 
 // openFiles counts this process's file descriptors (Linux); -1 elsewhere.

@@ -67,7 +67,18 @@ type harness struct {
 	handlers sync.WaitGroup
 }
 
-func newHarness(t *testing.T) *harness {
+// testAdminToken is the admin token of every harness unless an option
+// changes it.
+const testAdminToken = "vgw_admin_test-token-0123456789abcdef"
+
+// staticToken is a fixed admin token source.
+type staticToken string
+
+func (s staticToken) Value() string { return string(s) }
+
+// newHarness builds a harness whose admin endpoints take testAdminToken and
+// whose debug endpoints are on; options change the handler's Options.
+func newHarness(t *testing.T, options ...func(*Options)) *harness {
 	t.Helper()
 	// Registered first so it runs last, after every other cleanup.
 	baseline := goleak.IgnoreCurrent()
@@ -86,11 +97,16 @@ func newHarness(t *testing.T) *harness {
 	}
 	h.metrics.Registry.MustRegister(h.limiter)
 	h.drainer = lifecycle.NewDrainer(drainConfig, h.clk, h.sessions, h.metrics, logr.Discard())
-	h.handler = NewHandler(Options{
+	opts := Options{
+		AdminToken: staticToken(testAdminToken), DebugEndpoints: true,
 		Drainer: h.drainer, Sessions: h.sessions, Metrics: h.metrics, Limiter: h.limiter,
 		Backend: echo.Name, SessionLimit: sessionLimit, Clock: h.clk, Started: h.clk.Now(),
 		Log: logr.Discard(),
-	})
+	}
+	for _, o := range options {
+		o(&opts)
+	}
+	h.handler = NewHandler(opts)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h.inFlight.Add(1)
 		defer h.inFlight.Add(-1)
@@ -140,13 +156,22 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// do sends a request to the admin handler and returns the status, the
-// Content-Type and the body.
+// do sends a request with the admin token to the admin handler and returns
+// the status, the Content-Type and the body.
 func (h *harness) do(method, path string, body io.Reader) (int, string, string) {
+	h.t.Helper()
+	return h.doAs("Bearer "+testAdminToken, method, path, body)
+}
+
+// doAs is do with the given Authorization header ("" sends none).
+func (h *harness) doAs(authorization, method, path string, body io.Reader) (int, string, string) {
 	h.t.Helper()
 	req, err := http.NewRequest(method, h.url+path, body)
 	if err != nil {
 		h.t.Fatal(err)
+	}
+	if authorization != "" {
+		req.Header.Set("Authorization", authorization)
 	}
 	resp, err := h.client.Do(req)
 	if err != nil {

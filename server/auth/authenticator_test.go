@@ -136,7 +136,7 @@ func TestAuthenticate(t *testing.T) {
 		{
 			name: "forged client token",
 			prepare: func(t *testing.T, f *fixture) ([]string, []string, string) {
-				return nil, nil, "token=" + TokenPrefix + "eyJ2IjoxfQ." + strings.Repeat("A", 43)
+				return nil, nil, "token=" + TokenPrefix + testKeyID + ".eyJ2IjoxfQ." + strings.Repeat("A", 43)
 			},
 			wantErr:    ErrInvalidCredentials,
 			wantReason: ReasonInvalid,

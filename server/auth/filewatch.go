@@ -76,17 +76,19 @@ func watchFile(ctx context.Context, interval time.Duration, clk clock.Clock, log
 	}
 }
 
-// maxSecretValueSize bounds a SecretFile: it holds one credential.
+// maxSecretValueSize bounds a SecretFile: it holds one credential or one
+// small key file.
 const maxSecretValueSize = 64 << 10
 
 // SecretFile holds one secret read from a file, typically a mounted
-// Kubernetes Secret, and can follow the file as it is rotated: Watch polls
-// it and swaps in a changed value, so that a new credential takes effect
-// without a restart. Readers call Value without locking.
-type SecretFile struct {
+// Kubernetes Secret, parsed into T, and can follow the file as it is
+// rotated: Watch polls it and swaps in a changed value, so that a new
+// credential takes effect without a restart. Readers call Value without
+// locking.
+type SecretFile[T any] struct {
 	path  string
-	parse func([]byte) (string, error)
-	value atomic.Pointer[string]
+	parse func([]byte) (T, error)
+	value atomic.Pointer[T]
 
 	mu      sync.Mutex
 	lastSum [sha256.Size]byte
@@ -96,8 +98,8 @@ type SecretFile struct {
 // fails when the file cannot be read or parse rejects it: a server that
 // starts without its credential would fail every request. parse must not
 // put the secret into its error.
-func NewSecretFile(path string, parse func([]byte) (string, error)) (*SecretFile, error) {
-	f := &SecretFile{path: path, parse: parse}
+func NewSecretFile[T any](path string, parse func([]byte) (T, error)) (*SecretFile[T], error) {
+	f := &SecretFile[T]{path: path, parse: parse}
 	if _, _, err := f.reloadIfChanged(); err != nil {
 		return nil, err
 	}
@@ -105,15 +107,24 @@ func NewSecretFile(path string, parse func([]byte) (string, error)) (*SecretFile
 }
 
 // Path is the file the secret is read from.
-func (f *SecretFile) Path() string { return f.path }
+func (f *SecretFile[T]) Path() string { return f.path }
 
 // Value returns the current secret.
-func (f *SecretFile) Value() string { return *f.value.Load() }
+func (f *SecretFile[T]) Value() T { return *f.value.Load() }
+
+// Reload reads the file now rather than at the next poll, and reports
+// whether its content changed. Callers use it when a request suggests
+// that the file moved on (a token signed with a key this process does not
+// know yet); it costs one read of a small file.
+func (f *SecretFile[T]) Reload() (changed bool, err error) {
+	changed, _, err = f.reloadIfChanged()
+	return changed, err
+}
 
 // reloadIfChanged reads the file and swaps in its parsed value when the
 // content changed since the last look. An invalid value keeps the
 // previous one in force.
-func (f *SecretFile) reloadIfChanged() (changed bool, count int, err error) {
+func (f *SecretFile[T]) reloadIfChanged() (changed bool, count int, err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	data, err := readBounded(f.path, maxSecretValueSize)
@@ -137,7 +148,7 @@ func (f *SecretFile) reloadIfChanged() (changed bool, count int, err error) {
 // until ctx is done; then it returns nil. A missing or invalid file is
 // logged (the error, never the secret) and the previous value stays in
 // force. The caller owns the goroutine that runs it.
-func (f *SecretFile) Watch(ctx context.Context, interval time.Duration, clk clock.Clock, log logr.Logger) error {
+func (f *SecretFile[T]) Watch(ctx context.Context, interval time.Duration, clk clock.Clock, log logr.Logger) error {
 	return watchFile(ctx, interval, clk, log, fileWatch{
 		path:       f.path,
 		cannotRead: "Cannot read secret file, keeping the previous value",

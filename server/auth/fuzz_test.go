@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/voicegateway/voicegateway/server/fleet"
 )
 
 func FuzzCredentialsFromRequest(f *testing.F) {
@@ -74,7 +76,19 @@ func FuzzCredentialsFromRequest(f *testing.F) {
 
 func FuzzVerifyToken(f *testing.F) {
 	clk := newFakeClock()
-	issuer := newTestIssuer(f, clk)
+	// Three keys: the one signing now, a retired one (still verifying
+	// until an hour from now) and one that signs only later; tokens of
+	// all three are seeds, and key ids are a field the fuzzer mutates.
+	later, retire := clk.Now().Add(time.Hour), clk.Now().Add(time.Hour)
+	past := clk.Now().Add(-time.Hour)
+	issuer, err := NewTokenIssuer(keyringOf(f,
+		fleet.TokenKey{ID: "current", Secret: b64.EncodeToString(testSecret), SignFrom: &past},
+		fleet.TokenKey{ID: "old", Secret: b64.EncodeToString([]byte("the-old-key-the-old-key-the-old-")), VerifyUntil: &retire},
+		fleet.TokenKey{ID: "next", Secret: b64.EncodeToString([]byte("the-next-key-the-next-key-the-ne")), SignFrom: &later},
+	), clk)
+	if err != nil {
+		f.Fatal(err)
+	}
 	// Every fuzzing worker runs this setup; with a fixed clock and a
 	// counting ID source they all mint the same tokens.
 	issuer.random = &countingReader{}
@@ -93,9 +107,13 @@ func FuzzVerifyToken(f *testing.F) {
 		f.Add(token[:len(token)-1])
 		f.Add(token + "A")
 		f.Add(strings.Replace(token, ".", "..", 1))
+		f.Add(strings.Replace(token, "current.", "old.", 1))
+		f.Add(strings.Replace(token, "current.", "next.", 1))
+		f.Add(strings.Replace(token, "current.", "", 1))
 	}
 	for _, s := range []string{
-		"", TokenPrefix, TokenPrefix + ".", TokenPrefix + "eyJ2IjoxfQ." + strings.Repeat("A", 43),
+		"", TokenPrefix, TokenPrefix + ".", TokenPrefix + "current.eyJ2IjoxfQ." + strings.Repeat("A", 43),
+		TokenPrefix + "unknown.eyJ2IjoxfQ." + strings.Repeat("A", 43), TokenPrefix + "..",
 		"vgw_ct_" + strings.Repeat("A", MaxTokenLen), keyAlpha, "vgw_ct_\x00.\xff",
 	} {
 		f.Add(s)
@@ -105,6 +123,9 @@ func FuzzVerifyToken(f *testing.F) {
 		if err == nil {
 			if !minted[token] {
 				t.Fatalf("an unminted token verified: %q", token)
+			}
+			if claims.SigningKeyID != SigningKeyID(token) || claims.SigningKeyID != "current" {
+				t.Fatalf("claims name key %q, the token %q", claims.SigningKeyID, SigningKeyID(token))
 			}
 			return
 		}

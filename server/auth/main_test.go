@@ -8,6 +8,8 @@ import (
 
 	"go.uber.org/goleak"
 	testingclock "k8s.io/utils/clock/testing"
+
+	"github.com/voicegateway/voicegateway/server/fleet"
 )
 
 func TestMain(m *testing.M) {
@@ -26,13 +28,31 @@ const (
 
 var testSecret = []byte("0123456789abcdef0123456789abcdef")
 
+// testKeyID names the one key of testKeyring.
+const testKeyID = "test"
+
+// testKeyring holds one signing key, testSecret, valid at every time.
+func testKeyring(t testing.TB) *Keyring {
+	t.Helper()
+	return keyringOf(t, fleet.TokenKey{ID: testKeyID, Secret: b64.EncodeToString(testSecret), Created: testEpoch})
+}
+
+func keyringOf(t testing.TB, keys ...fleet.TokenKey) *Keyring {
+	t.Helper()
+	ring, err := NewKeyring(fleet.TokenKeys{Keys: keys})
+	if err != nil {
+		t.Fatalf("NewKeyring: %v", err)
+	}
+	return ring
+}
+
 func newFakeClock() *testingclock.FakeClock {
 	return testingclock.NewFakeClock(testEpoch)
 }
 
 func newTestIssuer(t testing.TB, clk *testingclock.FakeClock) *TokenIssuer {
 	t.Helper()
-	issuer, err := NewTokenIssuer(testSecret, clk)
+	issuer, err := NewTokenIssuer(testKeyring(t), clk)
 	if err != nil {
 		t.Fatalf("NewTokenIssuer: %v", err)
 	}

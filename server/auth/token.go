@@ -9,10 +9,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
 	"k8s.io/utils/clock"
+
+	"github.com/voicegateway/voicegateway/server/fleet"
 )
 
 // Client token format and limits.
@@ -33,18 +36,17 @@ const (
 	// MaxTokenTTLLimit bounds the configurable maximum: these are
 	// connection tickets, not sessions.
 	MaxTokenTTLLimit = 24 * time.Hour
-	// MinSecretLen is the shortest HMAC secret accepted (256 bits).
-	MinSecretLen = 32
 	// IssuedAtSkew is how far in the future a token's issued-at may lie;
 	// the replica that minted it may run a little ahead of this one.
 	IssuedAtSkew = 5 * time.Second
 )
 
 const (
-	tokenVersion      = 1
-	tokenIDBytes      = 12 // 96 random bits: collisions are not a concern at any mint rate
-	maxSecretFileSize = 64 << 10
-	maxClaimLen       = 64
+	// tokenVersion 2 carries the signing key id in front of the payload;
+	// version 1 tokens (one secret per process) are no longer accepted.
+	tokenVersion = 2
+	tokenIDBytes = 12 // 96 random bits: collisions are not a concern at any mint rate
+	maxClaimLen  = 64
 )
 
 var (
@@ -87,8 +89,8 @@ func (s SessionClaims) validate() error {
 	return nil
 }
 
-// Claims are what a token asserts. Mint sets ID, IssuedAt and ExpiresAt and
-// ignores any values passed in them.
+// Claims are what a token asserts. Mint sets ID, IssuedAt, ExpiresAt and
+// SigningKeyID and ignores any values passed in them.
 type Claims struct {
 	ID        string    // 96 random bits, base64url; names the token in logs
 	IssuedAt  time.Time // whole seconds
@@ -96,8 +98,10 @@ type Claims struct {
 	// KeyID names the API key that minted the token (see KeyID). When set,
 	// the Authenticator rejects the token once that key leaves the key
 	// file, so revoking a key revokes its tokens too.
-	KeyID   string
-	Session SessionClaims
+	KeyID string
+	// SigningKeyID names the fleet signing key that signed the token.
+	SigningKeyID string
+	Session      SessionClaims
 }
 
 // tokenPayload is the signed JSON; short names keep tokens short.
@@ -106,11 +110,94 @@ type tokenPayload struct {
 	ID        string         `json:"jti"`
 	IssuedAt  int64          `json:"iat"`
 	ExpiresAt int64          `json:"exp"`
-	KeyID     string         `json:"kid,omitempty"`
+	KeyID     string         `json:"akid,omitempty"`
 	Session   *SessionClaims `json:"ses,omitempty"`
 }
 
-// TokenIssuer mints and verifies client tokens with one HMAC secret.
+// signingKey is one decoded key of a Keyring.
+type signingKey struct {
+	id     string
+	secret []byte
+	fleet.TokenKey
+}
+
+// Keyring is an immutable set of client-token signing keys, decoded from a
+// fleet Secret's token-keys.json (or made for one process alone). Which key
+// signs and which keys verify depends on the time: see fleet.TokenKey.
+type Keyring struct {
+	keys  []signingKey
+	ids   []string
+	times fleet.TokenKeys // the keys' times, for Signing
+}
+
+// NewKeyring decodes validated keys. It copies what it keeps.
+func NewKeyring(keys fleet.TokenKeys) (*Keyring, error) {
+	if err := keys.Validate(); err != nil {
+		return nil, err
+	}
+	r := &Keyring{times: keys}
+	for _, k := range keys.Keys {
+		secret, err := k.SecretBytes()
+		if err != nil {
+			return nil, err // Validate has already checked it
+		}
+		r.keys = append(r.keys, signingKey{id: k.ID, secret: secret, TokenKey: k})
+		r.ids = append(r.ids, k.ID)
+	}
+	return r, nil
+}
+
+// ParseKeyring reads a token-keys.json file; it is the parse function of
+// the SecretFile that follows the mounted fleet Secret.
+func ParseKeyring(data []byte) (*Keyring, error) {
+	keys, err := fleet.ParseTokenKeys(data)
+	if err != nil {
+		return nil, err
+	}
+	return NewKeyring(keys)
+}
+
+// LocalKeyring makes a keyring of one random key for a process that has no
+// fleet Secret: its tokens work only on that process, until it exits.
+func LocalKeyring(now time.Time) (*Keyring, error) {
+	key, err := fleet.NewTokenKey(rand.Reader, now, nil)
+	if err != nil {
+		return nil, err
+	}
+	key.ID = "local"
+	return NewKeyring(fleet.TokenKeys{Keys: []fleet.TokenKey{key}})
+}
+
+// Value returns the keyring itself: a Keyring is its own fixed KeySource.
+func (r *Keyring) Value() *Keyring { return r }
+
+// IDs lists the key ids, in file order.
+func (r *Keyring) IDs() []string { return slices.Clone(r.ids) }
+
+func (r *Keyring) signing(now time.Time) (*signingKey, bool) {
+	k, ok := r.times.Signing(now)
+	if !ok {
+		return nil, false
+	}
+	return r.lookup(k.ID), true
+}
+
+func (r *Keyring) lookup(id string) *signingKey {
+	for i := range r.keys {
+		if r.keys[i].id == id {
+			return &r.keys[i]
+		}
+	}
+	return nil
+}
+
+// KeySource supplies the current keyring; a SecretFile[*Keyring] following
+// the mounted fleet Secret is one, a fixed *Keyring another.
+type KeySource interface {
+	Value() *Keyring
+}
+
+// TokenIssuer mints and verifies client tokens with the keys of a keyring.
 //
 // Client tokens let a browser, which cannot set an Authorization header on a
 // WebSocket, connect without ever holding an API key: the customer's backend
@@ -118,24 +205,19 @@ type tokenPayload struct {
 // token and hands that to the page — the flow of OpenAI's ephemeral client
 // secrets. The format is
 //
-//	vgw_ct_<base64url(payload)>.<base64url(HMAC-SHA256(secret, "vgw_ct_" + base64url(payload)))>
+//	vgw_ct_<key id>.<base64url(payload)>.<base64url(HMAC-SHA256(key, "vgw_ct_<key id>." + base64url(payload)))>
 //
 // with unpadded base64url and a JSON payload (version, token ID, issued-at
-// and expires-at in Unix seconds, minting key ID, session settings). The MAC
-// covers the text exactly as received, so Verify authenticates a token
-// before it decodes the payload, and the MAC is decoded strictly so that no
-// second spelling of a token verifies. A token is checked once, when a
-// session starts; an established session is not cut when it expires.
-//
-// Every replica that should accept a token must hold the same secret: mount
-// one Secret file (LoadSecretFile) in all pods and tokens work across
-// replicas and restarts. Without one, the server generates a random secret
-// at start (GenerateSecret); tokens then work only on the pod that minted
-// them and die with its process, which is fine for a single instance and
-// for development. Replacing the secret invalidates tokens not yet used,
-// which with lifetimes of a minute or so costs a client one retry.
+// and expires-at in Unix seconds, minting API key ID, session settings).
+// The key id names the fleet signing key, so that any replica holding the
+// fleet Secret finds the key that verifies a token another replica minted,
+// through a rotation too. The MAC covers the text exactly as received, so
+// Verify authenticates a token before it decodes the payload, and the MAC is
+// decoded strictly so that no second spelling of a token verifies. A token
+// is checked once, when a session starts; an established session is not
+// cut when it expires.
 type TokenIssuer struct {
-	secret     []byte
+	keys       KeySource
 	clk        clock.PassiveClock
 	defaultTTL time.Duration
 	maxTTL     time.Duration
@@ -157,17 +239,17 @@ func WithMaxTTL(d time.Duration) TokenOption {
 	return func(i *TokenIssuer) { i.maxTTL = d }
 }
 
-// NewTokenIssuer builds an issuer from a secret of at least MinSecretLen
-// bytes, which it copies. A nil clk means the real clock.
-func NewTokenIssuer(secret []byte, clk clock.PassiveClock, opts ...TokenOption) (*TokenIssuer, error) {
-	if len(secret) < MinSecretLen {
-		return nil, fmt.Errorf("client token secret must be at least %d bytes, got %d", MinSecretLen, len(secret))
+// NewTokenIssuer builds an issuer over a key source. A nil clk means the
+// real clock.
+func NewTokenIssuer(keys KeySource, clk clock.PassiveClock, opts ...TokenOption) (*TokenIssuer, error) {
+	if keys == nil || keys.Value() == nil {
+		return nil, errors.New("client tokens need a keyring")
 	}
 	if clk == nil {
 		clk = clock.RealClock{}
 	}
 	i := &TokenIssuer{
-		secret:     append([]byte(nil), secret...),
+		keys:       keys,
 		clk:        clk,
 		defaultTTL: DefaultTokenTTL,
 		maxTTL:     DefaultMaxTokenTTL,
@@ -191,31 +273,10 @@ func (i *TokenIssuer) DefaultTTL() time.Duration { return i.defaultTTL }
 // MaxTTL is the longest lifetime Mint grants.
 func (i *TokenIssuer) MaxTTL() time.Duration { return i.maxTTL }
 
-// GenerateSecret returns MinSecretLen random bytes for an issuer whose
-// tokens need not outlive the process or leave the pod.
-func GenerateSecret() ([]byte, error) {
-	secret := make([]byte, MinSecretLen)
-	if _, err := rand.Read(secret); err != nil {
-		return nil, err
-	}
-	return secret, nil
-}
-
-// LoadSecretFile reads a shared token secret, e.g. from a mounted Secret.
-// Surrounding whitespace is trimmed because such files are usually written
-// with a trailing newline; generate the content as text, for example with
-// `openssl rand -base64 48`.
-func LoadSecretFile(path string) ([]byte, error) {
-	data, err := readBounded(path, maxSecretFileSize)
-	if err != nil {
-		return nil, fmt.Errorf("token secret file: %w", err)
-	}
-	secret := []byte(strings.TrimSpace(string(data)))
-	if len(secret) < MinSecretLen {
-		return nil, fmt.Errorf("token secret file %s: secret must be at least %d bytes, got %d", path, MinSecretLen, len(secret))
-	}
-	return secret, nil
-}
+// ErrNoSigningKey is returned by Mint when no key of the keyring may sign
+// now, which only a hand-written key file whose keys all start in the
+// future or have ended can cause.
+var ErrNoSigningKey = errors.New("no client-token signing key is active; check token-keys.json of the fleet Secret")
 
 // Mint signs claims into a token that expires ttl from now (ttl 0 means
 // the default lifetime); expiresAt is what the mint endpoint reports to the
@@ -233,12 +294,16 @@ func (i *TokenIssuer) Mint(ttl time.Duration, claims Claims) (token string, expi
 	if err := claims.Session.validate(); err != nil {
 		return "", time.Time{}, err
 	}
+	now := i.clk.Now()
+	key, ok := i.keys.Value().signing(now)
+	if !ok {
+		return "", time.Time{}, ErrNoSigningKey
+	}
 
 	var id [tokenIDBytes]byte
 	if _, err := io.ReadFull(i.random, id[:]); err != nil {
 		return "", time.Time{}, err
 	}
-	now := i.clk.Now()
 	expires := now.Add(ttl)
 	payload := tokenPayload{
 		Version:   tokenVersion,
@@ -259,10 +324,12 @@ func (i *TokenIssuer) Mint(ttl time.Duration, claims Claims) (token string, expi
 	}
 
 	var sb strings.Builder
-	sb.Grow(len(TokenPrefix) + b64.EncodedLen(len(body)) + 1 + macEncodedLen)
+	sb.Grow(len(TokenPrefix) + len(key.id) + 1 + b64.EncodedLen(len(body)) + 1 + macEncodedLen)
 	sb.WriteString(TokenPrefix)
+	sb.WriteString(key.id)
+	sb.WriteByte('.')
 	sb.WriteString(b64.EncodeToString(body))
-	mac := i.sign(sb.String())
+	mac := sign(key.secret, sb.String())
 	sb.WriteByte('.')
 	sb.WriteString(b64.EncodeToString(mac))
 	token = sb.String()
@@ -272,16 +339,32 @@ func (i *TokenIssuer) Mint(ttl time.Duration, claims Claims) (token string, expi
 	return token, time.Unix(payload.ExpiresAt, 0), nil
 }
 
-func (i *TokenIssuer) sign(signed string) []byte {
-	h := hmac.New(sha256.New, i.secret)
+func sign(secret []byte, signed string) []byte {
+	h := hmac.New(sha256.New, secret)
 	h.Write([]byte(signed))
 	return h.Sum(nil)
 }
 
+// SigningKeyID returns the key id a token names, without verifying
+// anything, or "" when it names none: what a test or a log of a refused
+// token may show (the id is not secret).
+func SigningKeyID(token string) string {
+	rest, ok := strings.CutPrefix(token, TokenPrefix)
+	if !ok {
+		return ""
+	}
+	id, _, ok := strings.Cut(rest, ".")
+	if !ok || !fleet.ValidKeyID(id) {
+		return ""
+	}
+	return id
+}
+
 // Verify checks a token and returns its claims. Errors wrap
 // ErrMalformedCredentials (not shaped like a token), ErrInvalidCredentials
-// (wrong MAC: forged, tampered or minted with another secret; issued in the
-// future) or ErrExpiredToken; their messages never contain the token.
+// (wrong MAC: forged, tampered or minted with another secret; an unknown or
+// retired signing key; issued in the future) or ErrExpiredToken; their
+// messages never contain the token.
 func (i *TokenIssuer) Verify(token string) (Claims, error) {
 	// Bound the work before touching the content.
 	if len(token) > MaxTokenLen {
@@ -292,21 +375,33 @@ func (i *TokenIssuer) Verify(token string) (Claims, error) {
 	}
 	dot := strings.LastIndexByte(token, '.')
 	if dot <= len(TokenPrefix) || len(token)-dot-1 != macEncodedLen {
-		return Claims{}, fmt.Errorf("%w: client token is not <payload>.<signature>", ErrMalformedCredentials)
+		return Claims{}, fmt.Errorf("%w: client token is not <key id>.<payload>.<signature>", ErrMalformedCredentials)
 	}
 	signed, encodedMAC := token[:dot], token[dot+1:]
+	keyID, encodedPayload, ok := strings.Cut(signed[len(TokenPrefix):], ".")
+	if !ok || !fleet.ValidKeyID(keyID) || encodedPayload == "" {
+		return Claims{}, fmt.Errorf("%w: client token is not <key id>.<payload>.<signature>", ErrMalformedCredentials)
+	}
 	var mac [sha256.Size]byte
 	if n, err := b64.Decode(mac[:], []byte(encodedMAC)); err != nil || n != sha256.Size {
 		return Claims{}, fmt.Errorf("%w: client token signature is not base64url", ErrMalformedCredentials)
 	}
-	if !hmac.Equal(mac[:], i.sign(signed)) {
+	now := i.clk.Now()
+	key := i.keys.Value().lookup(keyID)
+	switch {
+	case key == nil:
+		return Claims{}, fmt.Errorf("%w: client token signed with a key this gateway does not hold", ErrInvalidCredentials)
+	case !key.Verifies(now):
+		return Claims{}, fmt.Errorf("%w: client token signed with a retired key; mint a new one", ErrInvalidCredentials)
+	}
+	if !hmac.Equal(mac[:], sign(key.secret, signed)) {
 		return Claims{}, fmt.Errorf("%w: client token signature does not match", ErrInvalidCredentials)
 	}
 
-	// From here on the payload is one this issuer's secret signed, so a
-	// failure below means a bug or a secret shared with something else,
-	// never tampering.
-	body, err := b64.DecodeString(signed[len(TokenPrefix):])
+	// From here on the payload is one a fleet key signed, so a failure
+	// below means a bug or a key shared with something else, never
+	// tampering.
+	body, err := b64.DecodeString(encodedPayload)
 	if err != nil {
 		return Claims{}, fmt.Errorf("%w: client token payload is not base64url", ErrMalformedCredentials)
 	}
@@ -321,7 +416,6 @@ func (i *TokenIssuer) Verify(token string) (Claims, error) {
 		return Claims{}, fmt.Errorf("%w: client token payload is not valid", ErrMalformedCredentials)
 	}
 
-	now := i.clk.Now()
 	issuedAt := time.Unix(payload.IssuedAt, 0)
 	expiresAt := time.Unix(payload.ExpiresAt, 0)
 	if issuedAt.After(now.Add(IssuedAtSkew)) {
@@ -331,10 +425,11 @@ func (i *TokenIssuer) Verify(token string) (Claims, error) {
 		return Claims{}, fmt.Errorf("%w: client token expired; mint a new one for each connection", ErrExpiredToken)
 	}
 	claims := Claims{
-		ID:        payload.ID,
-		IssuedAt:  issuedAt,
-		ExpiresAt: expiresAt,
-		KeyID:     payload.KeyID,
+		ID:           payload.ID,
+		IssuedAt:     issuedAt,
+		ExpiresAt:    expiresAt,
+		KeyID:        payload.KeyID,
+		SigningKeyID: keyID,
 	}
 	if payload.Session != nil {
 		claims.Session = *payload.Session

@@ -8,35 +8,37 @@ import (
 	"time"
 
 	testingclock "k8s.io/utils/clock/testing"
+
+	"github.com/voicegateway/voicegateway/server/fleet"
 )
 
 func TestNewTokenIssuer(t *testing.T) {
 	tests := []struct {
 		name           string
-		secret         []byte
+		keys           KeySource
 		opts           []TokenOption
 		wantErr        string
 		wantDefaultTTL time.Duration
 		wantMaxTTL     time.Duration
 	}{
-		{name: "defaults", secret: testSecret, wantDefaultTTL: DefaultTokenTTL, wantMaxTTL: DefaultMaxTokenTTL},
+		{name: "defaults", keys: testKeyring(t), wantDefaultTTL: DefaultTokenTTL, wantMaxTTL: DefaultMaxTokenTTL},
 		{
 			name:           "configured lifetimes",
-			secret:         testSecret,
+			keys:           testKeyring(t),
 			opts:           []TokenOption{WithDefaultTTL(30 * time.Second), WithMaxTTL(time.Minute)},
 			wantDefaultTTL: 30 * time.Second,
 			wantMaxTTL:     time.Minute,
 		},
-		{name: "nil secret", secret: nil, wantErr: "at least 32 bytes"},
-		{name: "short secret", secret: testSecret[:31], wantErr: "at least 32 bytes, got 31"},
-		{name: "default above max", secret: testSecret, opts: []TokenOption{WithDefaultTTL(11 * time.Minute)}, wantErr: "default client token lifetime"},
-		{name: "zero default", secret: testSecret, opts: []TokenOption{WithDefaultTTL(0)}, wantErr: "default client token lifetime"},
-		{name: "sub-second max", secret: testSecret, opts: []TokenOption{WithMaxTTL(time.Millisecond)}, wantErr: "maximum client token lifetime"},
-		{name: "max above limit", secret: testSecret, opts: []TokenOption{WithMaxTTL(25 * time.Hour)}, wantErr: "maximum client token lifetime"},
+		{name: "no keys", keys: nil, wantErr: "need a keyring"},
+		{name: "nil keyring", keys: (*Keyring)(nil), wantErr: "need a keyring"},
+		{name: "default above max", keys: testKeyring(t), opts: []TokenOption{WithDefaultTTL(11 * time.Minute)}, wantErr: "default client token lifetime"},
+		{name: "zero default", keys: testKeyring(t), opts: []TokenOption{WithDefaultTTL(0)}, wantErr: "default client token lifetime"},
+		{name: "sub-second max", keys: testKeyring(t), opts: []TokenOption{WithMaxTTL(time.Millisecond)}, wantErr: "maximum client token lifetime"},
+		{name: "max above limit", keys: testKeyring(t), opts: []TokenOption{WithMaxTTL(25 * time.Hour)}, wantErr: "maximum client token lifetime"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			issuer, err := NewTokenIssuer(tt.secret, newFakeClock(), tt.opts...)
+			issuer, err := NewTokenIssuer(tt.keys, newFakeClock(), tt.opts...)
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("error = %v, want one containing %q", err, tt.wantErr)
@@ -51,22 +53,6 @@ func TestNewTokenIssuer(t *testing.T) {
 			}
 		})
 	}
-
-	t.Run("secret is copied", func(t *testing.T) {
-		secret := append([]byte(nil), testSecret...)
-		issuer, err := NewTokenIssuer(secret, newFakeClock())
-		if err != nil {
-			t.Fatal(err)
-		}
-		token, _, err := issuer.Mint(0, Claims{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		secret[0] ^= 0xff
-		if _, err := issuer.Verify(token); err != nil {
-			t.Fatalf("Verify after the caller changed its slice: %v", err)
-		}
-	})
 }
 
 func TestMintVerifyRoundTrip(t *testing.T) {
@@ -213,7 +199,7 @@ func TestVerify(t *testing.T) {
 					t.Fatal(err)
 				}
 				raw[len(raw)/2] ^= 0x01
-				return TokenPrefix + b64.EncodeToString(raw) + "." + mac
+				return TokenPrefix + testKeyID + "." + b64.EncodeToString(raw) + "." + mac
 			},
 			wantErr: ErrInvalidCredentials,
 		},
@@ -224,7 +210,7 @@ func TestVerify(t *testing.T) {
 				payload, mac := splitToken(t, token)
 				raw, _ := b64.DecodeString(payload)
 				forged := strings.Replace(string(raw), `"exp":`, `"exp":9`, 1)
-				return TokenPrefix + b64.EncodeToString([]byte(forged)) + "." + mac
+				return TokenPrefix + testKeyID + "." + b64.EncodeToString([]byte(forged)) + "." + mac
 			},
 			advance: 2 * ttl,
 			wantErr: ErrInvalidCredentials,
@@ -239,7 +225,7 @@ func TestVerify(t *testing.T) {
 					t.Fatal(err)
 				}
 				raw[0] ^= 0x80
-				return TokenPrefix + payload + "." + b64.EncodeToString(raw)
+				return TokenPrefix + testKeyID + "." + payload + "." + b64.EncodeToString(raw)
 			},
 			wantErr: ErrInvalidCredentials,
 		},
@@ -256,9 +242,9 @@ func TestVerify(t *testing.T) {
 			wantErr: ErrMalformedCredentials,
 		},
 		{
-			name: "minted with another secret",
+			name: "minted with another secret under the same key id",
 			token: func(t *testing.T, _ *TokenIssuer, clk *testingclock.FakeClock) string {
-				other, err := NewTokenIssuer([]byte("another-secret-another-secret-xx"), clk)
+				other, err := NewTokenIssuer(keyringOf(t, fleet.TokenKey{ID: testKeyID, Secret: b64.EncodeToString([]byte("another-secret-another-secret-xx"))}), clk)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -267,10 +253,45 @@ func TestVerify(t *testing.T) {
 			wantErr: ErrInvalidCredentials,
 		},
 		{
+			name: "minted with a key this issuer does not hold",
+			token: func(t *testing.T, _ *TokenIssuer, clk *testingclock.FakeClock) string {
+				other, err := NewTokenIssuer(keyringOf(t, fleet.TokenKey{ID: "elsewhere", Secret: b64.EncodeToString(testSecret)}), clk)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return mint(ttl)(t, other, clk)
+			},
+			wantErr: ErrInvalidCredentials,
+		},
+		{
+			name: "key id swapped for another the issuer holds",
+			token: func(t *testing.T, issuer *TokenIssuer, clk *testingclock.FakeClock) string {
+				payload, mac := splitToken(t, mint(ttl)(t, issuer, clk))
+				return TokenPrefix + "test2." + payload + "." + mac
+			},
+			wantErr: ErrInvalidCredentials,
+		},
+		{
+			name: "key id not a key id",
+			token: func(t *testing.T, issuer *TokenIssuer, clk *testingclock.FakeClock) string {
+				payload, mac := splitToken(t, mint(ttl)(t, issuer, clk))
+				return TokenPrefix + "TEST." + payload + "." + mac
+			},
+			wantErr: ErrMalformedCredentials,
+		},
+		{
+			name: "key id dropped",
+			token: func(t *testing.T, issuer *TokenIssuer, clk *testingclock.FakeClock) string {
+				payload, mac := splitToken(t, mint(ttl)(t, issuer, clk))
+				return TokenPrefix + payload + "." + mac
+			},
+			wantErr: ErrMalformedCredentials,
+		},
+		{
 			name: "payload dropped",
 			token: func(t *testing.T, issuer *TokenIssuer, clk *testingclock.FakeClock) string {
 				_, mac := splitToken(t, mint(ttl)(t, issuer, clk))
-				return TokenPrefix + "." + mac
+				return TokenPrefix + testKeyID + ".." + mac
 			},
 			wantErr: ErrMalformedCredentials,
 		},
@@ -278,7 +299,7 @@ func TestVerify(t *testing.T) {
 			name: "MAC dropped",
 			token: func(t *testing.T, issuer *TokenIssuer, clk *testingclock.FakeClock) string {
 				payload, _ := splitToken(t, mint(ttl)(t, issuer, clk))
-				return TokenPrefix + payload
+				return TokenPrefix + testKeyID + "." + payload
 			},
 			wantErr: ErrMalformedCredentials,
 		},
@@ -299,7 +320,7 @@ func TestVerify(t *testing.T) {
 		},
 		{
 			name:    "MAC not base64url",
-			token:   literal(TokenPrefix + "eyJ2IjoxfQ." + strings.Repeat("!", 43)),
+			token:   literal(TokenPrefix + testKeyID + ".eyJ2IjoxfQ." + strings.Repeat("!", 43)),
 			wantErr: ErrMalformedCredentials,
 		},
 		{
@@ -318,7 +339,15 @@ func TestVerify(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			clk := newFakeClock()
-			issuer := newTestIssuer(t, clk)
+			// The issuer also holds a second key, so that swapping key ids
+			// within one keyring is tried.
+			issuer, err := NewTokenIssuer(keyringOf(t,
+				fleet.TokenKey{ID: testKeyID, Secret: b64.EncodeToString(testSecret)},
+				fleet.TokenKey{ID: "test2", Secret: b64.EncodeToString([]byte("a-second-secret-a-second-secret-"))},
+			), clk)
+			if err != nil {
+				t.Fatal(err)
+			}
 			token := tt.token(t, issuer, clk)
 			clk.Step(tt.advance)
 			claims, err := issuer.Verify(token)
@@ -368,11 +397,12 @@ func literal(token string) func(*testing.T, *TokenIssuer, *testingclock.FakeCloc
 	return func(*testing.T, *TokenIssuer, *testingclock.FakeClock) string { return token }
 }
 
+// splitToken returns a token's payload and MAC, without its key id.
 func splitToken(t *testing.T, token string) (payload, mac string) {
 	t.Helper()
-	body, ok := strings.CutPrefix(token, TokenPrefix)
+	body, ok := strings.CutPrefix(token, TokenPrefix+testKeyID+".")
 	if !ok {
-		t.Fatalf("token lacks prefix")
+		t.Fatalf("token lacks the prefix and key id")
 	}
 	payload, mac, ok = strings.Cut(body, ".")
 	if !ok {
@@ -381,71 +411,125 @@ func splitToken(t *testing.T, token string) (payload, mac string) {
 	return payload, mac
 }
 
-func TestLoadSecretFile(t *testing.T) {
-	const textSecret = "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA=="
-	tests := []struct {
-		name    string
-		content string
-		want    string
-		wantErr string
-	}{
-		{name: "trailing newline trimmed", content: textSecret + "\n", want: textSecret},
-		{name: "CRLF and spaces trimmed", content: "  " + textSecret + "\r\n", want: textSecret},
-		{name: "too short after trimming", content: "  short-secret  \n", wantErr: "at least 32 bytes"},
-		{name: "too large", content: strings.Repeat("x", maxSecretFileSize+1), wantErr: "larger than"},
+// TestRotationAcrossReplicas runs two issuers, as two replicas would, over
+// one token-keys.json that is rotated the way the operator rotates it: a
+// token minted before the rotation verifies on both until it expires, the
+// new key signs only from its sign_from, and the replaced key stops
+// verifying at its verify_until.
+func TestRotationAcrossReplicas(t *testing.T) {
+	clk := newFakeClock()
+	dir := t.TempDir()
+	path := filepath.Join(dir, fleet.TokenKeysFile)
+	data, err := fleet.Generate(nil, clk.Now(), false)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			path := filepath.Join(t.TempDir(), "secret")
-			writeFile(t, path, tt.content)
-			got, err := LoadSecretFile(path)
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("error = %v, want one containing %q", err, tt.wantErr)
-				}
-				if strings.Contains(err.Error(), strings.TrimSpace(tt.content)) {
-					t.Fatalf("error quotes the secret")
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if string(got) != tt.want {
-				t.Fatalf("secret = %q, want %q", got, tt.want)
-			}
-		})
-	}
-	t.Run("missing file", func(t *testing.T) {
-		if _, err := LoadSecretFile(filepath.Join(t.TempDir(), "absent")); err == nil {
-			t.Fatal("no error for a missing file")
+	writeFile(t, path, string(data[fleet.TokenKeysFile]))
+	replica := func() (*TokenIssuer, *SecretFile[*Keyring]) {
+		file, err := NewSecretFile(path, ParseKeyring)
+		if err != nil {
+			t.Fatal(err)
 		}
-	})
+		issuer, err := NewTokenIssuer(file, clk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return issuer, file
+	}
+	podA, fileA := replica()
+	podB, fileB := replica()
+	before, _, err := podA.Mint(DefaultMaxTokenTTL, Claims{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	firstID := SigningKeyID(before)
+	if _, err := podB.Verify(before); err != nil {
+		t.Fatalf("a token minted on one replica fails on the other: %v", err)
+	}
+
+	keys, _ := fleet.ParseTokenKeys(data[fleet.TokenKeysFile])
+	rotation := fleet.Rotation{Activation: 2 * time.Minute, Retain: DefaultMaxTokenTTL + time.Minute}
+	rotated, err := keys.Rotate(nil, clk.Now(), rotation)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := rotated.Marshal()
+	writeFile(t, path, string(out))
+	// Replica A sees the new file at once, B only after a while, as the
+	// kubelet updates pods one by one.
+	if changed, err := fileA.Reload(); err != nil || !changed {
+		t.Fatalf("Reload = %v, %v", changed, err)
+	}
+	during, _, err := podA.Mint(0, Claims{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if SigningKeyID(during) != firstID {
+		t.Fatalf("a replica signed with the new key before its sign_from: %s", SigningKeyID(during))
+	}
+	if _, err := podB.Verify(during); err != nil {
+		t.Fatalf("the replica that has not seen the rotation refuses a token minted during it: %v", err)
+	}
+
+	clk.Step(rotation.Activation)
+	if _, err := fileB.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	after, _, err := podB.Mint(0, Claims{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if SigningKeyID(after) == firstID || SigningKeyID(after) != rotated.Keys[0].ID {
+		t.Fatalf("after activation a token is signed with %q, want the new key %q", SigningKeyID(after), rotated.Keys[0].ID)
+	}
+	for name, pod := range map[string]*TokenIssuer{"A": podA, "B": podB} {
+		for _, token := range []string{before, after} {
+			if _, err := pod.Verify(token); err != nil {
+				t.Fatalf("replica %s refuses a token signed with %s: %v", name, SigningKeyID(token), err)
+			}
+		}
+	}
+
+	// The old key verifies until its verify_until; by then every token it
+	// signed has expired anyway, and a forged lifetime cannot outlive it.
+	clk.Step(rotation.Retain)
+	if _, err := podA.Verify(before); !errors.Is(err, ErrInvalidCredentials) {
+		t.Fatalf("a token of the retired key = %v, want ErrInvalidCredentials", err)
+	}
+	if _, _, err := podA.Mint(0, Claims{}); err != nil {
+		t.Fatalf("minting after the retirement: %v", err)
+	}
 }
 
-func TestSharedSecretWorksAcrossIssuers(t *testing.T) {
+func TestMintWithoutActiveKey(t *testing.T) {
 	clk := newFakeClock()
-	podA, podB := newTestIssuer(t, clk), newTestIssuer(t, clk)
+	future := clk.Now().Add(time.Hour)
+	issuer, err := NewTokenIssuer(keyringOf(t, fleet.TokenKey{ID: "later", Secret: b64.EncodeToString(testSecret), SignFrom: &future}), clk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := issuer.Mint(0, Claims{}); !errors.Is(err, ErrNoSigningKey) {
+		t.Fatalf("Mint = %v, want ErrNoSigningKey", err)
+	}
+}
+
+func TestLocalKeyring(t *testing.T) {
+	clk := newFakeClock()
+	a, err := LocalKeyring(clk.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := LocalKeyring(clk.Now())
+	podA, _ := NewTokenIssuer(a, clk)
+	podB, _ := NewTokenIssuer(b, clk)
 	token, _, err := podA.Mint(0, Claims{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := podB.Verify(token); err != nil {
-		t.Fatalf("a token minted on one replica fails on another with the same secret: %v", err)
-	}
-
-	generated, err := GenerateSecret()
-	if err != nil {
+	if _, err := podA.Verify(token); err != nil {
 		t.Fatal(err)
 	}
-	if len(generated) != MinSecretLen {
-		t.Fatalf("GenerateSecret returned %d bytes, want %d", len(generated), MinSecretLen)
-	}
-	restarted, err := NewTokenIssuer(generated, clk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := restarted.Verify(token); !errors.Is(err, ErrInvalidCredentials) {
-		t.Fatalf("Verify on an issuer with a generated secret = %v, want ErrInvalidCredentials", err)
+	if _, err := podB.Verify(token); !errors.Is(err, ErrInvalidCredentials) {
+		t.Fatalf("a token of one process's own key verified elsewhere: %v", err)
 	}
 }

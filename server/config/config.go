@@ -40,10 +40,20 @@ type Config struct {
 	AdminListen string `json:"admin_listen"`
 	Backend     string `json:"backend"`
 
-	APIKeysFile     string        `json:"api_keys_file"`
-	InsecureNoAuth  bool          `json:"insecure_no_auth"`
-	TokenSecretFile string        `json:"token_secret_file"`
-	ClientTokenTTL  time.Duration `json:"client_token_ttl"`
+	APIKeysFile    string `json:"api_keys_file"`
+	InsecureNoAuth bool   `json:"insecure_no_auth"`
+	// FleetSecretDir is where the fleet Secret is mounted (server/fleet):
+	// the client-token signing keys every replica shares and the admin
+	// token. Empty: tokens are signed with a key of this process alone and
+	// the admin endpoints that need the token are disabled.
+	FleetSecretDir string        `json:"fleet_secret_dir"`
+	ClientTokenTTL time.Duration `json:"client_token_ttl"`
+	// SecretPollInterval is how often the API key file and the fleet
+	// Secret's files are read again for a rotated Secret.
+	SecretPollInterval time.Duration `json:"secret_poll_interval"`
+	// DebugEndpoints serves /debug/pprof and /debug/memstats on the admin
+	// port, to holders of the admin token only.
+	DebugEndpoints bool `json:"debug_endpoints"`
 
 	Dev      bool   `json:"dev"`
 	LogLevel string `json:"log_level"`
@@ -118,11 +128,12 @@ const DefaultOpenAIURL = "wss://api.openai.com/v1/realtime"
 // one of --api-keys-file or --insecure-no-auth must be chosen explicitly.
 func Default() Config {
 	return Config{
-		Listen:         ":8080",
-		AdminListen:    ":9090",
-		Backend:        BackendEcho,
-		ClientTokenTTL: 60 * time.Second,
-		LogLevel:       "info",
+		Listen:             ":8080",
+		AdminListen:        ":9090",
+		Backend:            BackendEcho,
+		ClientTokenTTL:     60 * time.Second,
+		SecretPollInterval: 10 * time.Second,
+		LogLevel:           "info",
 		Sessions: SessionsConfig{
 			Limit:           1000,
 			MaxMessageBytes: 256 << 10,

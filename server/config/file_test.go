@@ -18,14 +18,15 @@ func TestExampleFile(t *testing.T) {
 		t.Fatalf("Load(%s): %v", examplePath, err)
 	}
 	want := Config{
-		ConfigFile:      examplePath,
-		Listen:          ":8080",
-		AdminListen:     ":9090",
-		Backend:         BackendEcho,
-		APIKeysFile:     "/etc/voicegateway/api-keys/keys",
-		TokenSecretFile: "/etc/voicegateway/token-secret/secret",
-		ClientTokenTTL:  2 * time.Minute,
-		LogLevel:        "info",
+		ConfigFile:         examplePath,
+		Listen:             ":8080",
+		AdminListen:        ":9090",
+		Backend:            BackendEcho,
+		APIKeysFile:        "/etc/voicegateway/api-keys/keys",
+		FleetSecretDir:     "/etc/voicegateway/fleet",
+		ClientTokenTTL:     2 * time.Minute,
+		SecretPollInterval: 10 * time.Second,
+		LogLevel:           "info",
 		Sessions: SessionsConfig{
 			Limit:           500,
 			MaxMessageBytes: 512 << 10,

@@ -62,6 +62,9 @@ func (c Config) Validate() error {
 		p.add("client-token-ttl", "%s is longer than the maximum %s; a leaked token must expire soon",
 			formatDuration(c.ClientTokenTTL), formatDuration(MaxClientTokenTTL))
 	}
+	if c.SecretPollInterval < 100*time.Millisecond {
+		p.add("secret-poll-interval", "%s is too short; use 100ms or more (the default is 10s)", formatDuration(c.SecretPollInterval))
+	}
 	if !slices.Contains(allowedLogLevels, c.LogLevel) {
 		p.add("log-level", "unknown level %q; choose one of %s", c.LogLevel, strings.Join(allowedLogLevels, ", "))
 	}

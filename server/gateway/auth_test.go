@@ -573,10 +573,11 @@ func TestClientTokenOpensSession(t *testing.T) {
 // kept, as an attacker who cannot sign would make it.
 func tamper(t *testing.T, tok string, edit func(payload map[string]any)) string {
 	t.Helper()
-	signed, mac, ok := strings.Cut(strings.TrimPrefix(tok, auth.TokenPrefix), ".")
-	if !ok {
-		t.Fatalf("token is not <payload>.<signature>")
+	parts := strings.Split(strings.TrimPrefix(tok, auth.TokenPrefix), ".")
+	if len(parts) != 3 {
+		t.Fatalf("token is not <key id>.<payload>.<signature>")
 	}
+	keyID, signed, mac := parts[0], parts[1], parts[2]
 	raw, err := base64.RawURLEncoding.DecodeString(signed)
 	if err != nil {
 		t.Fatal(err)
@@ -590,7 +591,7 @@ func tamper(t *testing.T, tok string, edit func(payload map[string]any)) string 
 	if err != nil {
 		t.Fatal(err)
 	}
-	return auth.TokenPrefix + base64.RawURLEncoding.EncodeToString(raw) + "." + mac
+	return auth.TokenPrefix + keyID + "." + base64.RawURLEncoding.EncodeToString(raw) + "." + mac
 }
 
 func TestClientTokenRefused(t *testing.T) {
@@ -642,19 +643,22 @@ func TestClientTokenRefused(t *testing.T) {
 	})
 
 	t.Run("minted by another server", func(t *testing.T) {
-		// Without --token-secret-file each process signs with its own
-		// secret, so its tokens are worth nothing elsewhere.
-		a := start(t, withAuth(t, nil))
-		b := start(t, withAuth(t, nil))
-		tok := b.mint(testAPIKey, "").Value
-		before := a.authFailures()
-		a.mustRefuse(http.StatusUnauthorized, "token="+tok, nil)
-		a.checkAuthFailures(before, auth.ReasonInvalid)
+		// Without --fleet-secret-dir each process signs with its own
+		// key, so its tokens are worth nothing elsewhere; with fleet
+		// Secrets of their own, the same.
+		a := start(t, withAuth(t, withoutFleetSecret))
+		b := start(t, withAuth(t, withoutFleetSecret))
+		c := start(t, withAuth(t, nil))
+		for _, tok := range []string{b.mint(testAPIKey, "").Value, c.mint(testAPIKey, "").Value} {
+			before := a.authFailures()
+			a.mustRefuse(http.StatusUnauthorized, "token="+tok, nil)
+			a.checkAuthFailures(before, auth.ReasonInvalid)
+		}
 	})
 
-	t.Run("shared token secret", func(t *testing.T) {
-		secret := writeFile(t, "token-secret", strings.Repeat("s3cr3t-", 8)+"\n")
-		shared := func(c *config.Config) { c.TokenSecretFile = secret }
+	t.Run("shared fleet secret", func(t *testing.T) {
+		dir := writeFleetDir(t)
+		shared := func(c *config.Config) { c.FleetSecretDir = dir }
 		a := start(t, withAuth(t, shared))
 		b := start(t, withAuth(t, shared))
 		tok := b.mint(testAPIKey, "").Value
@@ -679,7 +683,7 @@ func TestClientTokenRefused(t *testing.T) {
 			if !h.srv.keys.Keys().HasID(auth.KeyID(otherAPIKey)) {
 				return true
 			}
-			clk.Step(keyPollInterval)
+			clk.Step(h.cfg.SecretPollInterval)
 			return false
 		})
 		before := h.authFailures()

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -28,6 +29,7 @@ import (
 	"github.com/voicegateway/voicegateway/server/backend/openai"
 	"github.com/voicegateway/voicegateway/server/clientip"
 	"github.com/voicegateway/voicegateway/server/config"
+	"github.com/voicegateway/voicegateway/server/fleet"
 	"github.com/voicegateway/voicegateway/server/lifecycle"
 	"github.com/voicegateway/voicegateway/server/metrics"
 	"github.com/voicegateway/voicegateway/server/ratelimit"
@@ -35,9 +37,6 @@ import (
 )
 
 const (
-	// keyPollInterval is how often the API key file is checked for a
-	// rotated Secret (kubelet updates mounted Secrets within about a minute).
-	keyPollInterval = 10 * time.Second
 	// shutdownTimeout bounds closing the HTTP listeners once sessions are gone.
 	shutdownTimeout = 2 * time.Second
 )
@@ -53,9 +52,14 @@ type Server struct {
 	limiter  *ratelimit.Limiter
 	authn    *auth.Authenticator // nil with --insecure-no-auth
 	keys     *auth.KeyStore
-	backend  backend.Backend
-	trusted  []netip.Prefix
-	started  time.Time
+	// tokenKeys and adminToken follow the mounted fleet Secret; both are
+	// nil without --fleet-secret-dir, adminToken also when the directory
+	// holds no admin-token.
+	tokenKeys  *auth.SecretFile[*auth.Keyring]
+	adminToken *auth.SecretFile[string]
+	backend    backend.Backend
+	trusted    []netip.Prefix
+	started    time.Time
 
 	// handlers counts WebSocket handlers, which outlive http.Server.Shutdown
 	// because their connections are hijacked.
@@ -92,6 +96,10 @@ func New(cfg config.Config, log logr.Logger, clk clock.WithTickerAndDelayedExecu
 		}
 	}
 
+	var keySource auth.KeySource
+	if keySource, err = s.loadFleetSecret(); err != nil {
+		return nil, fmt.Errorf("--fleet-secret-dir: %w", err)
+	}
 	if cfg.InsecureNoAuth {
 		// Logged at error level so that it stands out in any log pipeline.
 		log.Error(nil, "AUTHENTICATION IS OFF (--insecure-no-auth): anyone who reaches this port can open sessions; use only on a local machine")
@@ -99,11 +107,7 @@ func New(cfg config.Config, log logr.Logger, clk clock.WithTickerAndDelayedExecu
 		if s.keys, err = auth.NewKeyStore(cfg.APIKeysFile); err != nil {
 			return nil, fmt.Errorf("--api-keys-file: %w", err)
 		}
-		secret, err := s.tokenSecret()
-		if err != nil {
-			return nil, err
-		}
-		tokens, err := auth.NewTokenIssuer(secret, clk, auth.WithDefaultTTL(cfg.ClientTokenTTL))
+		tokens, err := auth.NewTokenIssuer(keySource, clk, auth.WithDefaultTTL(cfg.ClientTokenTTL))
 		if err != nil {
 			return nil, err
 		}
@@ -138,16 +142,37 @@ func New(cfg config.Config, log logr.Logger, clk clock.WithTickerAndDelayedExecu
 	return s, nil
 }
 
-func (s *Server) tokenSecret() ([]byte, error) {
-	if s.cfg.TokenSecretFile != "" {
-		secret, err := auth.LoadSecretFile(s.cfg.TokenSecretFile)
-		if err != nil {
-			return nil, fmt.Errorf("--token-secret-file: %w", err)
-		}
-		return secret, nil
+// loadFleetSecret reads the mounted fleet Secret: the client-token signing
+// keys (required), the admin token (without it the guarded admin endpoints
+// are off) and the fleet key (checked when present, used by later fleet
+// features). Without --fleet-secret-dir the process signs tokens with a key
+// of its own.
+func (s *Server) loadFleetSecret() (auth.KeySource, error) {
+	dir := s.cfg.FleetSecretDir
+	if dir == "" {
+		s.log.Info("No --fleet-secret-dir: client tokens are signed with a key of this process and work only on it until it restarts; the admin endpoints that need the admin token are off")
+		return auth.LocalKeyring(s.clock.Now())
 	}
-	s.log.Info("no --token-secret-file: client tokens are signed with a per-process secret and work only on this replica until it restarts")
-	return auth.GenerateSecret()
+	var err error
+	if s.tokenKeys, err = auth.NewSecretFile(filepath.Join(dir, fleet.TokenKeysFile), auth.ParseKeyring); err != nil {
+		return nil, err
+	}
+	adminPath := filepath.Join(dir, fleet.AdminTokenFile)
+	switch _, statErr := os.Stat(adminPath); {
+	case errors.Is(statErr, os.ErrNotExist):
+		s.log.Info("The fleet Secret holds no admin-token: the admin endpoints that need it are off", "dir", dir)
+	default:
+		if s.adminToken, err = auth.NewSecretFile(adminPath, fleet.ParseAdminToken); err != nil {
+			return nil, err
+		}
+	}
+	if data, readErr := os.ReadFile(filepath.Join(dir, fleet.FleetKeyFile)); readErr == nil {
+		if _, err := fleet.ParseFleetKey(data); err != nil {
+			return nil, err
+		}
+	}
+	s.log.Info("Fleet Secret loaded", "dir", dir, "tokenKeyIDs", s.tokenKeys.Value().IDs(), "adminToken", s.adminToken != nil)
+	return s.tokenKeys, nil
 }
 
 // Metrics exposes the server's metrics (tests read them).
@@ -170,11 +195,16 @@ func (s *Server) ForceDrain() { s.drainer.Force() }
 // listener closed last so /status and /metrics answer until the end.
 func (s *Server) Serve(ctx context.Context, public, adminLn net.Listener) error {
 	publicSrv := &http.Server{Handler: s.publicHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: httpErrorLog(s.log)}
-	adminSrv := &http.Server{Handler: admin.NewHandler(admin.Options{
-		Drainer: s.drainer, Sessions: s.sessions, Metrics: s.metrics, Limiter: s.limiter,
+	adminOpts := admin.Options{
+		DebugEndpoints: s.cfg.DebugEndpoints,
+		Drainer:        s.drainer, Sessions: s.sessions, Metrics: s.metrics, Limiter: s.limiter,
 		Backend: s.backend.Name(), SessionLimit: s.cfg.Sessions.Limit, Clock: s.clock, Started: s.started,
 		Log: s.log.WithName("admin"),
-	}), ReadHeaderTimeout: 10 * time.Second, ErrorLog: httpErrorLog(s.log)}
+	}
+	if s.adminToken != nil {
+		adminOpts.AdminToken = s.adminToken
+	}
+	adminSrv := &http.Server{Handler: admin.NewHandler(adminOpts), ReadHeaderTimeout: 10 * time.Second, ErrorLog: httpErrorLog(s.log)}
 
 	g, gctx := errgroup.WithContext(ctx)
 	// Background loops stop when the drain is over, not when ctx is:
@@ -186,7 +216,17 @@ func (s *Server) Serve(ctx context.Context, public, adminLn net.Listener) error 
 	g.Go(func() error { return serveHTTP(adminSrv, adminLn) })
 	g.Go(func() error { return s.limiter.Run(loopsCtx) })
 	if s.keys != nil {
-		g.Go(func() error { return s.keys.Watch(loopsCtx, keyPollInterval, s.clock, s.log.WithName("keys")) })
+		g.Go(func() error { return s.keys.Watch(loopsCtx, s.cfg.SecretPollInterval, s.clock, s.log.WithName("keys")) })
+	}
+	if s.tokenKeys != nil {
+		g.Go(func() error {
+			return s.tokenKeys.Watch(loopsCtx, s.cfg.SecretPollInterval, s.clock, s.log.WithName("token-keys"))
+		})
+	}
+	if s.adminToken != nil {
+		g.Go(func() error {
+			return s.adminToken.Watch(loopsCtx, s.cfg.SecretPollInterval, s.clock, s.log.WithName("admin-token"))
+		})
 	}
 	if r, ok := s.backend.(backend.Runner); ok {
 		g.Go(func() error { return r.Run(loopsCtx) })

@@ -23,6 +23,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/voicegateway/voicegateway/server/config"
+	"github.com/voicegateway/voicegateway/server/fleet"
 )
 
 func TestMain(m *testing.M) {
@@ -57,11 +58,23 @@ func start(t *testing.T, mutate func(*config.Config), opts ...Option) *harness {
 	return startWithClock(t, clock.RealClock{}, mutate, opts...)
 }
 
+// withoutFleetSecret runs a harness without --fleet-secret-dir; every other
+// harness gets a fleet Secret of its own, as the operator gives every pod.
+func withoutFleetSecret(c *config.Config) { c.FleetSecretDir = noFleetSecret }
+
+const noFleetSecret = "\x00none"
+
 func startWithClock(t *testing.T, clk clock.WithTickerAndDelayedExecution, mutate func(*config.Config), opts ...Option) *harness {
 	t.Helper()
 	cfg := testConfig()
 	if mutate != nil {
 		mutate(&cfg)
+	}
+	switch cfg.FleetSecretDir {
+	case "":
+		cfg.FleetSecretDir = writeFleetDir(t)
+	case noFleetSecret:
+		cfg.FleetSecretDir = ""
 	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("test configuration invalid: %v", err)
@@ -290,9 +303,21 @@ func (h *harness) counter(name string, labels ...string) float64 {
 	return 0
 }
 
+// getAdmin GETs an admin path with the fleet Secret's admin token.
 func (h *harness) getAdmin(path string) (int, string) {
 	h.t.Helper()
-	resp, err := http.Get(h.adminURL + path)
+	req, err := http.NewRequest(http.MethodGet, h.adminURL+path, nil)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if h.cfg.FleetSecretDir != "" {
+		token, err := os.ReadFile(filepath.Join(h.cfg.FleetSecretDir, fleet.AdminTokenFile))
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+string(token))
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		h.t.Fatalf("GET %s: %v", path, err)
 	}
@@ -307,6 +332,23 @@ func (h *harness) getAdmin(path string) (int, string) {
 		}
 	}
 	return resp.StatusCode, b.String()
+}
+
+// writeFleetDir writes a freshly generated fleet Secret into a directory,
+// one file per key, as the kubelet mounts it.
+func writeFleetDir(t *testing.T) string {
+	t.Helper()
+	data, err := fleet.Generate(nil, time.Now(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for name, content := range data {
+		if err := os.WriteFile(filepath.Join(dir, name), content, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
 }
 
 func writeFile(t *testing.T, name, content string) string {

@@ -246,7 +246,12 @@ func (s *Server) handleClientToken(w http.ResponseWriter, r *http.Request) {
 	}
 	ttl := time.Duration(req.ExpiresIn) * time.Second
 	token, expires, err := s.authn.Tokens.Mint(ttl, auth.Claims{KeyID: principal.KeyID, Session: req.Session})
-	if err != nil {
+	switch {
+	case errors.Is(err, auth.ErrNoSigningKey):
+		s.log.Error(err, "Cannot mint a client token")
+		s.refuse(w, http.StatusServiceUnavailable, protocol.CodeInternal, "no client-token signing key is active on this server", 0)
+		return
+	case err != nil:
 		s.refuse(w, http.StatusBadRequest, protocol.CodeInvalidEvent, err.Error(), 0)
 		return
 	}

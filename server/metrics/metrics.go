@@ -25,6 +25,7 @@ type Server struct {
 	DroppedFrames      *prometheus.CounterVec // by reason
 	Errors             *prometheus.CounterVec // by error code
 	AuthFailures       *prometheus.CounterVec // by reason
+	AdminAuthFailures  *prometheus.CounterVec // by reason (missing, invalid, disabled)
 	UpgradesRejected   *prometheus.CounterVec // by error code, before a session exists
 	DrainPhase         prometheus.Gauge
 	DrainDuration      prometheus.Gauge
@@ -77,6 +78,9 @@ func New() *Server {
 		AuthFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "auth_failures_total", Help: "Failed authentications, by reason.",
 		}, []string{"reason"}),
+		AdminAuthFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "admin_auth_failures_total", Help: "Admin requests refused for want of the admin token, by reason: missing, invalid, disabled.",
+		}, []string{"reason"}),
 		UpgradesRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "upgrades_rejected_total", Help: "WebSocket upgrades refused before a session started, by error code.",
 		}, []string{"code"}),
@@ -110,13 +114,16 @@ func New() *Server {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.SessionsActive, m.SessionsTotal, m.SessionDuration, m.SessionsClosed,
-		m.AudioFramesIn, m.AudioFramesOut, m.DroppedFrames, m.Errors, m.AuthFailures,
+		m.AudioFramesIn, m.AudioFramesOut, m.DroppedFrames, m.Errors, m.AuthFailures, m.AdminAuthFailures,
 		m.UpgradesRejected, m.DrainPhase, m.DrainDuration, m.DrainNotified, m.ClientTokensMinted,
 		m.UpstreamDialSeconds, m.UpstreamErrors, m.UpstreamConnections, m.UpstreamRelayQueue,
 	)
 	// Pre-create the labelled series so dashboards see zeros, not gaps.
 	for _, c := range protocol.AllCodes {
 		m.Errors.WithLabelValues(string(c))
+	}
+	for _, reason := range []string{"missing", "invalid", "disabled"} {
+		m.AdminAuthFailures.WithLabelValues(reason)
 	}
 	for _, kind := range UpstreamErrorKinds {
 		m.UpstreamErrors.WithLabelValues(kind)

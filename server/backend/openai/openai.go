@@ -51,7 +51,7 @@ type Options struct {
 type Backend struct {
 	cfg     config.OpenAIConfig
 	url     string
-	key     *auth.SecretFile
+	key     *auth.SecretFile[string]
 	clock   clock.WithTickerAndDelayedExecution
 	metrics *metrics.Server
 	log     logr.Logger

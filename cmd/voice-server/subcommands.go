@@ -1,0 +1,245 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/voicegateway/voicegateway/server/config"
+	"github.com/voicegateway/voicegateway/server/fleet"
+)
+
+// subcommands run instead of the server when named as the first argument.
+var subcommands = map[string]func(args []string, stdout, stderr io.Writer) int{
+	"drain":        runDrain,
+	"fleet-secret": runFleetSecret,
+}
+
+// runDrain is the preStop hook: `voice-server drain --config FILE` begins
+// the drain of the server running in the same container and returns once
+// that server refuses new sessions (after its propagation delay), so that
+// the kubelet's SIGTERM follows only then. It reads the server's own
+// settings, so that the admin address and the admin token come from where
+// the server takes them, and it needs no shell in the image.
+func runDrain(args []string, stdout, stderr io.Writer) int {
+	cfg, err := config.Load(args, os.Getenv)
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintln(stdout, "Usage: voice-server drain [the server's own settings, e.g. --config FILE]\n\n"+
+			"Begins the drain of the voice server running with these settings (POST /drain on its\n"+
+			"admin port, with the admin token of its fleet Secret) and returns once it refuses new\n"+
+			"sessions. The preStop hook of the operator's pods.")
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "voice-server drain: %v\n", err)
+		return 2
+	}
+	if cfg.FleetSecretDir == "" {
+		fmt.Fprintln(stderr, "voice-server drain: the admin endpoints need the admin token of a fleet Secret (--fleet-secret-dir); without one, send the server SIGTERM")
+		return 2
+	}
+	data, err := readBounded(filepath.Join(cfg.FleetSecretDir, fleet.AdminTokenFile), fleet.MaxFileSize)
+	if err != nil {
+		fmt.Fprintf(stderr, "voice-server drain: %v\n", err)
+		return 1
+	}
+	token, err := fleet.ParseAdminToken(data)
+	if err != nil {
+		fmt.Fprintf(stderr, "voice-server drain: %v\n", err)
+		return 1
+	}
+	address, err := localAdminAddress(cfg.AdminListen)
+	if err != nil {
+		fmt.Fprintf(stderr, "voice-server drain: --admin-listen: %v\n", err)
+		return 2
+	}
+	// The kubelet bounds the hook by the grace period; so does this, so
+	// that a hook run by hand cannot hang.
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.Drain.GracePeriod)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+address+"/drain", nil)
+	if err != nil {
+		fmt.Fprintf(stderr, "voice-server drain: %v\n", err)
+		return 1
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	client := &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
+	resp, err := client.Do(req)
+	if err != nil {
+		fmt.Fprintf(stderr, "voice-server drain: %v\n", err)
+		return 1
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode != http.StatusOK {
+		fmt.Fprintf(stderr, "voice-server drain: POST /drain: %s: %s\n", resp.Status, strings.TrimSpace(string(body)))
+		return 1
+	}
+	var status struct {
+		Phase         string     `json:"phase"`
+		Sessions      int        `json:"sessions"`
+		DrainDeadline *time.Time `json:"drain_deadline"`
+	}
+	_ = json.Unmarshal(body, &status)
+	deadline := ""
+	if status.DrainDeadline != nil {
+		deadline = status.DrainDeadline.Format(time.RFC3339)
+	}
+	fmt.Fprintf(stdout, "drain begun: phase %s, %d sessions, deadline %s\n", status.Phase, status.Sessions, deadline)
+	return 0
+}
+
+// localAdminAddress is where a process in the same network namespace
+// reaches an admin listener: its own host, or loopback for a listener on
+// every interface.
+func localAdminAddress(listen string) (string, error) {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return "", err
+	}
+	if host == "" {
+		return net.JoinHostPort("127.0.0.1", port), nil
+	}
+	if addr, err := netip.ParseAddr(host); err == nil && addr.IsUnspecified() {
+		if addr.Is6() {
+			return net.JoinHostPort("::1", port), nil
+		}
+		return net.JoinHostPort("127.0.0.1", port), nil
+	}
+	return listen, nil
+}
+
+// runFleetSecret writes or rotates a fleet Secret's files in a directory,
+// for a user who brings their own Secret (spec.auth.fleetSecretRef), for a
+// fleet run without the operator, and for local runs and tests:
+//
+//	voice-server fleet-secret init --dir DIR [--api-key]
+//	voice-server fleet-secret rotate --dir DIR [--activation 2m] [--retain 11m5s]
+func runFleetSecret(args []string, stdout, stderr io.Writer) int {
+	usage := "Usage:\n" +
+		"  voice-server fleet-secret init --dir DIR [--api-key]\n" +
+		"      writes token-keys.json, admin-token and fleet-key (and api-keys) into DIR; refuses to\n" +
+		"      overwrite. Then: kubectl create secret generic NAME --from-file=DIR\n" +
+		"  voice-server fleet-secret rotate --dir DIR [--activation D] [--retain D]\n" +
+		"      adds a signing key that signs after --activation and retires the others --retain\n" +
+		"      after that; rewrites token-keys.json in place (docs/operations.md, \"Rotation\")\n"
+	if len(args) == 0 || (args[0] != "init" && args[0] != "rotate") {
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
+			fmt.Fprint(stdout, usage)
+			return 0
+		}
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	verb := args[0]
+	fs := flag.NewFlagSet("fleet-secret "+verb, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dir := fs.String("dir", "", "directory of the fleet Secret's files")
+	withAPIKey := fs.Bool("api-key", false, "init: also generate an api-keys file with one API key")
+	rotation := fleet.DefaultRotation
+	fs.DurationVar(&rotation.Activation, "activation", rotation.Activation, "rotate: how long the new key only verifies before it signs; longer than the Secret takes to reach every pod")
+	fs.DurationVar(&rotation.Retain, "retain", rotation.Retain, "rotate: how long the replaced keys verify after the new key starts signing; at least the longest client-token lifetime")
+	if err := fs.Parse(args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if *dir == "" || fs.NArg() > 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	if verb == "init" {
+		err = initFleetDir(*dir, *withAPIKey, stdout)
+	} else {
+		err = rotateFleetDir(*dir, rotation, stdout)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "voice-server fleet-secret %s: %v\n", verb, err)
+		return 1
+	}
+	return 0
+}
+
+func initFleetDir(dir string, withAPIKey bool, stdout io.Writer) error {
+	data, err := fleet.Generate(nil, time.Now(), withAPIKey)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	for name := range data {
+		if _, err := os.Lstat(filepath.Join(dir, name)); err == nil {
+			return fmt.Errorf("%s already exists; a fleet Secret is made once (rotate its signing keys with `fleet-secret rotate`)", filepath.Join(dir, name))
+		}
+	}
+	for name, content := range data {
+		if err := os.WriteFile(filepath.Join(dir, name), content, 0o600); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(stdout, "wrote a fleet Secret into %s\n  kubectl create secret generic NAME --from-file=%s\n", dir, dir)
+	return nil
+}
+
+func rotateFleetDir(dir string, rotation fleet.Rotation, stdout io.Writer) error {
+	path := filepath.Join(dir, fleet.TokenKeysFile)
+	data, err := readBounded(path, fleet.MaxFileSize)
+	if err != nil {
+		return err
+	}
+	keys, err := fleet.ParseTokenKeys(data)
+	if err != nil {
+		return err
+	}
+	rotated, err := keys.Rotate(nil, time.Now(), rotation)
+	if err != nil {
+		return err
+	}
+	out, err := rotated.Marshal()
+	if err != nil {
+		return err
+	}
+	// Replaced whole, so that a server polling the file never reads half
+	// of it.
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, out, 0o600); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "new signing key %s signs from %s; the others verify until %s\n",
+		rotated.Keys[0].ID, rotated.Keys[0].SignFrom.Format(time.RFC3339), rotated.Keys[0].SignFrom.Add(rotation.Retain).Format(time.RFC3339))
+	return nil
+}
+
+// readBounded reads at most limit bytes of path and fails on more, so that
+// a file named by a flag cannot make the process read without end.
+func readBounded(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("%s is larger than %d bytes", path, limit)
+	}
+	return data, nil
+}
