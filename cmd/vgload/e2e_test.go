@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/voicegateway/voicegateway/server/fleet"
 )
 
 // These tests drive vgload, in process, against the real voice-server
@@ -23,8 +25,11 @@ import (
 type serverProcess struct {
 	pid           int
 	public, admin string
-	exited        chan struct{}
-	exitErr       error
+	// adminTokenFile holds the admin token of the server's fleet Secret,
+	// which its /debug endpoints ask for.
+	adminTokenFile string
+	exited         chan struct{}
+	exitErr        error
 }
 
 func startServer(t *testing.T, args ...string) *serverProcess {
@@ -32,7 +37,18 @@ func startServer(t *testing.T, args ...string) *serverProcess {
 	if testing.Short() {
 		t.Skip("end-to-end test builds and runs the voice server")
 	}
-	args = append([]string{"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--log-level", "info"}, args...)
+	fleetDir := t.TempDir()
+	data, err := fleet.Generate(nil, time.Now(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, content := range data {
+		if err := os.WriteFile(filepath.Join(fleetDir, name), content, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	args = append([]string{"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--log-level", "info",
+		"--fleet-secret-dir", fleetDir, "--debug-endpoints"}, args...)
 	cmd := exec.Command(voiceServer.Path(t), args...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -41,7 +57,7 @@ func startServer(t *testing.T, args ...string) *serverProcess {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &serverProcess{pid: cmd.Process.Pid, exited: make(chan struct{})}
+	p := &serverProcess{pid: cmd.Process.Pid, exited: make(chan struct{}), adminTokenFile: filepath.Join(fleetDir, fleet.AdminTokenFile)}
 	listening := make(chan [2]string, 1)
 	var logMu sync.Mutex
 	var logs bytes.Buffer
@@ -150,7 +166,7 @@ func TestRelayEndToEnd(t *testing.T) {
 			vgload(t, "run", "--url", "ws://"+srv.public+"/v1/realtime", "--baseline-url", base,
 				"--sessions", strconv.Itoa(sessions), "--ramp", "200ms", "--duration", "2s",
 				"--audio", tc.audio, "--sample-rate", strconv.Itoa(tc.sampleRate), "--commit-every", strconv.Itoa(tc.commitEvery),
-				"--admin", srv.admin, "--server-pid", strconv.Itoa(srv.pid),
+				"--admin", srv.admin, "--admin-token-file", srv.adminTokenFile, "--server-pid", strconv.Itoa(srv.pid),
 				// A generous settle: the last turn's echo may queue behind the one before.
 				"--settle", "5s", "--json", filepath.Join(dir, "report.json"), "--markdown", filepath.Join(dir, "row.md"), "--fail-on-loss")
 			var r Report
@@ -187,7 +203,7 @@ func TestIdleEndToEnd(t *testing.T) {
 	srv := startServer(t, "--insecure-no-auth")
 	path := filepath.Join(t.TempDir(), "idle.json")
 	vgload(t, "run", "--idle", "--url", "ws://"+srv.public+"/v1/realtime", "--sessions", strconv.Itoa(sessions),
-		"--ramp", "200ms", "--duration", "2500ms", "--admin", srv.admin, "--server-pid", strconv.Itoa(srv.pid), "--json", path)
+		"--ramp", "200ms", "--duration", "2500ms", "--admin", srv.admin, "--admin-token-file", srv.adminTokenFile, "--server-pid", strconv.Itoa(srv.pid), "--json", path)
 	var r Report
 	readJSON(t, path, &r)
 	m := r.Gateway.Memory
@@ -209,7 +225,7 @@ func TestDrainEndToEnd(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "drain.json")
 	vgload(t, "run", "--url", "ws://"+a.public+"/v1/realtime", "--url", "ws://"+b.public+"/v1/realtime",
 		"--sessions", strconv.Itoa(sessions), "--ramp", "200ms", "--duration", "1s", "--commit-every", "2", "--settle", "5s",
-		"--admin", a.admin, "--server-pid", strconv.Itoa(a.pid), "--sigterm-after", "500ms", "--drain-wait", "20s",
+		"--admin", a.admin, "--admin-token-file", a.adminTokenFile, "--server-pid", strconv.Itoa(a.pid), "--sigterm-after", "500ms", "--drain-wait", "20s",
 		"--json", path)
 	var r Report
 	readJSON(t, path, &r)
@@ -239,7 +255,7 @@ func TestSoakEndToEnd(t *testing.T) {
 	}
 	srv := startServer(t, "--api-keys-file", keys, "--trusted-proxies", "127.0.0.1")
 	path := filepath.Join(t.TempDir(), "soak.json")
-	vgload(t, "soak", "--url", "ws://"+srv.public+"/v1/realtime", "--admin", srv.admin, "--api-key", key,
+	vgload(t, "soak", "--url", "ws://"+srv.public+"/v1/realtime", "--admin", srv.admin, "--admin-token-file", srv.adminTokenFile, "--api-key", key,
 		"--sessions", "6", "--duration", "6s", "--sample-every", "2s", "--warmup", "1s", "--gate", "--json", path)
 	var r SoakReport
 	readJSON(t, path, &r)
@@ -256,7 +272,7 @@ func TestFloodEndToEnd(t *testing.T) {
 	}
 	srv := startServer(t, "--api-keys-file", keys, "--trusted-proxies", "127.0.0.1")
 	path := filepath.Join(t.TempDir(), "flood.json")
-	vgload(t, "flood", "--url", "http://"+srv.public, "--admin", srv.admin, "--api-key", key,
+	vgload(t, "flood", "--url", "http://"+srv.public, "--admin", srv.admin, "--admin-token-file", srv.adminTokenFile, "--api-key", key,
 		"--ips", "3000", "--concurrency", "4", "--server-pid", strconv.Itoa(srv.pid), "--json", path)
 	var r FloodReport
 	readJSON(t, path, &r)

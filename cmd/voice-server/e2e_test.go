@@ -37,10 +37,10 @@ const testAPIKey = "vgw-e2e-test-key-0123456789abcdef"
 
 // process is the real voice-server binary running on loopback.
 type process struct {
-	t        testing.TB
-	cmd      *exec.Cmd
-	public   string
-	admin    string
+	t      testing.TB
+	cmd    *exec.Cmd
+	public string
+	admin  string
 	// fleetDir is the fleet Secret the process reads (--fleet-secret-dir).
 	fleetDir string
 	exited   chan struct{}
@@ -73,6 +73,22 @@ func newFleetDir(t testing.TB) string {
 	return dir
 }
 
+// fleetDirOf reads fleet_secret_dir from a settings file.
+func fleetDirOf(t testing.TB, configFile string) string {
+	t.Helper()
+	data, err := os.ReadFile(configFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "fleet_secret_dir: "); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	t.Fatalf("%s names no fleet_secret_dir", configFile)
+	return ""
+}
+
 // startBinary runs the voice server on loopback ports with exactly the
 // given settings besides the addresses and the log level, and, unless they
 // name one, a fleet Secret of its own with the debug endpoints on (as the
@@ -85,8 +101,13 @@ func startBinary(t testing.TB, extraArgs ...string) *process {
 	args := []string{"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--log-level", logLevel()}
 	fleetDir := ""
 	for i, a := range extraArgs {
-		if a == "--fleet-secret-dir" && i+1 < len(extraArgs) {
+		switch {
+		case a == "--fleet-secret-dir" && i+1 < len(extraArgs):
 			fleetDir = extraArgs[i+1]
+		case a == "--config" && i+1 < len(extraArgs):
+			// The file says it all, as in a pod.
+			args = []string{"--log-level", logLevel()}
+			fleetDir = fleetDirOf(t, extraArgs[i+1])
 		}
 	}
 	if fleetDir == "" {
