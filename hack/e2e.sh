@@ -63,8 +63,10 @@ phase "build (images' binaries and the e2e driver)"
 "$ROOT/hack/cluster-up"
 phase "cluster up (node Ready, images imported)"
 
+# A new client-token key signs 30 s after a rotation (the operator's default
+# is 2m, for the kubelet's default 1m Secret refresh; cluster-up sets 10s).
 "$HELM" install "$RELEASE" "$ROOT/charts/voicegateway-operator" --namespace "$NS" --create-namespace \
-	--wait --timeout 3m >"$OUT/helm-install.txt"
+	--set 'extraArgs={--key-activation-delay=30s}' --wait --timeout 3m >"$OUT/helm-install.txt"
 kctl -n "$NS" rollout status deployment/voicegateway-operator --timeout 2m >/dev/null
 phase "helm install (operator pod Ready)"
 

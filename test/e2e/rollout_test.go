@@ -17,6 +17,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -82,11 +83,14 @@ type counters struct {
 	maxGapSteady   time.Duration // the same, before the rollout (the echo's own rhythm)
 	maxReconnect   time.Duration // notice (after its reconnect_after_ms) to the new session's session.created
 	reconnectTimes []time.Duration
-	rolled         bool     // the rollout has begun
-	abnormal       []string // how the first abnormal ends happened
-	maxGapWhere    string   // where the longest gap of the rollout fell
-	chunksNotified int      // audio chunks received on a session after its notice, before the move
-	chunksLeaving  int      // audio chunks received on a session after the move, before its close
+	rolled         bool           // the rollout has begun
+	abnormal       []string       // how the first abnormal ends happened
+	maxGapWhere    string         // where the longest gap of the rollout fell
+	chunksNotified int            // audio chunks received on a session after its notice, before the move
+	chunksLeaving  int            // audio chunks received on a session after the move, before its close
+	tokenConnects  int            // sessions opened with a client token minted through the Service
+	unauthorized   int            // 401s, on a mint or on a connect with a fresh token
+	tokenKeys      map[string]int // client tokens minted, by signing key id
 }
 
 func (c *counters) end(kind string) {
@@ -107,22 +111,35 @@ type sessionConn struct {
 }
 
 type caller struct {
-	url, apiKey string
-	stats       *counters
-	rolling     *atomic.Bool
-	lastAudio   atomic.Int64 // unix nanos of the last echoed chunk, any connection
-	movedAt     atomic.Int64 // unix nanos of the last switch to a new session
+	// url is the sessions URL through the Service; mintURL the Service's
+	// mint endpoint, where each connect first gets a client token with the
+	// API key, as a browser app's backend does.
+	url, mintURL, apiKey string
+	stats                *counters
+	rolling              *atomic.Bool
+	lastAudio            atomic.Int64 // unix nanos of the last echoed chunk, any connection
+	movedAt              atomic.Int64 // unix nanos of the last switch to a new session
 }
 
 func (c *caller) dial(ctx context.Context) (*sessionConn, error) {
 	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	conn, _, err := websocket.Dial(dctx, c.url, &websocket.DialOptions{
-		HTTPHeader: http.Header{"Authorization": {"Bearer " + c.apiKey}},
-	})
+	token, err := mintToken(dctx, c.mintURL, c.apiKey, 60, c.stats)
 	if err != nil {
 		return nil, err
 	}
+	conn, resp, err := websocket.Dial(dctx, c.url+"&token="+token, nil)
+	if err != nil {
+		if resp != nil && resp.StatusCode == http.StatusUnauthorized {
+			c.stats.mu.Lock()
+			c.stats.unauthorized++
+			c.stats.mu.Unlock()
+		}
+		return nil, err
+	}
+	c.stats.mu.Lock()
+	c.stats.tokenConnects++
+	c.stats.mu.Unlock()
 	conn.SetReadLimit(1 << 20)
 	// The first text event is session.created.
 	for {
@@ -140,6 +157,51 @@ func (c *caller) dial(ctx context.Context) (*sessionConn, error) {
 	// context would tear the connection down without a close handshake.
 	go c.read(context.WithoutCancel(ctx), sc)
 	return sc, nil
+}
+
+// mintToken gets a client token from the gateway's mint endpoint through
+// the Service, counting refusals for want of authentication and the
+// signing key of what it got.
+func mintToken(ctx context.Context, mintURL, apiKey string, ttlSeconds int, stats *counters) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, mintURL, strings.NewReader(fmt.Sprintf(`{"expires_in":%d}`, ttlSeconds)))
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Authorization", "Bearer "+apiKey)
+	resp, err := mintClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<10))
+	if resp.StatusCode != http.StatusOK {
+		if resp.StatusCode == http.StatusUnauthorized {
+			stats.mu.Lock()
+			stats.unauthorized++
+			stats.mu.Unlock()
+		}
+		return "", fmt.Errorf("minting a client token: %s: %s", resp.Status, bytes.TrimSpace(body))
+	}
+	var minted struct {
+		Value string `json:"value"`
+	}
+	if err := json.Unmarshal(body, &minted); err != nil || minted.Value == "" {
+		return "", fmt.Errorf("minting a client token: %s", body)
+	}
+	stats.mu.Lock()
+	stats.tokenKeys[signingKeyID(minted.Value)]++
+	stats.mu.Unlock()
+	return minted.Value, nil
+}
+
+// mintClient opens a connection per request, so that kube-proxy spreads
+// the mints over the pods as it spreads the sessions.
+var mintClient = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+
+// signingKeyID is the key id a client token names: vgw_ct_<key id>.<...>.
+func signingKeyID(token string) string {
+	id, _, _ := strings.Cut(strings.TrimPrefix(token, "vgw_ct_"), ".")
+	return id
 }
 
 func eventType(msg []byte) string {
@@ -394,8 +456,9 @@ type podInfo struct {
 	Status struct {
 		PodIP             string `json:"podIP"`
 		ContainerStatuses []struct {
-			Ready bool `json:"ready"`
-			State struct {
+			Ready        bool `json:"ready"`
+			RestartCount int  `json:"restartCount"`
+			State        struct {
 				Terminated *struct {
 					ExitCode   int       `json:"exitCode"`
 					Reason     string    `json:"reason"`
@@ -528,16 +591,17 @@ func TestRollout(t *testing.T) {
 		t.Fatal(err)
 	}
 	url := "ws://" + string(svcIP) + "/v1/realtime?audio=binary"
-	t.Logf("sessions through the Service: %s", url)
+	mintURL := "http://" + string(svcIP) + "/v1/client_tokens"
+	t.Logf("sessions through the Service: %s, each with a client token from %s", url, mintURL)
 
 	// 2. Sessions held open through the Service.
-	stats := &counters{ends: map[string]int{}, errorsByCode: map[string]int{}}
+	stats := &counters{ends: map[string]int{}, errorsByCode: map[string]int{}, tokenKeys: map[string]int{}}
 	var rolling atomic.Bool
 	sctx, stopSessions := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	ready := make(chan struct{}, sessions)
 	for i := 0; i < sessions; i++ {
-		c := &caller{url: url, apiKey: apiKey, stats: stats, rolling: &rolling}
+		c := &caller{url: url, mintURL: mintURL, apiKey: apiKey, stats: stats, rolling: &rolling}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -562,10 +626,22 @@ func TestRollout(t *testing.T) {
 	})
 	vgwLine, _ := kubectl(ctx, "get", "vgw", vgwName)
 	t.Logf("before the rollout:\n%s", vgwLine)
+	stats.mu.Lock()
+	t.Logf("token-authenticated connects through the Service: %d succeeded, %d refused with 401 (keys %v)",
+		stats.tokenConnects, stats.unauthorized, stats.tokenKeys)
+	if stats.unauthorized != 0 || stats.tokenConnects < sessions {
+		t.Errorf("%d of the first %d token connects refused with 401; want 0", stats.unauthorized, sessions)
+	}
+	stats.mu.Unlock()
 	lap("sessions")
+
+	// 3. The fleet's client-token keys rotated while the calls go on: no
+	// pod restarts, no token refused, new tokens signed with the new key.
+	rotation := rotateKeys(ctx, t, url, mintURL, apiKey, oldPods, stats)
+	lap("key rotation")
 	time.Sleep(3 * time.Second) // steady audio before the rollout
 
-	// 3. Follow the old pods and capture the watches.
+	// 4. Follow the old pods and capture the watches.
 	watches := map[string]*oldPodWatch{}
 	for _, p := range oldPods {
 		st, err := podStatus(ctx, p.Status.PodIP)
@@ -611,7 +687,7 @@ func TestRollout(t *testing.T) {
 		}(w)
 	}
 
-	// 4. The rollout: a new image tag.
+	// 5. The rollout: a new image tag.
 	stats.mu.Lock()
 	stats.rolled = true
 	stats.mu.Unlock()
@@ -661,7 +737,7 @@ func TestRollout(t *testing.T) {
 	wg.Wait()
 	lap("settle")
 
-	// 5. Assertions.
+	// 6. Assertions.
 	// Each old pod: its sessions were notified, it exited 0 within its grace.
 	exits := oldPodExits(t, filepath.Join(out, "kubectl-get-pods-w.json"), oldUID)
 	report := map[string]any{}
@@ -704,6 +780,11 @@ func TestRollout(t *testing.T) {
 		stats.maxGap.Round(time.Millisecond), stats.maxGapSteady.Round(time.Millisecond), stats.maxGapRollout.Round(time.Millisecond), stats.ends, stats.errorsByCode)
 	t.Logf("the longest gap of the rollout %s; abnormal ends: %q; audio chunks on old sessions after their notice %d, after the move %d",
 		stats.maxGapWhere, stats.abnormal, stats.chunksNotified, stats.chunksLeaving)
+	t.Logf("client tokens: %d token-authenticated connects through the Service, %d refused with 401; minted by signing key: %v",
+		stats.tokenConnects, stats.unauthorized, stats.tokenKeys)
+	if stats.unauthorized != 0 {
+		t.Errorf("%d mints or token connects refused with 401 over the whole run; want 0", stats.unauthorized)
+	}
 	for kind, n := range stats.ends {
 		if kind != "client close" {
 			t.Errorf("%d connections ended with %s; want only client closes (1000 after a move or at the end)", n, kind)
@@ -750,10 +831,174 @@ func TestRollout(t *testing.T) {
 	report["rollout_seconds"] = rolloutTook.Seconds()
 	report["old_pods"] = podLines
 	report["phases_seconds"] = phase
+	report["token_connects"] = stats.tokenConnects
+	report["token_unauthorized"] = stats.unauthorized
+	report["tokens_by_signing_key"] = stats.tokenKeys
+	report["key_rotation"] = rotation
 	b, _ := json.MarshalIndent(report, "", "  ")
 	if err := os.WriteFile(filepath.Join(out, "rollout-report.json"), b, 0o644); err != nil {
 		t.Error(err)
 	}
+}
+
+// tokenKeysOf reads the signing keys of the VoiceGateway's fleet Secret
+// (ids and times only).
+func tokenKeysOf(ctx context.Context) ([]fleetKey, error) {
+	out, err := kubectl(ctx, "get", "secret", vgwName+"-fleet", "-o", `jsonpath={.data.token-keys\.json}`)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := base64.StdEncoding.DecodeString(string(out))
+	if err != nil {
+		return nil, err
+	}
+	var keys struct {
+		Keys []fleetKey `json:"keys"`
+	}
+	err = json.Unmarshal(raw, &keys)
+	return keys.Keys, err
+}
+
+type fleetKey struct {
+	ID          string     `json:"id"`
+	SignFrom    *time.Time `json:"sign_from"`
+	VerifyUntil *time.Time `json:"verify_until"`
+}
+
+// rotateKeys asks the operator for a new signing key (the rotate-keys
+// annotation) and keeps minting and connecting through the Service, one
+// probe every 200 ms, until tokens carry the new key: every probe must
+// succeed, tokens minted before the rotation must still work after it, and
+// no pod may restart. It returns the figures for the report.
+func rotateKeys(ctx context.Context, t *testing.T, url, mintURL, apiKey string, pods []podInfo, stats *counters) map[string]any {
+	t.Helper()
+	before, err := tokenKeysOf(ctx)
+	if err != nil || len(before) == 0 {
+		t.Fatalf("reading the fleet Secret's signing keys: %v", err)
+	}
+	oldID := before[0].ID
+	var early []string
+	for range 4 {
+		token, err := mintToken(ctx, mintURL, apiKey, 600, stats)
+		if err != nil {
+			t.Fatal(err)
+		}
+		early = append(early, token)
+	}
+	start := time.Now()
+	if _, err := kubectl(ctx, "annotate", "vgw", vgwName, "--overwrite",
+		fmt.Sprintf("voicegateway.dev/rotate-keys=e2e-%d", start.Unix())); err != nil {
+		t.Fatal(err)
+	}
+	var newKey fleetKey
+	waitFor(ctx, t, "a new signing key in the fleet Secret", time.Minute, func() (bool, string) {
+		keys, err := tokenKeysOf(ctx)
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, k := range keys {
+			if k.ID != oldID {
+				newKey = k
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("%d keys", len(keys))
+	})
+	t.Logf("rotation requested; the operator wrote key %s, signing from %v (%s after the request)",
+		newKey.ID, newKey.SignFrom, time.Since(start).Round(time.Millisecond))
+
+	probes, failed, newInARow := 0, 0, 0
+	byKey := map[string]int{}
+	probe := func() (string, error) {
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		token, err := mintToken(pctx, mintURL, apiKey, 60, stats)
+		if err != nil {
+			return "", err
+		}
+		return signingKeyID(token), connectOnce(pctx, url, token, stats)
+	}
+	deadline := time.Now().Add(4 * time.Minute)
+	for newInARow < 10 && time.Now().Before(deadline) {
+		kid, err := probe()
+		probes++
+		if err != nil {
+			failed++
+			t.Errorf("probe %d during the rotation: %v", probes, err)
+		}
+		byKey[kid]++
+		if kid == newKey.ID {
+			newInARow++
+		} else {
+			newInARow = 0
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if newInARow < 10 {
+		t.Errorf("tokens never came signed with the new key %s: %v", newKey.ID, byKey)
+	}
+	switched := time.Since(start)
+	earlyOK := 0
+	for _, token := range early {
+		if err := connectOnce(ctx, url, token, stats); err != nil {
+			t.Errorf("a token minted before the rotation fails after it: %v", err)
+		} else {
+			earlyOK++
+		}
+	}
+	after, err := listPods(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	same := map[string]bool{}
+	for _, p := range pods {
+		same[p.Metadata.UID] = true
+	}
+	for _, p := range after {
+		if !same[p.Metadata.UID] {
+			t.Errorf("pod %s appeared during the key rotation: the rotation rolled the pods", p.Metadata.Name)
+		}
+		for _, cs := range p.Status.ContainerStatuses {
+			if cs.RestartCount != 0 {
+				t.Errorf("pod %s restarted %d times during the key rotation", p.Metadata.Name, cs.RestartCount)
+			}
+		}
+	}
+	t.Logf("key rotation: %d probes through the Service (%d failed) by signing key %v; new key in every token %s after the request; "+
+		"%d of %d tokens minted before it still accepted; pods unchanged",
+		probes, failed, byKey, switched.Round(time.Second), earlyOK, len(early))
+	return map[string]any{
+		"old_key": oldID, "new_key": newKey.ID, "probes": probes, "probes_failed": failed, "probes_by_key": byKey,
+		"switch_seconds": switched.Seconds(), "early_tokens_accepted": earlyOK, "early_tokens": len(early),
+	}
+}
+
+// connectOnce opens a session with a client token through the Service,
+// waits for session.created and hangs up.
+func connectOnce(ctx context.Context, url, token string, stats *counters) error {
+	conn, resp, err := websocket.Dial(ctx, url+"&token="+token, nil)
+	if err != nil {
+		if resp != nil && resp.StatusCode == http.StatusUnauthorized {
+			stats.mu.Lock()
+			stats.unauthorized++
+			stats.mu.Unlock()
+		}
+		return err
+	}
+	defer conn.CloseNow()
+	for {
+		typ, msg, err := conn.Read(ctx)
+		if err != nil {
+			return err
+		}
+		if typ == websocket.MessageText && eventType(msg) == "session.created" {
+			break
+		}
+	}
+	stats.mu.Lock()
+	stats.tokenConnects++
+	stats.mu.Unlock()
+	return conn.Close(websocket.StatusNormalClosure, "")
 }
 
 // startCapture runs kubectl with its output into file until ctx ends; the
