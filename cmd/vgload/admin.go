@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/voicegateway/voicegateway/internal/boundedfile"
 )
 
 // adminClient reads the voice server's admin endpoints. Keep-alives are off:
@@ -39,7 +41,7 @@ func newAdminClient(addr, tokenFile string, allowRemote bool) (*adminClient, err
 	}
 	token := ""
 	if tokenFile != "" {
-		data, err := readSmallFile(tokenFile, 4<<10)
+		data, err := boundedfile.Read(tokenFile, 4<<10)
 		if err != nil {
 			return nil, fmt.Errorf("--admin-token-file: %w", err)
 		}
@@ -177,21 +179,4 @@ func (a *adminClient) saveProfile(ctx context.Context, path, file string) error 
 		return fmt.Errorf("%s: HTTP %d", path, code)
 	}
 	return os.WriteFile(file, body, 0o644)
-}
-
-// readSmallFile reads at most limit bytes of path and fails on more.
-func readSmallFile(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(data)) > limit {
-		return nil, fmt.Errorf("%s is larger than %d bytes", path, limit)
-	}
-	return data, nil
 }

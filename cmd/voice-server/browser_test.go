@@ -107,7 +107,7 @@ func TestBrowserTalksThroughDrain(t *testing.T) {
 	refusedShot := browser.screenshot(ctx, "demo-page-unauthorized.png")
 
 	// With a client token minted by "the app's backend" it talks.
-	token := mintClientToken(t, first)
+	token := mintToken(t, first, `{"expires_in": 600, "session": {"audio": "binary"}}`)
 	browser.startTalking(ctx, service.url()+"/?processing=off#token="+token)
 	location, err := chromedp.Run(ctx, chromedp.Evaluate[string](`location.href`))
 	if err != nil {
@@ -339,32 +339,6 @@ func writeToneWAV(t *testing.T, dir string) string {
 		t.Fatal(err)
 	}
 	return path
-}
-
-// mintClientToken does what an app's backend does: it exchanges its API key
-// for a short-lived client token that the page may hold.
-func mintClientToken(t *testing.T, p *process) string {
-	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, "http://"+p.public+"/v1/client_tokens",
-		strings.NewReader(`{"expires_in": 600, "session": {"audio": "binary"}}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+testAPIKey)
-	req.Header.Set("Content-Type", "application/json")
-	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	resp, err := client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var body struct {
-		Value string `json:"value"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || resp.StatusCode != http.StatusOK || body.Value == "" {
-		t.Fatalf("minting a client token: %d %v", resp.StatusCode, err)
-	}
-	return body.Value
 }
 
 // metric reads one sample from the admin /metrics endpoint; name may

@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -75,11 +74,11 @@ func (m *kubeletMount) update(data map[string][]byte) {
 	}
 }
 
-// mintToken asks p's mint endpoint for a client token.
-func mintToken(t *testing.T, p *process, ttlSeconds int) string {
+// mintToken does what an app's backend does: it exchanges its API key
+// for a client token at p's mint endpoint, with the given request body.
+func mintToken(t *testing.T, p *process, body string) string {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, "http://"+p.public+"/v1/client_tokens",
-		strings.NewReader(`{"expires_in": `+strconv.Itoa(ttlSeconds)+`}`))
+	req, err := http.NewRequest(http.MethodPost, "http://"+p.public+"/v1/client_tokens", strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,13 +89,13 @@ func mintToken(t *testing.T, p *process, ttlSeconds int) string {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var body struct {
+	var minted struct {
 		Value string `json:"value"`
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || resp.StatusCode != http.StatusOK || body.Value == "" {
+	if err := json.NewDecoder(resp.Body).Decode(&minted); err != nil || resp.StatusCode != http.StatusOK || minted.Value == "" {
 		t.Fatalf("minting a client token on %s: %d %v", p.public, resp.StatusCode, err)
 	}
-	return body.Value
+	return minted.Value
 }
 
 // connectWithToken opens a session on p with a client token and reports
@@ -162,7 +161,7 @@ func TestFleetSecretAcrossReplicas(t *testing.T) {
 		t.Helper()
 		for i := 0; i < rounds; i++ {
 			minter, verifier := replicas[i%2], replicas[(i+1)%2]
-			token := mintToken(t, minter, 60)
+			token := mintToken(t, minter, `{"expires_in": 60}`)
 			if got := auth.SigningKeyID(token); got != wantKeyID {
 				t.Fatalf("%s: token signed with key %q, want %q", phase, got, wantKeyID)
 			}
@@ -182,7 +181,7 @@ func TestFleetSecretAcrossReplicas(t *testing.T) {
 	oldID := keys.Keys[0].ID
 	crossCheck("before the rotation", oldID, 20)
 	// Minted before the rotation, presented after it.
-	early := []string{mintToken(t, a, 60), mintToken(t, b, 60)}
+	early := []string{mintToken(t, a, `{"expires_in": 60}`), mintToken(t, b, `{"expires_in": 60}`)}
 
 	rotation := fleet.Rotation{Activation: 3 * time.Second, Retain: 4 * time.Second}
 	rotated, err := keys.Rotate(nil, time.Now(), rotation)

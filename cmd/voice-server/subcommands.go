@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/voicegateway/voicegateway/internal/boundedfile"
 	"github.com/voicegateway/voicegateway/server/config"
 	"github.com/voicegateway/voicegateway/server/fleet"
 )
@@ -48,7 +49,7 @@ func runDrain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "voice-server drain: the admin endpoints need the admin token of a fleet Secret (--fleet-secret-dir); without one, send the server SIGTERM")
 		return 2
 	}
-	data, err := readBounded(filepath.Join(cfg.FleetSecretDir, fleet.AdminTokenFile), fleet.MaxFileSize)
+	data, err := boundedfile.Read(filepath.Join(cfg.FleetSecretDir, fleet.AdminTokenFile), fleet.MaxFileSize)
 	if err != nil {
 		fmt.Fprintf(stderr, "voice-server drain: %v\n", err)
 		return 1
@@ -196,7 +197,7 @@ func initFleetDir(dir string, withAPIKey bool, stdout io.Writer) error {
 
 func rotateFleetDir(dir string, rotation fleet.Rotation, stdout io.Writer) error {
 	path := filepath.Join(dir, fleet.TokenKeysFile)
-	data, err := readBounded(path, fleet.MaxFileSize)
+	data, err := boundedfile.Read(path, fleet.MaxFileSize)
 	if err != nil {
 		return err
 	}
@@ -224,22 +225,4 @@ func rotateFleetDir(dir string, rotation fleet.Rotation, stdout io.Writer) error
 	fmt.Fprintf(stdout, "new signing key %s signs from %s; the others verify until %s\n",
 		rotated.Keys[0].ID, rotated.Keys[0].SignFrom.Format(time.RFC3339), rotated.Keys[0].SignFrom.Add(rotation.Retain).Format(time.RFC3339))
 	return nil
-}
-
-// readBounded reads at most limit bytes of path and fails on more, so that
-// a file named by a flag cannot make the process read without end.
-func readBounded(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(data)) > limit {
-		return nil, fmt.Errorf("%s is larger than %d bytes", path, limit)
-	}
-	return data, nil
 }

@@ -12,6 +12,8 @@ import (
 
 	"github.com/go-logr/logr"
 	"k8s.io/utils/clock"
+
+	"github.com/voicegateway/voicegateway/internal/boundedfile"
 )
 
 // fileWatch describes one file that watchFile polls: what to call, and
@@ -127,7 +129,7 @@ func (f *SecretFile[T]) Reload() (changed bool, err error) {
 func (f *SecretFile[T]) reloadIfChanged() (changed bool, count int, err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	data, err := readBounded(f.path, maxSecretValueSize)
+	data, err := boundedfile.Read(f.path, maxSecretValueSize)
 	if err != nil {
 		return false, 0, err
 	}

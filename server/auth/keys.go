@@ -8,8 +8,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,6 +15,8 @@ import (
 
 	"github.com/go-logr/logr"
 	"k8s.io/utils/clock"
+
+	"github.com/voicegateway/voicegateway/internal/boundedfile"
 )
 
 const (
@@ -104,7 +104,7 @@ func LoadKeyFile(path string) (*KeySet, error) {
 // loadKeyFile also returns the SHA-256 of the file's bytes so that the
 // watcher can tell whether anything changed without parsing again.
 func loadKeyFile(path string) (*KeySet, [sha256.Size]byte, error) {
-	data, err := readBounded(path, maxKeyFileSize)
+	data, err := boundedfile.Read(path, maxKeyFileSize)
 	if err != nil {
 		return nil, [sha256.Size]byte{}, err
 	}
@@ -114,25 +114,6 @@ func loadKeyFile(path string) (*KeySet, [sha256.Size]byte, error) {
 		return nil, sum, fmt.Errorf("key file %s: %w", path, err)
 	}
 	return set, sum, nil
-}
-
-// readBounded reads at most limit bytes of a file that should be small,
-// so that a wrong mount (a log file, a device) cannot make the server
-// allocate without bound.
-func readBounded(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(data)) > limit {
-		return nil, fmt.Errorf("%s is larger than %d bytes", path, limit)
-	}
-	return data, nil
 }
 
 // Len reports how many distinct keys the set holds.
@@ -229,7 +210,7 @@ func (s *KeyStore) Reload() error {
 func (s *KeyStore) reloadIfChanged() (changed bool, keys int, err error) {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
-	data, err := readBounded(s.path, maxKeyFileSize)
+	data, err := boundedfile.Read(s.path, maxKeyFileSize)
 	if err != nil {
 		return false, 0, err
 	}
