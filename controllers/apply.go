@@ -107,6 +107,14 @@ func (a *applier) remember(owner types.NamespacedName, key objectKey, value stri
 	objects[key] = value
 }
 
+// forgetObject drops what was remembered of one object that is being
+// removed, so that it is applied again if it is wanted again.
+func (a *applier) forgetObject(owner types.NamespacedName, key objectKey) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.applied[owner], key)
+}
+
 // forget drops what was remembered for a VoiceGateway that is gone.
 func (a *applier) forget(owner types.NamespacedName) {
 	a.mu.Lock()

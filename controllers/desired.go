@@ -11,6 +11,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -19,6 +20,7 @@ import (
 
 	vgv1 "github.com/voicegateway/voicegateway/api/v1alpha1"
 	"github.com/voicegateway/voicegateway/server/config"
+	"github.com/voicegateway/voicegateway/server/fleet"
 )
 
 // Labels put on every object the operator applies. The selector of the
@@ -58,6 +60,9 @@ const (
 	openAIKeyDir  = "/etc/voicegateway/openai"
 	openAIKeyFile = "api-key"
 	stateDir      = "/var/lib/voicegateway"
+	// fleetDir is where the whole fleet Secret is mounted: the server finds
+	// token-keys.json, admin-token, fleet-key and api-keys there.
+	fleetDir = "/etc/voicegateway/fleet"
 
 	// nonRootID is the distroless "nonroot" user and group.
 	nonRootID int64 = 65532
@@ -72,6 +77,10 @@ const (
 type BuildOptions struct {
 	// DefaultImage runs when spec.image is empty.
 	DefaultImage string
+	// OperatorNamespace is where the operator runs; its pods poll the voice
+	// servers' admin port, which the NetworkPolicy opens to that namespace.
+	// Empty leaves the operator out of the NetworkPolicy.
+	OperatorNamespace string
 }
 
 // inputs is everything a desired object depends on besides the
@@ -167,10 +176,17 @@ func serverConfig(vg *vgv1.VoiceGateway) (config.Config, error) {
 	if cfg.Backend == "" {
 		cfg.Backend = config.BackendEcho
 	}
-	if spec.Auth.APIKeysSecretRef != nil {
+	cfg.FleetSecretDir = fleetDir
+	switch {
+	case spec.Auth.APIKeysSecretRef != nil:
 		cfg.APIKeysFile = apiKeysDir + "/" + apiKeysFile
+	case !spec.Auth.InsecureNoAuth:
+		// The operator's generated key, or the api-keys of the user's
+		// fleet Secret, in the same mount.
+		cfg.APIKeysFile = fleetDir + "/" + fleet.APIKeysFile
 	}
 	cfg.InsecureNoAuth = spec.Auth.InsecureNoAuth
+	cfg.DebugEndpoints = spec.DebugEndpoints
 	cfg.ClientTokenTTL = durationOr(spec.Auth.ClientTokenTTL, cfg.ClientTokenTTL)
 	if spec.LogLevel != "" {
 		cfg.LogLevel = spec.LogLevel
@@ -299,7 +315,9 @@ func desiredPodDisruptionBudget(vg *vgv1.VoiceGateway) *policyv1.PodDisruptionBu
 
 // desiredDeployment runs the voice server pods. configHash covers the
 // ConfigMap and the referenced Secrets so that a change of either rolls the
-// pods, which then drain their calls as any rollout does.
+// pods, which then drain their calls as any rollout does. The fleet Secret
+// is not in it: its keys rotate under running pods, which read the mounted
+// files again.
 func desiredDeployment(vg *vgv1.VoiceGateway, opts BuildOptions, configHash string) *appsv1.Deployment {
 	spec := vg.Spec
 	timing := drainTimingOf(spec.Drain)
@@ -327,10 +345,18 @@ func desiredDeployment(vg *vgv1.VoiceGateway, opts BuildOptions, configHash stri
 		{Name: "state", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptr.To(resource.MustParse("64Mi"))}}},
 		{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptr.To(resource.MustParse("64Mi"))}}},
 	}
+	// The whole fleet Secret, without subPath or items: the kubelet updates
+	// such a mount in place when the Secret changes (a subPath mount never
+	// changes), which is how a key rotation reaches running pods.
+	volumes = append(volumes, corev1.Volume{Name: "fleet", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+		SecretName:  fleetSecretName(vg),
+		DefaultMode: ptr.To(int32(0o440)),
+	}}})
 	mounts := []corev1.VolumeMount{
 		{Name: "config", MountPath: configDir, ReadOnly: true},
 		{Name: "state", MountPath: stateDir},
 		{Name: "tmp", MountPath: "/tmp"},
+		{Name: "fleet", MountPath: fleetDir, ReadOnly: true},
 	}
 	if ref := spec.Auth.APIKeysSecretRef; ref != nil {
 		volumes = append(volumes, secretVolume("api-keys", ref, apiKeysFile))
@@ -380,11 +406,13 @@ func desiredDeployment(vg *vgv1.VoiceGateway, opts BuildOptions, configHash stri
 			FailureThreshold: 30,
 		},
 		// The hook returns after the propagation delay, so the kubelet's
-		// SIGTERM comes once endpoints no longer route to the pod.
+		// SIGTERM comes once endpoints no longer route to the pod. It runs
+		// the server binary itself (the image has no shell), which reads
+		// the admin token from the mounted fleet Secret: /drain is closed
+		// to callers without it, as the kubelet's httpGet would be.
 		Lifecycle: &corev1.Lifecycle{
-			PreStop: &corev1.LifecycleHandler{HTTPGet: &corev1.HTTPGetAction{
-				Path: "/drain",
-				Port: intstr.FromString(adminPortName),
+			PreStop: &corev1.LifecycleHandler{Exec: &corev1.ExecAction{
+				Command: []string{"/voice-server", "drain", "--config", configDir + "/" + configFileKey},
 			}},
 		},
 		SecurityContext: &corev1.SecurityContext{
@@ -461,6 +489,53 @@ func desiredDeployment(vg *vgv1.VoiceGateway, opts BuildOptions, configHash stri
 			},
 		},
 	}
+}
+
+// desiredNetworkPolicy admits the public to the sessions port (as
+// spec.networkPolicy.from allows) and keeps the admin port to the
+// operator's namespace, the VoiceGateway's own pods and
+// spec.networkPolicy.adminFrom. The kubelet's probes come from the node,
+// which NetworkPolicies never block.
+func desiredNetworkPolicy(vg *vgv1.VoiceGateway, opts BuildOptions) *networkingv1.NetworkPolicy {
+	np := vg.Spec.NetworkPolicy
+	tcp := corev1.ProtocolTCP
+	port := func(p int32) []networkingv1.NetworkPolicyPort {
+		return []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: ptr.To(intstr.FromInt32(p))}}
+	}
+	var adminFrom []networkingv1.NetworkPolicyPeer
+	if opts.OperatorNamespace != "" {
+		adminFrom = append(adminFrom, networkingv1.NetworkPolicyPeer{NamespaceSelector: &metav1.LabelSelector{
+			MatchLabels: map[string]string{corev1.LabelMetadataName: opts.OperatorNamespace},
+		}})
+	}
+	// The fleet itself: a draining pod hands its rate limiter state to
+	// its peers over the admin port.
+	adminFrom = append(adminFrom, networkingv1.NetworkPolicyPeer{PodSelector: &metav1.LabelSelector{MatchLabels: SelectorLabels(vg.Name)}})
+	for _, peer := range np.AdminFrom {
+		adminFrom = append(adminFrom, *peer.DeepCopy())
+	}
+	var from []networkingv1.NetworkPolicyPeer
+	for _, peer := range np.From {
+		from = append(from, *peer.DeepCopy())
+	}
+	return &networkingv1.NetworkPolicy{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "networking.k8s.io/v1", Kind: "NetworkPolicy"},
+		ObjectMeta: objectMeta(vg, vg.Name),
+		Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{MatchLabels: SelectorLabels(vg.Name)},
+			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
+			Ingress: []networkingv1.NetworkPolicyIngressRule{
+				// No peers: from anywhere.
+				{Ports: port(HTTPPort), From: from},
+				{Ports: port(AdminPort), From: adminFrom},
+			},
+		},
+	}
+}
+
+// networkPolicyEnabled: on unless spec.networkPolicy.enabled is false.
+func networkPolicyEnabled(vg *vgv1.VoiceGateway) bool {
+	return ptr.Deref(vg.Spec.NetworkPolicy.Enabled, true)
 }
 
 func secretVolume(name string, ref *vgv1.SecretKeyRef, path string) corev1.Volume {

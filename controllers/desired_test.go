@@ -1,11 +1,14 @@
 package controllers
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
@@ -81,13 +84,37 @@ func TestServerConfig(t *testing.T) {
 		"api keys from the mounted secret": {
 			check: func(t *testing.T, yaml string) {
 				mustContain(t, yaml, "api_keys_file: /etc/voicegateway/api-keys/keys", "insecure_no_auth: false",
-					"backend: echo", "grace_period: 1m5s", "exit_margin: 5s", "admin_listen: :9090")
+					"backend: echo", "grace_period: 1m5s", "exit_margin: 5s", "admin_listen: :9090",
+					"fleet_secret_dir: /etc/voicegateway/fleet", "debug_endpoints: false")
+			},
+		},
+		"api key generated into the fleet secret": {
+			modify: func(gw *vgv1.VoiceGateway) { gw.Spec.Auth = vgv1.AuthSpec{} },
+			check: func(t *testing.T, yaml string) {
+				mustContain(t, yaml, "api_keys_file: /etc/voicegateway/fleet/api-keys", "insecure_no_auth: false",
+					"fleet_secret_dir: /etc/voicegateway/fleet")
+			},
+		},
+		"api keys from the user's fleet secret": {
+			modify: func(gw *vgv1.VoiceGateway) {
+				gw.Spec.Auth = vgv1.AuthSpec{FleetSecretRef: &vgv1.LocalSecretRef{Name: "mine"}}
+			},
+			check: func(t *testing.T, yaml string) {
+				mustContain(t, yaml, "api_keys_file: /etc/voicegateway/fleet/api-keys", "fleet_secret_dir: /etc/voicegateway/fleet")
 			},
 		},
 		"insecure": {
 			modify: func(gw *vgv1.VoiceGateway) { gw.Spec.Auth = vgv1.AuthSpec{InsecureNoAuth: true} },
 			check: func(t *testing.T, yaml string) {
-				mustContain(t, yaml, `api_keys_file: ""`, "insecure_no_auth: true")
+				// The fleet Secret still signs tokens and guards the admin
+				// endpoints.
+				mustContain(t, yaml, `api_keys_file: ""`, "insecure_no_auth: true", "fleet_secret_dir: /etc/voicegateway/fleet")
+			},
+		},
+		"debug endpoints": {
+			modify: func(gw *vgv1.VoiceGateway) { gw.Spec.DebugEndpoints = true },
+			check: func(t *testing.T, yaml string) {
+				mustContain(t, yaml, "debug_endpoints: true")
 			},
 		},
 		"openai": {
@@ -179,13 +206,33 @@ func TestDesiredDeployment(t *testing.T) {
 				}
 			},
 		},
-		"no secret volume without a secret": {
+		"only the fleet secret without other secrets": {
 			modify: func(gw *vgv1.VoiceGateway) { gw.Spec.Auth = vgv1.AuthSpec{InsecureNoAuth: true} },
 			check: func(t *testing.T, pod corev1.PodSpec, _ *vgv1.VoiceGateway) {
 				for _, v := range pod.Volumes {
-					if v.Secret != nil {
+					if v.Secret != nil && v.Name != "fleet" {
 						t.Errorf("secret volume %+v", v)
 					}
+				}
+			},
+		},
+		"the whole fleet secret mounted read-only, updatable in place": {
+			check: func(t *testing.T, pod corev1.PodSpec, gw *vgv1.VoiceGateway) {
+				checkFleetMount(t, pod, gw.Name+"-fleet")
+			},
+		},
+		"the user's fleet secret": {
+			modify: func(gw *vgv1.VoiceGateway) { gw.Spec.Auth.FleetSecretRef = &vgv1.LocalSecretRef{Name: "mine"} },
+			check: func(t *testing.T, pod corev1.PodSpec, _ *vgv1.VoiceGateway) {
+				checkFleetMount(t, pod, "mine")
+			},
+		},
+		"preStop runs the server's drain command": {
+			check: func(t *testing.T, pod corev1.PodSpec, _ *vgv1.VoiceGateway) {
+				preStop := pod.Containers[0].Lifecycle.PreStop
+				want := []string{"/voice-server", "drain", "--config", "/etc/voicegateway/config/config.yaml"}
+				if preStop.HTTPGet != nil || preStop.Exec == nil || !slices.Equal(preStop.Exec.Command, want) {
+					t.Errorf("preStop = %+v, want exec %q", preStop, want)
 				}
 			},
 		},
@@ -201,8 +248,8 @@ func TestDesiredDeployment(t *testing.T) {
 				if *pod.TerminationGracePeriodSeconds != 28 {
 					t.Errorf("grace = %d, want 3+20+5", *pod.TerminationGracePeriodSeconds)
 				}
-				if c.Lifecycle.PreStop.HTTPGet.Port != intstr.FromString("admin") {
-					t.Errorf("preStop = %+v", c.Lifecycle.PreStop)
+				if c.ReadinessProbe.HTTPGet.Port != intstr.FromString("admin") || c.LivenessProbe.HTTPGet.Port != intstr.FromString("admin") {
+					t.Errorf("probes = %+v %+v, want the admin port", c.ReadinessProbe, c.LivenessProbe)
 				}
 			},
 		},
@@ -219,6 +266,95 @@ func TestDesiredDeployment(t *testing.T) {
 			}
 			tc.check(t, d.Spec.Template.Spec, gw)
 		})
+	}
+}
+
+// checkFleetMount: the pod mounts the whole Secret (no items, no subPath,
+// which the kubelet would never update) read-only at the fleet directory.
+func checkFleetMount(t *testing.T, pod corev1.PodSpec, secret string) {
+	t.Helper()
+	i := slices.IndexFunc(pod.Volumes, func(v corev1.Volume) bool { return v.Name == "fleet" })
+	if i < 0 {
+		t.Fatalf("no fleet volume in %+v", pod.Volumes)
+	}
+	v := pod.Volumes[i].Secret
+	if v == nil || v.SecretName != secret || len(v.Items) != 0 || ptr.Deref(v.DefaultMode, 0) != 0o440 || v.Optional != nil {
+		t.Errorf("fleet volume = %+v, want all of Secret %s, mode 0440", v, secret)
+	}
+	mounts := pod.Containers[0].VolumeMounts
+	j := slices.IndexFunc(mounts, func(m corev1.VolumeMount) bool { return m.Name == "fleet" })
+	if j < 0 || mounts[j].MountPath != "/etc/voicegateway/fleet" || !mounts[j].ReadOnly || mounts[j].SubPath != "" {
+		t.Errorf("fleet mount = %+v, want read-only /etc/voicegateway/fleet without subPath", mounts)
+	}
+}
+
+func TestDesiredNetworkPolicy(t *testing.T) {
+	monitoring := networkingv1.NetworkPolicyPeer{NamespaceSelector: &metav1.LabelSelector{
+		MatchLabels: map[string]string{"kubernetes.io/metadata.name": "monitoring"}}}
+	office := networkingv1.NetworkPolicyPeer{IPBlock: &networkingv1.IPBlock{CIDR: "192.0.2.0/24"}}
+	operatorPeer := networkingv1.NetworkPolicyPeer{NamespaceSelector: &metav1.LabelSelector{
+		MatchLabels: map[string]string{"kubernetes.io/metadata.name": "voicegateway-system"}}}
+	fleetPeer := networkingv1.NetworkPolicyPeer{PodSelector: &metav1.LabelSelector{
+		MatchLabels: map[string]string{"app.kubernetes.io/name": "voicegateway", "app.kubernetes.io/instance": "gw"}}}
+
+	tests := map[string]struct {
+		modify            func(*vgv1.VoiceGateway)
+		operatorNamespace string
+		// wantPublic and wantAdmin are the peers of the sessions and admin
+		// port rules; nil: anyone.
+		wantPublic, wantAdmin []networkingv1.NetworkPolicyPeer
+	}{
+		"defaults: sessions from anywhere, admin from the operator and the fleet": {
+			operatorNamespace: "voicegateway-system",
+			wantAdmin:         []networkingv1.NetworkPolicyPeer{operatorPeer, fleetPeer},
+		},
+		"from and adminFrom": {
+			modify: func(gw *vgv1.VoiceGateway) {
+				gw.Spec.NetworkPolicy.From = []networkingv1.NetworkPolicyPeer{office}
+				gw.Spec.NetworkPolicy.AdminFrom = []networkingv1.NetworkPolicyPeer{monitoring}
+			},
+			operatorNamespace: "voicegateway-system",
+			wantPublic:        []networkingv1.NetworkPolicyPeer{office},
+			wantAdmin:         []networkingv1.NetworkPolicyPeer{operatorPeer, fleetPeer, monitoring},
+		},
+		"operator namespace unknown": {
+			wantAdmin: []networkingv1.NetworkPolicyPeer{fleetPeer},
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			gw := testGateway(tc.modify)
+			np := desiredNetworkPolicy(gw, BuildOptions{OperatorNamespace: tc.operatorNamespace})
+			if np.Name != "gw" || np.Namespace != "ns" || np.OwnerReferences[0].UID != gw.UID || !*np.OwnerReferences[0].Controller ||
+				np.Labels[LabelManagedBy] != ManagedBy {
+				t.Errorf("metadata = %+v", np.ObjectMeta)
+			}
+			if !equality.Semantic.DeepEqual(np.Spec.PodSelector.MatchLabels, SelectorLabels("gw")) ||
+				!slices.Equal(np.Spec.PolicyTypes, []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}) {
+				t.Errorf("selector %v policy types %v", np.Spec.PodSelector, np.Spec.PolicyTypes)
+			}
+			if len(np.Spec.Ingress) != 2 {
+				t.Fatalf("ingress = %+v, want a rule per port", np.Spec.Ingress)
+			}
+			for i, want := range []struct {
+				port  int
+				peers []networkingv1.NetworkPolicyPeer
+			}{{8080, tc.wantPublic}, {9090, tc.wantAdmin}} {
+				rule := np.Spec.Ingress[i]
+				if len(rule.Ports) != 1 || rule.Ports[0].Port.IntValue() != want.port || *rule.Ports[0].Protocol != corev1.ProtocolTCP {
+					t.Errorf("rule %d ports = %+v, want TCP %d", i, rule.Ports, want.port)
+				}
+				if !equality.Semantic.DeepEqual(rule.From, want.peers) {
+					t.Errorf("rule %d (port %d) from = %+v, want %+v", i, want.port, rule.From, want.peers)
+				}
+			}
+		})
+	}
+	if !networkPolicyEnabled(testGateway(nil)) {
+		t.Error("the NetworkPolicy is off when spec.networkPolicy.enabled is unset")
+	}
+	if networkPolicyEnabled(testGateway(func(gw *vgv1.VoiceGateway) { gw.Spec.NetworkPolicy.Enabled = ptr.To(false) })) {
+		t.Error("the NetworkPolicy is on with spec.networkPolicy.enabled false")
 	}
 }
 

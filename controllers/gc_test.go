@@ -12,6 +12,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -25,7 +26,8 @@ import (
 // (garbage collector, Deployment and ReplicaSet controllers) against the API
 // server: the Deployment the operator applies gets a ReplicaSet and pods,
 // the Deployment's status reaches the VoiceGateway's, and deleting the
-// VoiceGateway deletes everything it owns, down to the pods.
+// VoiceGateway deletes everything it owns, down to the pods, the
+// NetworkPolicy and the fleet Secret.
 func TestDeletingGatewayCollectsItsObjects(t *testing.T) {
 	ctx := context.Background()
 	namespace := newNamespace(t)
@@ -51,6 +53,7 @@ func TestDeletingGatewayCollectsItsObjects(t *testing.T) {
 	}
 	key := client.ObjectKeyFromObject(gw)
 	waitForObjects(t, key)
+	getSecret(t, client.ObjectKey{Namespace: namespace, Name: "collected-fleet"})
 
 	inNamespace := client.InNamespace(namespace)
 	eventually(t, 60*time.Second, func() error {
@@ -79,7 +82,7 @@ func TestDeletingGatewayCollectsItsObjects(t *testing.T) {
 		for _, list := range []client.ObjectList{
 			&appsv1.DeploymentList{}, &appsv1.ReplicaSetList{}, &corev1.PodList{},
 			&corev1.ServiceList{}, &corev1.ConfigMapList{}, &policyv1.PodDisruptionBudgetList{},
-			&vgv1.VoiceGatewayList{},
+			&networkingv1.NetworkPolicyList{}, &corev1.SecretList{}, &vgv1.VoiceGatewayList{},
 		} {
 			if err := k8s.List(ctx, list, inNamespace); err != nil {
 				return err

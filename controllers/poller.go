@@ -106,6 +106,10 @@ type SessionPoller struct {
 	// pods holds the state of every pod seen in the last listing; a pod
 	// that is gone is dropped, so the map is bounded by the live pods.
 	pods map[types.NamespacedName]*polledPod
+	// adminTokens holds each VoiceGateway's admin token, from its fleet
+	// Secret, sent with every poll of its pods. The reconciler sets it and
+	// drops it when the VoiceGateway is gone. Never logged.
+	adminTokens map[types.NamespacedName]string
 }
 
 type polledPod struct {
@@ -148,7 +152,24 @@ func NewSessionPoller(reader client.Reader, opts PollerOptions, clk clock.WithTi
 		log:     log,
 		changes: make(chan event.TypedGenericEvent[types.NamespacedName], 1024),
 		pods:    map[types.NamespacedName]*polledPod{},
+
+		adminTokens: map[types.NamespacedName]string{},
 	}
+}
+
+// SetAdminToken sets the admin token sent to the pods of a VoiceGateway.
+func (p *SessionPoller) SetAdminToken(gateway types.NamespacedName, token string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.adminTokens[gateway] = token
+}
+
+// ForgetGateway drops what the poller holds for a VoiceGateway that is
+// gone; its pods leave with their listing.
+func (p *SessionPoller) ForgetGateway(gateway types.NamespacedName) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.adminTokens, gateway)
 }
 
 // Changes is the channel the controller watches.
@@ -204,8 +225,9 @@ func (p *SessionPoller) pollOnce(ctx context.Context) error {
 	now := p.clock.Now()
 
 	type due struct {
-		key types.NamespacedName
-		ip  string
+		key   types.NamespacedName
+		ip    string
+		token string
 	}
 	var dueNow []due
 	changed := map[types.NamespacedName]bool{}
@@ -245,7 +267,7 @@ func (p *SessionPoller) pollOnce(ctx context.Context) error {
 		}
 		finished := pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed
 		if state.ip != "" && !finished && !now.Before(state.nextDue) {
-			dueNow = append(dueNow, due{key: key, ip: state.ip})
+			dueNow = append(dueNow, due{key: key, ip: state.ip, token: p.adminTokens[gateway]})
 		}
 	}
 	for key, state := range p.pods {
@@ -264,7 +286,7 @@ func (p *SessionPoller) pollOnce(ctx context.Context) error {
 	group.SetLimit(p.opts.Concurrency)
 	for i, d := range dueNow {
 		group.Go(func() error {
-			status, err := p.fetch(groupCtx, d.ip)
+			status, err := p.fetch(groupCtx, d.ip, d.token)
 			if err != nil {
 				refused[i] = errors.Is(err, syscall.ECONNREFUSED)
 				p.log.V(1).Info("Polling a voice server pod failed", "pod", d.key, "error", err.Error())
@@ -328,13 +350,18 @@ func (p *SessionPoller) pollOnce(ctx context.Context) error {
 	return nil
 }
 
-func (p *SessionPoller) fetch(ctx context.Context, ip string) (*adminStatus, error) {
+// fetch GETs a pod's /status, with the admin token when there is one:
+// /status stays open, but a server may tell its holder more.
+func (p *SessionPoller) fetch(ctx context.Context, ip, adminToken string) (*adminStatus, error) {
 	ctx, cancel := context.WithTimeout(ctx, p.opts.Timeout)
 	defer cancel()
 	url := "http://" + net.JoinHostPort(ip, strconv.Itoa(p.opts.AdminPort)) + "/status"
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, err
+	}
+	if adminToken != "" {
+		req.Header.Set("Authorization", "Bearer "+adminToken)
 	}
 	resp, err := p.http.Do(req)
 	if err != nil {

@@ -24,8 +24,13 @@ import (
 type adminServer struct {
 	sessions atomic.Int64
 	requests atomic.Int64
-	server   *http.Server
-	done     chan struct{}
+	// requireToken, when set, is the admin token a request must carry;
+	// others get 401, like a server's admin endpoints that need it.
+	requireToken atomic.Pointer[string]
+	// authorizations holds the Authorization header of every request.
+	authorizations chan string
+	server         *http.Server
+	done           chan struct{}
 }
 
 func startAdminServer(t *testing.T, ip string, port int, sessions int64) *adminServer {
@@ -34,10 +39,18 @@ func startAdminServer(t *testing.T, ip string, port int, sessions int64) *adminS
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &adminServer{done: make(chan struct{})}
+	s := &adminServer{done: make(chan struct{}), authorizations: make(chan string, 100)}
 	s.sessions.Store(sessions)
 	s.server = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.requests.Add(1)
+		select {
+		case s.authorizations <- r.Header.Get("Authorization"):
+		default:
+		}
+		if want := s.requireToken.Load(); want != nil && r.Header.Get("Authorization") != "Bearer "+*want {
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
 		if r.URL.Path != "/status" {
 			http.NotFound(w, r)
 			return
@@ -185,6 +198,81 @@ func TestSessionPoller(t *testing.T) {
 		t.Errorf("other polled %d times", serverOther.requests.Load())
 	}
 }
+
+// lastAuthorization returns the Authorization header of the server's
+// latest request.
+func (s *adminServer) lastAuthorization(t *testing.T) string {
+	t.Helper()
+	last, seen := "", false
+	for {
+		select {
+		case a := <-s.authorizations:
+			last, seen = a, true
+		default:
+			if !seen {
+				t.Fatal("the server got no request")
+			}
+			return last
+		}
+	}
+}
+
+// TestSessionPollerSendsAdminToken: the poller sends each VoiceGateway's
+// admin token to that VoiceGateway's pods only, as a bearer token, and
+// stops sending it once the VoiceGateway is forgotten.
+func TestSessionPollerSendsAdminToken(t *testing.T) {
+	ctx := context.Background()
+	ipA, ipOther := "127.0.0.26", "127.0.0.27"
+	l, err := net.Listen("tcp", ipA+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	_ = l.Close()
+	serverA := startAdminServer(t, ipA, port, 4)
+	const token = "vgw_admin_0123456789abcdefghijklmnopqrstuvwxyz"
+	serverA.requireToken.Store(ptrString(token))
+	serverOther := startAdminServer(t, ipOther, port, 1)
+
+	reader := fake.NewClientBuilder().WithObjects(
+		voicePod("ns", "gw", "a", ipA),
+		voicePod("ns", "other", "o", ipOther),
+	).Build()
+	poller := NewSessionPoller(reader, PollerOptions{AdminPort: port, Interval: time.Nanosecond, DrainingInterval: time.Nanosecond, Timeout: time.Second},
+		clock.RealClock{}, logr.Discard())
+	t.Cleanup(poller.http.CloseIdleConnections)
+	gw := types.NamespacedName{Namespace: "ns", Name: "gw"}
+	poller.SetAdminToken(gw, token)
+
+	if err := poller.pollOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := serverA.lastAuthorization(t); got != "Bearer "+token {
+		t.Errorf("Authorization = %q, want the gateway's admin token", got)
+	}
+	if got := serverOther.lastAuthorization(t); got != "" {
+		t.Errorf("another gateway's pod got Authorization %q", got)
+	}
+	if a := poller.Reports(gw)[0]; !a.Reported || a.Sessions != 4 {
+		t.Errorf("a = %+v, want its 4 sessions", a)
+	}
+
+	// Forgotten: the token is no longer sent, the server refuses, and the
+	// last report stands.
+	poller.ForgetGateway(gw)
+	serverA.sessions.Store(9)
+	if err := poller.pollOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := serverA.lastAuthorization(t); got != "" {
+		t.Errorf("Authorization = %q after the gateway was forgotten", got)
+	}
+	if a := poller.Reports(gw)[0]; a.Sessions != 4 {
+		t.Errorf("a = %+v, want the last report (a refused poll tells nothing)", a)
+	}
+}
+
+func ptrString(s string) *string { return &s }
 
 // TestSessionPollerStops: Start returns when its context ends, with every
 // goroutine it started gone (the package's goleak check sees the rest).

@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	vgv1 "github.com/voicegateway/voicegateway/api/v1alpha1"
+	"github.com/voicegateway/voicegateway/server/fleet"
 )
 
 // Condition reasons. They are constants so that users and alerts can match
@@ -37,6 +38,12 @@ const (
 	ReasonSecretNotFound = "SecretNotFound"
 	ReasonApplyFailed    = "ApplyFailed"
 	ReasonReplicaFailure = "ReplicaFailure"
+	// ReasonFleetSecretNotOwned: a Secret has the fleet Secret's name and
+	// is not controlled by the VoiceGateway.
+	ReasonFleetSecretNotOwned = "FleetSecretNotOwned"
+	// ReasonInvalidFleetSecret: the Secret named in spec.auth.fleetSecretRef
+	// lacks a file or holds an invalid one.
+	ReasonInvalidFleetSecret = "InvalidFleetSecret"
 )
 
 // Event reasons.
@@ -62,6 +69,9 @@ type statusInputs struct {
 	pods       []PodReport
 	// failure is nil when every phase succeeded.
 	failure *failure
+	// fleet is nil when no valid fleet Secret was found; the status then
+	// keeps naming the last one.
+	fleet *fleetState
 }
 
 // computeStatus derives the whole status from its inputs and the previous
@@ -73,6 +83,15 @@ func computeStatus(prev vgv1.VoiceGatewayStatus, in statusInputs, now metav1.Tim
 		ObservedGeneration: prev.ObservedGeneration,
 		Selector:           in.selector,
 		Conditions:         slices.Clone(prev.Conditions),
+		FleetSecretName:    prev.FleetSecretName,
+		GeneratedAPIKey:    prev.GeneratedAPIKey,
+	}
+	if f := in.fleet; f != nil {
+		next.FleetSecretName = f.secretName
+		next.GeneratedAPIKey = nil
+		if f.generatedAPIKey {
+			next.GeneratedAPIKey = &vgv1.SecretKeyRef{Name: f.secretName, Key: fleet.APIKeysFile}
+		}
 	}
 	if in.failure == nil {
 		next.ObservedGeneration = in.generation

@@ -68,7 +68,9 @@ type voiceServer struct {
 	exited            chan struct{}
 }
 
-func startVoiceServer(t *testing.T, ip string, adminPort int) *voiceServer {
+// startVoiceServer runs a voice server whose fleet Secret is mounted at
+// fleetDir, as the operator's pods have it.
+func startVoiceServer(t *testing.T, ip string, adminPort int, fleetDir string) *voiceServer {
 	t.Helper()
 	bin := voiceServerBinary(t)
 	publicPort := freePort(t, ip)
@@ -80,7 +82,7 @@ func startVoiceServer(t *testing.T, ip string, adminPort int) *voiceServer {
 	}
 	s.cmd = exec.Command(bin,
 		"--listen", s.public, "--admin-listen", s.admin,
-		"--insecure-no-auth", "--backend", "echo", "--log-level", "warn",
+		"--insecure-no-auth", "--backend", "echo", "--log-level", "warn", "--fleet-secret-dir", fleetDir,
 		"--grace-period", "30s", "--exit-margin", "2s", "--propagation-delay", "0s", "--notify-window", "1s")
 	logFile, err := os.Create(filepath.Join(t.TempDir(), "voice-server-"+ip+".log"))
 	if err != nil {
@@ -123,6 +125,38 @@ func (s *voiceServer) get(path string) (int, []byte, error) {
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, body, err
+}
+
+// post sends an admin request with the admin token, as the preStop hook's
+// `voice-server drain` does.
+func (s *voiceServer) post(path, adminToken string) (int, []byte, error) {
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	req, err := http.NewRequest(http.MethodPost, "http://"+s.admin+path, nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	if adminToken != "" {
+		req.Header.Set("Authorization", "Bearer "+adminToken)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, body, err
+}
+
+// writeFleetDir writes a fleet Secret's data as the kubelet mounts it.
+func writeFleetDir(t *testing.T, data map[string][]byte) string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, value := range data {
+		if err := os.WriteFile(filepath.Join(dir, name), value, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
 }
 
 // stop sends SIGTERM twice (the second means "now"), then kills.
@@ -262,12 +296,14 @@ func releasePod(t *testing.T, pod *corev1.Pod) {
 }
 
 // TestStatusReportsLiveSessionsAndDrains runs two real voice servers on
-// loopback addresses standing for two pods' IPs, and a third "pod" whose
-// admin port accepts connections but never answers: sessions opened on the
-// servers appear in status.sessions without the silent pod holding anything
-// up; a pod that is deleted and whose server drains appears in
-// status.draining with its sessions and the server's deadline, and leaves
-// it once its sessions end; the conditions and events follow.
+// loopback addresses standing for two pods' IPs, sharing a fleet Secret
+// that the VoiceGateway names, and a third "pod" whose admin port accepts
+// connections but never answers: sessions opened on the servers appear in
+// status.sessions without the silent pod holding anything up; a pod that
+// is deleted and whose server drains (POST /drain with the admin token, as
+// its preStop hook does) appears in status.draining with its sessions and
+// the server's deadline, and leaves it once its sessions end; the
+// conditions and events follow.
 func TestStatusReportsLiveSessionsAndDrains(t *testing.T) {
 	ctx := context.Background()
 	namespace := newNamespace(t)
@@ -279,8 +315,11 @@ func TestStatusReportsLiveSessionsAndDrains(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = silent.Close() })
 
-	serverA := startVoiceServer(t, ipA, adminPort)
-	serverB := startVoiceServer(t, ipB, adminPort)
+	fleetData := createFleetSecret(t, namespace, "live-keys", false)
+	adminToken := strings.TrimSpace(string(fleetData["admin-token"]))
+	fleetDir := writeFleetDir(t, fleetData)
+	serverA := startVoiceServer(t, ipA, adminPort, fleetDir)
+	serverB := startVoiceServer(t, ipB, adminPort, fleetDir)
 	startOperator(t, namespace, managerOptions{poller: controllers.PollerOptions{
 		AdminPort:        adminPort,
 		Interval:         300 * time.Millisecond,
@@ -289,6 +328,7 @@ func TestStatusReportsLiveSessionsAndDrains(t *testing.T) {
 	}})
 
 	gw := newGateway(namespace, "live")
+	gw.Spec.Auth.FleetSecretRef = &vgv1.LocalSecretRef{Name: "live-keys"}
 	if err := k8s.Create(ctx, gw); err != nil {
 		t.Fatal(err)
 	}
@@ -328,13 +368,13 @@ func TestStatusReportsLiveSessionsAndDrains(t *testing.T) {
 	})
 
 	// Pod A is terminated: the API server marks it, the kubelet would run
-	// its preStop hook, GET /drain on the admin port.
+	// its preStop hook, which POSTs /drain with the fleet's admin token.
 	if err := k8s.Delete(ctx, podA); err != nil {
 		t.Fatal(err)
 	}
-	code, body, err := serverA.get("/drain")
+	code, body, err := serverA.post("/drain", adminToken)
 	if err != nil || code != http.StatusOK {
-		t.Fatalf("GET /drain: %d %s %v", code, body, err)
+		t.Fatalf("POST /drain: %d %s %v", code, body, err)
 	}
 	_, body, err = serverA.get("/status")
 	if err != nil {

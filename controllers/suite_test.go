@@ -105,17 +105,27 @@ func newNamespace(t *testing.T) string {
 }
 
 // writeCounter counts the requests that change something (every verb but
-// GET), made by the manager under test.
+// GET), made by the manager under test, and the reads of one Secret by
+// name (a GET of its data, which the manager does not cache).
 type writeCounter struct {
-	mu     sync.Mutex
-	writes []string
+	mu          sync.Mutex
+	writes      []string
+	secretReads []string
 }
+
+// secretPath matches the path of a GET of one Secret.
+var secretPath = regexp.MustCompile(`^/api/v1/namespaces/[^/]+/secrets/[^/]+$`)
 
 func (w *writeCounter) wrap(rt http.RoundTripper) http.RoundTripper {
 	return roundTripperFunc(func(req *http.Request) (*http.Response, error) {
-		if req.Method != http.MethodGet && req.Method != http.MethodHead {
+		switch {
+		case req.Method != http.MethodGet && req.Method != http.MethodHead:
 			w.mu.Lock()
 			w.writes = append(w.writes, req.Method+" "+req.URL.Path)
+			w.mu.Unlock()
+		case secretPath.MatchString(req.URL.Path):
+			w.mu.Lock()
+			w.secretReads = append(w.secretReads, req.URL.Path)
 			w.mu.Unlock()
 		}
 		return rt.RoundTrip(req)
@@ -126,12 +136,19 @@ func (w *writeCounter) reset() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.writes = nil
+	w.secretReads = nil
 }
 
 func (w *writeCounter) list() []string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return append([]string(nil), w.writes...)
+}
+
+func (w *writeCounter) secretGets() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]string(nil), w.secretReads...)
 }
 
 type roundTripperFunc func(*http.Request) (*http.Response, error)
@@ -142,6 +159,8 @@ func (f roundTripperFunc) RoundTrip(req *http.Request) (*http.Response, error) {
 type managerOptions struct {
 	syncPeriod time.Duration
 	poller     controllers.PollerOptions
+	// operatorNamespace is BuildOptions.OperatorNamespace.
+	operatorNamespace string
 }
 
 // operator is a running manager with the VoiceGateway controller, scoped to
@@ -184,7 +203,7 @@ func startOperator(t *testing.T, namespace string, opts managerOptions) *operato
 		APIReader: mgr.GetAPIReader(),
 		Recorder:  mgr.GetEventRecorder(controllers.ManagedBy),
 		Poller:    poller,
-		Options:   controllers.BuildOptions{DefaultImage: testImage},
+		Options:   controllers.BuildOptions{DefaultImage: testImage, OperatorNamespace: opts.operatorNamespace},
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	if err := reconciler.SetupWithManager(ctx, mgr); err != nil {

@@ -1,13 +1,17 @@
 // Package controllers holds the VoiceGateway reconciler: it turns each
 // VoiceGateway into a ServiceAccount, a ConfigMap with the voice server's
-// settings, a Deployment, a Service and a PodDisruptionBudget, applied by
-// server-side apply with one field owner and owned by the VoiceGateway, and
-// reports the pods' live sessions and drains in the status.
+// settings, a Deployment, a Service, a PodDisruptionBudget and a
+// NetworkPolicy, applied by server-side apply with one field owner and owned
+// by the VoiceGateway; it makes, repairs and rotates the fleet Secret the
+// pods share; and it reports the pods' live sessions and drains in the
+// status.
 //
 // The files split the work: desired.go builds the objects without I/O,
 // apply.go applies them (and skips applies that would change nothing),
-// status.go computes the status without I/O, poller.go learns sessions from
-// each pod's admin endpoint off the reconcile path.
+// fleet.go keeps the fleet Secret (its plan is a pure function), secrets.go
+// reads Secrets without a request per pass, status.go computes the status
+// without I/O, poller.go learns sessions from each pod's admin endpoint off
+// the reconcile path.
 package controllers
 
 import (
@@ -19,6 +23,7 @@ import (
 	"github.com/go-logr/logr"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -40,7 +45,8 @@ import (
 )
 
 // secretRefIndex indexes VoiceGateways by the names of the Secrets they
-// reference, so that a changed Secret finds its VoiceGateways.
+// reference, the fleet Secret included, so that a changed or deleted Secret
+// finds its VoiceGateways.
 const secretRefIndex = ".spec.secretRefs"
 
 // +kubebuilder:rbac:groups=voicegateway.dev,resources=voicegateways,verbs=get;list;watch
@@ -50,7 +56,8 @@ const secretRefIndex = ".spec.secretRefs"
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;patch
 // +kubebuilder:rbac:groups="",resources=services;configmaps;serviceaccounts,verbs=get;list;watch;create;patch
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update
+// +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // VoiceGatewayReconciler reconciles VoiceGateways.
@@ -66,8 +73,15 @@ type VoiceGatewayReconciler struct {
 	Clock     clock.PassiveClock
 	// MaxConcurrentReconciles defaults to 4.
 	MaxConcurrentReconciles int
+	// KeyActivationDelay is how long a new signing key only verifies
+	// before it signs; DefaultKeyActivationDelay when 0.
+	KeyActivationDelay time.Duration
 
 	applier *applier
+	secrets *secretReader
+	// declined remembers the rotation request last declined per
+	// VoiceGateway (its fleet Secret is the user's), to say so once.
+	declined lastValues
 }
 
 // SetupWithManager registers the controller, its watches and the poller.
@@ -79,9 +93,11 @@ func (r *VoiceGatewayReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 		r.MaxConcurrentReconciles = 4
 	}
 	r.applier = newApplier(r.Client, mgr.GetCache())
+	r.secrets = newSecretReader(r.APIReader, mgr.GetCache())
 	if err := mgr.GetFieldIndexer().IndexField(ctx, &vgv1.VoiceGateway{}, secretRefIndex, func(obj client.Object) []string {
-		var names []string
-		for _, ref := range referencedSecrets(obj.(*vgv1.VoiceGateway)) {
+		gateway := obj.(*vgv1.VoiceGateway)
+		names := []string{fleetSecretName(gateway)}
+		for _, ref := range referencedSecrets(gateway) {
 			names = append(names, ref.Name)
 		}
 		return names
@@ -98,6 +114,7 @@ func (r *VoiceGatewayReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 		Owns(&corev1.ConfigMap{}).
 		Owns(&corev1.ServiceAccount{}).
 		Owns(&policyv1.PodDisruptionBudget{}).
+		Owns(&networkingv1.NetworkPolicy{}).
 		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.gatewaysForSecret)).
 		WatchesRawSource(source.TypedChannel(r.Poller.Changes(),
 			handler.TypedEnqueueRequestsFromMapFunc(func(_ context.Context, gateway types.NamespacedName) []reconcile.Request {
@@ -133,16 +150,43 @@ type scope struct {
 	// failure, once set, stops the phases that would write and becomes the
 	// Degraded condition.
 	failure *failure
+	// fleet is the fleet Secret in use, once it was found valid.
+	fleet *fleetState
+	// secretsUsed names the Secrets this pass read.
+	secretsUsed map[string]bool
+	// requeueAfter, when positive, brings the VoiceGateway back then
+	// (the next key expiry or periodic rotation).
+	requeueAfter time.Duration
+}
+
+// fail records why the pass cannot make the cluster match the spec; the
+// first failure is the one the user must fix first and is kept.
+func (s *scope) fail(reason, message string) {
+	if s.failure == nil {
+		s.failure = &failure{reason: reason, message: message}
+	}
+}
+
+// requeueAt asks for another pass after d, keeping the earliest request.
+func (s *scope) requeueAt(d time.Duration) {
+	// A second late, so the pass finds the moment passed.
+	d += time.Second
+	if s.requeueAfter <= 0 || d < s.requeueAfter {
+		s.requeueAfter = d
+	}
 }
 
 // Reconcile makes the cluster match one VoiceGateway and reports what it
 // sees. The status is written once, at the end, and only when it changed.
-func (r *VoiceGatewayReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, reterr error) {
+func (r *VoiceGatewayReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, reterr error) {
 	gateway := &vgv1.VoiceGateway{}
 	if err := r.Client.Get(ctx, req.NamespacedName, gateway); err != nil {
 		if apierrors.IsNotFound(err) {
 			// Its objects are collected through their owner references.
 			r.applier.forget(req.NamespacedName)
+			r.secrets.forget(req.NamespacedName)
+			r.declined.forget(req.NamespacedName)
+			r.Poller.ForgetGateway(req.NamespacedName)
 			return ctrl.Result{}, nil
 		}
 		return ctrl.Result{}, err
@@ -151,12 +195,17 @@ func (r *VoiceGatewayReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		return ctrl.Result{}, nil
 	}
 
-	s := &scope{gateway: gateway, key: req.NamespacedName}
+	s := &scope{gateway: gateway, key: req.NamespacedName, secretsUsed: map[string]bool{}}
 	defer func() {
 		reterr = errors.Join(reterr, r.writeStatus(ctx, s))
+		if reterr != nil {
+			// An error retries with backoff; a result beside it is ignored.
+			result = ctrl.Result{}
+		}
 	}()
 
 	phases := []func(context.Context, *scope) error{
+		r.ensureFleetSecret,
 		r.readSecrets,
 		r.applyObjects,
 		r.observeDeployment,
@@ -167,7 +216,12 @@ func (r *VoiceGatewayReconciler) Reconcile(ctx context.Context, req ctrl.Request
 			errs = append(errs, err)
 		}
 	}
-	return ctrl.Result{}, errors.Join(errs...)
+	s.secretsUsed[fleetSecretName(gateway)] = true
+	r.secrets.keepOnly(s.key, s.secretsUsed)
+	if err := errors.Join(errs...); err != nil {
+		return ctrl.Result{}, err
+	}
+	return ctrl.Result{RequeueAfter: s.requeueAfter}, nil
 }
 
 // readSecrets reads the data of each referenced Secret for the config hash.
@@ -177,22 +231,20 @@ func (r *VoiceGatewayReconciler) readSecrets(ctx context.Context, s *scope) erro
 	s.inputs.secretData = map[string]map[string][]byte{}
 	for _, ref := range referencedSecrets(s.gateway) {
 		if _, done := s.inputs.secretData[ref.Name]; !done {
-			var secret corev1.Secret
-			err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: s.gateway.Namespace, Name: ref.Name}, &secret)
+			s.secretsUsed[ref.Name] = true
+			secret, err := r.secrets.get(ctx, s.key, types.NamespacedName{Namespace: s.gateway.Namespace, Name: ref.Name})
 			switch {
 			case apierrors.IsNotFound(err):
-				s.failure = &failure{reason: ReasonSecretNotFound,
-					message: fmt.Sprintf("Secret %q does not exist; create it, the pods are rolled out once it does", ref.Name)}
+				s.fail(ReasonSecretNotFound, fmt.Sprintf("Secret %q does not exist; create it, the pods are rolled out once it does", ref.Name))
 				return nil
 			case err != nil:
-				s.failure = &failure{reason: ReasonApplyFailed, message: "reading a referenced Secret failed; retrying"}
+				s.fail(ReasonApplyFailed, "reading a referenced Secret failed; retrying")
 				return fmt.Errorf("reading Secret %s: %w", ref.Name, err)
 			}
 			s.inputs.secretData[ref.Name] = secret.Data
 		}
 		if _, ok := s.inputs.secretData[ref.Name][ref.Key]; !ok {
-			s.failure = &failure{reason: ReasonSecretNotFound,
-				message: fmt.Sprintf("Secret %q has no key %q", ref.Name, ref.Key)}
+			s.fail(ReasonSecretNotFound, fmt.Sprintf("Secret %q has no key %q", ref.Name, ref.Key))
 			return nil
 		}
 	}
@@ -200,19 +252,20 @@ func (r *VoiceGatewayReconciler) readSecrets(ctx context.Context, s *scope) erro
 }
 
 // applyObjects builds and applies every owned object, the ConfigMap and the
-// ServiceAccount before the Deployment whose pods use them.
+// ServiceAccount before the Deployment whose pods use them, and removes the
+// NetworkPolicy when it is switched off.
 func (r *VoiceGatewayReconciler) applyObjects(ctx context.Context, s *scope) error {
 	if s.failure != nil {
 		return nil
 	}
 	cfg, err := serverConfig(s.gateway)
 	if err != nil {
-		s.failure = &failure{reason: ReasonInvalidSpec, message: "the voice server would refuse these settings: " + err.Error()}
+		s.fail(ReasonInvalidSpec, "the voice server would refuse these settings: "+err.Error())
 		return reconcile.TerminalError(err)
 	}
 	configMap, err := desiredConfigMap(s.gateway, cfg)
 	if err != nil {
-		s.failure = &failure{reason: ReasonInvalidSpec, message: err.Error()}
+		s.fail(ReasonInvalidSpec, err.Error())
 		return reconcile.TerminalError(err)
 	}
 	hash := configHash(configMap.Data[configFileKey], referencedSecrets(s.gateway), s.inputs)
@@ -223,10 +276,16 @@ func (r *VoiceGatewayReconciler) applyObjects(ctx context.Context, s *scope) err
 		desiredService(s.gateway),
 		desiredPodDisruptionBudget(s.gateway),
 	}
+	if networkPolicyEnabled(s.gateway) {
+		objects = append(objects, desiredNetworkPolicy(s.gateway, r.Options))
+	} else if err := r.removeNetworkPolicy(ctx, s); err != nil {
+		s.fail(ReasonApplyFailed, "removing the NetworkPolicy failed; retrying")
+		return err
+	}
 	for _, obj := range objects {
 		applied, err := r.applier.apply(ctx, s.key, obj)
 		if err != nil {
-			s.failure = &failure{reason: ReasonApplyFailed, message: "applying the " + obj.GetObjectKind().GroupVersionKind().Kind + " failed; retrying"}
+			s.fail(ReasonApplyFailed, "applying the "+obj.GetObjectKind().GroupVersionKind().Kind+" failed; retrying")
 			return err
 		}
 		if applied != nil {
@@ -240,6 +299,31 @@ func (r *VoiceGatewayReconciler) applyObjects(ctx context.Context, s *scope) err
 			}
 		}
 	}
+	return nil
+}
+
+// removeNetworkPolicy deletes the VoiceGateway's NetworkPolicy, if it has
+// one: spec.networkPolicy.enabled is false. One of the same name that it
+// does not control is left alone. The read is from the cache, so a pass
+// with nothing to remove sends no request.
+func (r *VoiceGatewayReconciler) removeNetworkPolicy(ctx context.Context, s *scope) error {
+	var policy networkingv1.NetworkPolicy
+	err := r.Client.Get(ctx, s.key, &policy)
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil
+	case err != nil:
+		return err
+	case !metav1.IsControlledBy(&policy, s.gateway):
+		return nil
+	}
+	r.applier.forgetObject(s.key, objectKey{
+		gvk: networkingv1.SchemeGroupVersion.WithKind("NetworkPolicy"), namespace: policy.Namespace, name: policy.Name})
+	err = r.Client.Delete(ctx, &policy, client.Preconditions{UID: &policy.UID})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("deleting NetworkPolicy %s: %w", policy.Name, err)
+	}
+	logr.FromContextOrDiscard(ctx).Info("Removed the NetworkPolicy: spec.networkPolicy.enabled is false", "name", policy.Name)
 	return nil
 }
 
@@ -284,6 +368,7 @@ func (r *VoiceGatewayReconciler) writeStatus(ctx context.Context, s *scope) erro
 		deployment:      s.deployment,
 		pods:            reports,
 		failure:         s.failure,
+		fleet:           s.fleet,
 	}, metav1.NewTime(now.Truncate(time.Second)))
 	if equality.Semantic.DeepEqual(gateway.Status, next) {
 		return nil

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -15,6 +16,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -89,13 +91,15 @@ func getGateway(t *testing.T, key types.NamespacedName) *vgv1.VoiceGateway {
 	return &gw
 }
 
-// waitForObjects waits until all five owned objects exist and returns them.
+// waitForObjects waits until all six applied objects exist and returns
+// them.
 type ownedObjects struct {
 	deployment     appsv1.Deployment
 	service        corev1.Service
 	configMap      corev1.ConfigMap
 	serviceAccount corev1.ServiceAccount
 	pdb            policyv1.PodDisruptionBudget
+	networkPolicy  networkingv1.NetworkPolicy
 }
 
 func waitForObjects(t *testing.T, key types.NamespacedName) *ownedObjects {
@@ -116,6 +120,7 @@ func getObjects(key types.NamespacedName, objs *ownedObjects) error {
 		{key.Name + "-config", &objs.configMap},
 		{key.Name, &objs.serviceAccount},
 		{key.Name, &objs.pdb},
+		{key.Name, &objs.networkPolicy},
 	} {
 		if err := k8s.Get(ctx, types.NamespacedName{Namespace: key.Namespace, Name: get.name}, get.obj); err != nil {
 			return err
@@ -164,13 +169,19 @@ func TestSamplesProduceObjects(t *testing.T) {
 			t.Errorf("image = %q, want the operator's default %q", c.Image, testImage)
 		}
 		checkSecretVolume(t, pod, "demo-api-keys", "keys")
+		// The fleet Secret: made and owned by the operator, without an API
+		// key, since the sample brings its own.
+		fleetSecret := getSecret(t, types.NamespacedName{Namespace: namespace, Name: "demo-fleet"})
+		if !metav1.IsControlledBy(fleetSecret, gw) || fleetSecret.Data["api-keys"] != nil {
+			t.Errorf("demo-fleet: owners %+v, keys %v", fleetSecret.OwnerReferences, slices.Collect(maps.Keys(fleetSecret.Data)))
+		}
 
 		cfg := loadServerConfig(t, &objs.configMap)
 		if cfg.Backend != config.BackendEcho {
 			t.Errorf("backend = %q, want echo", cfg.Backend)
 		}
-		if cfg.APIKeysFile != "/etc/voicegateway/api-keys/keys" || cfg.InsecureNoAuth {
-			t.Errorf("auth: api_keys_file %q insecure %v, want the mounted Secret", cfg.APIKeysFile, cfg.InsecureNoAuth)
+		if cfg.APIKeysFile != "/etc/voicegateway/api-keys/keys" || cfg.InsecureNoAuth || cfg.FleetSecretDir != "/etc/voicegateway/fleet" {
+			t.Errorf("auth: api_keys_file %q insecure %v fleet %q, want the mounted Secrets", cfg.APIKeysFile, cfg.InsecureNoAuth, cfg.FleetSecretDir)
 		}
 		if cfg.Sessions.Limit != 500 || cfg.Sessions.IdleTimeout != 2*time.Minute || cfg.Sessions.MaxDuration != 30*time.Minute {
 			t.Errorf("sessions = %+v, want limit 500, idle 2m, max 30m", cfg.Sessions)
@@ -203,8 +214,10 @@ func TestSamplesProduceObjects(t *testing.T) {
 			})
 		})
 		gw = getGateway(t, key)
-		if gw.Status.Ready != "0/2" || gw.Status.Selector != "app.kubernetes.io/instance=demo,app.kubernetes.io/name=voicegateway" {
-			t.Errorf("status ready %q selector %q", gw.Status.Ready, gw.Status.Selector)
+		if gw.Status.Ready != "0/2" || gw.Status.Selector != "app.kubernetes.io/instance=demo,app.kubernetes.io/name=voicegateway" ||
+			gw.Status.FleetSecretName != "demo-fleet" || gw.Status.GeneratedAPIKey != nil {
+			t.Errorf("status ready %q selector %q fleet %q generated key %+v", gw.Status.Ready, gw.Status.Selector,
+				gw.Status.FleetSecretName, gw.Status.GeneratedAPIKey)
 		}
 	})
 
@@ -249,7 +262,7 @@ func TestSamplesProduceObjects(t *testing.T) {
 // checkCommon asserts what every VoiceGateway's objects have.
 func checkCommon(t *testing.T, gw *vgv1.VoiceGateway, objs *ownedObjects) {
 	t.Helper()
-	for _, obj := range []client.Object{&objs.deployment, &objs.service, &objs.configMap, &objs.serviceAccount, &objs.pdb} {
+	for _, obj := range []client.Object{&objs.deployment, &objs.service, &objs.configMap, &objs.serviceAccount, &objs.pdb, &objs.networkPolicy} {
 		kind := fmt.Sprintf("%T", obj)
 		refs := obj.GetOwnerReferences()
 		if len(refs) != 1 || refs[0].Kind != "VoiceGateway" || refs[0].Name != gw.Name || refs[0].UID != gw.UID ||
@@ -313,10 +326,15 @@ func checkCommon(t *testing.T, gw *vgv1.VoiceGateway, objs *ownedObjects) {
 	checkHTTPGet(t, "readiness probe", c.ReadinessProbe, "/readyz")
 	checkHTTPGet(t, "liveness probe", c.LivenessProbe, "/healthz")
 	checkHTTPGet(t, "startup probe", c.StartupProbe, "/healthz")
-	if c.Lifecycle == nil || c.Lifecycle.PreStop == nil || c.Lifecycle.PreStop.HTTPGet == nil ||
-		c.Lifecycle.PreStop.HTTPGet.Path != "/drain" || c.Lifecycle.PreStop.HTTPGet.Port != intstr.FromString("admin") {
-		t.Errorf("preStop = %+v, want httpGet /drain on the admin port", c.Lifecycle)
+	// The drain runs the server binary, which reads the admin token from
+	// the mounted fleet Secret: the image has no shell, /drain needs the
+	// token.
+	wantPreStop := []string{"/voice-server", "drain", "--config", "/etc/voicegateway/config/config.yaml"}
+	if c.Lifecycle == nil || c.Lifecycle.PreStop == nil || c.Lifecycle.PreStop.Exec == nil || c.Lifecycle.PreStop.HTTPGet != nil ||
+		!slices.Equal(c.Lifecycle.PreStop.Exec.Command, wantPreStop) {
+		t.Errorf("preStop = %+v, want exec %q", c.Lifecycle, wantPreStop)
 	}
+	checkFleetVolume(t, pod, fleetSecretNameOf(gw))
 	ports := map[string]int32{}
 	for _, p := range c.Ports {
 		ports[p.Name] = p.ContainerPort
@@ -343,6 +361,35 @@ func checkCommon(t *testing.T, gw *vgv1.VoiceGateway, objs *ownedObjects) {
 		!mapsEqual(pdb.Spec.Selector.MatchLabels, selector) ||
 		ptr.Deref(pdb.Spec.UnhealthyPodEvictionPolicy, "") != policyv1.AlwaysAllow {
 		t.Errorf("pdb spec = %+v, want maxUnavailable 1 over the gateway's pods", pdb.Spec)
+	}
+}
+
+// fleetSecretNameOf is the Secret a VoiceGateway's pods mount as the fleet
+// Secret.
+func fleetSecretNameOf(gw *vgv1.VoiceGateway) string {
+	if ref := gw.Spec.Auth.FleetSecretRef; ref != nil {
+		return ref.Name
+	}
+	return gw.Name + "-fleet"
+}
+
+// checkFleetVolume: the whole Secret is mounted read-only (no items, no
+// subPath, so the kubelet updates the files in place on a rotation).
+func checkFleetVolume(t *testing.T, pod corev1.PodSpec, secret string) {
+	t.Helper()
+	i := slices.IndexFunc(pod.Volumes, func(v corev1.Volume) bool { return v.Secret != nil && v.Secret.SecretName == secret })
+	if i < 0 {
+		t.Errorf("no volume mounts the fleet Secret %s: %+v", secret, pod.Volumes)
+		return
+	}
+	v := pod.Volumes[i]
+	if len(v.Secret.Items) != 0 || ptr.Deref(v.Secret.DefaultMode, 0) != 0o440 {
+		t.Errorf("fleet volume %+v, want the whole Secret, mode 0440", v.Secret)
+	}
+	if !slices.ContainsFunc(pod.Containers[0].VolumeMounts, func(m corev1.VolumeMount) bool {
+		return m.Name == v.Name && m.MountPath == "/etc/voicegateway/fleet" && m.ReadOnly && m.SubPath == ""
+	}) {
+		t.Errorf("the fleet volume is not mounted read-only at /etc/voicegateway/fleet: %+v", pod.Containers[0].VolumeMounts)
 	}
 }
 
@@ -520,28 +567,42 @@ func TestSpecChangeUpdatesObjects(t *testing.T) {
 
 // TestUnchangedGatewayCausesNoWrites lets the informers resync several
 // times (each resync reconciles every VoiceGateway) and touches the
-// VoiceGateway's labels, and counts the operator's requests that write:
-// there must be none.
+// VoiceGateways' labels, and counts the operator's requests that write:
+// there must be none, for an API key Secret with a rotation request
+// already answered, for a generated fleet Secret with its API key, and for
+// a user's fleet Secret with the NetworkPolicy switched off. Nor does a
+// pass read a Secret's data again while it has not changed.
 func TestUnchangedGatewayCausesNoWrites(t *testing.T) {
 	ctx := context.Background()
 	namespace := newNamespace(t)
 	op := startOperator(t, namespace, managerOptions{syncPeriod: time.Second})
 
 	createSecret(t, namespace, "keys", map[string]string{"keys": "steady-key-0123456789abcdef\n"})
-	gw := newGateway(namespace, "steady")
-	gw.Spec.Auth = vgv1.AuthSpec{APIKeysSecretRef: &vgv1.SecretKeyRef{Name: "keys", Key: "keys"}}
-	if err := k8s.Create(ctx, gw); err != nil {
-		t.Fatal(err)
-	}
-	key := client.ObjectKeyFromObject(gw)
-	waitForObjects(t, key)
-	eventually(t, 10*time.Second, func() error {
-		gw := getGateway(t, key)
-		if gw.Status.ObservedGeneration != gw.Generation {
-			return errors.New("not yet reconciled")
+	createFleetSecret(t, namespace, "own-fleet", true)
+	withKeys := newGateway(namespace, "steady")
+	withKeys.Spec.Auth = vgv1.AuthSpec{APIKeysSecretRef: &vgv1.SecretKeyRef{Name: "keys", Key: "keys"}}
+	withKeys.Annotations = map[string]string{vgv1.AnnotationRotateKeys: "once"}
+	generated := newGateway(namespace, "steady-generated")
+	generated.Spec.Auth = vgv1.AuthSpec{}
+	ownFleet := newGateway(namespace, "steady-own")
+	ownFleet.Spec.Auth = vgv1.AuthSpec{FleetSecretRef: &vgv1.LocalSecretRef{Name: "own-fleet"}}
+	ownFleet.Spec.NetworkPolicy.Enabled = ptr.To(false)
+	gateways := []*vgv1.VoiceGateway{withKeys, generated, ownFleet}
+	for _, gw := range gateways {
+		if err := k8s.Create(ctx, gw); err != nil {
+			t.Fatal(err)
 		}
-		return nil
-	})
+	}
+	for _, gw := range gateways {
+		key := client.ObjectKeyFromObject(gw)
+		eventually(t, 30*time.Second, func() error {
+			gw := getGateway(t, key)
+			if gw.Status.ObservedGeneration != gw.Generation || gw.Status.FleetSecretName == "" {
+				return fmt.Errorf("%s not yet reconciled", key)
+			}
+			return nil
+		})
+	}
 	// Let the first passes settle (the cache catching up with the applies).
 	time.Sleep(2 * time.Second)
 	op.writes.reset()
@@ -549,19 +610,30 @@ func TestUnchangedGatewayCausesNoWrites(t *testing.T) {
 
 	// Several resyncs, and a change that is not to the spec.
 	time.Sleep(3 * time.Second)
-	patch := client.MergeFrom(gw.DeepCopy())
-	gw.Labels = map[string]string{"touched": "yes"}
-	if err := k8s.Patch(ctx, gw, patch); err != nil {
-		t.Fatal(err)
+	for _, gw := range gateways {
+		patch := client.MergeFrom(gw.DeepCopy())
+		gw.Labels = map[string]string{"touched": "yes"}
+		if err := k8s.Patch(ctx, gw, patch); err != nil {
+			t.Fatal(err)
+		}
 	}
 	time.Sleep(3 * time.Second)
 
 	reconciles := reconcileCount(t) - before
-	if reconciles < 3 {
-		t.Fatalf("only %v reconciles in 6s with a 1s resync period: the test proves nothing", reconciles)
+	if reconciles < 3*float64(len(gateways)) {
+		t.Fatalf("only %v reconciles of %d VoiceGateways in 6s with a 1s resync period: the test proves nothing", reconciles, len(gateways))
 	}
 	if writes := op.writes.list(); len(writes) != 0 {
-		t.Errorf("%v reconciles of an unchanged VoiceGateway made %d writes: %v", reconciles, len(writes), writes)
+		t.Errorf("%v reconciles of unchanged VoiceGateways made %d writes: %v", reconciles, len(writes), writes)
+	}
+	if reads := op.writes.secretGets(); len(reads) != 0 {
+		t.Errorf("%v reconciles of unchanged VoiceGateways read unchanged Secrets %d times: %v", reconciles, len(reads), reads)
+	}
+	// The rotation asked for before the Secret existed was answered by its
+	// new keys, not by a rotation.
+	secret := getSecret(t, types.NamespacedName{Namespace: namespace, Name: "steady-fleet"})
+	if secret.Annotations[controllers.AnnotationRotatedFor] != "once" || len(tokenKeysOf(t, secret).Keys) != 1 {
+		t.Errorf("steady-fleet: annotations %v, %d keys; want the request recorded and one key", secret.Annotations, len(tokenKeysOf(t, secret).Keys))
 	}
 }
 
@@ -625,9 +697,25 @@ func TestInvalidSpecsAreRejected(t *testing.T) {
 			modify: func(gw *vgv1.VoiceGateway) { gw.Spec.Backend.Type = "gemini" },
 			want:   `Unsupported value: "gemini"`,
 		},
-		"no authentication chosen": {
-			modify: func(gw *vgv1.VoiceGateway) { gw.Spec.Auth = vgv1.AuthSpec{} },
-			want:   "auth.apiKeysSecretRef is required",
+		"key rotation period too short": {
+			modify: func(gw *vgv1.VoiceGateway) { gw.Spec.Auth.KeyRotationPeriod = d("30m") },
+			want:   "auth.keyRotationPeriod must be between 1h and 8760h",
+		},
+		"key rotation period of the user's fleet secret": {
+			modify: func(gw *vgv1.VoiceGateway) {
+				gw.Spec.Auth.FleetSecretRef = &vgv1.LocalSecretRef{Name: "mine"}
+				gw.Spec.Auth.KeyRotationPeriod = d("24h")
+			},
+			want: "auth.keyRotationPeriod rotates the fleet Secret the operator owns",
+		},
+		"too many network policy peers": {
+			modify: func(gw *vgv1.VoiceGateway) {
+				for range 33 {
+					gw.Spec.NetworkPolicy.AdminFrom = append(gw.Spec.NetworkPolicy.AdminFrom, networkingv1.NetworkPolicyPeer{
+						IPBlock: &networkingv1.IPBlock{CIDR: "10.0.0.0/8"}})
+				}
+			},
+			want: "spec.networkPolicy.adminFrom: Too many",
 		},
 		"both authentications": {
 			modify: func(gw *vgv1.VoiceGateway) {
@@ -713,20 +801,30 @@ func TestInvalidSpecsAreRejected(t *testing.T) {
 	}
 
 	t.Run("minimal spec gets its defaults", func(t *testing.T) {
-		gw := &vgv1.VoiceGateway{
-			ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: "minimal"},
-			Spec:       vgv1.VoiceGatewaySpec{Auth: vgv1.AuthSpec{APIKeysSecretRef: keys}},
+		// Exactly what a newcomer writes: no auth at all.
+		u := &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "voicegateway.dev/v1alpha1",
+			"kind":       "VoiceGateway",
+			"metadata":   map[string]any{"namespace": namespace, "name": "minimal"},
+			"spec":       map[string]any{"backend": map[string]any{"type": "echo"}},
+		}}
+		if err := k8s.Create(ctx, u); err != nil {
+			t.Fatalf("the minimal spec {backend: {type: echo}} is refused: %v", err)
 		}
-		if err := k8s.Create(ctx, gw); err != nil {
-			t.Fatal(err)
-		}
+		gw := getGateway(t, client.ObjectKeyFromObject(u))
 		s := gw.Spec
 		if *s.Replicas != 2 || s.Backend.Type != vgv1.BackendEcho || s.Sessions.MaxPerPod != 1000 ||
 			s.Sessions.IdleTimeout.Duration != 2*time.Minute || s.Sessions.MaxDuration.Duration != time.Hour ||
 			s.Drain.PreStopDelay.Duration != 5*time.Second || s.Drain.Timeout.Duration != 55*time.Second ||
-			s.Service.Port != 80 || s.Auth.ClientTokenTTL.Duration != time.Minute ||
+			s.Service.Port != 80 || s.Auth.ClientTokenTTL == nil || s.Auth.ClientTokenTTL.Duration != time.Minute ||
 			s.Resources.Requests.Cpu().String() != "100m" {
 			t.Errorf("defaults = %+v", s)
+		}
+		// Secure by default: authentication on (with a generated key), the
+		// NetworkPolicy on, the debug endpoints off.
+		if s.Auth.InsecureNoAuth || s.Auth.APIKeysSecretRef != nil || s.Auth.FleetSecretRef != nil ||
+			!ptr.Deref(s.NetworkPolicy.Enabled, false) || s.DebugEndpoints {
+			t.Errorf("auth %+v networkPolicy %+v debugEndpoints %v", s.Auth, s.NetworkPolicy, s.DebugEndpoints)
 		}
 	})
 }

@@ -18,6 +18,7 @@ package v1alpha1
 
 import (
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 )
@@ -45,6 +46,13 @@ const (
 	// match the spec, or the rollout has stopped making progress.
 	ConditionDegraded = "Degraded"
 )
+
+// AnnotationRotateKeys on a VoiceGateway asks the operator to rotate the
+// client-token signing keys of the fleet Secret it owns: set it to any new
+// value (a date, a counter) and each new value rotates once, e.g.
+//
+//	kubectl annotate vgw demo --overwrite voicegateway.dev/rotate-keys="$(date +%s)"
+const AnnotationRotateKeys = "voicegateway.dev/rotate-keys"
 
 // VoiceGatewaySpec is the desired state of a voice gateway: how many voice
 // server pods, what they relay to, who may connect, and how a pod drains its
@@ -80,10 +88,12 @@ type VoiceGatewaySpec struct {
 	// +optional
 	Backend BackendSpec `json:"backend,omitempty"`
 
-	// Auth decides who may open a session: API keys from a Secret, or
+	// Auth decides who may open a session: API keys from a Secret, an API
+	// key the operator generates into the fleet Secret (the default), or
 	// (on a test cluster) no authentication at all.
-	// +required
-	Auth AuthSpec `json:"auth"`
+	// +kubebuilder:default={}
+	// +optional
+	Auth AuthSpec `json:"auth,omitempty"`
 
 	// Sessions bounds the sessions of each pod.
 	// +kubebuilder:default={}
@@ -152,6 +162,47 @@ type VoiceGatewaySpec struct {
 	// metrics scraper.
 	// +optional
 	PodAnnotations map[string]string `json:"podAnnotations,omitempty"`
+
+	// NetworkPolicy limits who reaches the pods: the sessions port as
+	// From allows, the admin port only from the operator, the fleet itself
+	// and AdminFrom.
+	// +kubebuilder:default={}
+	// +optional
+	NetworkPolicy NetworkPolicySpec `json:"networkPolicy,omitempty"`
+
+	// DebugEndpoints serves /debug/pprof and /debug/memstats on the admin
+	// port, to holders of the admin token only.
+	// +kubebuilder:default=false
+	// +optional
+	DebugEndpoints bool `json:"debugEndpoints,omitempty"`
+}
+
+// NetworkPolicySpec shapes the NetworkPolicy the operator applies to the
+// voice server pods. The kubelet's probes come from the node, which a
+// NetworkPolicy never blocks.
+type NetworkPolicySpec struct {
+	// Enabled applies the NetworkPolicy; false removes it and leaves the
+	// pods open to the whole pod network (the admin endpoints that change
+	// or reveal state still need the admin token).
+	// +kubebuilder:default=true
+	// +optional
+	Enabled *bool `json:"enabled,omitempty"`
+
+	// From are the peers allowed to the sessions port. Empty means
+	// anywhere, as a public voice service needs.
+	// +kubebuilder:validation:MaxItems=32
+	// +listType=atomic
+	// +optional
+	From []networkingv1.NetworkPolicyPeer `json:"from,omitempty"`
+
+	// AdminFrom are peers allowed to the admin port (health, metrics,
+	// status) besides the operator's namespace and the VoiceGateway's own
+	// pods, e.g. the namespace of a metrics scraper:
+	// [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}}].
+	// +kubebuilder:validation:MaxItems=32
+	// +listType=atomic
+	// +optional
+	AdminFrom []networkingv1.NetworkPolicyPeer `json:"adminFrom,omitempty"`
 }
 
 // BackendSpec chooses the speech backend.
@@ -203,15 +254,35 @@ type SecretKeyRef struct {
 	Key string `json:"key"`
 }
 
-// AuthSpec decides who may open a session.
+// AuthSpec decides who may open a session. With neither APIKeysSecretRef
+// nor InsecureNoAuth, the operator generates an API key into the fleet
+// Secret (data key api-keys) and names it in status.generatedAPIKey.
 //
-// +kubebuilder:validation:XValidation:rule="has(self.apiKeysSecretRef) || (has(self.insecureNoAuth) && self.insecureNoAuth)",message="auth.apiKeysSecretRef is required: name a Secret and key holding one API key per line (or set auth.insecureNoAuth: true on a test cluster)"
 // +kubebuilder:validation:XValidation:rule="!(has(self.apiKeysSecretRef) && has(self.insecureNoAuth) && self.insecureNoAuth)",message="auth.apiKeysSecretRef and auth.insecureNoAuth cannot both be set: drop one of them"
+// +kubebuilder:validation:XValidation:rule="!(has(self.fleetSecretRef) && has(self.keyRotationPeriod))",message="auth.keyRotationPeriod rotates the fleet Secret the operator owns; with auth.fleetSecretRef you rotate your own Secret: drop one of them"
 type AuthSpec struct {
 	// APIKeysSecretRef names the Secret and key holding the API keys, one
 	// per line. The voice server re-reads it when the Secret changes.
+	// Empty means an API key the operator generates into the fleet Secret.
 	// +optional
 	APIKeysSecretRef *SecretKeyRef `json:"apiKeysSecretRef,omitempty"`
+
+	// FleetSecretRef names a Secret of your own that holds the fleet's
+	// keys, in the documented format (token-keys.json, admin-token,
+	// fleet-key and, without APIKeysSecretRef, api-keys). The operator then
+	// only reads it and never rotates it. Empty means the Secret
+	// <name>-fleet that the operator generates, owns and rotates.
+	// +optional
+	FleetSecretRef *LocalSecretRef `json:"fleetSecretRef,omitempty"`
+
+	// KeyRotationPeriod rotates the client-token signing keys of the
+	// operator's fleet Secret when the newest key is this old. Empty means
+	// only on request (the voicegateway.dev/rotate-keys annotation).
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1h') && duration(self) <= duration('8760h')",message="auth.keyRotationPeriod must be between 1h and 8760h (a year)"
+	// +optional
+	KeyRotationPeriod *metav1.Duration `json:"keyRotationPeriod,omitempty"`
 
 	// InsecureNoAuth lets anyone open a session. For test clusters only.
 	// +kubebuilder:default=false
@@ -226,6 +297,14 @@ type AuthSpec struct {
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('10m')",message="auth.clientTokenTTL must be between 1s and 10m: a leaked token must expire soon"
 	// +optional
 	ClientTokenTTL *metav1.Duration `json:"clientTokenTTL,omitempty"`
+}
+
+// LocalSecretRef names a whole Secret in the VoiceGateway's namespace.
+type LocalSecretRef struct {
+	// Name of the Secret.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
 }
 
 // SessionsSpec bounds the sessions of each pod.
@@ -435,6 +514,17 @@ type VoiceGatewayStatus struct {
 	// +kubebuilder:validation:MaxItems=1000
 	// +optional
 	Draining []DrainingPod `json:"draining,omitempty"`
+
+	// FleetSecretName is the Secret that holds the fleet's keys, mounted
+	// by every pod.
+	// +optional
+	FleetSecretName string `json:"fleetSecretName,omitempty"`
+
+	// GeneratedAPIKey names the Secret and key where the API key the
+	// operator generated can be read, when it generated one:
+	// kubectl get secret <name> -o jsonpath='{.data.api-keys}' | base64 -d
+	// +optional
+	GeneratedAPIKey *SecretKeyRef `json:"generatedAPIKey,omitempty"`
 
 	// Conditions: Available, Progressing and Degraded.
 	// +listType=map

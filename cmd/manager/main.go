@@ -60,12 +60,16 @@ type options struct {
 	leaderElectionNamespace string
 	namespaces              string
 	defaultImage            string
+	operatorNamespace       string
+	keyActivationDelay      time.Duration
 	maxConcurrentReconciles int
 	poller                  controllers.PollerOptions
 	zap                     zap.Options
 }
 
-func parseFlags(args []string, output io.Writer) (options, error) {
+// parseFlags reads the command line; getenv supplies the defaults that come
+// from the pod (POD_NAMESPACE, from the downward API).
+func parseFlags(args []string, output io.Writer, getenv func(string) string) (options, error) {
 	o := options{poller: controllers.DefaultPollerOptions()}
 	fs := flag.NewFlagSet("manager", flag.ContinueOnError)
 	fs.SetOutput(output)
@@ -76,6 +80,10 @@ func parseFlags(args []string, output io.Writer) (options, error) {
 	fs.StringVar(&o.leaderElectionNamespace, "leader-election-namespace", "", "namespace of the leader election Lease; empty means the operator's own")
 	fs.StringVar(&o.namespaces, "namespace", "", "comma-separated namespaces to watch; empty means all")
 	fs.StringVar(&o.defaultImage, "default-image", imageRepository+":"+version.Version, "voice server image of VoiceGateways that name none")
+	fs.StringVar(&o.operatorNamespace, "operator-namespace", getenv("POD_NAMESPACE"),
+		"namespace the operator runs in, whose pods the VoiceGateways' NetworkPolicies admit to the admin port; defaults to $POD_NAMESPACE")
+	fs.DurationVar(&o.keyActivationDelay, "key-activation-delay", controllers.DefaultKeyActivationDelay,
+		"how long a new client-token signing key only verifies before the pods sign with it; longer than the kubelet takes to refresh a mounted Secret")
 	fs.IntVar(&o.maxConcurrentReconciles, "max-concurrent-reconciles", 4, "VoiceGateways reconciled at once")
 	fs.IntVar(&o.poller.AdminPort, "pod-admin-port", o.poller.AdminPort, "admin port of the voice server pods, polled for /status")
 	fs.DurationVar(&o.poller.Interval, "status-poll-interval", o.poller.Interval, "how often each serving pod's /status is polled")
@@ -89,13 +97,16 @@ func parseFlags(args []string, output io.Writer) (options, error) {
 	if fs.NArg() > 0 {
 		return options{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
+	if o.keyActivationDelay <= 0 {
+		return options{}, fmt.Errorf("--key-activation-delay must be positive, got %s", o.keyActivationDelay)
+	}
 	return o, nil
 }
 
 // run parses args and runs the manager until ctx ends. restConfig, when
 // not nil, replaces the kubeconfig lookup (tests).
 func run(ctx context.Context, args []string, output io.Writer, restConfig *rest.Config) error {
-	o, err := parseFlags(args, output)
+	o, err := parseFlags(args, output, os.Getenv)
 	if err != nil {
 		return err
 	}
@@ -143,13 +154,18 @@ func run(ctx context.Context, args []string, output io.Writer, restConfig *rest.
 		APIReader:               mgr.GetAPIReader(),
 		Recorder:                mgr.GetEventRecorder(controllers.ManagedBy),
 		Poller:                  poller,
-		Options:                 controllers.BuildOptions{DefaultImage: o.defaultImage},
+		Options:                 controllers.BuildOptions{DefaultImage: o.defaultImage, OperatorNamespace: o.operatorNamespace},
 		MaxConcurrentReconciles: o.maxConcurrentReconciles,
+		KeyActivationDelay:      o.keyActivationDelay,
+	}
+	if o.operatorNamespace == "" {
+		log.Info("The operator's namespace is unknown (no --operator-namespace, no $POD_NAMESPACE): the VoiceGateways' NetworkPolicies will not admit the operator to the pods' admin port, so their sessions are not reported")
 	}
 	if err := reconciler.SetupWithManager(ctx, mgr); err != nil {
 		return fmt.Errorf("setting up the controller: %w", err)
 	}
-	log.Info("Starting the manager", "version", version.Version, "namespaces", o.namespaces, "defaultImage", o.defaultImage)
+	log.Info("Starting the manager", "version", version.Version, "namespaces", o.namespaces, "defaultImage", o.defaultImage,
+		"operatorNamespace", o.operatorNamespace)
 	return mgr.Start(ctx)
 }
 

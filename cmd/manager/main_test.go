@@ -88,7 +88,9 @@ func runTests(m *testing.M) int {
 
 func TestParseFlags(t *testing.T) {
 	tests := map[string]struct {
-		args    []string
+		args []string
+		// env is the process environment; nil means empty.
+		env     map[string]string
 		check   func(t *testing.T, o options)
 		wantErr string
 	}{
@@ -97,19 +99,30 @@ func TestParseFlags(t *testing.T) {
 			check: func(t *testing.T, o options) {
 				if o.metricsAddr != ":8080" || o.probeAddr != ":8081" || o.leaderElect || o.namespaces != "" ||
 					o.poller.AdminPort != 9090 || o.poller.Interval != 5*time.Second || o.poller.DrainingInterval != time.Second ||
-					o.maxConcurrentReconciles != 4 || !strings.HasPrefix(o.defaultImage, "ghcr.io/voicegateway/voicegateway:") {
+					o.maxConcurrentReconciles != 4 || !strings.HasPrefix(o.defaultImage, "ghcr.io/voicegateway/voicegateway:") ||
+					o.operatorNamespace != "" || o.keyActivationDelay != 2*time.Minute {
 					t.Errorf("options = %+v", o)
+				}
+			},
+		},
+		"operator namespace from the downward API": {
+			env: map[string]string{"POD_NAMESPACE": "voicegateway-system"},
+			check: func(t *testing.T, o options) {
+				if o.operatorNamespace != "voicegateway-system" {
+					t.Errorf("operator namespace %q, want $POD_NAMESPACE", o.operatorNamespace)
 				}
 			},
 		},
 		"everything set": {
 			args: []string{"--leader-elect", "--namespace=a,b", "--default-image=x/y:z", "--pod-admin-port=9999",
 				"--status-poll-interval=2s", "--status-poll-interval-draining=250ms", "--status-poll-timeout=300ms",
-				"--max-concurrent-reconciles=8", "--zap-log-level=debug"},
+				"--max-concurrent-reconciles=8", "--zap-log-level=debug", "--operator-namespace=ops", "--key-activation-delay=3m"},
+			env: map[string]string{"POD_NAMESPACE": "ignored"},
 			check: func(t *testing.T, o options) {
 				if !o.leaderElect || o.namespaces != "a,b" || o.defaultImage != "x/y:z" || o.poller.AdminPort != 9999 ||
 					o.poller.Interval != 2*time.Second || o.poller.DrainingInterval != 250*time.Millisecond ||
-					o.poller.Timeout != 300*time.Millisecond || o.maxConcurrentReconciles != 8 {
+					o.poller.Timeout != 300*time.Millisecond || o.maxConcurrentReconciles != 8 ||
+					o.operatorNamespace != "ops" || o.keyActivationDelay != 3*time.Minute {
 					t.Errorf("options = %+v", o)
 				}
 				if got := splitList(o.namespaces); len(got) != 2 || got[0] != "a" || got[1] != "b" {
@@ -117,12 +130,13 @@ func TestParseFlags(t *testing.T) {
 				}
 			},
 		},
-		"unknown flag": {args: []string{"--nope"}, wantErr: "flag provided but not defined: -nope"},
-		"argument":     {args: []string{"extra"}, wantErr: `unexpected argument "extra"`},
+		"unknown flag":            {args: []string{"--nope"}, wantErr: "flag provided but not defined: -nope"},
+		"no key activation delay": {args: []string{"--key-activation-delay=0s"}, wantErr: "--key-activation-delay must be positive"},
+		"argument":                {args: []string{"extra"}, wantErr: `unexpected argument "extra"`},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			o, err := parseFlags(tc.args, io.Discard)
+			o, err := parseFlags(tc.args, io.Discard, func(name string) string { return tc.env[name] })
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("error = %v, want %q", err, tc.wantErr)
@@ -137,7 +151,7 @@ func TestParseFlags(t *testing.T) {
 	}
 
 	var out bytes.Buffer
-	if _, err := parseFlags([]string{"--help"}, &out); !errors.Is(err, flag.ErrHelp) || !strings.Contains(out.String(), "-status-poll-interval") {
+	if _, err := parseFlags([]string{"--help"}, &out, func(string) string { return "" }); !errors.Is(err, flag.ErrHelp) || !strings.Contains(out.String(), "-status-poll-interval") {
 		t.Errorf("--help: %v\n%s", err, out.String())
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -292,7 +293,7 @@ func TestHelmTemplate(t *testing.T) {
 			release: "voicegateway",
 			check: func(t *testing.T, m manifest) {
 				want := map[string]int{"ServiceAccount": 1, "ClusterRole": 3, "ClusterRoleBinding": 1, "Role": 1,
-					"RoleBinding": 1, "Service": 1, "Deployment": 1}
+					"RoleBinding": 1, "Service": 1, "Deployment": 1, "NetworkPolicy": 1}
 				if got := m.kinds(); !maps.Equal(got, want) {
 					t.Errorf("kinds = %v, want %v", got, want)
 				}
@@ -307,8 +308,8 @@ func TestHelmTemplate(t *testing.T) {
 				}
 				wantArgs := []string{"--leader-elect", "--leader-election-namespace=ns", "--health-probe-bind-address=:8081",
 					"--metrics-bind-address=:8080", "--default-image=" + defaultImage, "--max-concurrent-reconciles=4", "--zap-log-level=info"}
-				if !slices.Equal(c.Args, wantArgs) || len(c.Env) != 0 {
-					t.Errorf("args = %q, want %q; env %+v", c.Args, wantArgs, c.Env)
+				if !slices.Equal(c.Args, wantArgs) || !slices.EqualFunc(c.Env, []corev1.EnvVar{podNamespaceEnv}, envEqual) {
+					t.Errorf("args = %q, want %q; env %+v, want only POD_NAMESPACE from the pod", c.Args, wantArgs, c.Env)
 				}
 				// The security context of the voice server pods.
 				pod := d.Spec.Template.Spec.SecurityContext
@@ -345,7 +346,7 @@ func TestHelmTemplate(t *testing.T) {
 			release: "voicegateway",
 			args:    []string{"--values", "test/packaging/testdata/values-custom.yaml"},
 			check: func(t *testing.T, m manifest) {
-				want := map[string]int{"ServiceAccount": 1, "Role": 3, "RoleBinding": 3, "Service": 1, "Deployment": 1}
+				want := map[string]int{"ServiceAccount": 1, "Role": 3, "RoleBinding": 3, "Service": 1, "Deployment": 1, "NetworkPolicy": 1}
 				if got := m.kinds(); !maps.Equal(got, want) {
 					t.Errorf("kinds = %v, want %v (%v)", got, want, m.names())
 				}
@@ -371,8 +372,15 @@ func TestHelmTemplate(t *testing.T) {
 				if c.Ports[0].ContainerPort != 9443 || c.Ports[1].ContainerPort != 9444 {
 					t.Errorf("ports %+v", c.Ports)
 				}
-				if !slices.Equal(c.Env, []corev1.EnvVar{{Name: "GOMEMLIMIT", Value: "450MiB"}}) {
+				if !slices.EqualFunc(c.Env, []corev1.EnvVar{podNamespaceEnv, {Name: "GOMEMLIMIT", Value: "450MiB"}}, envEqual) {
 					t.Errorf("env %+v", c.Env)
+				}
+				var np networkingv1.NetworkPolicy
+				m.find(t, "NetworkPolicy", "ns", "vgw-op", &np)
+				if len(np.Spec.Ingress) != 2 || len(np.Spec.Ingress[0].From) != 1 || np.Spec.Ingress[0].From[0].NamespaceSelector == nil ||
+					np.Spec.Ingress[0].From[0].NamespaceSelector.MatchLabels["kubernetes.io/metadata.name"] != "monitoring" ||
+					np.Spec.Ingress[0].Ports[0].Port.IntValue() != 9443 || np.Spec.Ingress[1].Ports[0].Port.IntValue() != 9444 {
+					t.Errorf("NetworkPolicy %+v, want metrics (9443) from the monitoring namespace, probes (9444)", np.Spec)
 				}
 				if d.Spec.Template.Annotations["example.com/scrape"] != "true" || d.Spec.Template.Labels["team"] != "voice" {
 					t.Errorf("pod annotations %v labels %v", d.Spec.Template.Annotations, d.Spec.Template.Labels)
@@ -389,6 +397,32 @@ func TestHelmTemplate(t *testing.T) {
 				m.find(t, "Service", "ns", "vgw-op-metrics", &svc)
 				if svc.Annotations["prometheus.io/scrape"] != "true" || svc.Spec.Ports[0].Port != 9443 {
 					t.Errorf("metrics Service %+v", svc)
+				}
+			},
+		},
+		"NetworkPolicy of the operator's pods": {
+			release: "voicegateway",
+			check: func(t *testing.T, m manifest) {
+				var np networkingv1.NetworkPolicy
+				m.find(t, "NetworkPolicy", "ns", "voicegateway-operator", &np)
+				var d appsv1.Deployment
+				m.find(t, "Deployment", "ns", "voicegateway-operator", &d)
+				if !maps.Equal(np.Spec.PodSelector.MatchLabels, d.Spec.Selector.MatchLabels) ||
+					!slices.Equal(np.Spec.PolicyTypes, []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}) {
+					t.Errorf("NetworkPolicy selects %v (%v), want the operator's pods, ingress only", np.Spec.PodSelector, np.Spec.PolicyTypes)
+				}
+				// The metrics port from anywhere by default, the probes port
+				// for the kubelet; nothing else.
+				ports := map[int]int{}
+				for _, rule := range np.Spec.Ingress {
+					if len(rule.From) != 0 || len(rule.Ports) != 1 || *rule.Ports[0].Protocol != corev1.ProtocolTCP {
+						t.Errorf("rule %+v", rule)
+						continue
+					}
+					ports[rule.Ports[0].Port.IntValue()]++
+				}
+				if !maps.Equal(ports, map[int]int{8080: 1, 8081: 1}) {
+					t.Errorf("NetworkPolicy ports %v, want metrics 8080 and probes 8081", ports)
 				}
 			},
 		},
@@ -441,9 +475,10 @@ func TestHelmTemplate(t *testing.T) {
 				}
 			},
 		},
-		"no RBAC, no metrics Service": {
+		"no RBAC, no metrics Service, no NetworkPolicy": {
 			release: "voicegateway",
-			args:    []string{"--set", "rbac.create=false", "--set", "rbac.aggregateToDefaultRoles=false", "--set", "metrics.service.enabled=false"},
+			args: []string{"--set", "rbac.create=false", "--set", "rbac.aggregateToDefaultRoles=false", "--set", "metrics.service.enabled=false",
+				"--set", "networkPolicy.enabled=false"},
 			check: func(t *testing.T, m manifest) {
 				want := map[string]int{"ServiceAccount": 1, "Deployment": 1}
 				if got := m.kinds(); !maps.Equal(got, want) {
@@ -498,6 +533,8 @@ func TestHelmTemplateRejectsInvalidValues(t *testing.T) {
 		"unknown log level":       {[]string{"--set", "logLevel=verbose"}, []string{schemaFailure, "at '/logLevel'", "'debug', 'info', 'error'"}},
 		"port out of range":       {[]string{"--set", "metrics.port=70000"}, []string{schemaFailure, "at '/metrics/port'", "maximum"}},
 		"misspelled resource key": {[]string{"--set", "resources.limit.memory=1Gi"}, []string{schemaFailure, "at '/resources'", "'limit' not allowed"}},
+		"metrics peer not a peer": {[]string{"--set", "networkPolicy.metricsFrom[0].namespace=monitoring"},
+			[]string{schemaFailure, "at '/networkPolicy/metricsFrom/0'", "'namespace' not allowed"}},
 		"replicas without leader election": {[]string{"--set", "replicaCount=2", "--set", "leaderElection.enabled=false"},
 			[]string{"replicaCount above 1 needs leaderElection.enabled: true"}},
 		"ServiceMonitor without its CRD": {[]string{"--set", "metrics.serviceMonitor.enabled=true"},
@@ -520,6 +557,24 @@ func TestHelmTemplateRejectsInvalidValues(t *testing.T) {
 			}
 		})
 	}
+}
+
+// podNamespaceEnv is the operator's own namespace from the downward API,
+// which it admits to the voice servers' admin port.
+var podNamespaceEnv = corev1.EnvVar{Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{
+	FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}}
+
+// envEqual compares environment variables by name, value and the field
+// they come from (the API server fills in the field's apiVersion).
+func envEqual(a, b corev1.EnvVar) bool {
+	fieldOf := func(e corev1.EnvVar) string {
+		if e.ValueFrom == nil || e.ValueFrom.FieldRef == nil {
+			return ""
+		}
+		return e.ValueFrom.FieldRef.FieldPath
+	}
+	return a.Name == b.Name && a.Value == b.Value && fieldOf(a) == fieldOf(b) &&
+		(a.ValueFrom == nil) == (b.ValueFrom == nil)
 }
 
 // TestVersionsAgree: the chart's appVersion is the image tag that

@@ -11,6 +11,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -115,6 +116,7 @@ func TestHelmInstallUpgradeUninstall(t *testing.T) {
 		&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "voicegateway-operator-editor"}},
 		&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: "voicegateway-operator-leader-election"}},
 		&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: "voicegateway-operator-leader-election"}},
+		&networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: "voicegateway-operator"}},
 	}
 	for _, obj := range installed {
 		if err := k8s.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
@@ -136,7 +138,7 @@ func TestHelmInstallUpgradeUninstall(t *testing.T) {
 	if upgraded.Generation <= d.Generation || *upgraded.Spec.Replicas != 2 || c.Image != "ghcr.io/voicegateway/voicegateway:v0.1.1" ||
 		!slices.Contains(c.Args, "--default-image=ghcr.io/voicegateway/voicegateway:v0.1.1") ||
 		!slices.Contains(c.Args, "--zap-log-level=debug") || !slices.Contains(c.Args, "--namespace="+watched) ||
-		!slices.Equal(c.Env, []corev1.EnvVar{{Name: "GOMEMLIMIT", Value: "200MiB"}}) {
+		!slices.EqualFunc(c.Env, []corev1.EnvVar{podNamespaceEnv, {Name: "GOMEMLIMIT", Value: "200MiB"}}, envEqual) {
 		t.Errorf("upgraded Deployment: generation %d (was %d) replicas %d image %q args %q env %+v",
 			upgraded.Generation, d.Generation, *upgraded.Spec.Replicas, c.Image, c.Args, c.Env)
 	}
