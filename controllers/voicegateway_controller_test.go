@@ -168,19 +168,24 @@ func TestSamplesProduceObjects(t *testing.T) {
 		if c.Image != testImage {
 			t.Errorf("image = %q, want the operator's default %q", c.Image, testImage)
 		}
-		checkSecretVolume(t, pod, "demo-api-keys", "keys")
-		// The fleet Secret: made and owned by the operator, without an API
-		// key, since the sample brings its own.
+		// The fleet Secret: made and owned by the operator, with a
+		// generated API key, since the sample names no API key Secret.
 		fleetSecret := getSecret(t, types.NamespacedName{Namespace: namespace, Name: "demo-fleet"})
-		if !metav1.IsControlledBy(fleetSecret, gw) || fleetSecret.Data["api-keys"] != nil {
+		if !metav1.IsControlledBy(fleetSecret, gw) || len(fleetSecret.Data["api-keys"]) == 0 {
 			t.Errorf("demo-fleet: owners %+v, keys %v", fleetSecret.OwnerReferences, slices.Collect(maps.Keys(fleetSecret.Data)))
 		}
+		eventually(t, 30*time.Second, func() error {
+			if ref := getGateway(t, key).Status.GeneratedAPIKey; ref == nil || ref.Name != "demo-fleet" || ref.Key != "api-keys" {
+				return fmt.Errorf("status.generatedAPIKey = %+v, want demo-fleet api-keys", ref)
+			}
+			return nil
+		})
 
 		cfg := loadServerConfig(t, &objs.configMap)
 		if cfg.Backend != config.BackendEcho {
 			t.Errorf("backend = %q, want echo", cfg.Backend)
 		}
-		if cfg.APIKeysFile != "/etc/voicegateway/api-keys/keys" || cfg.InsecureNoAuth || cfg.FleetSecretDir != "/etc/voicegateway/fleet" {
+		if cfg.APIKeysFile != "/etc/voicegateway/fleet/api-keys" || cfg.InsecureNoAuth || cfg.FleetSecretDir != "/etc/voicegateway/fleet" {
 			t.Errorf("auth: api_keys_file %q insecure %v fleet %q, want the mounted Secrets", cfg.APIKeysFile, cfg.InsecureNoAuth, cfg.FleetSecretDir)
 		}
 		if cfg.Sessions.Limit != 500 || cfg.Sessions.IdleTimeout != 2*time.Minute || cfg.Sessions.MaxDuration != 30*time.Minute {
@@ -215,7 +220,7 @@ func TestSamplesProduceObjects(t *testing.T) {
 		})
 		gw = getGateway(t, key)
 		if gw.Status.Ready != "0/2" || gw.Status.Selector != "app.kubernetes.io/instance=demo,app.kubernetes.io/name=voicegateway" ||
-			gw.Status.FleetSecretName != "demo-fleet" || gw.Status.GeneratedAPIKey != nil {
+			gw.Status.FleetSecretName != "demo-fleet" || gw.Status.GeneratedAPIKey == nil {
 			t.Errorf("status ready %q selector %q fleet %q generated key %+v", gw.Status.Ready, gw.Status.Selector,
 				gw.Status.FleetSecretName, gw.Status.GeneratedAPIKey)
 		}

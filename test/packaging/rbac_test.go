@@ -201,9 +201,9 @@ func freeAddr(t *testing.T) string {
 	return "127.0.0.1:" + strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
 }
 
-// applySample creates the objects of the echo sample (its API key Secret
-// and the VoiceGateway named demo) in a namespace, as `kubectl apply -f
-// config/samples/` would, and returns the VoiceGateway's key.
+// applySample creates the objects of the echo sample (the VoiceGateway
+// named demo) in a namespace, as `kubectl apply -f config/samples/` would,
+// and returns the VoiceGateway's key.
 func applySample(t *testing.T, namespace string) client.ObjectKey {
 	t.Helper()
 	var key client.ObjectKey
