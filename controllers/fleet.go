@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -17,8 +18,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	vgv1 "github.com/voicegateway/voicegateway/api/v1alpha1"
-	"github.com/voicegateway/voicegateway/server/auth"
-	"github.com/voicegateway/voicegateway/server/config"
 	"github.com/voicegateway/voicegateway/server/fleet"
 )
 
@@ -27,21 +26,15 @@ const (
 	// value of the VoiceGateway's rotate-keys annotation it last acted on,
 	// so that each new value rotates the keys once and only once.
 	AnnotationRotatedFor = "voicegateway.dev/rotated-for"
-
-	// DefaultKeyActivationDelay is how long a new signing key is only
-	// verified before replicas sign with it: longer than the kubelet takes
-	// to refresh a mounted Secret (its sync period plus its cache's TTL,
-	// about a minute to a minute and a half), so that no replica is shown
-	// a token signed with a key it has not read yet.
-	DefaultKeyActivationDelay = 2 * time.Minute
-
-	// keyRetention is how long a replaced signing key keeps verifying after
-	// its successor starts signing: a token signed just before the switch
-	// lives at most the longest client-token lifetime, its issued-at may
-	// run ahead by the skew allowed between replicas, and a minute covers
-	// the replicas' clocks and the kubelet's refresh.
-	keyRetention = config.MaxClientTokenTTL + auth.IssuedAtSkew + time.Minute
 )
+
+// DefaultKeyActivationDelay is how long a new signing key is only verified
+// before replicas sign with it (--key-activation-delay): longer than the
+// kubelet takes to refresh a mounted Secret (its sync period plus its
+// cache's lifetime, about a minute each) plus the server's poll of the
+// file, so that no replica is shown a token signed with a key it has not
+// read yet. The retention of a replaced key is fleet.DefaultRotation's.
+var DefaultKeyActivationDelay = fleet.DefaultRotation.Activation
 
 // Event reasons about the fleet Secret. Their messages name Secrets, data
 // keys, key ids and times, never a secret value.
@@ -52,6 +45,7 @@ const (
 	EventKeysRotated          = "KeysRotated"
 	EventKeysPruned           = "KeysPruned"
 	EventRotationIgnored      = "RotationIgnored"
+	EventRotationDeferred     = "RotationDeferred"
 )
 
 // fleetSecretName is the Secret every pod mounts at fleetDir: the user's
@@ -114,6 +108,9 @@ type fleetChange struct {
 	cause   string
 	// retiring are the older keys after a rotation, with their new ends.
 	retiring []fleet.TokenKey
+	// deferred: a rotation was due, but the keys that still verify fill
+	// the file; it happens once the oldest ends (next).
+	deferred bool
 	// pruned are the ids of keys dropped because they no longer verify.
 	pruned []string
 	// next is when the Secret needs another look: a key stops verifying or
@@ -151,13 +148,22 @@ func planFleetSecret(data map[string][]byte, rotatedFor string, p fleetPolicy) (
 		c.cause = fmt.Sprintf("the newest key is older than spec.auth.keyRotationPeriod %s", p.rotationPeriod)
 	}
 	if c.cause != "" {
-		if keys, err = keys.Rotate(p.random, p.now, p.rotation); err != nil {
+		rotated, err := keys.Rotate(p.random, p.now, p.rotation)
+		switch {
+		case errors.Is(err, fleet.ErrTooManyKeys):
+			// The request stays pending (rotatedFor unchanged) and is
+			// answered once a key ends.
+			c.deferred = true
+			keys = keys.Pruned(p.now)
+		case err != nil:
 			return fleetChange{}, fmt.Errorf("rotating the signing keys: %w", err)
-		}
-		c.rotated = &keys.Keys[0]
-		c.retiring = keys.Keys[1:]
-		if p.rotateRequest != "" {
-			c.rotatedFor = p.rotateRequest
+		default:
+			keys = rotated
+			c.rotated = &keys.Keys[0]
+			c.retiring = keys.Keys[1:]
+			if p.rotateRequest != "" {
+				c.rotatedFor = p.rotateRequest
+			}
 		}
 	} else {
 		keys = keys.Pruned(p.now)
@@ -205,7 +211,7 @@ func (r *VoiceGatewayReconciler) keyRotation() fleet.Rotation {
 	if activation <= 0 {
 		activation = DefaultKeyActivationDelay
 	}
-	return fleet.Rotation{Activation: activation, Retain: keyRetention}
+	return fleet.Rotation{Activation: activation, Retain: fleet.DefaultRotation.Retain}
 }
 
 // ensureFleetSecret makes sure the fleet Secret exists and is complete, and
@@ -343,6 +349,11 @@ func (r *VoiceGatewayReconciler) recordFleetChange(ctx context.Context, vg *vgv1
 			message += "; " + strings.Join(retiring, ", ")
 		}
 		r.Recorder.Eventf(vg, nil, corev1.EventTypeNormal, EventKeysRotated, "RotateKeys", "%s", message)
+	}
+	if c.deferred {
+		r.Recorder.Eventf(vg, nil, corev1.EventTypeWarning, EventRotationDeferred, "RotateKeys",
+			"Secret %s already holds %d signing keys that verify live tokens; the rotation (%s) happens at %s, when the oldest ends",
+			name, fleet.MaxTokenKeys, c.cause, c.next.UTC().Format(time.RFC3339))
 	}
 	if len(c.pruned) > 0 {
 		log.Info("Dropped expired signing keys", "secret", name, "keys", c.pruned)

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/voicegateway/voicegateway/server/auth"
+	"github.com/voicegateway/voicegateway/server/config"
 	"github.com/voicegateway/voicegateway/server/fleet"
 )
 
@@ -41,7 +43,7 @@ func sameFiles(t *testing.T, got, want map[string][]byte, files ...string) {
 
 func TestPlanFleetSecret(t *testing.T) {
 	created := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	rotation := fleet.Rotation{Activation: 2 * time.Minute, Retain: keyRetention}
+	rotation := fleet.Rotation{Activation: 2 * time.Minute, Retain: fleet.DefaultRotation.Retain}
 	policy := func(now time.Time) fleetPolicy {
 		return fleetPolicy{now: now, random: rand.Reader, withAPIKey: true, rotation: rotation}
 	}
@@ -60,6 +62,34 @@ func TestPlanFleetSecret(t *testing.T) {
 			t.Errorf("change = %+v, want none", c)
 		}
 		sameFiles(t, c.data, data, append(allFiles, "note")...)
+	})
+
+	t.Run("a rotation waits while the keys that verify fill the file", func(t *testing.T) {
+		data := generatedFleet(t, created, true)
+		keys := tokenKeys(t, data)
+		now := created.Add(time.Hour)
+		// Rotate with a long retention until the file is full.
+		long := fleet.Rotation{Activation: time.Minute, Retain: 24 * time.Hour}
+		for i := 0; len(keys.Keys) < fleet.MaxTokenKeys; i++ {
+			now = now.Add(long.Activation + time.Second)
+			var err error
+			if keys, err = keys.Rotate(rand.Reader, now, long); err != nil {
+				t.Fatal(err)
+			}
+		}
+		now = now.Add(long.Activation + time.Second)
+		full, _ := keys.Marshal()
+		data[fleet.TokenKeysFile] = full
+		p := policy(now)
+		p.rotateRequest = "again"
+		c, err := planFleetSecret(data, "before", p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		next, _ := keys.NextPrune()
+		if !c.deferred || c.rotated != nil || c.rotatedFor != "before" || c.changed || !c.next.Equal(next) {
+			t.Fatalf("change = %+v, want a deferred rotation, the request still pending, a look at %v", c, next)
+		}
 	})
 
 	t.Run("a new rotate-keys value rotates once", func(t *testing.T) {
@@ -88,9 +118,9 @@ func TestPlanFleetSecret(t *testing.T) {
 		// The old key outlives every token it may still sign: it signs
 		// until the new key takes over, and such a token lives at most
 		// the longest client-token lifetime.
-		if retired.VerifyUntil == nil || !retired.VerifyUntil.Equal(signFrom.Add(keyRetention)) ||
+		if retired.VerifyUntil == nil || !retired.VerifyUntil.Equal(signFrom.Add(fleet.DefaultRotation.Retain)) ||
 			retired.VerifyUntil.Before(signFrom.Add(10*time.Minute+5*time.Second)) {
-			t.Errorf("old key verifies until %v, want %s", retired.VerifyUntil, signFrom.Add(keyRetention))
+			t.Errorf("old key verifies until %v, want %s", retired.VerifyUntil, signFrom.Add(fleet.DefaultRotation.Retain))
 		}
 		if signing, _ := keys.Signing(now); signing.ID != old.ID {
 			t.Errorf("at once %s signs, want the old key until every pod knows the new one", signing.ID)
@@ -205,4 +235,17 @@ func TestPlanFleetSecret(t *testing.T) {
 			t.Errorf("keys = %+v, want one that signs at once", keys.Keys)
 		}
 	})
+}
+
+// TestKeyRetentionCoversTokens: a replaced key must verify every token it
+// may have signed, which lives at most the longest client-token lifetime
+// and may be issued by a replica whose clock runs ahead by the allowed
+// skew.
+func TestKeyRetentionCoversTokens(t *testing.T) {
+	if need := config.MaxClientTokenTTL + auth.IssuedAtSkew; fleet.DefaultRotation.Retain < need {
+		t.Fatalf("keys are retained %s after their successor signs, less than a token may live (%s)", fleet.DefaultRotation.Retain, need)
+	}
+	if DefaultKeyActivationDelay < 2*time.Minute+10*time.Second {
+		t.Fatalf("activation %s is shorter than the kubelet's default Secret refresh (about 2 min) plus the server's poll", DefaultKeyActivationDelay)
+	}
 }

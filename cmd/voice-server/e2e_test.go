@@ -218,8 +218,14 @@ func (p *process) adminGet(path string) (int, []byte) {
 // header ("" sends none).
 func (p *process) adminDo(method, path, authorization string) (int, []byte) {
 	p.t.Helper()
+	return p.adminDoBody(method, path, authorization, "")
+}
+
+// adminDoBody is adminDo with a request body.
+func (p *process) adminDoBody(method, path, authorization, reqBody string) (int, []byte) {
+	p.t.Helper()
 	client := &http.Client{Timeout: 5 * time.Second}
-	req, err := http.NewRequest(method, "http://"+p.admin+path, nil)
+	req, err := http.NewRequest(method, "http://"+p.admin+path, strings.NewReader(reqBody))
 	if err != nil {
 		p.t.Fatal(err)
 	}

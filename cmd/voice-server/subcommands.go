@@ -7,15 +7,18 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/voicegateway/voicegateway/internal/boundedfile"
+	"github.com/voicegateway/voicegateway/server/auth"
 	"github.com/voicegateway/voicegateway/server/config"
 	"github.com/voicegateway/voicegateway/server/fleet"
 )
@@ -64,11 +67,10 @@ func runDrain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "voice-server drain: --admin-listen: %v\n", err)
 		return 2
 	}
-	// The kubelet bounds the hook by the grace period; so does this, so
-	// that a hook run by hand cannot hang.
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.Drain.GracePeriod)
+	ctx, cancel := context.WithTimeout(context.Background(), drainHookTimeout(cfg))
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+address+"/drain", nil)
+	target := url.URL{Scheme: "http", Host: address, Path: "/drain"}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target.String(), nil)
 	if err != nil {
 		fmt.Fprintf(stderr, "voice-server drain: %v\n", err)
 		return 1
@@ -100,9 +102,19 @@ func runDrain(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// drainHookTimeout bounds the hook's wait: the server answers once the
+// propagation delay has passed, so a wait much longer than that means it
+// hangs, and the kubelet's SIGTERM (which drains too) should come while
+// the calls still have their time. It never exceeds the drain timeout.
+func drainHookTimeout(cfg config.Config) time.Duration {
+	return min(cfg.Drain.PropagationDelay+10*time.Second, cfg.DrainTimeout())
+}
+
 // localAdminAddress is where a process in the same network namespace
-// reaches an admin listener: its own host, or loopback for a listener on
-// every interface.
+// reaches an admin listener: its own host, or IPv4 loopback for a listener
+// on every interface. Go listens on [::] dual-stack where it can and on
+// IPv4 alone where IPv6 is off (many pods), so 127.0.0.1 reaches it either
+// way, while ::1 would not in an IPv4-only pod.
 func localAdminAddress(listen string) (string, error) {
 	host, port, err := net.SplitHostPort(listen)
 	if err != nil {
@@ -112,12 +124,9 @@ func localAdminAddress(listen string) (string, error) {
 		return net.JoinHostPort("127.0.0.1", port), nil
 	}
 	if addr, err := netip.ParseAddr(host); err == nil && addr.IsUnspecified() {
-		if addr.Is6() {
-			return net.JoinHostPort("::1", port), nil
-		}
 		return net.JoinHostPort("127.0.0.1", port), nil
 	}
-	return listen, nil
+	return net.JoinHostPort(host, port), nil
 }
 
 // runFleetSecret writes or rotates a fleet Secret's files in a directory,
@@ -160,6 +169,10 @@ func runFleetSecret(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, usage)
 		return 2
 	}
+	if err := checkRotation(rotation); err != nil {
+		fmt.Fprintf(stderr, "voice-server fleet-secret %s: %v\n", verb, err)
+		return 2
+	}
 	var err error
 	if verb == "init" {
 		err = initFleetDir(*dir, *withAPIKey, stdout)
@@ -173,7 +186,20 @@ func runFleetSecret(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func initFleetDir(dir string, withAPIKey bool, stdout io.Writer) error {
+// checkRotation refuses timings that would break live tokens: a replaced
+// key must verify as long as a token it signed may live.
+func checkRotation(r fleet.Rotation) error {
+	minRetain := config.MaxClientTokenTTL + auth.IssuedAtSkew
+	switch {
+	case r.Activation < 0:
+		return fmt.Errorf("--activation %s must not be negative", r.Activation)
+	case r.Retain < minRetain:
+		return fmt.Errorf("--retain %s is shorter than a client token may live (%s): tokens signed with the replaced key would be refused", r.Retain, minRetain)
+	}
+	return nil
+}
+
+func initFleetDir(dir string, withAPIKey bool, stdout io.Writer) (err error) {
 	data, err := fleet.Generate(nil, time.Now(), withAPIKey)
 	if err != nil {
 		return err
@@ -181,13 +207,31 @@ func initFleetDir(dir string, withAPIKey bool, stdout io.Writer) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	for name := range data {
-		if _, err := os.Lstat(filepath.Join(dir, name)); err == nil {
-			return fmt.Errorf("%s already exists; a fleet Secret is made once (rotate its signing keys with `fleet-secret rotate`)", filepath.Join(dir, name))
+	// Each file is created exclusively, so that an existing Secret is
+	// never overwritten; on any failure the files made so far go again.
+	var made []string
+	defer func() {
+		if err != nil {
+			for _, path := range made {
+				_ = os.Remove(path)
+			}
 		}
-	}
+	}()
 	for name, content := range data {
-		if err := os.WriteFile(filepath.Join(dir, name), content, 0o600); err != nil {
+		path := filepath.Join(dir, name)
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("%s already exists; a fleet Secret is made once (rotate its signing keys with `fleet-secret rotate`)", path)
+		}
+		if err != nil {
+			return err
+		}
+		made = append(made, path)
+		_, err = f.Write(content)
+		if closeErr := f.Close(); err == nil {
+			err = closeErr
+		}
+		if err != nil {
 			return err
 		}
 	}
@@ -209,20 +253,33 @@ func rotateFleetDir(dir string, rotation fleet.Rotation, stdout io.Writer) error
 	if err != nil {
 		return err
 	}
+	if err := rotated.Validate(); err != nil {
+		return err
+	}
 	out, err := rotated.Marshal()
 	if err != nil {
 		return err
 	}
-	// Replaced whole, so that a server polling the file never reads half
-	// of it.
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, out, 0o600); err != nil {
+	// Replaced whole, through a temporary file of its own in the same
+	// directory, so that a server polling the file never reads half of it.
+	tmp, err := os.CreateTemp(dir, ".token-keys-*.json")
+	if err != nil {
 		return err
 	}
-	if err := os.Rename(tmp, path); err != nil {
+	_, err = tmp.Write(out)
+	if closeErr := tmp.Close(); err == nil {
+		err = closeErr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp.Name())
 		return err
 	}
-	fmt.Fprintf(stdout, "new signing key %s signs from %s; the others verify until %s\n",
-		rotated.Keys[0].ID, rotated.Keys[0].SignFrom.Format(time.RFC3339), rotated.Keys[0].SignFrom.Add(rotation.Retain).Format(time.RFC3339))
+	fmt.Fprintf(stdout, "new signing key %s signs from %s\n", rotated.Keys[0].ID, rotated.Keys[0].SignFrom.Format(time.RFC3339))
+	for _, key := range rotated.Keys[1:] {
+		fmt.Fprintf(stdout, "  key %s verifies until %s\n", key.ID, key.VerifyUntil.Format(time.RFC3339))
+	}
 	return nil
 }

@@ -58,9 +58,14 @@ const maxAuthorizationLen = 1024
 
 // Options are the parts the admin endpoints report on.
 type Options struct {
-	// AdminToken guards the endpoints that change or reveal state; nil
-	// disables them.
+	// AdminToken guards the endpoints that change or reveal state; nil, or
+	// an empty value, disables them.
 	AdminToken TokenSource
+	// RefreshAdminToken, when set, is asked to read the token again before
+	// a request is refused: the caller (the preStop hook) may hold a token
+	// that was rotated moments ago. It must bound its own cost; it reports
+	// whether the token changed.
+	RefreshAdminToken func() bool
 	// DebugEndpoints serves /debug/pprof/* and /debug/memstats (to holders
 	// of the admin token).
 	DebugEndpoints bool
@@ -168,6 +173,9 @@ type adminError struct {
 func (o Options) requireAdmin(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		reason := o.checkAdmin(r)
+		if reason != "" && reason != ReasonMissing && o.RefreshAdminToken != nil && o.RefreshAdminToken() {
+			reason = o.checkAdmin(r)
+		}
 		if reason == "" {
 			next(w, r)
 			return

@@ -130,3 +130,44 @@ func TestDebugEndpointsOffByDefault(t *testing.T) {
 		}
 	}
 }
+
+// swappableToken is an admin token source whose file "changes" when
+// Refresh is asked after next was set, as a rotated Secret does.
+type swappableToken struct {
+	current, next string
+	refreshes     int
+}
+
+func (s *swappableToken) Value() string { return s.current }
+
+func (s *swappableToken) refresh() bool {
+	s.refreshes++
+	if s.next == "" || s.next == s.current {
+		return false
+	}
+	s.current = s.next
+	return true
+}
+
+// TestAdminTokenRefreshedBeforeRefusal: the preStop hook reads a rotated
+// admin token at once, the server at its next poll; a request with a token
+// that differs makes the server read the file before it refuses.
+func TestAdminTokenRefreshedBeforeRefusal(t *testing.T) {
+	token := &swappableToken{current: testAdminToken}
+	h := newHarness(t, func(o *Options) {
+		o.AdminToken = token
+		o.RefreshAdminToken = token.refresh
+	})
+	rotated := "vgw_admin_rotated-token-0123456789abcdef"
+	if code, _, _ := h.doAs("Bearer "+rotated, "GET", "/ratelimit/state", nil); code != 401 {
+		t.Fatalf("a token the server does not hold = %d, want 401", code)
+	}
+	token.next = rotated
+	if code, _, body := h.doAs("Bearer "+rotated, "GET", "/ratelimit/state", nil); code != 200 {
+		t.Fatalf("after the file changed = %d %s, want 200", code, body)
+	}
+	before := token.refreshes
+	if code, _, _ := h.doAs("", "GET", "/ratelimit/state", nil); code != 401 || token.refreshes != before {
+		t.Fatalf("a request without a credential = %d and %d refreshes; want 401 and none", code, token.refreshes-before)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io/fs"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -91,6 +92,10 @@ type SecretFile[T any] struct {
 	path  string
 	parse func([]byte) (T, error)
 	value atomic.Pointer[T]
+	// optional: a missing file is a state (the zero value), not an error.
+	optional bool
+	// lastRefresh is when Refresh last read the file, in Unix nanoseconds.
+	lastRefresh atomic.Int64
 
 	mu      sync.Mutex
 	lastSum [sha256.Size]byte
@@ -108,6 +113,22 @@ func NewSecretFile[T any](path string, parse func([]byte) (T, error)) (*SecretFi
 	return f, nil
 }
 
+// NewOptionalSecretFile is NewSecretFile for a file that may be absent: its
+// value is then T's zero value, and Watch picks the file up once it
+// appears. A file that was there and goes away keeps its last value, as a
+// Secret being swapped would.
+func NewOptionalSecretFile[T any](path string, parse func([]byte) (T, error)) (*SecretFile[T], error) {
+	f := &SecretFile[T]{path: path, parse: parse, optional: true}
+	if _, _, err := f.reloadIfChanged(); err != nil {
+		return nil, err
+	}
+	if f.value.Load() == nil {
+		var zero T
+		f.value.Store(&zero)
+	}
+	return f, nil
+}
+
 // Path is the file the secret is read from.
 func (f *SecretFile[T]) Path() string { return f.path }
 
@@ -115,12 +136,28 @@ func (f *SecretFile[T]) Path() string { return f.path }
 func (f *SecretFile[T]) Value() T { return *f.value.Load() }
 
 // Reload reads the file now rather than at the next poll, and reports
-// whether its content changed. Callers use it when a request suggests
-// that the file moved on (a token signed with a key this process does not
-// know yet); it costs one read of a small file.
+// whether its content changed.
 func (f *SecretFile[T]) Reload() (changed bool, err error) {
 	changed, _, err = f.reloadIfChanged()
 	return changed, err
+}
+
+// Refresh is Reload for request paths: when a request suggests that the
+// file moved on before the next poll (a token signed with a key this
+// process does not hold yet, an admin token that differs), it reads the
+// file, but at most once per minInterval however many requests ask, so
+// that clients cannot turn bad credentials into disk reads. It reports
+// whether the value changed.
+func (f *SecretFile[T]) Refresh(now time.Time, minInterval time.Duration) bool {
+	last := f.lastRefresh.Load()
+	if last != 0 && now.UnixNano()-last < int64(minInterval) {
+		return false
+	}
+	if !f.lastRefresh.CompareAndSwap(last, now.UnixNano()) {
+		return false // another request is refreshing
+	}
+	changed, _, err := f.reloadIfChanged()
+	return err == nil && changed
 }
 
 // reloadIfChanged reads the file and swaps in its parsed value when the
@@ -131,6 +168,9 @@ func (f *SecretFile[T]) reloadIfChanged() (changed bool, count int, err error) {
 	defer f.mu.Unlock()
 	data, err := boundedfile.Read(f.path, maxSecretValueSize)
 	if err != nil {
+		if f.optional && errors.Is(err, fs.ErrNotExist) {
+			return false, 0, nil
+		}
 		return false, 0, err
 	}
 	sum := sha256.Sum256(data)

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	testingclock "k8s.io/utils/clock/testing"
+
 	"github.com/voicegateway/voicegateway/server/fleet"
 )
 
@@ -76,18 +78,36 @@ func FuzzCredentialsFromRequest(f *testing.F) {
 
 func FuzzVerifyToken(f *testing.F) {
 	clk := newFakeClock()
-	// Three keys: the one signing now, a retired one (still verifying
-	// until an hour from now) and one that signs only later; tokens of
-	// all three are seeds, and key ids are a field the fuzzer mutates.
-	later, retire := clk.Now().Add(time.Hour), clk.Now().Add(time.Hour)
-	past := clk.Now().Add(-time.Hour)
+	// Four keys: "gone" signed an hour ago and has ended; "old" was
+	// replaced and still verifies; "current" signs; "next" signs only
+	// later. Tokens of "gone", minted while it signed, are seeds that must
+	// fail; key ids are a field the fuzzer mutates.
+	hourAgo, later, retire := clk.Now().Add(-time.Hour), clk.Now().Add(time.Hour), clk.Now().Add(time.Hour)
+	ended := clk.Now().Add(-time.Minute)
+	goneKey := fleet.TokenKey{ID: "gone", Secret: b64.EncodeToString([]byte("the-gone-key-the-gone-key-the-go"))}
+	before := testingclock.NewFakeClock(hourAgo)
+	goneIssuer, err := NewTokenIssuer(keyringOf(f, goneKey), before)
+	if err != nil {
+		f.Fatal(err)
+	}
+	goneKey.VerifyUntil = &ended
 	issuer, err := NewTokenIssuer(keyringOf(f,
-		fleet.TokenKey{ID: "current", Secret: b64.EncodeToString(testSecret), SignFrom: &past},
+		fleet.TokenKey{ID: "current", Secret: b64.EncodeToString(testSecret), SignFrom: &hourAgo},
 		fleet.TokenKey{ID: "old", Secret: b64.EncodeToString([]byte("the-old-key-the-old-key-the-old-")), VerifyUntil: &retire},
 		fleet.TokenKey{ID: "next", Secret: b64.EncodeToString([]byte("the-next-key-the-next-key-the-ne")), SignFrom: &later},
+		goneKey,
 	), clk)
 	if err != nil {
 		f.Fatal(err)
+	}
+	goneIssuer.random = &countingReader{}
+	for _, ttl := range []time.Duration{time.Minute, DefaultMaxTokenTTL} {
+		token, _, err := goneIssuer.Mint(ttl, Claims{})
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(token) // signed while "gone" signed; must fail now
+		f.Add(strings.Replace(token, "gone.", "old.", 1))
 	}
 	// Every fuzzing worker runs this setup; with a fixed clock and a
 	// counting ID source they all mint the same tokens.

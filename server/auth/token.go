@@ -135,13 +135,17 @@ func NewKeyring(keys fleet.TokenKeys) (*Keyring, error) {
 	if err := keys.Validate(); err != nil {
 		return nil, err
 	}
-	r := &Keyring{times: keys}
+	r := &Keyring{}
 	for _, k := range keys.Keys {
 		secret, err := k.SecretBytes()
 		if err != nil {
 			return nil, err // Validate has already checked it
 		}
+		// Only the decoded bytes are kept; the times travel without the
+		// encoded secret, so nothing that prints them can show it.
+		k.Secret = ""
 		r.keys = append(r.keys, signingKey{id: k.ID, secret: secret, TokenKey: k})
+		r.times.Keys = append(r.times.Keys, k)
 		r.ids = append(r.ids, k.ID)
 	}
 	return r, nil
@@ -224,6 +228,9 @@ type TokenIssuer struct {
 	// random supplies token IDs; tests replace it to make tokens
 	// reproducible across the processes of a fuzzing run.
 	random io.Reader
+	// refresh, when set, is asked to read the keys again when a token
+	// names a key the keyring lacks; it reports whether they changed.
+	refresh func() bool
 }
 
 // TokenOption configures a TokenIssuer.
@@ -237,6 +244,14 @@ func WithDefaultTTL(d time.Duration) TokenOption {
 // WithMaxTTL sets the longest lifetime Mint grants.
 func WithMaxTTL(d time.Duration) TokenOption {
 	return func(i *TokenIssuer) { i.maxTTL = d }
+}
+
+// WithKeyRefresh makes Verify ask refresh for the keys again when a token
+// names a key this process does not hold: another replica may have read a
+// rotated Secret first. refresh must bound its own cost (SecretFile.Refresh
+// reads at most once per interval).
+func WithKeyRefresh(refresh func() bool) TokenOption {
+	return func(i *TokenIssuer) { i.refresh = refresh }
 }
 
 // NewTokenIssuer builds an issuer over a key source. A nil clk means the
@@ -388,6 +403,9 @@ func (i *TokenIssuer) Verify(token string) (Claims, error) {
 	}
 	now := i.clk.Now()
 	key := i.keys.Value().lookup(keyID)
+	if key == nil && i.refresh != nil && i.refresh() {
+		key = i.keys.Value().lookup(keyID)
+	}
 	switch {
 	case key == nil:
 		return Claims{}, fmt.Errorf("%w: client token signed with a key this gateway does not hold", ErrInvalidCredentials)

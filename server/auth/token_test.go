@@ -533,3 +533,58 @@ func TestLocalKeyring(t *testing.T) {
 		t.Fatalf("a token of one process's own key verified elsewhere: %v", err)
 	}
 }
+
+// TestKeyRefreshOnUnknownKey: a replica that has not polled a rotated key
+// file yet reads it when a token names a key it lacks, at most once per
+// interval, so that bad tokens cannot make it read the disk per request.
+func TestKeyRefreshOnUnknownKey(t *testing.T) {
+	clk := newFakeClock()
+	path := filepath.Join(t.TempDir(), fleet.TokenKeysFile)
+	data, err := fleet.Generate(nil, clk.Now(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, path, string(data[fleet.TokenKeysFile]))
+	file, err := NewSecretFile(path, ParseKeyring)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refreshes := 0
+	lagging, err := NewTokenIssuer(file, clk, WithKeyRefresh(func() bool {
+		refreshes++
+		return file.Refresh(clk.Now(), time.Second)
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A hand-rotated file whose new key signs at once (activation 0).
+	keys, _ := fleet.ParseTokenKeys(data[fleet.TokenKeysFile])
+	rotated, err := keys.Rotate(nil, clk.Now(), fleet.Rotation{Retain: DefaultMaxTokenTTL + IssuedAtSkew})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := rotated.Marshal()
+	ahead, err := NewTokenIssuer(keyringOf(t, rotated.Keys...), clk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	token, _, err := ahead.Mint(0, Claims{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lagging.Verify(token); !errors.Is(err, ErrInvalidCredentials) {
+		t.Fatalf("before the file changed: %v, want ErrInvalidCredentials", err)
+	}
+	writeFile(t, path, string(out))
+	// Within the interval of the last refresh the file is not read.
+	if _, err := lagging.Verify(token); !errors.Is(err, ErrInvalidCredentials) {
+		t.Fatalf("a second refresh within the interval: %v", err)
+	}
+	clk.Step(time.Second)
+	if claims, err := lagging.Verify(token); err != nil || claims.SigningKeyID != rotated.Keys[0].ID {
+		t.Fatalf("after the interval the lagging replica refused the new key's token: %+v, %v", claims, err)
+	}
+	if refreshes != 3 {
+		t.Errorf("refresh asked %d times, want 3 (one per token naming an unknown key)", refreshes)
+	}
+}

@@ -15,8 +15,11 @@ import (
 // Limits enforced by Validate, exported so that the operator can state and
 // check the same bounds.
 const (
-	MaxClientTokenTTL  = 10 * time.Minute
-	MinMaxMessageBytes = 1 << 10
+	MaxClientTokenTTL = 10 * time.Minute
+	// MaxSecretPollInterval bounds how late a server reads a rotated
+	// fleet Secret, which the rotation's activation delay must cover.
+	MaxSecretPollInterval = time.Minute
+	MinMaxMessageBytes    = 1 << 10
 	// MaxMaxMessageBytes lets a client send the largest audio chunk the
 	// OpenAI Realtime API accepts in one append (15 MiB) with room to spare.
 	MaxMaxMessageBytes = 16 << 20
@@ -62,8 +65,9 @@ func (c Config) Validate() error {
 		p.add("client-token-ttl", "%s is longer than the maximum %s; a leaked token must expire soon",
 			formatDuration(c.ClientTokenTTL), formatDuration(MaxClientTokenTTL))
 	}
-	if c.SecretPollInterval < 100*time.Millisecond {
-		p.add("secret-poll-interval", "%s is too short; use 100ms or more (the default is 10s)", formatDuration(c.SecretPollInterval))
+	if c.SecretPollInterval < 100*time.Millisecond || c.SecretPollInterval > MaxSecretPollInterval {
+		p.add("secret-poll-interval", "%s is out of range; use 100ms to %s (the default is 10s): a key rotation's activation delay counts on it",
+			formatDuration(c.SecretPollInterval), formatDuration(MaxSecretPollInterval))
 	}
 	if !slices.Contains(allowedLogLevels, c.LogLevel) {
 		p.add("log-level", "unknown level %q; choose one of %s", c.LogLevel, strings.Join(allowedLogLevels, ", "))

@@ -44,10 +44,11 @@ const (
 const (
 	// MaxFileSize bounds every file of the fleet Secret.
 	MaxFileSize = 64 << 10
-	// MaxTokenKeys bounds the keys of token-keys.json: a current one, the
-	// one it replaces, and room for a rotation requested while another is
-	// still settling.
-	MaxTokenKeys = 8
+	// MaxTokenKeys bounds the keys of token-keys.json: the one signing,
+	// one waiting to sign, and the replaced ones that still verify — one
+	// per rotation in the last Retain, so rotating every few minutes still
+	// fits.
+	MaxTokenKeys = 16
 	// MinTokenSecretBytes and MaxTokenSecretBytes bound a signing key's
 	// decoded secret (HMAC-SHA256 gains nothing beyond its block size).
 	MinTokenSecretBytes = 32
@@ -90,6 +91,24 @@ type TokenKey struct {
 	// a newer one replaces it: late enough that every token it signed has
 	// expired. Absent: for as long as it is in the file.
 	VerifyUntil *time.Time `json:"verify_until,omitempty"`
+}
+
+// String keeps the secret out of anything that formats a key.
+func (k TokenKey) String() string {
+	return fmt.Sprintf("TokenKey{ID:%s Secret:[redacted] Created:%s SignFrom:%v VerifyUntil:%v}",
+		k.ID, k.Created.Format(time.RFC3339), k.SignFrom, k.VerifyUntil)
+}
+
+// GoString covers %#v, which does not use String.
+func (k TokenKey) GoString() string { return k.String() }
+
+// MarshalLog keeps the secret out of logr key/value pairs.
+func (k TokenKey) MarshalLog() any {
+	return struct {
+		ID                    string
+		Created               time.Time
+		SignFrom, VerifyUntil *time.Time
+	}{k.ID, k.Created, k.SignFrom, k.VerifyUntil}
 }
 
 // TokenKeys is the content of token-keys.json.
@@ -291,42 +310,66 @@ type Rotation struct {
 // DefaultRotation is what the operator and `voice-server fleet-secret
 // rotate` use. Activation: the kubelet refreshes a mounted Secret within
 // its sync period plus its cache's lifetime (about a minute each by
-// default), and the server polls the file every 10 s. Retain: the longest
-// client-token lifetime (10 min) plus the 5 s clock skew a replica allows,
-// with a minute to spare.
+// default), the server reads the file again every --secret-poll-interval
+// (10 s, at most 1 min), and clocks may differ by a few seconds: three
+// minutes cover them all. Retain: the longest client-token lifetime
+// (10 min) plus the 5 s clock skew a replica allows, with a minute to
+// spare.
 var DefaultRotation = Rotation{
-	Activation: 2 * time.Minute,
+	Activation: 3 * time.Minute,
 	Retain:     11*time.Minute + 5*time.Second,
 }
 
-// Rotate adds a new key that signs from now+Activation, and ends every older
-// key's verification Retain after that. Keys whose verification has ended
-// are dropped, and the oldest are dropped beyond MaxTokenKeys, so that a
-// burst of rotation requests cannot grow the file.
+// ErrTooManyKeys is returned by Rotate when the keys that still verify
+// tokens fill the file: a rotation must wait until the oldest of them ends
+// (NextPrune), because dropping a key early would refuse tokens it signed.
+var ErrTooManyKeys = errors.New("too many signing keys still verify tokens; rotate again once the oldest has ended")
+
+// Rotate adds a new key that signs from now+Activation. The key signing now
+// keeps signing until then and verifies Retain longer; keys that stopped
+// signing earlier keep their ends; keys whose verification has ended are
+// dropped. A key that has not started signing yet (a rotation still
+// settling) is replaced rather than kept, since it signed nothing: a burst
+// of rotation requests makes one new key, not many. Rotate never drops a
+// key that still verifies; when they fill the file it returns
+// ErrTooManyKeys and the keys unchanged.
 func (k TokenKeys) Rotate(random io.Reader, now time.Time, r Rotation) (TokenKeys, error) {
 	signFrom := now.Add(r.Activation).UTC().Truncate(time.Second)
 	if signFrom.Before(now) {
 		signFrom = signFrom.Add(time.Second)
 	}
+	retireAt := signFrom.Add(r.Retain)
+	current, signing := k.Signing(now)
+	var kept []TokenKey
+	for _, key := range k.Pruned(now).Keys {
+		switch {
+		case key.SignFrom != nil && key.SignFrom.After(now):
+			continue // pending: it signed nothing
+		case signing && key.ID == current.ID:
+			// It signs until the new key takes over, so it must verify
+			// Retain past that, whatever an earlier rotation said.
+			key.VerifyUntil = &retireAt
+		case key.VerifyUntil == nil:
+			// Neither signing nor ending (a hand-written file): it
+			// stops now, at the latest with the new key.
+			key.VerifyUntil = &retireAt
+		}
+		kept = append(kept, key)
+	}
+	if len(kept)+1 > MaxTokenKeys {
+		return k, ErrTooManyKeys
+	}
 	fresh, err := NewTokenKey(random, now, &signFrom)
 	if err != nil {
 		return TokenKeys{}, err
 	}
-	retireAt := signFrom.Add(r.Retain)
-	next := TokenKeys{Keys: []TokenKey{fresh}}
-	for _, key := range k.Pruned(now).Keys {
-		if key.ID == fresh.ID {
-			continue // a random 40-bit collision: keep the new one
+	for slices.ContainsFunc(kept, func(key TokenKey) bool { return key.ID == fresh.ID }) {
+		// A 40-bit id collision: draw again.
+		if fresh, err = NewTokenKey(random, now, &signFrom); err != nil {
+			return TokenKeys{}, err
 		}
-		if key.VerifyUntil == nil || key.VerifyUntil.After(retireAt) {
-			key.VerifyUntil = &retireAt
-		}
-		next.Keys = append(next.Keys, key)
 	}
-	if len(next.Keys) > MaxTokenKeys {
-		next.Keys = next.Keys[:MaxTokenKeys]
-	}
-	return next, nil
+	return TokenKeys{Keys: append([]TokenKey{fresh}, kept...)}, nil
 }
 
 // Pruned returns the keys without those that no longer verify at now. It

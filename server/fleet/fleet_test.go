@@ -5,6 +5,8 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -48,7 +50,7 @@ func TestParseTokenKeys(t *testing.T) {
 		"padded secret":       {input: `{"keys":[{"id":"a","secret":"` + base64.URLEncoding.EncodeToString(make([]byte, 32)) + `"}]}`, wantErr: "not unpadded base64url"},
 		"secret wrong type":   {input: `{"keys":[{"id":"a","secret":12}]}`, wantErr: `field "keys.secret" has the wrong type`},
 		"verify before sign":  {input: `{"keys":[{"id":"a","secret":"` + secret(1) + `","sign_from":"2026-03-01T12:00:00Z","verify_until":"2026-03-01T12:00:00Z"}]}`, wantErr: "verify_until must be after sign_from"},
-		"nine keys":           {input: `{"keys":[` + strings.Repeat(`{"id":"a","secret":"`+secret(1)+`"},`, 8) + `{"id":"b","secret":"` + secret(1) + `"}]}`, wantErr: "at most 8"},
+		"seventeen keys":      {input: manyKeys(MaxTokenKeys + 1), wantErr: "at most 16"},
 		"too large":           {input: valid + strings.Repeat(" ", MaxFileSize), wantErr: "larger than"},
 		"invalid time format": {input: `{"keys":[{"id":"a","secret":"` + secret(1) + `","created":"yesterday"}]}`, wantErr: "malformed"},
 	}
@@ -159,16 +161,22 @@ func TestRotate(t *testing.T) {
 	}
 
 	t.Run("a second rotation before the first settled", func(t *testing.T) {
-		third, err := second.Rotate(rand.Reader, epoch.Add(time.Hour+time.Minute), r)
+		later := epoch.Add(time.Hour + time.Minute)
+		third, err := second.Rotate(rand.Reader, later, r)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(third.Keys) != 3 {
-			t.Fatalf("want 3 keys, got %d", len(third.Keys))
+		// The pending key signed nothing and is replaced; the key still
+		// signing verifies until Retain after the newest key takes over.
+		if len(third.Keys) != 2 || third.Keys[1].ID != first.Keys[0].ID {
+			t.Fatalf("want the new key and the first, got %v", third.Keys)
 		}
-		// The first key's earlier retirement is not pushed back.
-		if got := third.Keys[2].VerifyUntil; !got.Equal(retire) {
-			t.Fatalf("first key retires at %v, want it kept at %v", got, retire)
+		newSignFrom := later.Add(r.Activation)
+		if got := third.Keys[1].VerifyUntil; !got.Equal(newSignFrom.Add(r.Retain)) {
+			t.Fatalf("first key verifies until %v, want %v", got, newSignFrom.Add(r.Retain))
+		}
+		if k, _ := third.Signing(newSignFrom.Add(-time.Second)); k.ID != first.Keys[0].ID {
+			t.Fatalf("before the newest key's sign_from %q signs, want the first key", k.ID)
 		}
 	})
 
@@ -190,7 +198,46 @@ func TestRotate(t *testing.T) {
 		}
 	})
 
-	t.Run("bounded", func(t *testing.T) {
+	t.Run("bounded, and never dropping a key that verifies", func(t *testing.T) {
+		// A rotation every Activation + 1 s, for two hours, with keys kept
+		// for an hour: each adds a replaced key that still verifies, until
+		// the file is full; then rotations wait, and no key is ever
+		// dropped early.
+		r := Rotation{Activation: r.Activation, Retain: time.Hour}
+		keys, now := first, epoch
+		refused := 0
+		for i := 0; i < 60; i++ {
+			now = now.Add(r.Activation + time.Second)
+			next, err := keys.Rotate(rand.Reader, now, r)
+			switch {
+			case errors.Is(err, ErrTooManyKeys):
+				refused++
+				if !next.Equal(keys) {
+					t.Fatal("a refused rotation changed the keys")
+				}
+			case err != nil:
+				t.Fatal(err)
+			}
+			if err := next.Validate(); err != nil {
+				t.Fatal(err)
+			}
+			if _, ok := next.Signing(now); !ok {
+				t.Fatalf("rotation %d: no key signs", i)
+			}
+			for _, k := range keys.Keys {
+				if k.Verifies(now) && !slices.ContainsFunc(next.Keys, func(n TokenKey) bool { return n.ID == k.ID }) {
+					t.Fatalf("rotation %d dropped key %s, which still verifies", i, k.ID)
+				}
+			}
+			keys = next
+		}
+		t.Logf("60 rotations %s apart: %d keys at the end, %d rotations deferred", r.Activation+time.Second, len(keys.Keys), refused)
+		if len(keys.Keys) > MaxTokenKeys || refused == 0 {
+			t.Fatalf("%d keys, %d rotations deferred; want the cap reached and rotations deferred", len(keys.Keys), refused)
+		}
+	})
+
+	t.Run("a burst of requests makes one key", func(t *testing.T) {
 		keys := first
 		for i := 0; i < 3*MaxTokenKeys; i++ {
 			var err error
@@ -198,13 +245,32 @@ func TestRotate(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if len(keys.Keys) != MaxTokenKeys {
-			t.Fatalf("%d keys after many rotations, want the cap %d", len(keys.Keys), MaxTokenKeys)
-		}
-		if err := keys.Validate(); err != nil {
-			t.Fatal(err)
+		if len(keys.Keys) != 2 {
+			t.Fatalf("%d keys after a burst of rotations, want the first and one new", len(keys.Keys))
 		}
 	})
+}
+
+func manyKeys(n int) string {
+	var b strings.Builder
+	b.WriteString(`{"keys":[`)
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			b.WriteString(",")
+		}
+		fmt.Fprintf(&b, `{"id":"k%d","secret":"%s"}`, i, secret(byte(i)))
+	}
+	b.WriteString(`]}`)
+	return b.String()
+}
+
+func TestTokenKeyRedacts(t *testing.T) {
+	key := TokenKey{ID: "abc", Secret: secret(7), Created: epoch}
+	for _, text := range []string{fmt.Sprint(key), fmt.Sprintf("%v %+v %#v", key, key, key), fmt.Sprint(key.MarshalLog())} {
+		if strings.Contains(text, key.Secret) {
+			t.Fatalf("formatting shows the secret: %s", text)
+		}
+	}
 }
 
 func TestGenerateCheckFill(t *testing.T) {

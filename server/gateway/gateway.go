@@ -16,12 +16,14 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
 	"golang.org/x/sync/errgroup"
 	"k8s.io/utils/clock"
 
+	"github.com/voicegateway/voicegateway/internal/boundedfile"
 	"github.com/voicegateway/voicegateway/server/admin"
 	"github.com/voicegateway/voicegateway/server/auth"
 	"github.com/voicegateway/voicegateway/server/backend"
@@ -39,6 +41,10 @@ import (
 const (
 	// shutdownTimeout bounds closing the HTTP listeners once sessions are gone.
 	shutdownTimeout = 2 * time.Second
+	// refreshInterval bounds how often a request may make the server read
+	// a fleet Secret file before its next poll (a token naming a key not
+	// held yet, an admin token that differs).
+	refreshInterval = time.Second
 )
 
 // Server is one voice server process.
@@ -60,6 +66,10 @@ type Server struct {
 	backend    backend.Backend
 	trusted    []netip.Prefix
 	started    time.Time
+
+	// noKeyLogged is when a mint failing for want of a signing key was
+	// last logged (Unix nanoseconds).
+	noKeyLogged atomic.Int64
 
 	// handlers counts WebSocket handlers, which outlive http.Server.Shutdown
 	// because their connections are hijacked.
@@ -107,7 +117,11 @@ func New(cfg config.Config, log logr.Logger, clk clock.WithTickerAndDelayedExecu
 		if s.keys, err = auth.NewKeyStore(cfg.APIKeysFile); err != nil {
 			return nil, fmt.Errorf("--api-keys-file: %w", err)
 		}
-		tokens, err := auth.NewTokenIssuer(keySource, clk, auth.WithDefaultTTL(cfg.ClientTokenTTL))
+		opts := []auth.TokenOption{auth.WithDefaultTTL(cfg.ClientTokenTTL)}
+		if s.tokenKeys != nil {
+			opts = append(opts, auth.WithKeyRefresh(func() bool { return s.tokenKeys.Refresh(s.clock.Now(), refreshInterval) }))
+		}
+		tokens, err := auth.NewTokenIssuer(keySource, clk, opts...)
 		if err != nil {
 			return nil, err
 		}
@@ -157,21 +171,21 @@ func (s *Server) loadFleetSecret() (auth.KeySource, error) {
 	if s.tokenKeys, err = auth.NewSecretFile(filepath.Join(dir, fleet.TokenKeysFile), auth.ParseKeyring); err != nil {
 		return nil, err
 	}
-	adminPath := filepath.Join(dir, fleet.AdminTokenFile)
-	switch _, statErr := os.Stat(adminPath); {
-	case errors.Is(statErr, os.ErrNotExist):
-		s.log.Info("The fleet Secret holds no admin-token: the admin endpoints that need it are off", "dir", dir)
-	default:
-		if s.adminToken, err = auth.NewSecretFile(adminPath, fleet.ParseAdminToken); err != nil {
-			return nil, err
-		}
+	// Without an admin-token the guarded admin endpoints are off until one
+	// appears (the operator repairs an incomplete Secret it owns).
+	if s.adminToken, err = auth.NewOptionalSecretFile(filepath.Join(dir, fleet.AdminTokenFile), fleet.ParseAdminToken); err != nil {
+		return nil, err
 	}
-	if data, readErr := os.ReadFile(filepath.Join(dir, fleet.FleetKeyFile)); readErr == nil {
+	switch data, err := boundedfile.Read(filepath.Join(dir, fleet.FleetKeyFile), fleet.MaxFileSize); {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		return nil, err
+	default:
 		if _, err := fleet.ParseFleetKey(data); err != nil {
 			return nil, err
 		}
 	}
-	s.log.Info("Fleet Secret loaded", "dir", dir, "tokenKeyIDs", s.tokenKeys.Value().IDs(), "adminToken", s.adminToken != nil)
+	s.log.Info("Fleet Secret loaded", "dir", dir, "tokenKeyIDs", s.tokenKeys.Value().IDs(), "adminToken", s.adminToken.Value() != "")
 	return s.tokenKeys, nil
 }
 
@@ -203,6 +217,7 @@ func (s *Server) Serve(ctx context.Context, public, adminLn net.Listener) error 
 	}
 	if s.adminToken != nil {
 		adminOpts.AdminToken = s.adminToken
+		adminOpts.RefreshAdminToken = func() bool { return s.adminToken.Refresh(s.clock.Now(), refreshInterval) }
 	}
 	adminSrv := &http.Server{Handler: admin.NewHandler(adminOpts), ReadHeaderTimeout: 10 * time.Second, ErrorLog: httpErrorLog(s.log)}
 

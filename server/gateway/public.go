@@ -248,7 +248,12 @@ func (s *Server) handleClientToken(w http.ResponseWriter, r *http.Request) {
 	token, expires, err := s.authn.Tokens.Mint(ttl, auth.Claims{KeyID: principal.KeyID, Session: req.Session})
 	switch {
 	case errors.Is(err, auth.ErrNoSigningKey):
-		s.log.Error(err, "Cannot mint a client token")
+		// Logged once a minute at most: every mint fails alike until the
+		// key file is fixed.
+		if now := s.clock.Now().UnixNano(); now-s.noKeyLogged.Load() >= int64(time.Minute) {
+			s.noKeyLogged.Store(now)
+			s.log.Error(err, "Cannot mint a client token")
+		}
 		s.refuse(w, http.StatusServiceUnavailable, protocol.CodeInternal, "no client-token signing key is active on this server", 0)
 		return
 	case err != nil:
