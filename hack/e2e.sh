@@ -16,7 +16,6 @@ rm -rf "$OUT"
 mkdir -p "$OUT"
 NS=voicegateway-system
 RELEASE=voicegateway
-API_KEY=demo-key-change-me-0123456789 # the sample's Secret
 HELM="$K8S_BIN/helm"
 
 declare -a PHASES=()
@@ -81,6 +80,10 @@ kctl get vgw demo | tee "$OUT/vgw-ready.txt" >&2
 	{ log "operator pod not Ready"; exit 1; }
 phase "kubectl apply sample (2 gateway pods Ready, READY 2/2)"
 
+# The sample names no API key Secret: the operator generated one into the
+# fleet Secret, as a newcomer reads it.
+API_KEY=$(kctl get secret demo-fleet -o jsonpath='{.data.api-keys}' | base64 -d)
+[[ -n "$API_KEY" ]] || { log "no generated API key in Secret demo-fleet"; exit 1; }
 E2E_KUBECTL="$K8S_BIN/kubectl" E2E_API_KEY="$API_KEY" E2E_SESSIONS="${E2E_SESSIONS:-40}" \
 	E2E_ROLLOUT_IMAGE="$IMAGE_REPO:$IMAGE_TAG_ROLLOUT" E2E_OUT="$OUT" \
 	"$OUT/e2e.test" -test.v -test.count=1 -test.timeout 9m 2>&1 | tee "$OUT/rollout-test.txt"
@@ -91,7 +94,7 @@ phase "sessions + rollout + assertions (test/e2e)"
 # VoiceGateway and goes with it.
 kctl delete vgw demo --wait=true --timeout 2m >/dev/null
 for ((i = 0; i < 600; i++)); do
-	left="$(kctl get deploy,rs,pods,svc,cm,pdb,sa,endpointslices -l app.kubernetes.io/instance=demo -o name 2>/dev/null)"
+	left="$(kctl get deploy,rs,pods,svc,cm,pdb,sa,endpointslices,secrets,networkpolicies -l app.kubernetes.io/instance=demo -o name 2>/dev/null)"
 	[[ -z "$left" ]] && break
 	sleep 0.2
 done
