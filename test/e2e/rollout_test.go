@@ -816,6 +816,14 @@ func TestRollout(t *testing.T) {
 		t.Errorf("kubectl get vgw -w never showed draining sessions:\n%s", watchText)
 	}
 	t.Logf("kubectl get vgw %s -w during the rollout:\n%s", vgwName, watchText)
+	// The preStop hook (`voice-server drain`, an exec with the admin
+	// token) ran on every old pod: the kubelet records a failed one.
+	hookEvents, err := kubectl(ctx, "get", "events", "--field-selector", "reason=FailedPreStopHook", "-o", "name")
+	if err != nil {
+		t.Errorf("listing FailedPreStopHook events: %v", err)
+	} else if strings.TrimSpace(string(hookEvents)) != "" {
+		t.Errorf("the preStop hook failed: %s", hookEvents)
+	}
 
 	report["sessions"] = sessions
 	report["notices"] = stats.notices
