@@ -100,7 +100,7 @@ func TestParseFlags(t *testing.T) {
 				if o.metricsAddr != ":8080" || o.probeAddr != ":8081" || o.leaderElect || o.namespaces != "" ||
 					o.poller.AdminPort != 9090 || o.poller.Interval != 5*time.Second || o.poller.DrainingInterval != time.Second ||
 					o.maxConcurrentReconciles != 4 || !strings.HasPrefix(o.defaultImage, "ghcr.io/voicegateway/voicegateway:") ||
-					o.operatorNamespace != "" || o.keyActivationDelay != 2*time.Minute {
+					o.operatorNamespace != "" || o.keyActivationDelay != 3*time.Minute {
 					t.Errorf("options = %+v", o)
 				}
 			},
@@ -116,13 +116,13 @@ func TestParseFlags(t *testing.T) {
 		"everything set": {
 			args: []string{"--leader-elect", "--namespace=a,b", "--default-image=x/y:z", "--pod-admin-port=9999",
 				"--status-poll-interval=2s", "--status-poll-interval-draining=250ms", "--status-poll-timeout=300ms",
-				"--max-concurrent-reconciles=8", "--zap-log-level=debug", "--operator-namespace=ops", "--key-activation-delay=3m"},
+				"--max-concurrent-reconciles=8", "--zap-log-level=debug", "--operator-namespace=ops", "--key-activation-delay=90s"},
 			env: map[string]string{"POD_NAMESPACE": "ignored"},
 			check: func(t *testing.T, o options) {
 				if !o.leaderElect || o.namespaces != "a,b" || o.defaultImage != "x/y:z" || o.poller.AdminPort != 9999 ||
 					o.poller.Interval != 2*time.Second || o.poller.DrainingInterval != 250*time.Millisecond ||
 					o.poller.Timeout != 300*time.Millisecond || o.maxConcurrentReconciles != 8 ||
-					o.operatorNamespace != "ops" || o.keyActivationDelay != 3*time.Minute {
+					o.operatorNamespace != "ops" || o.keyActivationDelay != 90*time.Second {
 					t.Errorf("options = %+v", o)
 				}
 				if got := splitList(o.namespaces); len(got) != 2 || got[0] != "a" || got[1] != "b" {
