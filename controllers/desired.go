@@ -125,16 +125,20 @@ func commonLabels(vg *vgv1.VoiceGateway) map[string]string {
 // configMapName is the name of the ConfigMap holding the server settings.
 func configMapName(vg *vgv1.VoiceGateway) string { return vg.Name + "-config" }
 
-// drainTiming is the drain budget derived from spec.drain, matching the
-// voice server's own rules (docs/operations.md): the drain deadline is
-// grace period - exit margin after termination begins.
+// drainTiming is the drain budget derived from spec.drain
+// (docs/operations.md): the server's drain deadline comes drainTimeout
+// (preStopDelay + timeout) after termination begins, and the pod's grace
+// period adds the exit margin to it. The server is sent the timeout and
+// the margin themselves; it subtracts nothing.
 type drainTiming struct {
 	preStopDelay time.Duration
 	timeout      time.Duration
 	notifyWindow time.Duration
+	// drainTimeout is the server's --drain-timeout.
+	drainTimeout time.Duration
 	exitMargin   time.Duration
-	// gracePeriodSeconds is the pod's terminationGracePeriodSeconds and
-	// the server's --grace-period.
+	// gracePeriodSeconds is the pod's terminationGracePeriodSeconds:
+	// drainTimeout + exitMargin.
 	gracePeriodSeconds int64
 }
 
@@ -150,9 +154,9 @@ func drainTimingOf(spec vgv1.DrainSpec) drainTiming {
 	}
 	// The grace period is whole seconds; rounding up goes to the margin, so
 	// sessions get exactly preStopDelay + timeout.
-	total := t.preStopDelay + t.timeout + drainExitMargin
-	t.gracePeriodSeconds = int64(math.Ceil(total.Seconds()))
-	t.exitMargin = time.Duration(t.gracePeriodSeconds)*time.Second - t.preStopDelay - t.timeout
+	t.drainTimeout = t.preStopDelay + t.timeout
+	t.gracePeriodSeconds = int64(math.Ceil((t.drainTimeout + drainExitMargin).Seconds()))
+	t.exitMargin = time.Duration(t.gracePeriodSeconds)*time.Second - t.drainTimeout
 	return t
 }
 
@@ -216,7 +220,7 @@ func serverConfig(vg *vgv1.VoiceGateway) (config.Config, error) {
 	cfg.RateLimit.StateFile = stateDir + "/ratelimit.json"
 
 	timing := drainTimingOf(spec.Drain)
-	cfg.Drain.GracePeriod = time.Duration(timing.gracePeriodSeconds) * time.Second
+	cfg.Drain.Timeout = timing.drainTimeout
 	cfg.Drain.PropagationDelay = timing.preStopDelay
 	cfg.Drain.NotifyWindow = timing.notifyWindow
 	cfg.Drain.ExitMargin = timing.exitMargin

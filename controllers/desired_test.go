@@ -84,7 +84,7 @@ func TestServerConfig(t *testing.T) {
 		"api keys from the mounted secret": {
 			check: func(t *testing.T, yaml string) {
 				mustContain(t, yaml, "api_keys_file: /etc/voicegateway/api-keys/keys", "insecure_no_auth: false",
-					"backend: echo", "grace_period: 1m5s", "exit_margin: 5s", "admin_listen: :9090",
+					"backend: echo", "timeout: 1m", "exit_margin: 5s", "admin_listen: :9090",
 					"fleet_secret_dir: /etc/voicegateway/fleet", "debug_endpoints: false")
 			},
 		},

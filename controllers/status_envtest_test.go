@@ -83,7 +83,7 @@ func startVoiceServer(t *testing.T, ip string, adminPort int, fleetDir string) *
 	s.cmd = exec.Command(bin,
 		"--listen", s.public, "--admin-listen", s.admin,
 		"--insecure-no-auth", "--backend", "echo", "--log-level", "warn", "--fleet-secret-dir", fleetDir,
-		"--grace-period", "30s", "--exit-margin", "2s", "--propagation-delay", "0s", "--notify-window", "1s")
+		"--drain-timeout", "28s", "--exit-margin", "2s", "--propagation-delay", "0s", "--notify-window", "1s")
 	logFile, err := os.Create(filepath.Join(t.TempDir(), "voice-server-"+ip+".log"))
 	if err != nil {
 		t.Fatal(err)

@@ -191,8 +191,8 @@ func TestSamplesProduceObjects(t *testing.T) {
 		if cfg.Sessions.Limit != 500 || cfg.Sessions.IdleTimeout != 2*time.Minute || cfg.Sessions.MaxDuration != 30*time.Minute {
 			t.Errorf("sessions = %+v, want limit 500, idle 2m, max 30m", cfg.Sessions)
 		}
-		if cfg.Drain.GracePeriod != 65*time.Second || cfg.Drain.PropagationDelay != 5*time.Second ||
-			cfg.DrainTimeout() != 60*time.Second {
+		if cfg.GracePeriod() != 65*time.Second || cfg.Drain.PropagationDelay != 5*time.Second ||
+			cfg.Drain.Timeout != 60*time.Second {
 			t.Errorf("drain = %+v: the server's grace period must equal the pod's 65s and its deadline come 60s after preStop", cfg.Drain)
 		}
 		if objs.service.Spec.Type != corev1.ServiceTypeClusterIP || objs.service.Spec.Ports[0].Port != 80 {
@@ -255,7 +255,7 @@ func TestSamplesProduceObjects(t *testing.T) {
 			!slices.Equal(cfg.RateLimit.TrustedProxies, []string{"10.0.0.0/8"}) {
 			t.Errorf("settings: token ttl %s, limit %d, trusted proxies %v", cfg.ClientTokenTTL, cfg.Sessions.Limit, cfg.RateLimit.TrustedProxies)
 		}
-		if cfg.Drain.GracePeriod != 315*time.Second || cfg.DrainTimeout() != 310*time.Second {
+		if cfg.GracePeriod() != 315*time.Second || cfg.Drain.Timeout != 310*time.Second {
 			t.Errorf("drain = %+v", cfg.Drain)
 		}
 		if objs.service.Spec.Type != corev1.ServiceTypeLoadBalancer {
@@ -496,8 +496,8 @@ func TestSpecChangeUpdatesObjects(t *testing.T) {
 		return nil
 	})
 	cfg := loadServerConfig(t, &objs.configMap)
-	if cfg.Sessions.Limit != 50 || cfg.Drain.GracePeriod != 40*time.Second {
-		t.Errorf("server settings: limit %d grace %s, want 50 and 40s", cfg.Sessions.Limit, cfg.Drain.GracePeriod)
+	if cfg.Sessions.Limit != 50 || cfg.GracePeriod() != 40*time.Second {
+		t.Errorf("server settings: limit %d grace %s, want 50 and 40s", cfg.Sessions.Limit, cfg.GracePeriod())
 	}
 	if secondHash == firstHash {
 		t.Error("the config hash did not change with the settings: the pods would not roll")

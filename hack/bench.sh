@@ -202,7 +202,7 @@ fi
 
 if [[ " $SCENARIOS " == *" drain "* ]]; then
 	echo "== drain: $DRAIN_SESSIONS sessions"
-	drain_flags=(--insecure-no-auth --session-limit 5000 --grace-period 30s --propagation-delay 2s
+	drain_flags=(--insecure-no-auth --session-limit 5000 --drain-timeout 25s --propagation-delay 2s
 		--notify-window 5s --exit-margin 3s --reconnect-after 1s)
 	start_server drain-b "${drain_flags[@]}"
 	B_PID=$PID B_PUBLIC=$PUBLIC

@@ -43,7 +43,7 @@ bin/voice-server fleet-secret init --dir "$OUT/fleet" >/dev/null
 bin/voice-server --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --api-keys-file "$keyfile" \
 	--fleet-secret-dir "$OUT/fleet" --debug-endpoints \
 	--trusted-proxies 127.0.0.1 --session-limit $((SESSIONS * 4 + 100)) --idle-timeout 30s \
-	--propagation-delay 0s --grace-period 10s --notify-window 1s --exit-margin 3s 2>"$log" &
+	--propagation-delay 0s --drain-timeout 7s --notify-window 1s --exit-margin 3s 2>"$log" &
 PID=$!
 trap 'kill -KILL $PID 2>/dev/null || true' EXIT
 for _ in $(seq 200); do

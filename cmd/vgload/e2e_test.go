@@ -219,7 +219,7 @@ func TestIdleEndToEnd(t *testing.T) {
 // carries on at the second server; none is cut.
 func TestDrainEndToEnd(t *testing.T) {
 	const sessions = 6
-	a := startServer(t, "--insecure-no-auth", "--grace-period", "8s", "--propagation-delay", "500ms",
+	a := startServer(t, "--insecure-no-auth", "--drain-timeout", "5s", "--propagation-delay", "500ms",
 		"--notify-window", "1s", "--exit-margin", "2s", "--reconnect-after", "200ms")
 	b := startServer(t, "--insecure-no-auth")
 	path := filepath.Join(t.TempDir(), "drain.json")

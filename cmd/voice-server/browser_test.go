@@ -88,7 +88,7 @@ func TestBrowserTalksThroughDrain(t *testing.T) {
 	// page's token works on whichever server the proxy picks.
 	args := []string{
 		"--fleet-secret-dir", newFleetDir(t),
-		"--grace-period", "30s", "--exit-margin", "3s",
+		"--drain-timeout", "27s", "--exit-margin", "3s",
 		"--propagation-delay", "1s", "--notify-window", "1s", "--reconnect-after", "500ms",
 	}
 	first := startProcess(t, args...)

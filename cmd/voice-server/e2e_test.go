@@ -376,7 +376,7 @@ func TestDrainOnSIGTERM(t *testing.T) {
 		propagationDelay = 2 * time.Second
 	)
 	p := startProcess(t,
-		"--grace-period", grace.String(), "--exit-margin", exitMargin.String(),
+		"--drain-timeout", (grace - exitMargin).String(), "--exit-margin", exitMargin.String(),
 		"--propagation-delay", propagationDelay.String(), "--notify-window", "1s", "--reconnect-after", "200ms")
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -495,7 +495,7 @@ func TestDrainOnSIGTERM(t *testing.T) {
 // sessions with 1012 at once instead of waiting for the deadline.
 func TestSecondSignalForcesFastExit(t *testing.T) {
 	const grace = 60 * time.Second
-	p := startProcess(t, "--grace-period", grace.String(), "--propagation-delay", "30s")
+	p := startProcess(t, "--drain-timeout", (grace - 3*time.Second).String(), "--propagation-delay", "30s")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	const sessions = 5

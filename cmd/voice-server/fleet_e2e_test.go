@@ -396,7 +396,7 @@ func TestDrainSubcommand(t *testing.T) {
 	fleetDir := newFleetDir(t)
 	configFile := filepath.Join(dir, "config.yaml")
 	config := fmt.Sprintf("listen: 127.0.0.1:%d\nadmin_listen: :%d\napi_keys_file: %s\nfleet_secret_dir: %s\n"+
-		"drain:\n  grace_period: 20s\n  propagation_delay: 1s\n  notify_window: 1s\n  exit_margin: 3s\n",
+		"drain:\n  timeout: 17s\n  propagation_delay: 1s\n  notify_window: 1s\n  exit_margin: 3s\n",
 		freePort(t), freePort(t), keys, fleetDir)
 	if err := os.WriteFile(configFile, []byte(config), 0o600); err != nil {
 		t.Fatal(err)

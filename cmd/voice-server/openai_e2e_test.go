@@ -516,7 +516,7 @@ func TestOpenAIDrain(t *testing.T) {
 	up := openaitest.New(openaitest.Options{Keys: []string{upstreamKey}})
 	defer up.Close()
 	p, _ := startOpenAIGateway(t, up.URL,
-		"--grace-period", "6s", "--exit-margin", "2s", "--propagation-delay", "300ms",
+		"--drain-timeout", "4s", "--exit-margin", "2s", "--propagation-delay", "300ms",
 		"--notify-window", "300ms", "--reconnect-after", "100ms")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

@@ -107,7 +107,7 @@ func runDrain(args []string, stdout, stderr io.Writer) int {
 // hangs, and the kubelet's SIGTERM (which drains too) should come while
 // the calls still have their time. It never exceeds the drain timeout.
 func drainHookTimeout(cfg config.Config) time.Duration {
-	return min(cfg.Drain.PropagationDelay+10*time.Second, cfg.DrainTimeout())
+	return min(cfg.Drain.PropagationDelay+10*time.Second, cfg.Drain.Timeout)
 }
 
 // localAdminAddress is where a process in the same network namespace

@@ -41,11 +41,11 @@ func TestLocalAdminAddress(t *testing.T) {
 
 func TestDrainHookTimeout(t *testing.T) {
 	cfg := config.Default()
-	cfg.Drain.GracePeriod, cfg.Drain.ExitMargin, cfg.Drain.PropagationDelay = 65*time.Second, 5*time.Second, 5*time.Second
+	cfg.Drain.Timeout, cfg.Drain.ExitMargin, cfg.Drain.PropagationDelay = 60*time.Second, 5*time.Second, 5*time.Second
 	if got := drainHookTimeout(cfg); got != 15*time.Second {
 		t.Fatalf("hook timeout %s, want the propagation delay + 10s", got)
 	}
-	cfg.Drain.GracePeriod, cfg.Drain.PropagationDelay = 12*time.Second, 2*time.Second
+	cfg.Drain.Timeout, cfg.Drain.PropagationDelay = 7*time.Second, 2*time.Second
 	if got := drainHookTimeout(cfg); got != 7*time.Second {
 		t.Fatalf("hook timeout %s, want no more than the drain timeout 7s", got)
 	}

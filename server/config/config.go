@@ -90,11 +90,12 @@ type RateLimitConfig struct {
 	StateFile       string        `json:"state_file"`
 }
 
-// DrainConfig times the drain that runs when the pod is terminated. Every
-// phase must fit inside GracePeriod, after which the kubelet kills the
-// process whatever it is doing.
+// DrainConfig times the drain that runs when the pod is terminated: sessions
+// may run until Timeout after termination begins, and the process has
+// ExitMargin after that to close what is left and exit. The pod's
+// terminationGracePeriodSeconds must be at least GracePeriod().
 type DrainConfig struct {
-	GracePeriod      time.Duration `json:"grace_period"`
+	Timeout          time.Duration `json:"timeout"`
 	PropagationDelay time.Duration `json:"propagation_delay"`
 	NotifyWindow     time.Duration `json:"notify_window"`
 	ReconnectAfter   time.Duration `json:"reconnect_after"`
@@ -155,7 +156,7 @@ func Default() Config {
 			MaxTracked:      100000,
 		},
 		Drain: DrainConfig{
-			GracePeriod:      30 * time.Second,
+			Timeout:          27 * time.Second,
 			PropagationDelay: 5 * time.Second,
 			NotifyWindow:     5 * time.Second,
 			ReconnectAfter:   time.Second,
@@ -172,11 +173,12 @@ func Default() Config {
 	}
 }
 
-// DrainTimeout is the time from the start of termination to the drain
-// deadline, at which remaining sessions are closed: the grace period less the
-// margin kept for closing connections, flushing and exiting.
-func (c Config) DrainTimeout() time.Duration {
-	return c.Drain.GracePeriod - c.Drain.ExitMargin
+// GracePeriod is the least terminationGracePeriodSeconds the drain fits in:
+// the drain timeout, then the exit margin. Nobody derives the timeout from
+// it: the operator sends the timeout, and sets the pod's grace period from
+// this sum.
+func (c Config) GracePeriod() time.Duration {
+	return c.Drain.Timeout + c.Drain.ExitMargin
 }
 
 // configFlag names the flag (and, with EnvPrefix, the variable) that points

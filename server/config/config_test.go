@@ -51,10 +51,10 @@ func TestLoadPrecedence(t *testing.T) {
 		},
 		{
 			name: "file overrides default",
-			file: "sessions:\n  limit: 7\ndrain:\n  grace_period: 45s\n",
+			file: "sessions:\n  limit: 7\ndrain:\n  timeout: 45s\n",
 			want: func(c *Config) {
 				c.Sessions.Limit = 7
-				c.Drain.GracePeriod = 45 * time.Second
+				c.Drain.Timeout = 45 * time.Second
 			},
 		},
 		{
@@ -261,8 +261,8 @@ func TestLoadErrors(t *testing.T) {
 		},
 		{
 			name:   "malformed duration in the file",
-			file:   "drain:\n  grace_period: soon\n",
-			wantIn: []string{"drain.grace_period", `"soon" is not a duration`},
+			file:   "drain:\n  timeout: soon\n",
+			wantIn: []string{"drain.timeout", `"soon" is not a duration`},
 		},
 		{
 			name:   "string where a number belongs",
@@ -365,8 +365,8 @@ func TestLoadHelp(t *testing.T) {
 
 func TestDrainTimeout(t *testing.T) {
 	c := Default()
-	if got, want := c.DrainTimeout(), 27*time.Second; got != want {
-		t.Errorf("DrainTimeout() = %s, want %s", got, want)
+	if got, want := c.GracePeriod(), 30*time.Second; got != want {
+		t.Errorf("GracePeriod() = %s, want %s", got, want)
 	}
 }
 
@@ -456,7 +456,7 @@ func TestUsage(t *testing.T) {
 	for _, want := range []string{
 		"--config path", "VOICEGATEWAY_CONFIG",
 		`--listen host:port (default ":8080")`,
-		"--grace-period duration (default 30s)",
+		"--drain-timeout duration (default 27s)",
 		"--idle-timeout duration (default 2m)",
 		"--max-message-bytes bytes (default 262144)",
 		"--insecure-no-auth\n",

@@ -50,7 +50,7 @@ func TestExampleFile(t *testing.T) {
 			StateFile:       "/var/lib/voicegateway/ratelimit.json",
 		},
 		Drain: DrainConfig{
-			GracePeriod:      time.Minute,
+			Timeout:          55 * time.Second,
 			PropagationDelay: 5 * time.Second,
 			NotifyWindow:     10 * time.Second,
 			ReconnectAfter:   2 * time.Second,
@@ -118,7 +118,7 @@ func TestYAMLRoundTrip(t *testing.T) {
 			c.APIKeysFile = "/keys: with a colon"
 			c.Sessions.InboundRate = 0.1
 			c.Sessions.MaxMessageBytes = 16 << 20
-			c.Drain.GracePeriod = 90*time.Minute + 1500*time.Millisecond
+			c.Drain.Timeout = 90*time.Minute + 1500*time.Millisecond
 			c.Drain.ReconnectAfter = 750 * time.Microsecond
 			c.Backend = "yes" // YAML 1.1 would read this as a boolean unless quoted
 			return c
@@ -154,8 +154,8 @@ func TestRedactedIsJSON(t *testing.T) {
 		t.Fatal(err)
 	}
 	drain, _ := back["drain"].(map[string]any)
-	if drain["grace_period"] != "30s" {
-		t.Errorf("drain.grace_period = %v, want \"30s\"", drain["grace_period"])
+	if drain["timeout"] != "27s" {
+		t.Errorf("drain.timeout = %v, want \"27s\"", drain["timeout"])
 	}
 	if _, ok := back["config_file"]; ok {
 		t.Error("Redacted includes config_file, which the file cannot set")
@@ -176,7 +176,7 @@ func FuzzApplyFile(f *testing.F) {
 		"- a",
 		"sessions: {limit: 1e3}",
 		"sessions:\n  inbound_rate: .inf\n",
-		"drain: {grace_period: 1h2m3.5s}",
+		"drain: {timeout: 1h2m3.5s}",
 		"rate_limit: {trusted_proxies: [a, 1, null]}",
 		"listen: yes\ndev: on\n",
 		"sessions: {max_message_bytes: 99999999999999999999}",

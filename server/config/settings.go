@@ -117,9 +117,9 @@ var settings = []setting{
 		usage: "tracker state is read from this file at start if it exists and written at shutdown, so blocks survive a rollout",
 		bind:  func(c *Config) value { return stringVar(&c.RateLimit.StateFile) }},
 
-	{flag: "grace-period", key: "drain.grace_period",
-		usage: "the pod's terminationGracePeriodSeconds; the whole drain fits inside it",
-		bind:  func(c *Config) value { return durationVar(&c.Drain.GracePeriod) }},
+	{flag: "drain-timeout", key: "drain.timeout",
+		usage: "from the start of termination (preStop or SIGTERM) to the drain deadline, when the sessions left are closed with 1012; the pod's terminationGracePeriodSeconds must be at least this plus --exit-margin",
+		bind:  func(c *Config) value { return durationVar(&c.Drain.Timeout) }},
 	{flag: "propagation-delay", key: "drain.propagation_delay",
 		usage: "after readiness fails, keep accepting sessions this long while endpoints update",
 		bind:  func(c *Config) value { return durationVar(&c.Drain.PropagationDelay) }},

@@ -16,6 +16,9 @@ import (
 // check the same bounds.
 const (
 	MaxClientTokenTTL = 10 * time.Minute
+	// MinExitMargin is the least time after the drain deadline the stop
+	// sequence is given (server/lifecycle splits it).
+	MinExitMargin = time.Second
 	// MaxSecretPollInterval bounds how late a server reads a rotated
 	// fleet Secret, which the rotation's activation delay must cover.
 	MaxSecretPollInterval = time.Minute
@@ -109,21 +112,18 @@ func (c Config) Validate() error {
 	}
 
 	d := c.Drain
-	p.positive("grace-period", d.GracePeriod)
+	p.positive("drain-timeout", d.Timeout)
 	p.nonNegative("propagation-delay", d.PropagationDelay)
 	p.nonNegative("notify-window", d.NotifyWindow)
 	p.nonNegative("reconnect-after", d.ReconnectAfter)
-	p.positive("exit-margin", d.ExitMargin)
-	drainTimeout := c.DrainTimeout()
-	switch {
-	case d.GracePeriod > 0 && d.ExitMargin >= d.GracePeriod:
-		p.add("exit-margin", "%s leaves no time to drain inside --grace-period %s; shorten it or raise --grace-period",
-			formatDuration(d.ExitMargin), formatDuration(d.GracePeriod))
-	case drainTimeout > 0 && d.PropagationDelay+d.NotifyWindow >= drainTimeout:
-		p.add("notify-window", "--propagation-delay %s + --notify-window %s = %s must be less than the drain timeout %s (--grace-period %s - --exit-margin %s); shorten them or raise --grace-period",
+	if d.ExitMargin < MinExitMargin {
+		p.add("exit-margin", "%s is too short; closing the sessions left, the listeners and the logs needs at least %s",
+			formatDuration(d.ExitMargin), formatDuration(MinExitMargin))
+	}
+	if d.Timeout > 0 && d.PropagationDelay+d.NotifyWindow >= d.Timeout {
+		p.add("notify-window", "--propagation-delay %s + --notify-window %s = %s must be less than --drain-timeout %s; shorten them or raise --drain-timeout",
 			formatDuration(d.PropagationDelay), formatDuration(d.NotifyWindow),
-			formatDuration(d.PropagationDelay+d.NotifyWindow), formatDuration(drainTimeout),
-			formatDuration(d.GracePeriod), formatDuration(d.ExitMargin))
+			formatDuration(d.PropagationDelay+d.NotifyWindow), formatDuration(d.Timeout))
 	}
 
 	o := c.OpenAI

@@ -53,7 +53,7 @@ func TestValidate(t *testing.T) {
 			c.RateLimit.TrustedProxies = []string{"10.0.0.0/8", "192.168.1.1", "::1", "fd00::/8"}
 		}},
 		{name: "drain phases just fit", modify: func(c *Config) {
-			c.Drain.GracePeriod, c.Drain.ExitMargin = 10*time.Second, time.Second
+			c.Drain.Timeout, c.Drain.ExitMargin = 9*time.Second, time.Second
 			c.Drain.PropagationDelay, c.Drain.NotifyWindow = 4*time.Second, 4999*time.Millisecond
 		}},
 
@@ -122,8 +122,8 @@ func TestValidate(t *testing.T) {
 			c.RateLimit.TrustedProxies = []string{"10.0.0.0/8", "10.0.0.0/33", "proxy.local"}
 		}, wantFlags: []string{"trusted-proxies", "trusted-proxies"}, wantIn: []string{`"10.0.0.0/33"`, `"proxy.local"`}},
 
-		{name: "grace period zero", modify: func(c *Config) { c.Drain.GracePeriod = 0 },
-			wantFlags: []string{"grace-period"}},
+		{name: "drain timeout zero", modify: func(c *Config) { c.Drain.Timeout = 0 },
+			wantFlags: []string{"drain-timeout"}},
 		{name: "propagation delay negative", modify: func(c *Config) { c.Drain.PropagationDelay = -time.Second },
 			wantFlags: []string{"propagation-delay"}},
 		{name: "notify window negative", modify: func(c *Config) { c.Drain.NotifyWindow = -time.Second },
@@ -132,15 +132,13 @@ func TestValidate(t *testing.T) {
 			wantFlags: []string{"reconnect-after"}},
 		{name: "exit margin zero", modify: func(c *Config) { c.Drain.ExitMargin = 0 },
 			wantFlags: []string{"exit-margin"}},
-		{name: "exit margin fills the grace period", modify: func(c *Config) {
-			c.Drain.GracePeriod, c.Drain.ExitMargin = 3*time.Second, 3*time.Second
-		}, wantFlags: []string{"exit-margin"}, wantIn: []string{"--grace-period 3s"}},
+		{name: "exit margin too short for the stop sequence", modify: func(c *Config) { c.Drain.ExitMargin = 999 * time.Millisecond },
+			wantFlags: []string{"exit-margin"}, wantIn: []string{"at least 1s"}},
 		{name: "drain phases exceed the budget", modify: func(c *Config) {
-			c.Drain.GracePeriod, c.Drain.ExitMargin = 10*time.Second, time.Second
+			c.Drain.Timeout, c.Drain.ExitMargin = 9*time.Second, time.Second
 			c.Drain.PropagationDelay, c.Drain.NotifyWindow = 4*time.Second, 5*time.Second
 		}, wantFlags: []string{"notify-window"}, wantIn: []string{
-			"--propagation-delay 4s + --notify-window 5s = 9s",
-			"drain timeout 9s (--grace-period 10s - --exit-margin 1s)",
+			"--propagation-delay 4s + --notify-window 5s = 9s must be less than --drain-timeout 9s",
 		}},
 
 		{name: "openai backend without a key file", modify: func(c *Config) { c.Backend = BackendOpenAI },
@@ -163,7 +161,7 @@ func TestValidate(t *testing.T) {
 		{name: "every problem at once", modify: func(c *Config) {
 			c.Backend = ""
 			c.Sessions.SampleRate = 8000
-			c.Drain.GracePeriod = time.Minute
+			c.Drain.Timeout = time.Minute
 			c.Drain.NotifyWindow = time.Minute
 		}, wantFlags: []string{"backend", "sample-rate", "notify-window"}},
 	}
@@ -238,8 +236,8 @@ func TestValidateIsUsableWithoutLoad(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	c.Drain.GracePeriod = 0
+	c.Drain.Timeout = 0
 	if err := c.Validate(); err == nil {
-		t.Fatal("Validate accepted a zero grace period")
+		t.Fatal("Validate accepted a zero drain timeout")
 	}
 }

@@ -147,7 +147,7 @@ func New(cfg config.Config, log logr.Logger, clk clock.WithTickerAndDelayedExecu
 	s.sessions = session.NewRegistry(cfg.Sessions.Limit)
 	d := cfg.Drain
 	s.drainer = lifecycle.NewDrainer(lifecycle.Config{
-		DrainTimeout: cfg.DrainTimeout(), PropagationDelay: d.PropagationDelay,
+		DrainTimeout: d.Timeout, PropagationDelay: d.PropagationDelay,
 		NotifyWindow: d.NotifyWindow, ReconnectAfter: d.ReconnectAfter,
 		// Close handshakes, then cutting the peers that ignore them, then
 		// closing listeners must all fit in the exit margin.

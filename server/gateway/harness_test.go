@@ -46,7 +46,7 @@ func testConfig() config.Config {
 	cfg := config.Default()
 	cfg.Listen, cfg.AdminListen = "127.0.0.1:0", "127.0.0.1:1"
 	cfg.InsecureNoAuth = true
-	cfg.Drain.GracePeriod = 4 * time.Second
+	cfg.Drain.Timeout = 3 * time.Second
 	cfg.Drain.PropagationDelay = 200 * time.Millisecond
 	cfg.Drain.NotifyWindow = 200 * time.Millisecond
 	cfg.Drain.ReconnectAfter = 100 * time.Millisecond

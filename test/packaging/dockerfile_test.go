@@ -350,7 +350,7 @@ func voiceServerVersion(t *testing.T, bin string) string {
 	}
 	defer logFile.Close()
 	cmd := exec.Command(bin, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--insecure-no-auth",
-		"--backend", "echo", "--propagation-delay", "0s", "--grace-period", "10s", "--exit-margin", "2s")
+		"--backend", "echo", "--propagation-delay", "0s", "--drain-timeout", "8s", "--exit-margin", "2s")
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
