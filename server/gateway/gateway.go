@@ -1,8 +1,8 @@
-// Package gateway assembles the voice server from its parts and runs them:
-// the public listener (WebSocket sessions, client tokens), the admin
-// listener, the rate limiter's cleanup loop, the API key watcher and the
-// drain. Every goroutine it starts belongs to one errgroup, and Serve
-// returns only after all of them have stopped, in DESIGN.md's order.
+// Package gateway assembles the voice server from its parts: the public
+// handler (WebSocket sessions, client tokens, the demo page), the admin
+// handler, the rate limiter, the key and fleet Secret watchers, the backend
+// and the drain, and hands them to server/lifecycle, which runs them and
+// owns the stop sequence.
 package gateway
 
 import (
@@ -20,7 +20,6 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	"golang.org/x/sync/errgroup"
 	"k8s.io/utils/clock"
 
 	"github.com/voicegateway/voicegateway/internal/boundedfile"
@@ -39,8 +38,6 @@ import (
 )
 
 const (
-	// shutdownTimeout bounds closing the HTTP listeners once sessions are gone.
-	shutdownTimeout = 2 * time.Second
 	// refreshInterval bounds how often a request may make the server read
 	// a fleet Secret file before its next poll (a token naming a key not
 	// held yet, an admin token that differs).
@@ -55,6 +52,7 @@ type Server struct {
 	metrics  *metrics.Server
 	sessions *session.Registry
 	drainer  *lifecycle.Drainer
+	budget   lifecycle.StopBudget
 	limiter  *ratelimit.Limiter
 	authn    *auth.Authenticator // nil with --insecure-no-auth
 	keys     *auth.KeyStore
@@ -146,12 +144,13 @@ func New(cfg config.Config, log logr.Logger, clk clock.WithTickerAndDelayedExecu
 
 	s.sessions = session.NewRegistry(cfg.Sessions.Limit)
 	d := cfg.Drain
+	// Close handshakes, cutting the peers that ignore them, closing the
+	// listeners and exiting all fit in the exit margin.
+	s.budget = lifecycle.NewStopBudget(d.ExitMargin)
 	s.drainer = lifecycle.NewDrainer(lifecycle.Config{
 		DrainTimeout: d.Timeout, PropagationDelay: d.PropagationDelay,
 		NotifyWindow: d.NotifyWindow, ReconnectAfter: d.ReconnectAfter,
-		// Close handshakes, then cutting the peers that ignore them, then
-		// closing listeners must all fit in the exit margin.
-		CloseTimeout: d.ExitMargin / 3,
+		CloseTimeout: s.budget.CloseHandshakes, AbortTimeout: s.budget.CutPeers,
 	}, clk, s.sessions, s.metrics, log.WithName("drain"))
 	return s, nil
 }
@@ -195,20 +194,40 @@ func (s *Server) Metrics() *metrics.Server { return s.metrics }
 // Sessions exposes the session registry (tests check it empties).
 func (s *Server) Sessions() *session.Registry { return s.sessions }
 
+// Drainer is the server's drain, for lifecycle.NotifySignals.
+func (s *Server) Drainer() *lifecycle.Drainer { return s.drainer }
+
 // BeginDrain starts termination, as SIGTERM or the preStop hook does.
 func (s *Server) BeginDrain() { s.drainer.Begin() }
 
 // ForceDrain skips the drain's waits, as a second signal does.
 func (s *Server) ForceDrain() { s.drainer.Force() }
 
-// Serve runs the server on the given listeners until the drain completes
-// (or ctx is cancelled, which forces the drain). It takes ownership of the
-// listeners. The order on the way out is DESIGN.md's: sessions drained and
-// closed, backends disconnected (with their sessions), the public listener
-// closed, the rate limiter stopped and its state handed on, the admin
-// listener closed last so /status and /metrics answer until the end.
+// ListenAndServe opens the configured listeners, logs where it listens and
+// serves on them until the stop sequence is complete.
+func (s *Server) ListenAndServe(ctx context.Context) error {
+	public, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("--listen %s: %w", s.cfg.Listen, err)
+	}
+	adminLn, err := net.Listen("tcp", s.cfg.AdminListen)
+	if err != nil {
+		public.Close()
+		return fmt.Errorf("--admin-listen %s: %w", s.cfg.AdminListen, err)
+	}
+	s.log.Info("listening", "public", public.Addr().String(), "admin", adminLn.Addr().String())
+	return s.Serve(ctx, public, adminLn)
+}
+
+// Serve runs the server on the given listeners until the stop sequence is
+// complete (or ctx is cancelled, which forces the drain); it takes ownership
+// of the listeners. server/lifecycle owns the order and every budget.
 func (s *Server) Serve(ctx context.Context, public, adminLn net.Listener) error {
-	publicSrv := &http.Server{Handler: s.publicHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: httpErrorLog(s.log)}
+	return s.Process(public, adminLn).Run(ctx)
+}
+
+// Process assembles the lifecycle of this server on the given listeners.
+func (s *Server) Process(public, adminLn net.Listener) *lifecycle.Process {
 	adminOpts := admin.Options{
 		DebugEndpoints: s.cfg.DebugEndpoints,
 		Drainer:        s.drainer, Sessions: s.sessions, Metrics: s.metrics, Limiter: s.limiter,
@@ -219,59 +238,41 @@ func (s *Server) Serve(ctx context.Context, public, adminLn net.Listener) error 
 		adminOpts.AdminToken = s.adminToken
 		adminOpts.RefreshAdminToken = func() bool { return s.adminToken.Refresh(s.clock.Now(), refreshInterval) }
 	}
-	adminSrv := &http.Server{Handler: admin.NewHandler(adminOpts), ReadHeaderTimeout: 10 * time.Second, ErrorLog: httpErrorLog(s.log)}
-
-	g, gctx := errgroup.WithContext(ctx)
-	// Background loops stop when the drain is over, not when ctx is:
-	// a cancelled ctx only forces the drain.
-	loopsCtx, stopLoops := context.WithCancel(context.Background())
-	defer stopLoops()
-
-	g.Go(func() error { return serveHTTP(publicSrv, public) })
-	g.Go(func() error { return serveHTTP(adminSrv, adminLn) })
-	g.Go(func() error { return s.limiter.Run(loopsCtx) })
+	loops := []func(context.Context) error{s.limiter.Run}
 	if s.keys != nil {
-		g.Go(func() error { return s.keys.Watch(loopsCtx, s.cfg.SecretPollInterval, s.clock, s.log.WithName("keys")) })
+		loops = append(loops, func(ctx context.Context) error {
+			return s.keys.Watch(ctx, s.cfg.SecretPollInterval, s.clock, s.log.WithName("keys"))
+		})
 	}
 	if s.tokenKeys != nil {
-		g.Go(func() error {
-			return s.tokenKeys.Watch(loopsCtx, s.cfg.SecretPollInterval, s.clock, s.log.WithName("token-keys"))
+		loops = append(loops, func(ctx context.Context) error {
+			return s.tokenKeys.Watch(ctx, s.cfg.SecretPollInterval, s.clock, s.log.WithName("token-keys"))
 		})
 	}
 	if s.adminToken != nil {
-		g.Go(func() error {
-			return s.adminToken.Watch(loopsCtx, s.cfg.SecretPollInterval, s.clock, s.log.WithName("admin-token"))
+		loops = append(loops, func(ctx context.Context) error {
+			return s.adminToken.Watch(ctx, s.cfg.SecretPollInterval, s.clock, s.log.WithName("admin-token"))
 		})
 	}
 	if r, ok := s.backend.(backend.Runner); ok {
-		g.Go(func() error { return r.Run(loopsCtx) })
+		loops = append(loops, r.Run)
 	}
-	g.Go(func() error {
-		drainErr := s.drainer.Run(gctx)
-		// Every session is closed; take down the rest in order.
-		shutCtx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
-		defer cancel()
-		err := publicSrv.Shutdown(shutCtx)
-		s.handlers.Wait()
-		stopLoops()
-		if s.cfg.RateLimit.StateFile != "" {
-			err = errors.Join(err, s.exportLimiterState(s.cfg.RateLimit.StateFile))
-		}
-		err = errors.Join(err, adminSrv.Shutdown(shutCtx))
-		if drainErr != nil {
-			s.log.Error(drainErr, "sessions still closing when the drain ended")
-		}
-		return err
-	})
-	return g.Wait()
-}
-
-// serveHTTP runs srv until Shutdown, which is not an error.
-func serveHTTP(srv *http.Server, ln net.Listener) error {
-	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-		return err
+	var afterDrain func() error
+	if s.cfg.RateLimit.StateFile != "" {
+		afterDrain = func() error { return s.exportLimiterState(s.cfg.RateLimit.StateFile) }
 	}
-	return nil
+	return &lifecycle.Process{
+		Drainer: s.drainer,
+		Budget:  s.budget,
+		Public: lifecycle.Listener{Listener: public, Server: &http.Server{
+			Handler: s.publicHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: httpErrorLog(s.log)}},
+		Admin: lifecycle.Listener{Listener: adminLn, Server: &http.Server{
+			Handler: admin.NewHandler(adminOpts), ReadHeaderTimeout: 10 * time.Second, ErrorLog: httpErrorLog(s.log)}},
+		Loops:      loops,
+		Handlers:   &s.handlers,
+		AfterDrain: afterDrain,
+		Log:        s.log.WithName("lifecycle"),
+	}
 }
 
 func (s *Server) importLimiterState(path string) error {

@@ -66,6 +66,9 @@ type Config struct {
 	// CloseTimeout bounds waiting for sessions to finish closing after
 	// the deadline (their close handshakes).
 	CloseTimeout time.Duration
+	// AbortTimeout bounds waiting for the sessions cut off after that
+	// (their peers ignored the close); zero means CloseTimeout.
+	AbortTimeout time.Duration
 }
 
 // Drainer runs the drain. Begin and Force may be called from any
@@ -215,7 +218,11 @@ func (d *Drainer) Run(ctx context.Context) error {
 		for _, s := range stuck {
 			s.Abort()
 		}
-		abortCtx, cancelAbort := d.contextUntil(d.clock.Now().Add(d.cfg.CloseTimeout), false)
+		abortTimeout := d.cfg.AbortTimeout
+		if abortTimeout == 0 {
+			abortTimeout = d.cfg.CloseTimeout
+		}
+		abortCtx, cancelAbort := d.contextUntil(d.clock.Now().Add(abortTimeout), false)
 		err = d.sessions.Wait(abortCtx)
 		cancelAbort()
 	}
