@@ -17,6 +17,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/voicegateway/voicegateway/internal/testkit"
 	"github.com/voicegateway/voicegateway/server/auth"
 	"github.com/voicegateway/voicegateway/server/fleet"
 )
@@ -201,9 +202,9 @@ func TestFleetSecretAcrossReplicas(t *testing.T) {
 	rotatedAt := time.Now()
 	mount.update(next)
 	for _, p := range replicas {
-		eventually(t, 10*time.Second, "the rotated token-keys.json reloaded", func() bool {
+		testkit.Eventually(t, 10*time.Second, testkit.That("the rotated token-keys.json reloaded", func() bool {
 			return countLogs(p, "Reloaded secret file", fleet.TokenKeysFile) >= 1
-		})
+		}))
 	}
 	t.Logf("both replicas reloaded the rotated keys %s after the symlink swap", time.Since(rotatedAt).Round(time.Millisecond))
 	if time.Until(signFrom) < 2*time.Second {
@@ -479,18 +480,5 @@ func TestDrainSubcommand(t *testing.T) {
 	p.signal(syscall.SIGTERM)
 	if code := p.waitExit(30 * time.Second); code != 0 {
 		t.Fatalf("exit code %d", code)
-	}
-}
-
-// eventually polls cond until it holds, failing t after timeout; the
-// timeout guards against a hang, it is not a measure of speed.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/voicegateway/voicegateway/internal/testkit"
 )
 
 func TestParseBearerSecret(t *testing.T) {
@@ -84,19 +86,19 @@ func TestSecretFileWatch(t *testing.T) {
 			t.Errorf("Watch = %v, want nil", err)
 		}
 	}()
-	eventually(t, 5*time.Second, "Watch to start its ticker", clk.HasWaiters)
+	testkit.Eventually(t, 5*time.Second, testkit.That("Watch to start its ticker", clk.HasWaiters))
 	step := func() { clk.Step(interval) }
 
 	writeFile(t, path, second+"\n")
-	eventually(t, 5*time.Second, "the rotated secret", func() bool { step(); return f.Value() == second })
+	testkit.Eventually(t, 5*time.Second, testkit.That("the rotated secret", func() bool { step(); return f.Value() == second }))
 	// The new value is stored before the reload is logged: wait for both.
-	eventually(t, 5*time.Second, "the reload to be logged", func() bool { return sink.contains("Reloaded secret file") })
+	testkit.Eventually(t, 5*time.Second, testkit.That("the reload to be logged", func() bool { return sink.contains("Reloaded secret file") }))
 
 	writeFile(t, path, "two words\n")
-	eventually(t, 5*time.Second, "the invalid file to be reported", func() bool {
+	testkit.Eventually(t, 5*time.Second, testkit.That("the invalid file to be reported", func() bool {
 		step()
 		return sink.contains("Secret file is invalid")
-	})
+	}))
 	if f.Value() != second {
 		t.Errorf("Value = %q after an invalid file, want the previous one", f.Value())
 	}
@@ -104,10 +106,10 @@ func TestSecretFileWatch(t *testing.T) {
 	if err := os.Remove(path); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "the missing file to be reported", func() bool {
+	testkit.Eventually(t, 5*time.Second, testkit.That("the missing file to be reported", func() bool {
 		step()
 		return sink.contains("Cannot read secret file")
-	})
+	}))
 	if f.Value() != second {
 		t.Errorf("Value = %q after the file went away, want the previous one", f.Value())
 	}

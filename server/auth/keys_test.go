@@ -14,6 +14,8 @@ import (
 	"github.com/go-logr/logr/funcr"
 	"k8s.io/utils/clock"
 	testingclock "k8s.io/utils/clock/testing"
+
+	"github.com/voicegateway/voicegateway/internal/testkit"
 )
 
 func TestParseKeys(t *testing.T) {
@@ -347,26 +349,26 @@ func TestKeyStoreWatch(t *testing.T) {
 					t.Fatal("Watch did not return after cancel")
 				}
 			}()
-			eventually(t, 5*time.Second, "Watch to start its ticker", clk.HasWaiters)
+			testkit.Eventually(t, 5*time.Second, testkit.That("Watch to start its ticker", clk.HasWaiters))
 
 			// Stepping inside the poll keeps the test independent of
 			// whether the tick lands before or after the write.
 			step := func() { clk.Step(interval) }
 
 			writeFile(t, path, "# rotated\n"+keyBeta+"\n"+keyGamma+"\n")
-			eventually(t, 5*time.Second, "the new keys", func() bool {
+			testkit.Eventually(t, 5*time.Second, testkit.That("the new keys", func() bool {
 				step()
 				return store.Keys().Len() == 2
-			})
+			}))
 			assertKeys(t, store, []string{keyBeta, keyGamma}, []string{keyAlpha})
 			// The keys are stored before the reload is logged: wait for both.
-			eventually(t, 5*time.Second, "the reload to be logged", func() bool { return sink.contains("Reloaded API keys") })
+			testkit.Eventually(t, 5*time.Second, testkit.That("the reload to be logged", func() bool { return sink.contains("Reloaded API keys") }))
 
 			writeFile(t, path, "too-short\n")
-			eventually(t, 5*time.Second, "the invalid file to be reported", func() bool {
+			testkit.Eventually(t, 5*time.Second, testkit.That("the invalid file to be reported", func() bool {
 				step()
 				return sink.contains("API key file is invalid")
-			})
+			}))
 			assertKeys(t, store, []string{keyBeta, keyGamma}, nil)
 
 			// The same invalid content is reported once, not at every poll.
@@ -378,19 +380,19 @@ func TestKeyStoreWatch(t *testing.T) {
 			}
 
 			writeFile(t, path, keyAlpha+"\n")
-			eventually(t, 5*time.Second, "recovery after a valid file", func() bool {
+			testkit.Eventually(t, 5*time.Second, testkit.That("recovery after a valid file", func() bool {
 				step()
 				_, ok := store.Keys().Match(keyAlpha)
 				return ok
-			})
+			}))
 
 			if err := os.Remove(path); err != nil {
 				t.Fatal(err)
 			}
-			eventually(t, 5*time.Second, "the missing file to be reported", func() bool {
+			testkit.Eventually(t, 5*time.Second, testkit.That("the missing file to be reported", func() bool {
 				step()
 				return sink.contains("Cannot read API key file")
-			})
+			}))
 			assertKeys(t, store, []string{keyAlpha}, nil)
 
 			for _, key := range []string{keyAlpha, keyBeta, keyGamma, "too-short"} {

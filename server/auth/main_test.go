@@ -78,17 +78,3 @@ func writeKeyFile(t testing.TB, content string) string {
 	writeFile(t, path, content)
 	return path
 }
-
-// eventually polls cond until it holds or timeout passes. It is how tests
-// wait for a goroutine driven by a fake clock without sleeping for a fixed
-// time.
-func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}

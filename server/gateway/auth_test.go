@@ -19,10 +19,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	testingclock "k8s.io/utils/clock/testing"
 
-	"github.com/voicegateway/voicegateway/server/admin"
+	"github.com/voicegateway/voicegateway/server/admin/adminapi"
 	"github.com/voicegateway/voicegateway/server/auth"
 	"github.com/voicegateway/voicegateway/server/config"
 	"github.com/voicegateway/voicegateway/server/ratelimit"
+	"github.com/voicegateway/voicegateway/server/session/sessiontest"
 )
 
 // Credentials and client addresses used by the authentication tests. API
@@ -188,13 +189,13 @@ func (h *harness) tryAuthDial(query string, header http.Header, subprotocols ...
 
 // mustOpen opens a session that must be accepted and returns it with its
 // session.created event.
-func (h *harness) mustOpen(query string, header http.Header, subprotocols ...string) (*websocket.Conn, frame) {
+func (h *harness) mustOpen(query string, header http.Header, subprotocols ...string) (*websocket.Conn, sessiontest.Frame) {
 	h.t.Helper()
 	c, r := h.tryAuthDial(query, header, subprotocols...)
 	if r != nil {
 		h.t.Fatalf("upgrade refused with HTTP %d: %s", r.status, r.body)
 	}
-	return c, readUntil(h.t, c, "session.created")[0]
+	return c, sessiontest.ReadUntil(h.t, c, "session.created")[0]
 }
 
 // mustRefuse attempts a session that must be refused with status and
@@ -291,11 +292,11 @@ func (h *harness) tokensMinted() float64 {
 }
 
 // gatewayInfo returns the gateway object of a session.created event.
-func gatewayInfo(t *testing.T, created frame) map[string]any {
+func gatewayInfo(t *testing.T, created sessiontest.Frame) map[string]any {
 	t.Helper()
-	gw, ok := created.event["gateway"].(map[string]any)
+	gw, ok := created.Event["gateway"].(map[string]any)
 	if !ok {
-		t.Fatalf("session.created has no gateway object: %v", created.event)
+		t.Fatalf("session.created has no gateway object: %v", created.Event)
 	}
 	return gw
 }
@@ -734,19 +735,10 @@ func checkRateLimited(t *testing.T, r refusal) int {
 	return retry
 }
 
-// limiterState fetches GET /ratelimit/state from the admin listener.
+// limiterState is what the server's rate limiter holds, as it would write
+// it to its state file.
 func (h *harness) limiterState() ratelimit.State {
-	h.t.Helper()
-	status, body := h.getAdmin("/ratelimit/state")
-	h.t.Cleanup(http.DefaultClient.CloseIdleConnections)
-	if status != http.StatusOK {
-		h.t.Fatalf("GET /ratelimit/state: HTTP %d %s", status, body)
-	}
-	var st ratelimit.State
-	if err := json.Unmarshal([]byte(body), &st); err != nil {
-		h.t.Fatalf("GET /ratelimit/state: %v", err)
-	}
-	return st
+	return h.srv.limiter.Export()
 }
 
 // stateEntry returns the entry for ip, if st holds one.
@@ -896,7 +888,7 @@ func (h *harness) awaitDial(done <-chan dialResult) *websocket.Conn {
 		h.t.Fatalf("upgrade refused with HTTP %d %s", res.refused.status, res.refused.body)
 	}
 	h.t.Cleanup(func() { res.conn.CloseNow() })
-	readUntil(h.t, res.conn, "session.created")
+	sessiontest.ReadUntil(h.t, res.conn, "session.created")
 	return res.conn
 }
 
@@ -1012,7 +1004,7 @@ func TestLimiterStateHandOff(t *testing.T) {
 		a.failAuth(blockedIP)
 	}
 	if e, ok := stateEntry(a.limiterState(), blockedIP); !ok || e.BlockedUntil == nil {
-		t.Fatalf("server A's /ratelimit/state entry for %s = %+v (found %v), want blocked", blockedIP, e, ok)
+		t.Fatalf("server A's limiter entry for %s = %+v (found %v), want blocked", blockedIP, e, ok)
 	}
 	if _, err := os.Stat(stateFile); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("state file before the drain: %v, want none", err)
@@ -1047,7 +1039,7 @@ func TestLimiterStateHandOff(t *testing.T) {
 	}
 	b.checkAuthFailures(before, "")
 	if _, ok := stateEntry(b.limiterState(), blockedIP); !ok {
-		t.Errorf("server B's /ratelimit/state does not list %s", blockedIP)
+		t.Errorf("server B's limiter does not list %s", blockedIP)
 	}
 	c, _ := b.mustOpen("", from(otherIP, bearer(testAPIKey)))
 	b.closeNormally(c, 0)
@@ -1056,14 +1048,14 @@ func TestLimiterStateHandOff(t *testing.T) {
 func TestAdminReportsSessionsAndAuthFailures(t *testing.T) {
 	h := start(t, withAuth(t, nil))
 	t.Cleanup(http.DefaultClient.CloseIdleConnections)
-	status := func() admin.Status {
+	adminClient, err := adminapi.NewClient(h.adminURL, adminapi.ClientOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	status := func() adminapi.Status {
 		t.Helper()
-		code, body := h.getAdmin("/status")
-		if code != http.StatusOK {
-			t.Fatalf("GET /status: HTTP %d %s", code, body)
-		}
-		var st admin.Status
-		if err := json.Unmarshal([]byte(body), &st); err != nil {
+		st, err := adminClient.Status(context.Background())
+		if err != nil {
 			t.Fatalf("GET /status: %v", err)
 		}
 		return st

@@ -230,7 +230,7 @@ func (s *Server) Serve(ctx context.Context, public, adminLn net.Listener) error 
 func (s *Server) Process(public, adminLn net.Listener) *lifecycle.Process {
 	adminOpts := admin.Options{
 		DebugEndpoints: s.cfg.DebugEndpoints,
-		Drainer:        s.drainer, Sessions: s.sessions, Metrics: s.metrics, Limiter: s.limiter,
+		Drainer:        s.drainer, Sessions: s.sessions, Metrics: s.metrics,
 		Backend: s.backend.Name(), SessionLimit: s.cfg.Sessions.Limit, Clock: s.clock, Started: s.started,
 		Log: s.log.WithName("admin"),
 	}

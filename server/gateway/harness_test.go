@@ -2,8 +2,6 @@ package gateway
 
 import (
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -168,123 +166,6 @@ func (h *harness) tryDial(query string, header http.Header) (*websocket.Conn, er
 	c.SetReadLimit(1 << 20)
 	h.t.Cleanup(func() { c.CloseNow() })
 	return c, nil
-}
-
-// frame is one message a test client received.
-type frame struct {
-	binary bool
-	data   []byte
-	event  map[string]any
-}
-
-func (f frame) typ() string {
-	s, _ := f.event["type"].(string)
-	return s
-}
-
-func (f frame) errorCode() string {
-	e, _ := f.event["error"].(map[string]any)
-	s, _ := e["code"].(string)
-	return s
-}
-
-func read(t *testing.T, c *websocket.Conn) (frame, error) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	typ, data, err := c.Read(ctx)
-	if err != nil {
-		return frame{}, err
-	}
-	f := frame{binary: typ == websocket.MessageBinary, data: data}
-	if !f.binary {
-		if err := json.Unmarshal(data, &f.event); err != nil {
-			t.Fatalf("server sent invalid JSON %q: %v", data, err)
-		}
-	}
-	return f, nil
-}
-
-// readUntil reads until an event of type want, returning everything read.
-func readUntil(t *testing.T, c *websocket.Conn, want string) []frame {
-	t.Helper()
-	var got []frame
-	for {
-		f, err := read(t, c)
-		if err != nil {
-			t.Fatalf("reading until %s: %v (got %d frames)", want, err, len(got))
-		}
-		got = append(got, f)
-		if f.typ() == want {
-			return got
-		}
-	}
-}
-
-// readClose reads until the connection closes and returns the close status
-// and every frame before it.
-func readClose(t *testing.T, c *websocket.Conn) (websocket.StatusCode, []frame) {
-	t.Helper()
-	var got []frame
-	for {
-		f, err := read(t, c)
-		if err != nil {
-			return websocket.CloseStatus(err), got
-		}
-		got = append(got, f)
-	}
-}
-
-func send(t *testing.T, c *websocket.Conn, v any) {
-	t.Helper()
-	data, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sendRaw(t, c, websocket.MessageText, data)
-}
-
-func sendRaw(t *testing.T, c *websocket.Conn, typ websocket.MessageType, data []byte) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := c.Write(ctx, typ, data); err != nil {
-		t.Fatalf("write: %v", err)
-	}
-}
-
-// tone returns n bytes of PCM16 that differ sample to sample, so that a
-// reordered or truncated echo is noticed.
-func tone(n int) []byte {
-	b := make([]byte, n)
-	for i := 0; i+1 < n; i += 2 {
-		v := int16((i * 37) % 20000)
-		b[i], b[i+1] = byte(v), byte(v>>8)
-	}
-	return b
-}
-
-func appendEvent(pcm []byte) map[string]any {
-	return map[string]any{"type": "input_audio_buffer.append", "audio": base64.StdEncoding.EncodeToString(pcm)}
-}
-
-// echoedAudio collects output audio from frames, binary or base64.
-func echoedAudio(t *testing.T, frames []frame) []byte {
-	t.Helper()
-	var out []byte
-	for _, f := range frames {
-		switch {
-		case f.binary:
-			out = append(out, f.data...)
-		case f.typ() == "response.output_audio.delta":
-			pcm, err := base64.StdEncoding.DecodeString(f.event["delta"].(string))
-			if err != nil {
-				t.Fatalf("bad base64 in delta: %v", err)
-			}
-			out = append(out, pcm...)
-		}
-	}
-	return out
 }
 
 func (h *harness) counter(name string, labels ...string) float64 {

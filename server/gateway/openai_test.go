@@ -13,6 +13,7 @@ import (
 
 	"github.com/voicegateway/voicegateway/server/backend/openai/openaitest"
 	"github.com/voicegateway/voicegateway/server/config"
+	"github.com/voicegateway/voicegateway/server/session/sessiontest"
 )
 
 const openaiTestKey = "sk-gateway-test-key-0123456789"
@@ -40,8 +41,8 @@ func TestOpenAIBackendWired(t *testing.T) {
 		t.Fatalf("backend %q", name)
 	}
 	c := h.dial("audio=binary", nil)
-	created := readUntil(t, c, "session.created")
-	gw, _ := created[len(created)-1].event["gateway"].(map[string]any)
+	created := sessiontest.ReadUntil(t, c, "session.created")
+	gw, _ := created[len(created)-1].Event["gateway"].(map[string]any)
 	if gw["audio_transport"] != "binary" {
 		t.Errorf("session.created gateway = %v", gw)
 	}
@@ -64,8 +65,8 @@ func TestOpenAIUpstreamRefusal(t *testing.T) {
 	defer up.Close()
 	h := start(t, openaiConfig(t, up.URL))
 	c := h.dial("", nil)
-	code, frames := readClose(t, c)
-	if code != websocket.StatusInternalError || len(frames) == 0 || frames[len(frames)-1].errorCode() != "upstream_unauthorized" {
+	code, frames := sessiontest.ReadClose(t, c)
+	if code != websocket.StatusInternalError || len(frames) == 0 || frames[len(frames)-1].ErrorCode() != "upstream_unauthorized" {
 		t.Fatalf("close %d after %v, want 1011 after upstream_unauthorized", code, frames)
 	}
 	h.waitSessions(0)

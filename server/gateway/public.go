@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/coder/websocket"
 	"github.com/go-logr/logr"
 
 	"github.com/voicegateway/voicegateway/server/auth"
@@ -26,14 +25,20 @@ import (
 const (
 	PathRealtime     = "/v1/realtime"
 	PathClientTokens = "/v1/client_tokens"
-	// AudioQueryParam negotiates the binary audio fast path: ?audio=binary.
-	AudioQueryParam = "audio"
-	maxTokenRequest = 4 << 10
+	maxTokenRequest  = 4 << 10
 )
 
 func (s *Server) publicHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+PathRealtime, s.handleRealtime)
+	mux.Handle("GET "+PathRealtime, &session.Acceptor{
+		Registry: s.sessions,
+		Options: session.Options{
+			Config: s.sessionConfig(), Clock: s.clock, Backend: s.backend, Metrics: s.metrics,
+			Log: s.log.WithName("session"),
+		},
+		Admit:    s.admitSession,
+		InFlight: &s.handlers,
+	})
 	mux.HandleFunc("POST "+PathClientTokens, s.handleClientToken)
 	web.Register(mux) // the demo page at /
 	return mux
@@ -128,69 +133,18 @@ func (s *Server) sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-func (s *Server) handleRealtime(w http.ResponseWriter, r *http.Request) {
-	// Counted from the start, before the hijack: http.Server.Shutdown stops
-	// tracking a connection once it is hijacked, so this count is what
-	// Serve waits on. An admitted session takes the count over.
-	s.handlers.Add(1)
-	handedOver := false
-	defer func() {
-		if !handedOver {
-			s.handlers.Done()
-		}
-	}()
+// admitSession is the sessions path's admission (session.Acceptor.Admit):
+// the checks every public request passes, then what the credential fixes
+// for the session.
+func (s *Server) admitSession(w http.ResponseWriter, r *http.Request) (session.Grant, bool) {
 	principal, ok := s.admit(w, r)
 	if !ok {
-		return
+		return session.Grant{}, false
 	}
-	binary := r.URL.Query().Get(AudioQueryParam) == protocol.AudioTransportBinary ||
-		principal.Session.AudioMode == protocol.AudioTransportBinary
-	var subprotocols []string
-	if p := auth.SubprotocolToEcho(r); p != "" {
-		subprotocols = []string{p}
-	}
-	hijacker := &smallBufferWriter{ResponseWriter: w}
-	conn, err := websocket.Accept(hijacker, r, &websocket.AcceptOptions{
-		Subprotocols: subprotocols,
-		// Credentials travel as bearer values, never as cookies, so a
-		// cross-origin page gains nothing it did not already hold; browser
-		// apps on any origin may connect.
-		InsecureSkipVerify: true,
-		// Audio does not compress, and each deflate context costs tens of
-		// kilobytes per session.
-		CompressionMode: websocket.CompressionDisabled,
-	})
-	if err != nil {
-		s.log.V(1).Info("upgrade failed", "error", err.Error())
-		return
-	}
-	sess := session.New(conn, session.Options{
-		Config:      s.sessionConfig(),
-		Clock:       s.clock,
-		Backend:     s.backend,
-		Metrics:     s.metrics,
-		Log:         s.log.WithName("session"),
-		BinaryAudio: binary,
-		RawConn:     hijacker.conn,
-	})
-	remove, err := s.sessions.Add(sess)
-	switch {
-	case errors.Is(err, session.ErrLimit):
-		sess.Reject(protocol.Fatal(protocol.CodeSessionLimit, protocol.CloseTryAgainLater, "this server is at its session limit; retry shortly"))
-		return
-	case err != nil:
-		sess.Reject(protocol.Fatal(protocol.CodeServerDraining, protocol.CloseTryAgainLater, "this server is shutting down; retry"))
-		return
-	}
-	// The session runs on its own goroutine so that the handler returns and
-	// net/http's per-connection state (request, buffers, a deep stack) is
-	// freed for the rest of the call.
-	handedOver = true
-	go func() {
-		defer s.handlers.Done()
-		defer remove()
-		sess.Run()
-	}()
+	return session.Grant{
+		BinaryAudio: principal.Session.AudioMode == protocol.AudioTransportBinary,
+		Subprotocol: auth.SubprotocolToEcho(r),
+	}, true
 }
 
 func (s *Server) sessionConfig() session.Config {

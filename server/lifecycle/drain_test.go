@@ -12,6 +12,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/voicegateway/voicegateway/internal/testkit"
 	"github.com/voicegateway/voicegateway/server/lifecycle"
 	"github.com/voicegateway/voicegateway/server/protocol"
 )
@@ -216,7 +217,7 @@ func TestDrainPhases(t *testing.T) {
 			if got := h.notified(); got != total {
 				t.Fatalf("notified %d sessions after the window, want %d", got, total)
 			}
-			eventually(t, "every client to receive gateway.draining", func() bool { return receivedDraining(clients) == total })
+			testkit.Eventually(t, hangTimeout, testkit.That("every client to receive gateway.draining", func() bool { return receivedDraining(clients) == total }))
 
 			h.stepTo(deadline.Add(-time.Nanosecond))
 			h.waitForTimer()
@@ -353,8 +354,7 @@ func TestDrainNotifySpread(t *testing.T) {
 						i, s.advance, h.clk.Since(epoch.Add(cfg.PropagationDelay)), got, s.notified)
 				}
 				h.expectMetric("drain_notified", testutil.ToFloat64(h.metrics.DrainNotified), float64(s.notified))
-				eventually(t, strconv.Itoa(s.notified)+" clients to receive gateway.draining",
-					func() bool { return receivedDraining(clients) == s.notified })
+				testkit.Eventually(t, hangTimeout, testkit.That(strconv.Itoa(s.notified)+" clients to receive gateway.draining", func() bool { return receivedDraining(clients) == s.notified }))
 			}
 			h.expectPhase(lifecycle.Refusing)
 
@@ -400,7 +400,7 @@ func TestDrainSessionsFinishOnTheirOwn(t *testing.T) {
 				h.clk.Step(cfg.NotifyWindow / time.Duration(tc.sessions))
 				h.waitForTimer()
 			}
-			eventually(t, "every client to receive gateway.draining", func() bool { return receivedDraining(clients) == tc.sessions })
+			testkit.Eventually(t, hangTimeout, testkit.That("every client to receive gateway.draining", func() bool { return receivedDraining(clients) == tc.sessions }))
 
 			finishing, rest := clients[:tc.finish], clients[tc.finish:]
 			for i, c := range finishing {
@@ -411,7 +411,7 @@ func TestDrainSessionsFinishOnTheirOwn(t *testing.T) {
 					t.Errorf("client %d that closed itself saw %v, want 1000", i, got)
 				}
 			}
-			eventually(t, "finished sessions to leave the registry", func() bool { return h.sessions.Len() == len(rest) })
+			testkit.Eventually(t, hangTimeout, testkit.That("finished sessions to leave the registry", func() bool { return h.sessions.Len() == len(rest) }))
 
 			if len(rest) == 0 {
 				// The drain ends without waiting for the deadline.
@@ -461,7 +461,7 @@ func TestDrainSkipsEndedSessions(t *testing.T) {
 	h.waitForTimer()
 	h.clk.Step(cfg.PropagationDelay)
 	h.waitForTimer()
-	eventually(t, "the first client to receive gateway.draining", func() bool { return receivedDraining(clients) == 1 })
+	testkit.Eventually(t, hangTimeout, testkit.That("the first client to receive gateway.draining", func() bool { return receivedDraining(clients) == 1 }))
 	told, waiting := clients[0], clients[1]
 	if len(told.drainingEvents()) == 0 {
 		told, waiting = waiting, told
@@ -469,7 +469,7 @@ func TestDrainSkipsEndedSessions(t *testing.T) {
 	if err := waiting.conn.Close(websocket.StatusNormalClosure, "leaving"); err != nil {
 		t.Fatalf("close: %v", err)
 	}
-	eventually(t, "the session to end", func() bool { return h.sessions.Len() == 1 })
+	testkit.Eventually(t, hangTimeout, testkit.That("the session to end", func() bool { return h.sessions.Len() == 1 }))
 
 	h.clk.Step(cfg.NotifyWindow / 2)
 	h.waitForTimer()
@@ -526,7 +526,7 @@ func TestDrainCutsDeafPeers(t *testing.T) {
 					t.Errorf("listening client %d closed with %v, want 1012", i, got)
 				}
 			}
-			eventually(t, "listening sessions to end", func() bool { return h.sessions.Len() == tc.deaf })
+			testkit.Eventually(t, hangTimeout, testkit.That("listening sessions to end", func() bool { return h.sessions.Len() == tc.deaf }))
 			h.waitForTimer()
 			if time.Since(stepped) > 3*time.Second {
 				// Not a speed check: past the library's own 5 s handshake

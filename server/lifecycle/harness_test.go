@@ -1,12 +1,8 @@
 package lifecycle_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
-	"net"
-	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -19,11 +15,13 @@ import (
 	"k8s.io/utils/clock"
 	testingclock "k8s.io/utils/clock/testing"
 
+	"github.com/voicegateway/voicegateway/internal/testkit"
 	"github.com/voicegateway/voicegateway/server/backend/echo"
 	"github.com/voicegateway/voicegateway/server/lifecycle"
 	"github.com/voicegateway/voicegateway/server/metrics"
 	"github.com/voicegateway/voicegateway/server/protocol"
 	"github.com/voicegateway/voicegateway/server/session"
+	"github.com/voicegateway/voicegateway/server/session/sessiontest"
 )
 
 func TestMain(m *testing.M) {
@@ -94,8 +92,6 @@ type harness struct {
 	drainer  *lifecycle.Drainer
 	wsURL    string
 
-	handlers sync.WaitGroup
-
 	runOnce sync.Once
 	runDone chan struct{}
 	runErr  error
@@ -119,28 +115,14 @@ func newHarness(t *testing.T, cfg lifecycle.Config) *harness {
 	h.metrics.DrainPhase = h.phases
 	h.drainer = lifecycle.NewDrainer(cfg, h.clk, h.sessions, h.metrics, logr.Discard())
 
-	backend := echo.New(clock.RealClock{})
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h.handlers.Add(1)
-		defer h.handlers.Done()
-		hijacker := &rawConnWriter{ResponseWriter: w}
-		conn, err := websocket.Accept(hijacker, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled})
-		if err != nil {
-			return
-		}
-		sess := session.New(conn, session.Options{
-			Config: sessionConfig, Clock: clock.RealClock{}, Backend: backend,
-			Metrics: h.metrics, Log: logr.Discard(), RawConn: hijacker.conn,
-		})
-		remove, err := h.sessions.Add(sess)
-		if err != nil {
-			sess.Reject(protocol.Fatal(protocol.CodeServerDraining, protocol.CloseTryAgainLater, "this server is shutting down; retry"))
-			return
-		}
-		defer remove()
-		sess.Run()
-	}))
-	h.wsURL = "ws" + strings.TrimPrefix(srv.URL, "http")
+	// Sessions are opened through the gateway's own admission path.
+	h.wsURL = sessiontest.Serve(t, &session.Acceptor{
+		Registry: h.sessions,
+		Options: session.Options{
+			Config: sessionConfig, Clock: clock.RealClock{}, Backend: echo.New(clock.RealClock{}),
+			Metrics: h.metrics, Log: logr.Discard(),
+		},
+	})
 	t.Cleanup(func() {
 		h.drainer.Force()
 		h.runOnce.Do(func() { close(h.runDone) }) // never started
@@ -149,26 +131,9 @@ func newHarness(t *testing.T, cfg lifecycle.Config) *harness {
 		case <-time.After(hangTimeout):
 			t.Error("drain did not finish after Force")
 		}
-		srv.Close()
-		waitGroup(t, &h.handlers, "session handlers to return")
 	})
 	return h
 }
-
-// rawConnWriter keeps the hijacked connection, which a session needs to
-// cut a peer that ignores its close frame.
-type rawConnWriter struct {
-	http.ResponseWriter
-	conn net.Conn
-}
-
-func (w *rawConnWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	conn, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
-	w.conn = conn
-	return conn, brw, err
-}
-
-func (w *rawConnWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // run starts the drain in the background.
 func (h *harness) run(ctx context.Context) {
@@ -207,7 +172,7 @@ func (h *harness) runFinished() bool {
 // waiting on, the clock has no waiters until the drainer reaches its next wait.
 func (h *harness) waitForTimer() {
 	h.t.Helper()
-	eventually(h.t, "the drainer to wait on the clock", h.clk.HasWaiters)
+	testkit.Eventually(h.t, hangTimeout, testkit.That("the drainer to wait on the clock", h.clk.HasWaiters))
 }
 
 // stepTo moves the fake clock to t.
@@ -218,31 +183,6 @@ func (h *harness) stepTo(t time.Time) {
 func (h *harness) deadline() time.Time { return h.drainer.Status().Deadline }
 
 func (h *harness) notified() int { return h.drainer.Status().Notified }
-
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(hangTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
-func waitGroup(t *testing.T, wg *sync.WaitGroup, what string) {
-	t.Helper()
-	done := make(chan struct{})
-	go func() {
-		wg.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(hangTimeout):
-		t.Errorf("timed out waiting for %s", what)
-	}
-}
 
 // client is a WebSocket client that reads everything the server sends in
 // the background, keeping the gateway.draining events and the close status.

@@ -10,6 +10,8 @@ import (
 	"go.uber.org/goleak"
 	"k8s.io/utils/clock"
 	clocktesting "k8s.io/utils/clock/testing"
+
+	"github.com/voicegateway/voicegateway/internal/testkit"
 )
 
 // stopWatchClock is a fake clock whose tickers report Stop, which the fake
@@ -36,19 +38,6 @@ func (t *stopWatchTicker) Stop() {
 // plainClock hides NewTicker, as a clock.Clock that is not a
 // clock.WithTicker would.
 type plainClock struct{ clock.Clock }
-
-// eventually polls cond in real time; the fake clock has stepped, and the
-// Run goroutine needs a moment to sweep.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
 
 func TestRun(t *testing.T) {
 	tests := []struct {
@@ -88,7 +77,7 @@ func TestRun(t *testing.T) {
 			defer cancel()
 			done := make(chan error, 1)
 			go func() { done <- l.Run(ctx) }()
-			eventually(t, "Run to start its ticker", fake.HasWaiters)
+			testkit.Eventually(t, 10*time.Second, testkit.That("Run to start its ticker", fake.HasWaiters))
 
 			if err := l.Run(ctx); !errors.Is(err, ErrAlreadyRunning) {
 				t.Errorf("second Run = %v, want ErrAlreadyRunning", err)
@@ -99,18 +88,18 @@ func TestRun(t *testing.T) {
 			// Both failures leave the window by the third tick; the block
 			// stays.
 			for range 2 {
-				eventually(t, "the tick to be taken", func() bool { return fake.Waiters() == 1 })
+				testkit.Eventually(t, 10*time.Second, testkit.That("the tick to be taken", func() bool { return fake.Waiters() == 1 }))
 				fake.Step(cfg.CleanupInterval)
 			}
-			eventually(t, "the sweep to drop the idle IP", func() bool { return l.Stats().Tracked == 1 })
+			testkit.Eventually(t, 10*time.Second, testkit.That("the sweep to drop the idle IP", func() bool { return l.Stats().Tracked == 1 }))
 			if d := l.Check(nthAddr(2)); d.Verdict != Block {
 				t.Errorf("blocked IP reads %+v after the sweep, want Block", d)
 			}
 
 			// Once the block ends, the next sweep drops it too.
-			eventually(t, "the tick to be taken", func() bool { return fake.Waiters() == 1 })
+			testkit.Eventually(t, 10*time.Second, testkit.That("the tick to be taken", func() bool { return fake.Waiters() == 1 }))
 			fake.Step(cfg.BlockDuration)
-			eventually(t, "the sweep to drop the expired block", func() bool { return l.Stats().Tracked == 0 })
+			testkit.Eventually(t, 10*time.Second, testkit.That("the sweep to drop the expired block", func() bool { return l.Stats().Tracked == 0 }))
 
 			cancel()
 			select {

@@ -1,21 +1,112 @@
-package gateway
+package session_test
 
 import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
-	"go.uber.org/goleak"
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"k8s.io/utils/clock"
 	testingclock "k8s.io/utils/clock/testing"
 
+	"github.com/voicegateway/voicegateway/internal/testkit"
 	"github.com/voicegateway/voicegateway/server/backend"
-	"github.com/voicegateway/voicegateway/server/config"
+	"github.com/voicegateway/voicegateway/server/backend/echo"
+	"github.com/voicegateway/voicegateway/server/metrics"
 	"github.com/voicegateway/voicegateway/server/protocol"
+	"github.com/voicegateway/voicegateway/server/session"
+	"github.com/voicegateway/voicegateway/server/session/sessiontest"
 )
+
+// These tests open their sessions through session.Acceptor, the admission
+// path the gateway serves, with the echo backend (or a failing one) and the
+// per-session limits of each case.
+
+// harness is an Acceptor served on loopback.
+type harness struct {
+	t        *testing.T
+	url      string
+	registry *session.Registry
+	metrics  *metrics.Server
+}
+
+// defaultConfig is config.Default's per-session limits.
+func defaultConfig() session.Config {
+	return session.Config{
+		MaxMessageBytes: 256 << 10, InboundRate: 200, InboundBurst: 400, OutboundQueue: 256,
+		IdleTimeout: 2 * time.Minute, MaxDuration: time.Hour, WriteTimeout: 10 * time.Second, SampleRate: 24000,
+	}
+}
+
+type option func(*session.Acceptor)
+
+func withBackend(b backend.Backend) option {
+	return func(a *session.Acceptor) { a.Options.Backend = b }
+}
+
+func withLimit(n int) option {
+	return func(a *session.Acceptor) { a.Registry = session.NewRegistry(n) }
+}
+
+func withClock(clk clock.WithTickerAndDelayedExecution) option {
+	return func(a *session.Acceptor) {
+		a.Options.Clock = clk
+		a.Options.Backend = echo.New(clk)
+	}
+}
+
+func serve(t *testing.T, mutate func(*session.Config), opts ...option) *harness {
+	t.Helper()
+	cfg := defaultConfig()
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	m := metrics.New()
+	a := &session.Acceptor{
+		Registry: session.NewRegistry(100),
+		Options: session.Options{
+			Config: cfg, Clock: clock.RealClock{}, Backend: echo.New(clock.RealClock{}), Metrics: m, Log: logr.Discard(),
+		},
+	}
+	for _, o := range opts {
+		o(a)
+	}
+	return &harness{t: t, url: sessiontest.Serve(t, a), registry: a.Registry, metrics: m}
+}
+
+func (h *harness) dial(query string, header http.Header) *websocket.Conn {
+	h.t.Helper()
+	return sessiontest.Dial(h.t, h.url, query, header)
+}
+
+func (h *harness) waitSessions(n int) {
+	h.t.Helper()
+	testkit.Eventually(h.t, 5*time.Second, func() error {
+		if got := h.registry.Len(); got != n {
+			return fmt.Errorf("%d sessions registered, want %d", got, n)
+		}
+		return nil
+	})
+}
+
+func (h *harness) counter(name string, labels ...string) float64 {
+	switch name {
+	case "errors":
+		return testutil.ToFloat64(h.metrics.Errors.WithLabelValues(labels...))
+	case "closed":
+		return testutil.ToFloat64(h.metrics.SessionsClosed.WithLabelValues(labels...))
+	case "frames_in":
+		return testutil.ToFloat64(h.metrics.AudioFramesIn)
+	}
+	h.t.Fatalf("unknown counter %s", name)
+	return 0
+}
 
 func TestFullTurn(t *testing.T) {
 	cases := []struct {
@@ -29,10 +120,10 @@ func TestFullTurn(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			h := start(t, nil)
+			h := serve(t, nil)
 			c := h.dial(tc.query, nil)
-			created := readUntil(t, c, "session.created")[0]
-			gw := created.event["gateway"].(map[string]any)
+			created := sessiontest.ReadUntil(t, c, "session.created")[0]
+			gw := created.Event["gateway"].(map[string]any)
 			wantTransport := "base64"
 			if tc.binary {
 				wantTransport = "binary"
@@ -40,24 +131,24 @@ func TestFullTurn(t *testing.T) {
 			if gw["audio_transport"] != wantTransport || gw["session_id"] == "" {
 				t.Fatalf("session.created gateway info = %v", gw)
 			}
-			pcm := tone(24000 * 2 / 10) // 100 ms at 24 kHz
+			pcm := sessiontest.Tone(24000 * 2 / 10) // 100 ms at 24 kHz
 			for off := 0; off < len(pcm); off += 960 {
 				chunk := pcm[off:min(off+960, len(pcm))]
 				if tc.binary {
-					sendRaw(t, c, websocket.MessageBinary, chunk)
+					sessiontest.SendRaw(t, c, websocket.MessageBinary, chunk)
 				} else {
-					send(t, c, appendEvent(chunk))
+					sessiontest.Send(t, c, sessiontest.AppendEvent(chunk))
 				}
 			}
-			send(t, c, map[string]any{"type": "input_audio_buffer.commit", "event_id": "c1"})
-			frames := readUntil(t, c, "response.done")
-			if got := echoedAudio(t, frames); !bytes.Equal(got, pcm) {
+			sessiontest.Send(t, c, map[string]any{"type": "input_audio_buffer.commit", "event_id": "c1"})
+			frames := sessiontest.ReadUntil(t, c, "response.done")
+			if got := sessiontest.EchoedAudio(t, frames); !bytes.Equal(got, pcm) {
 				t.Fatalf("echo returned %d bytes, want the %d sent", len(got), len(pcm))
 			}
 			var types []string
 			for _, f := range frames {
-				if !f.binary && f.typ() != "response.output_audio.delta" {
-					types = append(types, f.typ())
+				if !f.Binary && f.Type() != "response.output_audio.delta" {
+					types = append(types, f.Type())
 				}
 			}
 			want := []string{"input_audio_buffer.committed", "response.created", "response.output_audio.done",
@@ -107,16 +198,16 @@ func TestRejectedMessagesKeepSession(t *testing.T) {
 		{name: "unknown type for echo", typ: websocket.MessageText, message: `{"type":"conversation.item.create","event_id":"e9"}`, param: "type"},
 		{name: "commit empty buffer", typ: websocket.MessageText, message: `{"type":"input_audio_buffer.commit"}`},
 	}
-	h := start(t, nil)
+	h := serve(t, nil)
 	c := h.dial("", nil)
-	readUntil(t, c, "session.created")
+	sessiontest.ReadUntil(t, c, "session.created")
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			sendRaw(t, c, tc.typ, []byte(tc.message))
-			f := readUntil(t, c, "error")[0]
-			body := f.event["error"].(map[string]any)
+			sessiontest.SendRaw(t, c, tc.typ, []byte(tc.message))
+			f := sessiontest.ReadUntil(t, c, "error")[0]
+			body := f.Event["error"].(map[string]any)
 			if body["code"] != "invalid_event" || body["session_id"] == "" || body["message"] == "" {
-				t.Fatalf("error event = %v", f.event)
+				t.Fatalf("error event = %v", f.Event)
 			}
 			if tc.param != "" && body["param"] != tc.param {
 				t.Errorf("param = %v, want %s", body["param"], tc.param)
@@ -124,56 +215,56 @@ func TestRejectedMessagesKeepSession(t *testing.T) {
 		})
 	}
 	// The session still works.
-	send(t, c, appendEvent(tone(960)))
-	send(t, c, map[string]any{"type": "input_audio_buffer.commit"})
-	if got := echoedAudio(t, readUntil(t, c, "response.done")); len(got) != 960 {
+	sessiontest.Send(t, c, sessiontest.AppendEvent(sessiontest.Tone(960)))
+	sessiontest.Send(t, c, map[string]any{"type": "input_audio_buffer.commit"})
+	if got := sessiontest.EchoedAudio(t, sessiontest.ReadUntil(t, c, "response.done")); len(got) != 960 {
 		t.Fatalf("echo after errors = %d bytes", len(got))
 	}
-	if h.srv.Sessions().Len() != 1 {
-		t.Fatalf("session count = %d", h.srv.Sessions().Len())
+	if h.registry.Len() != 1 {
+		t.Fatalf("session count = %d", h.registry.Len())
 	}
 }
 
 func TestOversizedMessageEndsOnlyItsSession(t *testing.T) {
-	h := start(t, func(c *config.Config) { c.Sessions.MaxMessageBytes = 4096 })
+	h := serve(t, func(c *session.Config) { c.MaxMessageBytes = 4096 })
 	other := h.dial("", nil)
-	readUntil(t, other, "session.created")
+	sessiontest.ReadUntil(t, other, "session.created")
 	c := h.dial("audio=binary", nil)
-	readUntil(t, c, "session.created")
-	sendRaw(t, c, websocket.MessageBinary, tone(4096)) // exactly the limit: fine
-	sendRaw(t, c, websocket.MessageBinary, tone(4098))
-	code, frames := readClose(t, c)
+	sessiontest.ReadUntil(t, c, "session.created")
+	sessiontest.SendRaw(t, c, websocket.MessageBinary, sessiontest.Tone(4096)) // exactly the limit: fine
+	sessiontest.SendRaw(t, c, websocket.MessageBinary, sessiontest.Tone(4098))
+	code, frames := sessiontest.ReadClose(t, c)
 	if code != websocket.StatusMessageTooBig {
 		t.Fatalf("close code = %v, want 1009", code)
 	}
-	if len(frames) == 0 || frames[len(frames)-1].errorCode() != "frame_too_large" {
+	if len(frames) == 0 || frames[len(frames)-1].ErrorCode() != "frame_too_large" {
 		t.Fatalf("want a frame_too_large error event before the close, got %d frames", len(frames))
 	}
 	h.waitSessions(1)
-	send(t, other, map[string]any{"type": "session.update", "session": map[string]any{"instructions": "still here"}})
-	readUntil(t, other, "session.updated")
+	sessiontest.Send(t, other, map[string]any{"type": "session.update", "session": map[string]any{"instructions": "still here"}})
+	sessiontest.ReadUntil(t, other, "session.updated")
 }
 
 func TestInboundRateLimit(t *testing.T) {
-	h := start(t, func(c *config.Config) {
-		c.Sessions.InboundRate = 1
-		c.Sessions.InboundBurst = 5
+	h := serve(t, func(c *session.Config) {
+		c.InboundRate = 1
+		c.InboundBurst = 5
 	})
 	c := h.dial("audio=binary", nil)
-	readUntil(t, c, "session.created")
+	sessiontest.ReadUntil(t, c, "session.created")
 	for i := 0; i < 20; i++ {
-		if err := c.Write(context.Background(), websocket.MessageBinary, tone(64)); err != nil {
+		if err := c.Write(context.Background(), websocket.MessageBinary, sessiontest.Tone(64)); err != nil {
 			break // the server may already have closed
 		}
 	}
-	code, frames := readClose(t, c)
+	code, frames := sessiontest.ReadClose(t, c)
 	if code != websocket.StatusPolicyViolation {
 		t.Fatalf("close code = %v, want 1008", code)
 	}
 	var codes []string
 	for _, f := range frames {
-		if f.typ() == "error" {
-			codes = append(codes, f.errorCode())
+		if f.Type() == "error" {
+			codes = append(codes, f.ErrorCode())
 		}
 	}
 	if !equalStrings(codes, []string{"inbound_rate_exceeded", "inbound_rate_exceeded"}) {
@@ -183,11 +274,11 @@ func TestInboundRateLimit(t *testing.T) {
 }
 
 func TestSlowConsumerIsCutOff(t *testing.T) {
-	h := start(t, func(c *config.Config) {
-		c.Sessions.OutboundQueue = 8
-		c.Sessions.InboundRate = 1e6
-		c.Sessions.InboundBurst = 1e6
-		c.Sessions.WriteTimeout = time.Minute
+	h := serve(t, func(c *session.Config) {
+		c.OutboundQueue = 8
+		c.InboundRate = 1e6
+		c.InboundBurst = 1e6
+		c.WriteTimeout = time.Minute
 	})
 	c := h.dial("", nil)
 	// Never read: every session.update makes a session.updated the client
@@ -200,18 +291,18 @@ func TestSlowConsumerIsCutOff(t *testing.T) {
 			break
 		}
 	}
-	eventually(t, 20*time.Second, "slow consumer detected", func() bool { return h.counter("errors", "slow_consumer") == 1 })
+	testkit.Eventually(t, 20*time.Second, testkit.That("slow consumer detected", func() bool { return h.counter("errors", "slow_consumer") == 1 }))
 	h.waitSessions(0)
 	c.CloseNow()
 }
 
 func TestBrokenConnectionReleasesSession(t *testing.T) {
-	h := start(t, nil)
+	h := serve(t, nil)
 	c := h.dial("audio=binary", nil)
-	readUntil(t, c, "session.created")
-	sendRaw(t, c, websocket.MessageBinary, tone(48000)) // 1 s: a long paced response
-	send(t, c, map[string]any{"type": "input_audio_buffer.commit"})
-	readUntil(t, c, "response.created")
+	sessiontest.ReadUntil(t, c, "session.created")
+	sessiontest.SendRaw(t, c, websocket.MessageBinary, sessiontest.Tone(48000)) // 1 s: a long paced response
+	sessiontest.Send(t, c, map[string]any{"type": "input_audio_buffer.commit"})
+	sessiontest.ReadUntil(t, c, "response.created")
 	c.CloseNow() // no close frame: the server's next read or write fails
 	h.waitSessions(0)
 	if got := h.counter("closed", "1006"); got != 1 {
@@ -220,16 +311,16 @@ func TestBrokenConnectionReleasesSession(t *testing.T) {
 }
 
 func TestSessionLimit(t *testing.T) {
-	h := start(t, func(c *config.Config) { c.Sessions.Limit = 2 })
+	h := serve(t, nil, withLimit(2))
 	for i := 0; i < 2; i++ {
-		readUntil(t, h.dial("", nil), "session.created")
+		sessiontest.ReadUntil(t, h.dial("", nil), "session.created")
 	}
 	c := h.dial("", nil)
-	code, frames := readClose(t, c)
-	if code != websocket.StatusTryAgainLater || len(frames) != 1 || frames[0].errorCode() != "session_limit" {
+	code, frames := sessiontest.ReadClose(t, c)
+	if code != websocket.StatusTryAgainLater || len(frames) != 1 || frames[0].ErrorCode() != "session_limit" {
 		t.Fatalf("third session: close %v, frames %v", code, frames)
 	}
-	if n := h.srv.Sessions().Len(); n != 2 {
+	if n := h.registry.Len(); n != 2 {
 		t.Fatalf("sessions = %d, want 2", n)
 	}
 }
@@ -237,54 +328,54 @@ func TestSessionLimit(t *testing.T) {
 func TestIdleAndMaxDurationUseTheClock(t *testing.T) {
 	cases := []struct {
 		name     string
-		mutate   func(*config.Config)
+		mutate   func(*session.Config)
 		step     time.Duration
 		wantCode string
 	}{
-		{name: "idle", mutate: func(c *config.Config) { c.Sessions.IdleTimeout = time.Minute }, step: time.Minute, wantCode: "idle_timeout"},
-		{name: "max duration", mutate: func(c *config.Config) {
-			c.Sessions.IdleTimeout = time.Hour
-			c.Sessions.MaxDuration = 2 * time.Minute
+		{name: "idle", mutate: func(c *session.Config) { c.IdleTimeout = time.Minute }, step: time.Minute, wantCode: "idle_timeout"},
+		{name: "max duration", mutate: func(c *session.Config) {
+			c.IdleTimeout = time.Hour
+			c.MaxDuration = 2 * time.Minute
 		}, step: 2 * time.Minute, wantCode: "max_duration"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			clk := testingclock.NewFakeClock(time.Now())
-			h := startWithClock(t, clk, tc.mutate)
+			h := serve(t, tc.mutate, withClock(clk))
 			if tc.wantCode == "idle_timeout" {
 				// Activity half way: the timer fires once, finds the session
 				// busy and re-arms; the idle timeout counts from the activity.
 				c := h.dial("", nil)
-				readUntil(t, c, "session.created")
+				sessiontest.ReadUntil(t, c, "session.created")
 				h.waitSessions(1)
 				clk.Step(tc.step / 2)
-				send(t, c, map[string]any{"type": "session.update", "session": map[string]any{}})
-				readUntil(t, c, "session.updated")
+				sessiontest.Send(t, c, map[string]any{"type": "session.update", "session": map[string]any{}})
+				sessiontest.ReadUntil(t, c, "session.updated")
 				clk.Step(tc.step / 2)
 				time.Sleep(20 * time.Millisecond)
-				if h.srv.Sessions().Len() != 1 {
+				if h.registry.Len() != 1 {
 					t.Fatal("session closed although it was active within the idle timeout")
 				}
 				clk.Step(tc.step / 2)
-				code, frames := readClose(t, c)
-				if code != websocket.StatusPolicyViolation || frames[len(frames)-1].errorCode() != tc.wantCode {
-					t.Fatalf("after re-arm: close %v, last frame %v", code, frames[len(frames)-1].event)
+				code, frames := sessiontest.ReadClose(t, c)
+				if code != websocket.StatusPolicyViolation || frames[len(frames)-1].ErrorCode() != tc.wantCode {
+					t.Fatalf("after re-arm: close %v, last frame %v", code, frames[len(frames)-1].Event)
 				}
 				h.waitSessions(0)
 				return
 			}
 			c := h.dial("", nil)
-			readUntil(t, c, "session.created")
+			sessiontest.ReadUntil(t, c, "session.created")
 			h.waitSessions(1)
 			clk.Step(tc.step - time.Second)
 			time.Sleep(20 * time.Millisecond) // give a wrong early close the chance to show
-			if h.srv.Sessions().Len() != 1 {
+			if h.registry.Len() != 1 {
 				t.Fatal("session closed before its timeout")
 			}
 			clk.Step(time.Second)
-			code, frames := readClose(t, c)
-			if code != websocket.StatusPolicyViolation || frames[len(frames)-1].errorCode() != tc.wantCode {
-				t.Fatalf("close %v, last frame %v", code, frames[len(frames)-1].event)
+			code, frames := sessiontest.ReadClose(t, c)
+			if code != websocket.StatusPolicyViolation || frames[len(frames)-1].ErrorCode() != tc.wantCode {
+				t.Fatalf("close %v, last frame %v", code, frames[len(frames)-1].Event)
 			}
 			h.waitSessions(0)
 		})
@@ -337,48 +428,21 @@ func TestBackendFailuresEndOnlyTheirSession(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.mode, func(t *testing.T) {
-			h := start(t, nil, WithBackend(failingBackend{mode: tc.mode}))
+			h := serve(t, nil, withBackend(failingBackend{mode: tc.mode}))
 			c := h.dial("", nil)
 			if tc.trigger {
-				readUntil(t, c, "session.created")
-				send(t, c, map[string]any{"type": "input_audio_buffer.commit", "event_id": "evt-1"})
+				sessiontest.ReadUntil(t, c, "session.created")
+				sessiontest.Send(t, c, map[string]any{"type": "input_audio_buffer.commit", "event_id": "evt-1"})
 			}
-			code, frames := readClose(t, c)
+			code, frames := sessiontest.ReadClose(t, c)
 			if code != websocket.StatusInternalError {
 				t.Fatalf("close code = %v, want 1011", code)
 			}
 			last := frames[len(frames)-1]
-			if last.errorCode() != tc.wantCode {
-				t.Fatalf("last frame = %v, want error %s", last.event, tc.wantCode)
+			if last.ErrorCode() != tc.wantCode {
+				t.Fatalf("last frame = %v, want error %s", last.Event, tc.wantCode)
 			}
 			h.waitSessions(0)
 		})
 	}
-}
-
-// TestNoGoroutinesOutliveTheServer runs sessions through every ending and
-// checks that nothing the server started is left once Serve returns.
-func TestNoGoroutinesOutliveTheServer(t *testing.T) {
-	baseline := goleak.IgnoreCurrent()
-	func() {
-		h := start(t, func(c *config.Config) { c.Sessions.MaxMessageBytes = 2048 })
-		a := h.dial("audio=binary", nil)
-		readUntil(t, a, "session.created")
-		sendRaw(t, a, websocket.MessageBinary, tone(4000))
-		readClose(t, a)
-		b := h.dial("", nil)
-		readUntil(t, b, "session.created")
-		b.CloseNow()
-		c := h.dial("audio=binary", nil)
-		readUntil(t, c, "session.created")
-		sendRaw(t, c, websocket.MessageBinary, tone(2000))
-		send(t, c, map[string]any{"type": "input_audio_buffer.commit"})
-		h.srv.ForceDrain()
-		if err := h.wait(10 * time.Second); err != nil {
-			t.Fatal(err)
-		}
-		c.CloseNow()
-		http.DefaultClient.CloseIdleConnections()
-	}()
-	goleak.VerifyNone(t, baseline)
 }
