@@ -92,7 +92,7 @@ func memstats(b *testing.B, p *process) serverMem {
 // rss reads the server's resident set size from /proc.
 func rss(b *testing.B, p *process) uint64 {
 	b.Helper()
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(p.cmd.Process.Pid) + "/status")
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(p.Pid()) + "/status")
 	if err != nil {
 		b.Fatal(err)
 	}

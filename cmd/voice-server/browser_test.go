@@ -133,16 +133,16 @@ func TestBrowserTalksThroughDrain(t *testing.T) {
 		framesIn, framesOut, st.SamplesSent, st.SamplesReceived)
 
 	// SIGTERM to the server in use: the page is told, moves, keeps talking.
-	first.signal(syscall.SIGTERM)
+	first.Signal(syscall.SIGTERM)
 	st = browser.waitFor(ctx, "the move to the second server", func(s pageStats) bool { return len(s.Moves) > 0 })
 	moved := st
 	st = browser.waitFor(ctx, "a second of echo from the second server", func(s pageStats) bool {
 		return s.SamplesReceived >= moved.SamplesReceived+rate
 	})
-	if code := first.waitExit(45 * time.Second); code != 0 {
+	if code := first.WaitExit(45 * time.Second); code != 0 {
 		t.Fatalf("first server exit code %d, want 0", code)
 	}
-	if !strings.Contains(first.logs(), `"closedAtDeadline":0`) {
+	if !strings.Contains(first.Logs(), `"closedAtDeadline":0`) {
 		t.Error("the first server closed sessions at its drain deadline; the page should have left on its own")
 	}
 	secondIn := second.metric("voicegateway_audio_frames_in_total")
@@ -165,11 +165,11 @@ func TestBrowserTalksThroughDrain(t *testing.T) {
 	if m := st.Moves[0]; m.From != st.SessionIDs[0] || m.To != st.SessionIDs[1] {
 		t.Errorf("move %+v does not match sessions %v", m, st.SessionIDs)
 	}
-	if !strings.Contains(first.logs(), st.SessionIDs[0]) || !strings.Contains(second.logs(), st.SessionIDs[1]) {
+	if !strings.Contains(first.Logs(), st.SessionIDs[0]) || !strings.Contains(second.Logs(), st.SessionIDs[1]) {
 		t.Errorf("session %s should be on the first server and %s on the second", st.SessionIDs[0], st.SessionIDs[1])
 	}
 	// The page hung up the old session itself, normally, once the new one ran.
-	if code := sessionCloseCode(first.logs(), st.SessionIDs[0]); code != 1000 {
+	if code := sessionCloseCode(first.Logs(), st.SessionIDs[0]); code != 1000 {
 		t.Errorf("old session %s closed with %d, want 1000 from the page", st.SessionIDs[0], code)
 	}
 	if len(st.Errors) > 0 {
@@ -235,8 +235,8 @@ func TestBrowserDemoPageWithoutAuth(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	browser.stop()
-	p.signal(syscall.SIGTERM)
-	if code := p.waitExit(30 * time.Second); code != 0 {
+	p.Signal(syscall.SIGTERM)
+	if code := p.WaitExit(30 * time.Second); code != 0 {
 		t.Fatalf("exit code %d", code)
 	}
 }
@@ -254,8 +254,8 @@ func TestBrowserReconnectsAfterCrash(t *testing.T) {
 	defer cancel()
 	browser.startTalking(ctx, service.url()+"/?processing=off")
 	st := browser.waitFor(ctx, "half a second of echo", func(s pageStats) bool { return s.SamplesReceived >= 12000 })
-	first.signal(syscall.SIGKILL)
-	first.waitExit(30 * time.Second)
+	first.Signal(syscall.SIGKILL)
+	first.WaitExit(30 * time.Second)
 	received := st.SamplesReceived
 	st = browser.waitFor(ctx, "half a second of echo after reconnecting", func(s pageStats) bool {
 		return len(s.SessionIDs) == 2 && s.SamplesReceived >= received+12000
@@ -263,7 +263,7 @@ func TestBrowserReconnectsAfterCrash(t *testing.T) {
 	if st.State != "open" || len(st.Moves) != 1 || st.Moves[0].AfterDrainingMS != nil {
 		t.Errorf("state %s, moves %+v; want open after one reconnect without a drain notice", st.State, st.Moves)
 	}
-	if !strings.Contains(second.logs(), st.SessionIDs[1]) {
+	if !strings.Contains(second.Logs(), st.SessionIDs[1]) {
 		t.Errorf("session %s is not on the second server", st.SessionIDs[1])
 	}
 	for _, e := range st.Errors {

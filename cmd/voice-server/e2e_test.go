@@ -1,12 +1,10 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -23,6 +21,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/voicegateway/voicegateway/internal/testbin"
+	"github.com/voicegateway/voicegateway/internal/testkit"
 	"github.com/voicegateway/voicegateway/server/fleet"
 )
 
@@ -37,16 +36,11 @@ const testAPIKey = "vgw-e2e-test-key-0123456789abcdef"
 
 // process is the real voice-server binary running on loopback.
 type process struct {
-	t      testing.TB
-	cmd    *exec.Cmd
-	public string
-	admin  string
+	*testkit.Process
+	t             testing.TB
+	public, admin string
 	// fleetDir is the fleet Secret the process reads (--fleet-secret-dir).
 	fleetDir string
-	exited   chan struct{}
-	exitErr  error
-	logMu    sync.Mutex
-	logLines []string
 }
 
 func startProcess(t testing.TB, extraArgs ...string) *process {
@@ -115,87 +109,8 @@ func startBinary(t testing.TB, extraArgs ...string) *process {
 		args = append(args, "--fleet-secret-dir", fleetDir, "--debug-endpoints")
 	}
 	args = append(args, extraArgs...)
-	cmd := exec.Command(voiceServer.Path(t), args...)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &process{t: t, cmd: cmd, fleetDir: fleetDir, exited: make(chan struct{})}
-	listening := make(chan map[string]any, 1)
-	logsDone := make(chan struct{})
-	go func() {
-		defer close(logsDone)
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			line := sc.Text()
-			p.logMu.Lock()
-			p.logLines = append(p.logLines, line)
-			p.logMu.Unlock()
-			var entry map[string]any
-			if json.Unmarshal([]byte(line), &entry) == nil && entry["msg"] == "listening" {
-				listening <- entry
-			}
-		}
-	}()
-	go func() {
-		<-logsDone // Wait must follow the last read from the pipe
-		p.exitErr = cmd.Wait()
-		close(p.exited)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.exited:
-		default:
-			_ = cmd.Process.Kill()
-			<-p.exited
-		}
-		if t.Failed() {
-			t.Logf("server log:\n%s", p.logs())
-		}
-	})
-	select {
-	case entry := <-listening:
-		p.public, p.admin = entry["public"].(string), entry["admin"].(string)
-	case <-p.exited:
-		t.Fatalf("server exited at start: %v\n%s", p.exitErr, p.logs())
-	case <-time.After(30 * time.Second):
-		t.Fatalf("server did not start\n%s", p.logs())
-	}
-	return p
-}
-
-func (p *process) logs() string {
-	p.logMu.Lock()
-	defer p.logMu.Unlock()
-	return strings.Join(p.logLines, "\n")
-}
-
-func (p *process) signal(sig os.Signal) {
-	if err := p.cmd.Process.Signal(sig); err != nil {
-		p.t.Fatalf("signal: %v", err)
-	}
-}
-
-// waitExit waits for the process and returns its exit code.
-func (p *process) waitExit(timeout time.Duration) int {
-	p.t.Helper()
-	select {
-	case <-p.exited:
-	case <-time.After(timeout):
-		p.t.Fatalf("server still running after %v", timeout)
-	}
-	var exitErr *exec.ExitError
-	if errors.As(p.exitErr, &exitErr) {
-		return exitErr.ExitCode()
-	}
-	if p.exitErr != nil {
-		p.t.Fatalf("wait: %v", p.exitErr)
-	}
-	return 0
+	tp := testkit.Start(t, voiceServer.Path(t), args...)
+	return &process{Process: tp, t: t, public: tp.Public, admin: tp.Admin, fleetDir: fleetDir}
 }
 
 // adminToken is the admin token of the process's fleet Secret.
@@ -401,7 +316,7 @@ func TestDrainOnSIGTERM(t *testing.T) {
 	}
 
 	signalled := time.Now()
-	p.signal(syscall.SIGTERM)
+	p.Signal(syscall.SIGTERM)
 	// Readiness fails at once, and the liveness probe stays healthy.
 	for {
 		code, _ := p.adminGet("/readyz")
@@ -446,7 +361,7 @@ func TestDrainOnSIGTERM(t *testing.T) {
 	}
 	resp.Body.Close()
 
-	exitCode := p.waitExit(grace + 5*time.Second)
+	exitCode := p.WaitExit(grace + 5*time.Second)
 	exitedAfter := time.Since(signalled)
 	calls.Wait()
 	if exitCode != 0 {
@@ -485,7 +400,7 @@ func TestDrainOnSIGTERM(t *testing.T) {
 			t.Errorf("deadline %v: %v", d["deadline"], err)
 		}
 	}
-	if !strings.Contains(p.logs(), "stopped cleanly") {
+	if !strings.Contains(p.Logs(), "stopped cleanly") {
 		t.Error("server did not log a clean stop")
 	}
 	t.Logf("readiness failed %v after SIGTERM; exit %v after SIGTERM; close codes %v", readinessFailedAfter, exitedAfter, counts)
@@ -510,12 +425,12 @@ func TestSecondSignalForcesFastExit(t *testing.T) {
 		}()
 	}
 	ready.Wait()
-	p.signal(syscall.SIGTERM)
+	p.Signal(syscall.SIGTERM)
 	for p.status()["phase"] != "terminating" {
 		time.Sleep(10 * time.Millisecond)
 	}
-	p.signal(syscall.SIGTERM)
-	if code := p.waitExit(30 * time.Second); code != 0 {
+	p.Signal(syscall.SIGTERM)
+	if code := p.WaitExit(30 * time.Second); code != 0 {
 		t.Fatalf("exit code %d, want 0", code)
 	}
 	calls.Wait()

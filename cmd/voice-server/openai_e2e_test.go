@@ -489,7 +489,7 @@ func TestOpenAIKeyRotation(t *testing.T) {
 
 	writeUpstreamKey(t, keyFile, rotated)
 	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(p.logs(), "Reloaded secret file") {
+	for !strings.Contains(p.Logs(), "Reloaded secret file") {
 		if time.Now().After(deadline) {
 			t.Fatal("the key file was not reloaded")
 		}
@@ -504,7 +504,7 @@ func TestOpenAIKeyRotation(t *testing.T) {
 	// The first session's upstream was not disturbed.
 	first.send(map[string]any{"type": "input_audio_buffer.clear"})
 	first.readUntil("input_audio_buffer.cleared")
-	if strings.Contains(p.logs(), upstreamKey) || strings.Contains(p.logs(), rotated) {
+	if strings.Contains(p.Logs(), upstreamKey) || strings.Contains(p.Logs(), rotated) {
 		t.Error("the log shows an upstream key")
 	}
 }
@@ -525,7 +525,7 @@ func TestOpenAIDrain(t *testing.T) {
 	cl.readUntil("session.created")
 	upConn := up.WaitConn(1, 10*time.Second)
 	signalled := time.Now()
-	p.signal(syscall.SIGTERM)
+	p.Signal(syscall.SIGTERM)
 	cl.readUntil("gateway.draining")
 
 	// The turn in progress finishes through the same upstream.
@@ -545,7 +545,7 @@ func TestOpenAIDrain(t *testing.T) {
 	if ce.Code != websocket.StatusServiceRestart {
 		t.Errorf("close %v, want 1012 at the deadline", ce)
 	}
-	if code := p.waitExit(15 * time.Second); code != 0 {
+	if code := p.WaitExit(15 * time.Second); code != 0 {
 		t.Fatalf("exit code %d", code)
 	}
 	select {
