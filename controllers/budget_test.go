@@ -52,7 +52,5 @@ func TestStopSequenceFitsTheGracePeriod(t *testing.T) {
 // budgetGateway is a VoiceGateway as the API server returns it after
 // applying the CRD's defaults to an empty spec.
 func budgetGateway() *vgv1.VoiceGateway {
-	vg := &vgv1.VoiceGateway{ObjectMeta: metav1.ObjectMeta{Name: "budget", Namespace: "default"}}
-	vg.Spec.Backend.Type = vgv1.BackendEcho
-	return vg
+	return withCRDDefaults(&vgv1.VoiceGateway{ObjectMeta: metav1.ObjectMeta{Name: "budget", Namespace: "default"}})
 }

@@ -7,6 +7,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -68,7 +69,7 @@ const (
 	nonRootID int64 = 65532
 
 	// drainExitMargin is kept after the drain deadline for closing the
-	// connections, handing over the rate limiter's state, flushing logs and
+	// connections, writing the rate limiter's state file, flushing logs and
 	// exiting before the kubelet's SIGKILL.
 	drainExitMargin = 5 * time.Second
 )
@@ -142,10 +143,13 @@ type drainTiming struct {
 	gracePeriodSeconds int64
 }
 
+// drainTimingOf reads a defaulted spec.drain (checkDefaulted). The notify
+// window is the one value derived here: its default depends on the
+// timeout, which a CRD marker cannot say.
 func drainTimingOf(spec vgv1.DrainSpec) drainTiming {
 	t := drainTiming{
-		preStopDelay: durationOr(spec.PreStopDelay, 5*time.Second),
-		timeout:      durationOr(spec.Timeout, 55*time.Second),
+		preStopDelay: spec.PreStopDelay.Duration,
+		timeout:      spec.Timeout.Duration,
 	}
 	if spec.NotifyWindow != nil {
 		t.notifyWindow = spec.NotifyWindow.Duration
@@ -160,26 +164,59 @@ func drainTimingOf(spec vgv1.DrainSpec) drainTiming {
 	return t
 }
 
-func durationOr(d *metav1.Duration, fallback time.Duration) time.Duration {
-	if d == nil {
-		return fallback
+// checkDefaulted refuses a spec that the API server did not default. The
+// CRD's markers are the one place the API's defaults live, and the builders
+// read every defaulted field as it is. A spec without them comes from a
+// CRD older than this operator (Helm installs crds/ once and never
+// upgrades it); the fix is to apply this release's CRD, not to guess here.
+func checkDefaulted(spec vgv1.VoiceGatewaySpec) error {
+	var missing []string
+	for _, f := range []struct {
+		field string
+		set   bool
+	}{
+		{"replicas", spec.Replicas != nil},
+		{"imagePullPolicy", spec.ImagePullPolicy != ""},
+		{"backend.type", spec.Backend.Type != ""},
+		{"backend.openai.model", spec.Backend.OpenAI == nil || spec.Backend.OpenAI.Model != ""},
+		{"auth.clientTokenTTL", spec.Auth.ClientTokenTTL != nil},
+		{"sessions.maxPerPod", spec.Sessions.MaxPerPod != 0},
+		{"sessions.idleTimeout", spec.Sessions.IdleTimeout != nil},
+		{"sessions.maxDuration", spec.Sessions.MaxDuration != nil},
+		{"rateLimit.window", spec.RateLimit.Window != nil},
+		{"rateLimit.suspiciousAfter", spec.RateLimit.SuspiciousAfter != 0},
+		{"rateLimit.blockAfter", spec.RateLimit.BlockAfter != 0},
+		{"rateLimit.blockDuration", spec.RateLimit.BlockDuration != nil},
+		{"rateLimit.maxTracked", spec.RateLimit.MaxTracked != 0},
+		{"drain.preStopDelay", spec.Drain.PreStopDelay != nil},
+		{"drain.timeout", spec.Drain.Timeout != nil},
+		{"service.type", spec.Service.Type != ""},
+		{"service.port", spec.Service.Port != 0},
+		{"disruption.maxUnavailable", spec.Disruption.MaxUnavailable != nil},
+		{"networkPolicy.enabled", spec.NetworkPolicy.Enabled != nil},
+		{"logLevel", spec.LogLevel != ""},
+	} {
+		if !f.set {
+			missing = append(missing, "spec."+f.field)
+		}
 	}
-	return d.Duration
+	if len(missing) > 0 {
+		return fmt.Errorf("the API server did not default %s: the installed VoiceGateway CRD is older than the operator; apply the CRD of this release", strings.Join(missing, ", "))
+	}
+	return nil
 }
 
-// serverConfig turns the spec into the voice server's settings. The API
-// server's validation already refused specs that break the server's rules;
-// config.Validate is the last word, so that a VoiceGateway is never rolled
-// out with settings that would crash-loop.
+// serverConfig turns a defaulted spec into the voice server's settings,
+// starting from config.Default(), the server's own defaults, for what the
+// spec does not say. The API server's validation already refused specs
+// that break the server's rules; config.Validate is the last word, so that
+// a VoiceGateway is never rolled out with settings that would crash-loop.
 func serverConfig(vg *vgv1.VoiceGateway) (config.Config, error) {
 	spec := vg.Spec
 	cfg := config.Default()
 	cfg.Listen = ":" + strconv.Itoa(int(HTTPPort))
 	cfg.AdminListen = ":" + strconv.Itoa(int(AdminPort))
 	cfg.Backend = string(spec.Backend.Type)
-	if cfg.Backend == "" {
-		cfg.Backend = config.BackendEcho
-	}
 	cfg.FleetSecretDir = fleetDir
 	switch {
 	case spec.Auth.APIKeysSecretRef != nil:
@@ -191,32 +228,23 @@ func serverConfig(vg *vgv1.VoiceGateway) (config.Config, error) {
 	}
 	cfg.InsecureNoAuth = spec.Auth.InsecureNoAuth
 	cfg.DebugEndpoints = spec.DebugEndpoints
-	cfg.ClientTokenTTL = durationOr(spec.Auth.ClientTokenTTL, cfg.ClientTokenTTL)
-	if spec.LogLevel != "" {
-		cfg.LogLevel = spec.LogLevel
-	}
+	cfg.ClientTokenTTL = spec.Auth.ClientTokenTTL.Duration
+	cfg.LogLevel = spec.LogLevel
 
-	if spec.Sessions.MaxPerPod > 0 {
-		cfg.Sessions.Limit = int(spec.Sessions.MaxPerPod)
-	}
-	cfg.Sessions.IdleTimeout = durationOr(spec.Sessions.IdleTimeout, cfg.Sessions.IdleTimeout)
-	cfg.Sessions.MaxDuration = durationOr(spec.Sessions.MaxDuration, cfg.Sessions.MaxDuration)
+	cfg.Sessions.Limit = int(spec.Sessions.MaxPerPod)
+	cfg.Sessions.IdleTimeout = spec.Sessions.IdleTimeout.Duration
+	cfg.Sessions.MaxDuration = spec.Sessions.MaxDuration.Duration
 
 	rl := spec.RateLimit
-	cfg.RateLimit.Window = durationOr(rl.Window, cfg.RateLimit.Window)
-	cfg.RateLimit.BlockDuration = durationOr(rl.BlockDuration, cfg.RateLimit.BlockDuration)
-	if rl.SuspiciousAfter > 0 {
-		cfg.RateLimit.SuspiciousAfter = int(rl.SuspiciousAfter)
-	}
-	if rl.BlockAfter > 0 {
-		cfg.RateLimit.BlockAfter = int(rl.BlockAfter)
-	}
-	if rl.MaxTracked > 0 {
-		cfg.RateLimit.MaxTracked = int(rl.MaxTracked)
-	}
+	cfg.RateLimit.Window = rl.Window.Duration
+	cfg.RateLimit.BlockDuration = rl.BlockDuration.Duration
+	cfg.RateLimit.SuspiciousAfter = int(rl.SuspiciousAfter)
+	cfg.RateLimit.BlockAfter = int(rl.BlockAfter)
+	cfg.RateLimit.MaxTracked = int(rl.MaxTracked)
 	cfg.RateLimit.TrustedProxies = slices.Clone(rl.TrustedProxies)
-	// The state survives a container restart inside the pod; the hand-off
-	// to other pods goes through the admin endpoint.
+	// On the pod's emptyDir, the state survives a restart of the container
+	// inside the pod. Nothing hands it to other pods yet (docs/operations.md,
+	// the rate limiter).
 	cfg.RateLimit.StateFile = stateDir + "/ratelimit.json"
 
 	timing := drainTimingOf(spec.Drain)
@@ -226,12 +254,11 @@ func serverConfig(vg *vgv1.VoiceGateway) (config.Config, error) {
 	cfg.Drain.ExitMargin = timing.exitMargin
 
 	if b := spec.Backend; b.Type == vgv1.BackendOpenAI && b.OpenAI != nil {
+		// An empty URL means OpenAI's: the server's default.
 		if b.OpenAI.URL != "" {
 			cfg.OpenAI.URL = b.OpenAI.URL
 		}
-		if b.OpenAI.Model != "" {
-			cfg.OpenAI.Model = b.OpenAI.Model
-		}
+		cfg.OpenAI.Model = b.OpenAI.Model
 		if b.OpenAI.APIKeySecretRef != nil {
 			cfg.OpenAI.APIKeyFile = openAIKeyDir + "/" + openAIKeyFile
 		}
@@ -270,14 +297,6 @@ func desiredServiceAccount(vg *vgv1.VoiceGateway) *corev1.ServiceAccount {
 // reachable by pod IP for the kubelet and the operator.
 func desiredService(vg *vgv1.VoiceGateway) *corev1.Service {
 	svc := vg.Spec.Service
-	svcType := svc.Type
-	if svcType == "" {
-		svcType = corev1.ServiceTypeClusterIP
-	}
-	port := svc.Port
-	if port == 0 {
-		port = 80
-	}
 	meta := objectMeta(vg, vg.Name)
 	if len(svc.Annotations) > 0 {
 		meta.Annotations = maps(svc.Annotations)
@@ -286,12 +305,12 @@ func desiredService(vg *vgv1.VoiceGateway) *corev1.Service {
 		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Service"},
 		ObjectMeta: meta,
 		Spec: corev1.ServiceSpec{
-			Type:     svcType,
+			Type:     svc.Type,
 			Selector: SelectorLabels(vg.Name),
 			Ports: []corev1.ServicePort{{
 				Name:       httpPortName,
 				Protocol:   corev1.ProtocolTCP,
-				Port:       port,
+				Port:       svc.Port,
 				TargetPort: intstr.FromString(httpPortName),
 			}},
 		},
@@ -302,10 +321,7 @@ func desiredService(vg *vgv1.VoiceGateway) *corev1.Service {
 // once than spec.disruption allows. Pods that are not ready may always be
 // evicted: they hold no calls, and keeping them would block node drains.
 func desiredPodDisruptionBudget(vg *vgv1.VoiceGateway) *policyv1.PodDisruptionBudget {
-	maxUnavailable := intstr.FromInt32(1)
-	if vg.Spec.Disruption.MaxUnavailable != nil {
-		maxUnavailable = *vg.Spec.Disruption.MaxUnavailable
-	}
+	maxUnavailable := *vg.Spec.Disruption.MaxUnavailable
 	return &policyv1.PodDisruptionBudget{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "policy/v1", Kind: "PodDisruptionBudget"},
 		ObjectMeta: objectMeta(vg, vg.Name),
@@ -325,13 +341,10 @@ func desiredPodDisruptionBudget(vg *vgv1.VoiceGateway) *policyv1.PodDisruptionBu
 func desiredDeployment(vg *vgv1.VoiceGateway, opts BuildOptions, configHash string) *appsv1.Deployment {
 	spec := vg.Spec
 	timing := drainTimingOf(spec.Drain)
+	// No CRD default: the operator's own release holds the server.
 	image := spec.Image
 	if image == "" {
 		image = opts.DefaultImage
-	}
-	pullPolicy := spec.ImagePullPolicy
-	if pullPolicy == "" {
-		pullPolicy = corev1.PullIfNotPresent
 	}
 
 	podLabels := commonLabels(vg)
@@ -378,7 +391,7 @@ func desiredDeployment(vg *vgv1.VoiceGateway, opts BuildOptions, configHash stri
 	container := corev1.Container{
 		Name:            containerName,
 		Image:           image,
-		ImagePullPolicy: pullPolicy,
+		ImagePullPolicy: spec.ImagePullPolicy,
 		Command:         []string{"/voice-server"},
 		Args:            []string{"--config", configDir + "/" + configFileKey},
 		Ports: []corev1.ContainerPort{
@@ -444,10 +457,7 @@ func desiredDeployment(vg *vgv1.VoiceGateway, opts BuildOptions, configHash stri
 		}}
 	}
 
-	replicas := int32(2)
-	if spec.Replicas != nil {
-		replicas = *spec.Replicas
-	}
+	replicas := *spec.Replicas
 	maxSurge := intstr.FromString("25%")
 	maxUnavailable := intstr.FromInt32(0)
 
@@ -512,8 +522,9 @@ func desiredNetworkPolicy(vg *vgv1.VoiceGateway, opts BuildOptions) *networkingv
 			MatchLabels: map[string]string{corev1.LabelMetadataName: opts.OperatorNamespace},
 		}})
 	}
-	// The fleet itself: a draining pod hands its rate limiter state to
-	// its peers over the admin port.
+	// The fleet itself, for the rate limiter's state that its pods are to
+	// share (docs/design.md, "The fleet"); nothing calls a peer's admin
+	// port yet.
 	adminFrom = append(adminFrom, networkingv1.NetworkPolicyPeer{PodSelector: &metav1.LabelSelector{MatchLabels: SelectorLabels(vg.Name)}})
 	for _, peer := range np.AdminFrom {
 		adminFrom = append(adminFrom, *peer.DeepCopy())
@@ -537,9 +548,9 @@ func desiredNetworkPolicy(vg *vgv1.VoiceGateway, opts BuildOptions) *networkingv
 	}
 }
 
-// networkPolicyEnabled: on unless spec.networkPolicy.enabled is false.
+// networkPolicyEnabled: spec.networkPolicy.enabled (true by default).
 func networkPolicyEnabled(vg *vgv1.VoiceGateway) bool {
-	return ptr.Deref(vg.Spec.NetworkPolicy.Enabled, true)
+	return *vg.Spec.NetworkPolicy.Enabled
 }
 
 func secretVolume(name string, ref *vgv1.SecretKeyRef, path string) corev1.Volume {

@@ -18,18 +18,24 @@ import (
 
 func duration(d time.Duration) *metav1.Duration { return &metav1.Duration{Duration: d} }
 
+// testGateway is a VoiceGateway as the controller reads it: modified, then
+// defaulted as the API server would.
 func testGateway(modify func(*vgv1.VoiceGateway)) *vgv1.VoiceGateway {
 	gw := &vgv1.VoiceGateway{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "gw", UID: "uid-1", Generation: 3},
 		Spec: vgv1.VoiceGatewaySpec{
-			Replicas: ptr.To(int32(2)),
-			Auth:     vgv1.AuthSpec{APIKeysSecretRef: &vgv1.SecretKeyRef{Name: "keys", Key: "k"}},
+			Auth: vgv1.AuthSpec{APIKeysSecretRef: &vgv1.SecretKeyRef{Name: "keys", Key: "k"}},
 		},
 	}
 	if modify != nil {
 		modify(gw)
 	}
-	return gw
+	return withCRDDefaults(gw)
+}
+
+// drainSpec is spec.drain as the API server defaults it.
+func drainSpec(d vgv1.DrainSpec) vgv1.DrainSpec {
+	return withCRDDefaults(&vgv1.VoiceGateway{Spec: vgv1.VoiceGatewaySpec{Drain: d}}).Spec.Drain
 }
 
 func TestDrainTiming(t *testing.T) {
@@ -60,7 +66,7 @@ func TestDrainTiming(t *testing.T) {
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			got := drainTimingOf(tc.spec)
+			got := drainTimingOf(drainSpec(tc.spec))
 			if got.gracePeriodSeconds != tc.grace || got.exitMargin != tc.exitMargin || got.notifyWindow != tc.notify {
 				t.Errorf("timing = %+v, want grace %d, margin %s, notify %s", got, tc.grace, tc.exitMargin, tc.notify)
 			}

@@ -207,11 +207,7 @@ func sameData(a, b map[string][]byte) bool {
 // keyRotation times rotations: the activation delay is the operator's
 // flag, the retention follows from the client tokens' longest life.
 func (r *VoiceGatewayReconciler) keyRotation() fleet.Rotation {
-	activation := r.KeyActivationDelay
-	if activation <= 0 {
-		activation = DefaultKeyActivationDelay
-	}
-	return fleet.Rotation{Activation: activation, Retain: fleet.DefaultRotation.Retain}
+	return fleet.Rotation{Activation: r.KeyActivationDelay, Retain: fleet.DefaultRotation.Retain}
 }
 
 // ensureFleetSecret makes sure the fleet Secret exists and is complete, and

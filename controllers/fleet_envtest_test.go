@@ -26,6 +26,7 @@ import (
 
 	vgv1 "github.com/voicegateway/voicegateway/api/v1alpha1"
 	"github.com/voicegateway/voicegateway/controllers"
+	"github.com/voicegateway/voicegateway/internal/testkit"
 	"github.com/voicegateway/voicegateway/server/fleet"
 )
 
@@ -146,7 +147,7 @@ func TestFleetSecretLifecycle(t *testing.T) {
 	secretKey := types.NamespacedName{Namespace: namespace, Name: "fresh-fleet"}
 	objs := waitForObjects(t, key)
 	var gw *vgv1.VoiceGateway
-	eventually(t, 10*time.Second, func() error {
+	testkit.Eventually(t, 10*time.Second, func() error {
 		gw = getGateway(t, key)
 		if gw.Status.ObservedGeneration != gw.Generation {
 			return errors.New("not yet reconciled")
@@ -188,7 +189,7 @@ func TestFleetSecretLifecycle(t *testing.T) {
 	if err := k8s.Patch(ctx, gw, patch); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, func() error {
+	testkit.Eventually(t, 10*time.Second, func() error {
 		if err := getObjects(key, objs); err != nil {
 			return err
 		}
@@ -218,7 +219,7 @@ func TestFleetSecretLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	var rotated *corev1.Secret
-	eventually(t, 10*time.Second, func() error {
+	testkit.Eventually(t, 10*time.Second, func() error {
 		rotated = getSecret(t, secretKey)
 		if n := len(tokenKeysOf(t, rotated).Keys); n != 2 {
 			return fmt.Errorf("%d signing keys, want 2 after the rotation", n)
@@ -262,7 +263,7 @@ func TestFleetSecretLifecycle(t *testing.T) {
 	if err := k8s.Delete(ctx, rotated); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, func() error {
+	testkit.Eventually(t, 10*time.Second, func() error {
 		var again corev1.Secret
 		if err := k8s.Get(ctx, secretKey, &again); err != nil {
 			return err
@@ -312,7 +313,7 @@ func TestUserFleetSecretIsOnlyRead(t *testing.T) {
 	}
 	key := client.ObjectKeyFromObject(gw)
 	objs := waitForObjects(t, key)
-	eventually(t, 10*time.Second, func() error {
+	testkit.Eventually(t, 10*time.Second, func() error {
 		gw = getGateway(t, key)
 		if gw.Status.ObservedGeneration != gw.Generation || gw.Status.FleetSecretName != "mine" {
 			return fmt.Errorf("observedGeneration %d of %d, fleet Secret %q", gw.Status.ObservedGeneration, gw.Generation, gw.Status.FleetSecretName)
@@ -346,7 +347,7 @@ func TestUserFleetSecretIsOnlyRead(t *testing.T) {
 	if err := k8s.Update(ctx, broken); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, func() error {
+	testkit.Eventually(t, 10*time.Second, func() error {
 		gw := getGateway(t, key)
 		if err := checkConditions(gw, map[string]string{vgv1.ConditionDegraded: "True/" + controllers.ReasonInvalidFleetSecret}); err != nil {
 			return err
@@ -369,7 +370,7 @@ func TestUserFleetSecretIsOnlyRead(t *testing.T) {
 	if err := k8s.Create(ctx, missing); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, func() error {
+	testkit.Eventually(t, 10*time.Second, func() error {
 		gw := getGateway(t, client.ObjectKeyFromObject(missing))
 		if err := checkConditions(gw, map[string]string{vgv1.ConditionDegraded: "True/" + controllers.ReasonSecretNotFound}); err != nil {
 			return err
@@ -401,7 +402,7 @@ func TestForeignFleetSecretIsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	key := client.ObjectKeyFromObject(gw)
-	eventually(t, 10*time.Second, func() error {
+	testkit.Eventually(t, 10*time.Second, func() error {
 		gw := getGateway(t, key)
 		if err := checkConditions(gw, map[string]string{vgv1.ConditionDegraded: "True/" + controllers.ReasonFleetSecretNotOwned}); err != nil {
 			return err
@@ -427,7 +428,7 @@ func TestForeignFleetSecretIsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitForObjects(t, key)
-	eventually(t, 10*time.Second, func() error {
+	testkit.Eventually(t, 10*time.Second, func() error {
 		return checkConditions(getGateway(t, key), map[string]string{vgv1.ConditionDegraded: "False/" + controllers.ReasonAsExpected})
 	})
 }
@@ -487,7 +488,7 @@ func TestNetworkPolicy(t *testing.T) {
 	if err := k8s.Patch(ctx, gw, patch); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, func() error {
+	testkit.Eventually(t, 10*time.Second, func() error {
 		var policy networkingv1.NetworkPolicy
 		err := k8s.Get(ctx, key, &policy)
 		if apierrors.IsNotFound(err) {
@@ -495,7 +496,7 @@ func TestNetworkPolicy(t *testing.T) {
 		}
 		return fmt.Errorf("the NetworkPolicy is still there (%v)", err)
 	})
-	eventually(t, 10*time.Second, func() error {
+	testkit.Eventually(t, 10*time.Second, func() error {
 		gw := getGateway(t, key)
 		if gw.Status.ObservedGeneration != gw.Generation {
 			return errors.New("not yet reconciled")

@@ -20,6 +20,7 @@ import (
 
 	vgv1 "github.com/voicegateway/voicegateway/api/v1alpha1"
 	"github.com/voicegateway/voicegateway/internal/testenv"
+	"github.com/voicegateway/voicegateway/internal/testkit"
 )
 
 // TestDeletingGatewayCollectsItsObjects runs a real kube-controller-manager
@@ -56,7 +57,7 @@ func TestDeletingGatewayCollectsItsObjects(t *testing.T) {
 	getSecret(t, client.ObjectKey{Namespace: namespace, Name: "collected-fleet"})
 
 	inNamespace := client.InNamespace(namespace)
-	eventually(t, 60*time.Second, func() error {
+	testkit.Eventually(t, 60*time.Second, func() error {
 		if exited, err := kcm.Exited(); exited {
 			return fmt.Errorf("kube-controller-manager exited: %v", err)
 		}
@@ -78,7 +79,7 @@ func TestDeletingGatewayCollectsItsObjects(t *testing.T) {
 	if err := k8s.Delete(ctx, gw); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 90*time.Second, func() error {
+	testkit.Eventually(t, 90*time.Second, func() error {
 		for _, list := range []client.ObjectList{
 			&appsv1.DeploymentList{}, &appsv1.ReplicaSetList{}, &corev1.PodList{},
 			&corev1.ServiceList{}, &corev1.ConfigMapList{}, &policyv1.PodDisruptionBudgetList{},

@@ -2,10 +2,7 @@ package controllers
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"slices"
@@ -23,18 +20,9 @@ import (
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
-)
 
-// adminStatus is the part of the voice server's admin GET /status document
-// (docs/operations.md) that the operator reads. It is decoded leniently, so
-// a pod of an older or newer version still reports what it has.
-type adminStatus struct {
-	Sessions      int        `json:"sessions"`
-	Draining      bool       `json:"draining"`
-	Phase         string     `json:"phase"`
-	DrainStarted  *time.Time `json:"drain_started,omitempty"`
-	DrainDeadline *time.Time `json:"drain_deadline,omitempty"`
-}
+	"github.com/voicegateway/voicegateway/server/admin/adminapi"
+)
 
 // PodReport is what the operator knows of one voice server pod: its place
 // in the cluster from the pod object, its sessions from its last successful
@@ -145,8 +133,12 @@ func NewSessionPoller(reader client.Reader, opts PollerOptions, clk clock.WithTi
 		DisableCompression:  true,
 	}
 	return &SessionPoller{
-		reader:  reader,
-		http:    &http.Client{Transport: transport, Timeout: opts.Timeout},
+		reader: reader,
+		// No redirects: no admin endpoint redirects, and a pod must not
+		// send the operator's requests elsewhere.
+		http: &http.Client{Transport: transport, Timeout: opts.Timeout, CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		}},
 		opts:    opts,
 		clock:   clk,
 		log:     log,
@@ -280,7 +272,7 @@ func (p *SessionPoller) pollOnce(ctx context.Context) error {
 
 	// Each poll has its own timeout, so this wait is bounded by
 	// ceil(due/concurrency) * timeout however many pods do not answer.
-	results := make([]*adminStatus, len(dueNow))
+	results := make([]*adminapi.Status, len(dueNow))
 	refused := make([]bool, len(dueNow))
 	group, groupCtx := errgroup.WithContext(ctx)
 	group.SetLimit(p.opts.Concurrency)
@@ -350,34 +342,22 @@ func (p *SessionPoller) pollOnce(ctx context.Context) error {
 	return nil
 }
 
-// fetch GETs a pod's /status, with the admin token when there is one:
-// /status stays open, but a server may tell its holder more.
-func (p *SessionPoller) fetch(ctx context.Context, ip, adminToken string) (*adminStatus, error) {
+// fetch reads a pod's admin status through the contract's client, with the
+// admin token when there is one: /status stays open, but a server may tell
+// its holder more. The client bounds what it reads and decodes leniently,
+// so a pod of an older or newer version still reports what it has.
+func (p *SessionPoller) fetch(ctx context.Context, ip, adminToken string) (*adminapi.Status, error) {
 	ctx, cancel := context.WithTimeout(ctx, p.opts.Timeout)
 	defer cancel()
-	url := "http://" + net.JoinHostPort(ip, strconv.Itoa(p.opts.AdminPort)) + "/status"
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	admin, err := adminapi.NewClient(net.JoinHostPort(ip, strconv.Itoa(p.opts.AdminPort)),
+		adminapi.ClientOptions{Token: adminToken, HTTPClient: p.http})
 	if err != nil {
 		return nil, err
 	}
-	if adminToken != "" {
-		req.Header.Set("Authorization", "Bearer "+adminToken)
-	}
-	resp, err := p.http.Do(req)
+	status, err := admin.Status(ctx)
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
-	var status adminStatus
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&status); err != nil {
-		return nil, fmt.Errorf("GET %s: decoding: %w", url, err)
-	}
-	// Drain the rest so that the connection can be reused.
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	return &status, nil
 }
 

@@ -2,10 +2,8 @@ package controllers_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -30,6 +28,8 @@ import (
 	vgv1 "github.com/voicegateway/voicegateway/api/v1alpha1"
 	"github.com/voicegateway/voicegateway/controllers"
 	"github.com/voicegateway/voicegateway/internal/testenv"
+	"github.com/voicegateway/voicegateway/internal/testkit"
+	"github.com/voicegateway/voicegateway/server/admin/adminapi"
 )
 
 var (
@@ -98,53 +98,33 @@ func startVoiceServer(t *testing.T, ip string, adminPort int, fleetDir string) *
 		close(s.exited)
 	}()
 	t.Cleanup(s.stop)
-	eventually(t, 20*time.Second, func() error {
+	testkit.Eventually(t, 20*time.Second, func() error {
 		select {
 		case <-s.exited:
 			return errors.New("the voice server exited at start")
 		default:
 		}
-		code, _, err := s.get("/readyz")
+		ready, err := s.adminAPI(t, "").Ready(context.Background())
 		if err != nil {
 			return err
 		}
-		if code != http.StatusOK {
-			return fmt.Errorf("/readyz %d", code)
+		if !ready {
+			return errors.New("not ready")
 		}
 		return nil
 	})
 	return s
 }
 
-func (s *voiceServer) get(path string) (int, []byte, error) {
-	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	resp, err := client.Get("http://" + s.admin + path)
+// adminAPI is the contract's client of the server's admin port, as the
+// operator's poller and the preStop hook use it; token "" sends none.
+func (s *voiceServer) adminAPI(t *testing.T, token string) *adminapi.Client {
+	t.Helper()
+	api, err := adminapi.NewClient(s.admin, adminapi.ClientOptions{Token: token})
 	if err != nil {
-		return 0, nil, err
+		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, body, err
-}
-
-// post sends an admin request with the admin token, as the preStop hook's
-// `voice-server drain` does.
-func (s *voiceServer) post(path, adminToken string) (int, []byte, error) {
-	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	req, err := http.NewRequest(http.MethodPost, "http://"+s.admin+path, nil)
-	if err != nil {
-		return 0, nil, err
-	}
-	if adminToken != "" {
-		req.Header.Set("Authorization", "Bearer "+adminToken)
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, body, err
+	return api
 }
 
 // writeFleetDir writes a fleet Secret's data as the kubelet mounts it.
@@ -341,7 +321,7 @@ func TestStatusReportsLiveSessionsAndDrains(t *testing.T) {
 
 	sessionsA := serverA.openSessions(t, 3)
 	serverB.openSessions(t, 2)
-	eventually(t, 15*time.Second, func() error {
+	testkit.Eventually(t, 15*time.Second, func() error {
 		st := getGateway(t, key).Status
 		if st.Sessions != 5 || len(st.Draining) != 0 || st.DrainingSessions != 0 {
 			return fmt.Errorf("sessions %d draining %+v, want 5 and none", st.Sessions, st.Draining)
@@ -355,7 +335,7 @@ func TestStatusReportsLiveSessionsAndDrains(t *testing.T) {
 	if err := k8s.Status().Update(ctx, deployment); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, func() error {
+	testkit.Eventually(t, 10*time.Second, func() error {
 		gw := getGateway(t, key)
 		if gw.Status.Ready != "2/2" {
 			return fmt.Errorf("ready %q", gw.Status.Ready)
@@ -372,21 +352,14 @@ func TestStatusReportsLiveSessionsAndDrains(t *testing.T) {
 	if err := k8s.Delete(ctx, podA); err != nil {
 		t.Fatal(err)
 	}
-	code, body, err := serverA.post("/drain", adminToken)
-	if err != nil || code != http.StatusOK {
-		t.Fatalf("POST /drain: %d %s %v", code, body, err)
+	drainCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	drained, err := serverA.adminAPI(t, adminToken).Drain(drainCtx)
+	cancel()
+	if err != nil || drained.DrainDeadline == nil {
+		t.Fatalf("POST /drain: %+v, %v; want the drain's deadline", drained, err)
 	}
-	_, body, err = serverA.get("/status")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var adminStatus struct {
-		DrainDeadline time.Time `json:"drain_deadline"`
-	}
-	if err := json.Unmarshal(body, &adminStatus); err != nil || adminStatus.DrainDeadline.IsZero() {
-		t.Fatalf("/status of the draining server: %s (%v)", body, err)
-	}
-	eventually(t, 10*time.Second, func() error {
+	drainDeadline := *drained.DrainDeadline
+	testkit.Eventually(t, 10*time.Second, func() error {
 		gw := getGateway(t, key)
 		st := gw.Status
 		if len(st.Draining) != 1 {
@@ -394,8 +367,8 @@ func TestStatusReportsLiveSessionsAndDrains(t *testing.T) {
 		}
 		d := st.Draining[0]
 		if d.Pod != "live-a" || d.Sessions != 3 || d.Deadline == nil || d.Since == nil ||
-			!d.Deadline.Time.Equal(adminStatus.DrainDeadline.Truncate(time.Second)) {
-			return fmt.Errorf("draining = %+v, want live-a with 3 sessions and deadline %s", d, adminStatus.DrainDeadline)
+			!d.Deadline.Time.Equal(drainDeadline.Truncate(time.Second)) {
+			return fmt.Errorf("draining = %+v, want live-a with 3 sessions and deadline %s", d, drainDeadline)
 		}
 		if st.Sessions != 5 || st.DrainingSessions != 3 {
 			return fmt.Errorf("sessions %d draining sessions %d, want 5 and 3", st.Sessions, st.DrainingSessions)
@@ -408,12 +381,12 @@ func TestStatusReportsLiveSessionsAndDrains(t *testing.T) {
 	for _, s := range sessionsA {
 		s.close()
 	}
-	eventually(t, 10*time.Second, func() error {
+	testkit.Eventually(t, 10*time.Second, func() error {
 		gw := getGateway(t, key)
 		st := gw.Status
 		if len(st.Draining) != 0 || st.Sessions != 2 || st.DrainingSessions != 0 {
-			_, body, _ := serverA.get("/status")
-			return fmt.Errorf("sessions %d draining %+v, want 2 and none (pod a's /status: %s)", st.Sessions, st.Draining, body)
+			podA, err := serverA.adminAPI(t, "").Status(ctx)
+			return fmt.Errorf("sessions %d draining %+v, want 2 and none (pod a's /status: %+v, %v)", st.Sessions, st.Draining, podA, err)
 		}
 		return checkConditions(gw, map[string]string{vgv1.ConditionProgressing: "False/" + controllers.ReasonComplete})
 	})
@@ -437,7 +410,7 @@ func deploymentStatus(generation int64, replicas, ready, updated int32) appsv1.D
 // and a note that starts with prefix.
 func waitForEvent(t *testing.T, namespace, reason, prefix string) {
 	t.Helper()
-	eventually(t, 10*time.Second, func() error {
+	testkit.Eventually(t, 10*time.Second, func() error {
 		var events eventsv1.EventList
 		if err := k8s.List(context.Background(), &events, client.InNamespace(namespace)); err != nil {
 			return err

@@ -11,19 +11,14 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
-	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/voicegateway/voicegateway/controllers"
@@ -35,7 +30,6 @@ import (
 var (
 	testEnv    *envtest.Environment
 	testConfig *rest.Config
-	testScheme *runtime.Scheme
 	// k8s is a direct client (no cache), as a user's kubectl would be.
 	k8s client.Client
 	// scratchDir holds files shared by the tests (the voice server binary).
@@ -46,48 +40,10 @@ var (
 const testImage = "registry.test/voicegateway:test"
 
 func TestMain(m *testing.M) {
-	os.Exit(runTests(m))
-}
-
-func runTests(m *testing.M) int {
-	var err error
-	scratchDir, err = os.MkdirTemp("", "vgw-controllers-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(scratchDir)
-	env, cfg, err := testenv.Start()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	testEnv, testConfig, testScheme = env, cfg, testenv.Scheme()
-	k8s, err = client.New(cfg, client.Options{Scheme: testScheme})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		_ = env.Stop()
-		return 1
-	}
-	// Errors only, unless VGW_TEST_VERBOSE is set.
-	level := zapcore.ErrorLevel
-	if os.Getenv("VGW_TEST_VERBOSE") != "" {
-		level = zapcore.DebugLevel
-	}
-	ctrl.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.Level(level)))
-
-	code := m.Run()
-	if err := env.Stop(); err != nil {
-		fmt.Fprintln(os.Stderr, "stopping the API server:", err)
-		code = 1
-	}
-	if code == 0 {
-		if err := goleak.Find(testenv.LeakOptions()...); err != nil {
-			fmt.Fprintln(os.Stderr, "leaked goroutines:", err)
-			code = 1
-		}
-	}
-	return code
+	os.Exit(testenv.Main(m, func(s *testenv.Suite) error {
+		testEnv, testConfig, k8s, scratchDir = s.Env, s.Config, s.Client, s.Dir
+		return nil
+	}))
 }
 
 // newNamespace creates a namespace for one test.
@@ -182,7 +138,7 @@ func startOperator(t *testing.T, namespace string, opts managerOptions) *operato
 		cacheOpts.SyncPeriod = &opts.syncPeriod
 	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                 testScheme,
+		Scheme:                 testenv.Scheme(),
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		Cache:                  cacheOpts,
@@ -193,20 +149,14 @@ func startOperator(t *testing.T, namespace string, opts managerOptions) *operato
 	if err != nil {
 		t.Fatal(err)
 	}
-	pollerOpts := opts.poller
-	if pollerOpts.Interval == 0 {
-		pollerOpts = controllers.PollerOptions{Interval: 200 * time.Millisecond, DrainingInterval: 100 * time.Millisecond, Timeout: 500 * time.Millisecond}
-	}
-	poller := controllers.NewSessionPoller(mgr.GetCache(), pollerOpts, clock.RealClock{}, mgr.GetLogger().WithName("poller"))
-	reconciler := &controllers.VoiceGatewayReconciler{
-		Client:    mgr.GetClient(),
-		APIReader: mgr.GetAPIReader(),
-		Recorder:  mgr.GetEventRecorder(controllers.ManagedBy),
-		Poller:    poller,
-		Options:   controllers.BuildOptions{DefaultImage: testImage, OperatorNamespace: opts.operatorNamespace},
+	operatorOpts := controllers.DefaultOptions()
+	operatorOpts.Build = controllers.BuildOptions{DefaultImage: testImage, OperatorNamespace: opts.operatorNamespace}
+	operatorOpts.Poller = opts.poller
+	if operatorOpts.Poller.Interval == 0 {
+		operatorOpts.Poller = controllers.PollerOptions{Interval: 200 * time.Millisecond, DrainingInterval: 100 * time.Millisecond, Timeout: 500 * time.Millisecond}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	if err := reconciler.SetupWithManager(ctx, mgr); err != nil {
+	if err := controllers.Setup(ctx, mgr, operatorOpts); err != nil {
 		cancel()
 		t.Fatal(err)
 	}
@@ -220,22 +170,5 @@ func (op *operator) stop() {
 	op.cancel()
 	if err := <-op.done; err != nil {
 		panic(fmt.Sprintf("manager: %v", err))
-	}
-}
-
-// eventually retries check every 100ms until it returns nil or timeout
-// passes, then fails the test with the last error.
-func eventually(t *testing.T, timeout time.Duration, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %v", timeout, err)
-		}
-		time.Sleep(100 * time.Millisecond)
 	}
 }

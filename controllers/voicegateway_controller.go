@@ -11,7 +11,8 @@
 // fleet.go keeps the fleet Secret (its plan is a pure function), secrets.go
 // reads Secrets without a request per pass, status.go computes the status
 // without I/O, poller.go learns sessions from each pod's admin endpoint off
-// the reconcile path.
+// the reconcile path (through server/admin/adminapi, the contract with the
+// voice server), setup.go wires it all into a manager once.
 package controllers
 
 import (
@@ -34,6 +35,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
@@ -71,10 +73,11 @@ type VoiceGatewayReconciler struct {
 	Poller    *SessionPoller
 	Options   BuildOptions
 	Clock     clock.PassiveClock
-	// MaxConcurrentReconciles defaults to 4.
+	// MaxConcurrentReconciles is how many VoiceGateways are reconciled at
+	// once.
 	MaxConcurrentReconciles int
 	// KeyActivationDelay is how long a new signing key only verifies
-	// before it signs; DefaultKeyActivationDelay when 0.
+	// before it signs.
 	KeyActivationDelay time.Duration
 
 	applier *applier
@@ -84,14 +87,9 @@ type VoiceGatewayReconciler struct {
 	declined lastValues
 }
 
-// SetupWithManager registers the controller, its watches and the poller.
-func (r *VoiceGatewayReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
-	if r.Clock == nil {
-		r.Clock = clock.RealClock{}
-	}
-	if r.MaxConcurrentReconciles <= 0 {
-		r.MaxConcurrentReconciles = 4
-	}
+// setupWithManager registers the controller, its watches and the poller
+// (Setup builds the reconciler).
+func (r *VoiceGatewayReconciler) setupWithManager(ctx context.Context, mgr ctrl.Manager) error {
 	r.applier = newApplier(r.Client, mgr.GetCache())
 	r.secrets = newSecretReader(r.APIReader, mgr.GetCache())
 	if err := mgr.GetFieldIndexer().IndexField(ctx, &vgv1.VoiceGateway{}, secretRefIndex, func(obj client.Object) []string {
@@ -197,7 +195,7 @@ func (r *VoiceGatewayReconciler) Reconcile(ctx context.Context, req ctrl.Request
 
 	s := &scope{gateway: gateway, key: req.NamespacedName, secretsUsed: map[string]bool{}}
 	defer func() {
-		reterr = errors.Join(reterr, r.writeStatus(ctx, s))
+		reterr = errors.Join(reterr, r.updateStatus(ctx, s))
 		if reterr != nil {
 			// An error retries with backoff; a result beside it is ignored.
 			result = ctrl.Result{}
@@ -257,6 +255,10 @@ func (r *VoiceGatewayReconciler) readSecrets(ctx context.Context, s *scope) erro
 func (r *VoiceGatewayReconciler) applyObjects(ctx context.Context, s *scope) error {
 	if s.failure != nil {
 		return nil
+	}
+	if err := checkDefaulted(s.gateway.Spec); err != nil {
+		s.fail(ReasonInvalidSpec, err.Error())
+		return reconcile.TerminalError(err)
 	}
 	cfg, err := serverConfig(s.gateway)
 	if err != nil {
@@ -351,35 +353,49 @@ func (r *VoiceGatewayReconciler) observeDeployment(ctx context.Context, s *scope
 	return nil
 }
 
-// writeStatus computes the status and patches it when it changed, then
-// records the drain events the change implies.
-func (r *VoiceGatewayReconciler) writeStatus(ctx context.Context, s *scope) error {
-	gateway := s.gateway
-	replicas := int32(2)
-	if gateway.Spec.Replicas != nil {
-		replicas = *gateway.Spec.Replicas
-	}
+// updateStatus is the pass's single status write, Cluster API style: the
+// status is computed by a pure function, applied once when it changed, and
+// the drain events the change implies are recorded after the write took.
+func (r *VoiceGatewayReconciler) updateStatus(ctx context.Context, s *scope) error {
 	reports := r.Poller.Reports(s.key)
 	now := r.Clock.Now()
-	next := computeStatus(gateway.Status, statusInputs{
-		generation:      gateway.Generation,
-		desiredReplicas: replicas,
-		selector:        labels.SelectorFromSet(SelectorLabels(gateway.Name)).String(),
+	next := computeStatus(s.gateway.Status, statusInputsOf(s, reports), metav1.NewTime(now.Truncate(time.Second)))
+	if equality.Semantic.DeepEqual(s.gateway.Status, next) {
+		return nil
+	}
+	if err := r.applyStatus(ctx, s.gateway, next); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil // deleted meanwhile: nothing to report on
+		}
+		return fmt.Errorf("writing the status: %w", err)
+	}
+	r.recordDrainEvents(s.gateway, next, reports, now)
+	return nil
+}
+
+// statusInputsOf gathers what this pass learned for computeStatus.
+func statusInputsOf(s *scope, reports []PodReport) statusInputs {
+	return statusInputs{
+		generation: s.gateway.Generation,
+		// Nil only with a CRD older than the operator, and then the pass
+		// failed (checkDefaulted) and Degraded says why.
+		desiredReplicas: ptr.Deref(s.gateway.Spec.Replicas, 0),
+		selector:        labels.SelectorFromSet(SelectorLabels(s.gateway.Name)).String(),
 		deployment:      s.deployment,
 		pods:            reports,
 		failure:         s.failure,
 		fleet:           s.fleet,
-	}, metav1.NewTime(now.Truncate(time.Second)))
-	if equality.Semantic.DeepEqual(gateway.Status, next) {
-		return nil
 	}
-	// The status is applied whole, by the same field owner: a field that
-	// is zero (no sessions) is stored as 0, so kubectl shows it, and one
-	// left out (no draining pods) is removed, which a merge patch computed
-	// from the difference would not do for both.
-	body, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&next)
+}
+
+// applyStatus writes status whole, by the same field owner: a field that
+// is zero (no sessions) is stored as 0, so kubectl shows it, and one left
+// out (no draining pods) is removed, which a merge patch computed from the
+// difference would not do for both.
+func (r *VoiceGatewayReconciler) applyStatus(ctx context.Context, gateway *vgv1.VoiceGateway, status vgv1.VoiceGatewayStatus) error {
+	body, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&status)
 	if err != nil {
-		return fmt.Errorf("writing the status: %w", err)
+		return err
 	}
 	dropNulls(body)
 	applied := &unstructured.Unstructured{Object: map[string]any{"status": body}}
@@ -387,17 +403,16 @@ func (r *VoiceGatewayReconciler) writeStatus(ctx context.Context, s *scope) erro
 	applied.SetKind("VoiceGateway")
 	applied.SetNamespace(gateway.Namespace)
 	applied.SetName(gateway.Name)
-	if err := r.Client.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(applied),
-		client.FieldOwner(ManagedBy), client.ForceOwnership); err != nil {
-		if apierrors.IsNotFound(err) {
-			return nil
-		}
-		return fmt.Errorf("writing the status: %w", err)
-	}
-	patched := gateway.DeepCopy()
-	patched.Status = next
+	return r.Client.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(applied),
+		client.FieldOwner(ManagedBy), client.ForceOwnership)
+}
+
+// recordDrainEvents records DrainStarted and DrainFinished for the pods
+// that began or ended draining between the written status and the last.
+func (r *VoiceGatewayReconciler) recordDrainEvents(gateway *vgv1.VoiceGateway, next vgv1.VoiceGatewayStatus, reports []PodReport, now time.Time) {
+	regarding := gateway.DeepCopy()
+	regarding.Status = next
 	for _, e := range drainEvents(gateway.Status.Draining, next.Draining, reports, now) {
-		r.Recorder.Eventf(patched, nil, corev1.EventTypeNormal, e.reason, "Drain", "%s", e.message)
+		r.Recorder.Eventf(regarding, nil, corev1.EventTypeNormal, e.reason, "Drain", "%s", e.message)
 	}
-	return nil
 }

@@ -32,6 +32,7 @@ import (
 	vgv1 "github.com/voicegateway/voicegateway/api/v1alpha1"
 	"github.com/voicegateway/voicegateway/controllers"
 	"github.com/voicegateway/voicegateway/internal/testenv"
+	"github.com/voicegateway/voicegateway/internal/testkit"
 	"github.com/voicegateway/voicegateway/server/config"
 )
 
@@ -105,7 +106,7 @@ type ownedObjects struct {
 func waitForObjects(t *testing.T, key types.NamespacedName) *ownedObjects {
 	t.Helper()
 	var objs ownedObjects
-	eventually(t, 30*time.Second, func() error { return getObjects(key, &objs) })
+	testkit.Eventually(t, 30*time.Second, func() error { return getObjects(key, &objs) })
 	return &objs
 }
 
@@ -174,7 +175,7 @@ func TestSamplesProduceObjects(t *testing.T) {
 		if !metav1.IsControlledBy(fleetSecret, gw) || len(fleetSecret.Data["api-keys"]) == 0 {
 			t.Errorf("demo-fleet: owners %+v, keys %v", fleetSecret.OwnerReferences, slices.Collect(maps.Keys(fleetSecret.Data)))
 		}
-		eventually(t, 30*time.Second, func() error {
+		testkit.Eventually(t, 30*time.Second, func() error {
 			if ref := getGateway(t, key).Status.GeneratedAPIKey; ref == nil || ref.Name != "demo-fleet" || ref.Key != "api-keys" {
 				return fmt.Errorf("status.generatedAPIKey = %+v, want demo-fleet api-keys", ref)
 			}
@@ -207,7 +208,7 @@ func TestSamplesProduceObjects(t *testing.T) {
 		}
 
 		// The status, written once the objects were applied.
-		eventually(t, 10*time.Second, func() error {
+		testkit.Eventually(t, 10*time.Second, func() error {
 			gw := getGateway(t, key)
 			if gw.Status.ObservedGeneration != gw.Generation {
 				return fmt.Errorf("observedGeneration %d, generation %d", gw.Status.ObservedGeneration, gw.Generation)
@@ -478,7 +479,7 @@ func TestSpecChangeUpdatesObjects(t *testing.T) {
 		t.Fatal(err)
 	}
 	var secondHash string
-	eventually(t, 10*time.Second, func() error {
+	testkit.Eventually(t, 10*time.Second, func() error {
 		if err := getObjects(key, objs); err != nil {
 			return err
 		}
@@ -512,7 +513,7 @@ func TestSpecChangeUpdatesObjects(t *testing.T) {
 	if err := k8s.Update(ctx, &secret); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, func() error {
+	testkit.Eventually(t, 10*time.Second, func() error {
 		if err := getObjects(key, objs); err != nil {
 			return err
 		}
@@ -529,7 +530,7 @@ func TestSpecChangeUpdatesObjects(t *testing.T) {
 	if err := k8s.Update(ctx, deployment, client.FieldOwner("someone-else")); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, func() error {
+	testkit.Eventually(t, 10*time.Second, func() error {
 		if err := getObjects(key, objs); err != nil {
 			return err
 		}
@@ -546,7 +547,7 @@ func TestSpecChangeUpdatesObjects(t *testing.T) {
 	if err := k8s.Patch(ctx, gw, patch); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, func() error {
+	testkit.Eventually(t, 10*time.Second, func() error {
 		return checkConditions(getGateway(t, key), map[string]string{vgv1.ConditionDegraded: "True/" + controllers.ReasonSecretNotFound})
 	})
 	if got := getGateway(t, key); got.Status.ObservedGeneration == got.Generation {
@@ -557,7 +558,7 @@ func TestSpecChangeUpdatesObjects(t *testing.T) {
 	}
 	checkSecretVolume(t, objs.deployment.Spec.Template.Spec, "keys", "keys")
 	createSecret(t, namespace, "later", map[string]string{"keys": "later-key-0123456789abcdef\n"})
-	eventually(t, 10*time.Second, func() error {
+	testkit.Eventually(t, 10*time.Second, func() error {
 		gw := getGateway(t, key)
 		if gw.Status.ObservedGeneration != gw.Generation {
 			return fmt.Errorf("observedGeneration %d, generation %d", gw.Status.ObservedGeneration, gw.Generation)
@@ -600,7 +601,7 @@ func TestUnchangedGatewayCausesNoWrites(t *testing.T) {
 	}
 	for _, gw := range gateways {
 		key := client.ObjectKeyFromObject(gw)
-		eventually(t, 30*time.Second, func() error {
+		testkit.Eventually(t, 30*time.Second, func() error {
 			gw := getGateway(t, key)
 			if gw.Status.ObservedGeneration != gw.Generation || gw.Status.FleetSecretName == "" {
 				return fmt.Errorf("%s not yet reconciled", key)

@@ -21,7 +21,6 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
-	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	kubeconfig "sigs.k8s.io/controller-runtime/pkg/client/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
@@ -70,7 +69,8 @@ type options struct {
 // parseFlags reads the command line; getenv supplies the defaults that come
 // from the pod (POD_NAMESPACE, from the downward API).
 func parseFlags(args []string, output io.Writer, getenv func(string) string) (options, error) {
-	o := options{poller: controllers.DefaultPollerOptions()}
+	defaults := controllers.DefaultOptions()
+	o := options{poller: defaults.Poller}
 	fs := flag.NewFlagSet("manager", flag.ContinueOnError)
 	fs.SetOutput(output)
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file; empty means in-cluster, then $KUBECONFIG, then ~/.kube/config")
@@ -82,9 +82,9 @@ func parseFlags(args []string, output io.Writer, getenv func(string) string) (op
 	fs.StringVar(&o.defaultImage, "default-image", imageRepository+":"+version.Version, "voice server image of VoiceGateways that name none")
 	fs.StringVar(&o.operatorNamespace, "operator-namespace", getenv("POD_NAMESPACE"),
 		"namespace the operator runs in, whose pods the VoiceGateways' NetworkPolicies admit to the admin port; defaults to $POD_NAMESPACE")
-	fs.DurationVar(&o.keyActivationDelay, "key-activation-delay", controllers.DefaultKeyActivationDelay,
+	fs.DurationVar(&o.keyActivationDelay, "key-activation-delay", defaults.KeyActivationDelay,
 		"how long a new client-token signing key only verifies before the pods sign with it; longer than the kubelet takes to refresh a mounted Secret")
-	fs.IntVar(&o.maxConcurrentReconciles, "max-concurrent-reconciles", 4, "VoiceGateways reconciled at once")
+	fs.IntVar(&o.maxConcurrentReconciles, "max-concurrent-reconciles", defaults.MaxConcurrentReconciles, "VoiceGateways reconciled at once")
 	fs.IntVar(&o.poller.AdminPort, "pod-admin-port", o.poller.AdminPort, "admin port of the voice server pods, polled for /status")
 	fs.DurationVar(&o.poller.Interval, "status-poll-interval", o.poller.Interval, "how often each serving pod's /status is polled")
 	fs.DurationVar(&o.poller.DrainingInterval, "status-poll-interval-draining", o.poller.DrainingInterval, "how often a terminating pod's /status is polled")
@@ -148,20 +148,15 @@ func run(ctx context.Context, args []string, output io.Writer, restConfig *rest.
 		return err
 	}
 
-	poller := controllers.NewSessionPoller(mgr.GetCache(), o.poller, clock.RealClock{}, log.WithName("poller"))
-	reconciler := &controllers.VoiceGatewayReconciler{
-		Client:                  mgr.GetClient(),
-		APIReader:               mgr.GetAPIReader(),
-		Recorder:                mgr.GetEventRecorder(controllers.ManagedBy),
-		Poller:                  poller,
-		Options:                 controllers.BuildOptions{DefaultImage: o.defaultImage, OperatorNamespace: o.operatorNamespace},
-		MaxConcurrentReconciles: o.maxConcurrentReconciles,
-		KeyActivationDelay:      o.keyActivationDelay,
-	}
 	if o.operatorNamespace == "" {
 		log.Info("The operator's namespace is unknown (no --operator-namespace, no $POD_NAMESPACE): the VoiceGateways' NetworkPolicies will not admit the operator to the pods' admin port, so their sessions are not reported")
 	}
-	if err := reconciler.SetupWithManager(ctx, mgr); err != nil {
+	if err := controllers.Setup(ctx, mgr, controllers.Options{
+		Build:                   controllers.BuildOptions{DefaultImage: o.defaultImage, OperatorNamespace: o.operatorNamespace},
+		Poller:                  o.poller,
+		MaxConcurrentReconciles: o.maxConcurrentReconciles,
+		KeyActivationDelay:      o.keyActivationDelay,
+	}); err != nil {
 		return fmt.Errorf("setting up the controller: %w", err)
 	}
 	log.Info("Starting the manager", "version", version.Version, "namespaces", o.namespaces, "defaultImage", o.defaultImage,

@@ -19,7 +19,6 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
 	appsv1 "k8s.io/api/apps/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -32,6 +31,7 @@ import (
 
 	vgv1 "github.com/voicegateway/voicegateway/api/v1alpha1"
 	"github.com/voicegateway/voicegateway/internal/testenv"
+	"github.com/voicegateway/voicegateway/internal/testkit"
 )
 
 var (
@@ -42,48 +42,10 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(runTests(m))
-}
-
-func runTests(m *testing.M) int {
-	env, cfg, err := testenv.Start()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	testConfig = cfg
-	dir, err := os.MkdirTemp("", "vgw-manager-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		_ = env.Stop()
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	testKubeconfig = filepath.Join(dir, "kubeconfig")
-	if err := os.WriteFile(testKubeconfig, env.KubeConfig, 0o600); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		_ = env.Stop()
-		return 1
-	}
-	k8s, err = client.New(cfg, client.Options{Scheme: testenv.Scheme()})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		_ = env.Stop()
-		return 1
-	}
-	code := m.Run()
-	if err := env.Stop(); err != nil {
-		fmt.Fprintln(os.Stderr, "stopping the API server:", err)
-		code = 1
-	}
-	if code == 0 {
-		err := goleak.Find(testenv.LeakOptions()...)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "leaked goroutines:", err)
-			code = 1
-		}
-	}
-	return code
+	os.Exit(testenv.Main(m, func(s *testenv.Suite) error {
+		testConfig, testKubeconfig, k8s = s.Config, s.Kubeconfig, s.Client
+		return nil
+	}))
 }
 
 func TestParseFlags(t *testing.T) {
@@ -240,7 +202,7 @@ func TestRunServesAndReconciles(t *testing.T) {
 	if err := k8s.Create(ctx, gw); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, func() error {
+	testkit.Eventually(t, 30*time.Second, func() error {
 		var d appsv1.Deployment
 		if err := k8s.Get(ctx, types.NamespacedName{Namespace: "manager-test", Name: "main"}, &d); err != nil {
 			return err
@@ -337,19 +299,4 @@ func httpGet(t *testing.T, url string) (int, string) {
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(body)
-}
-
-func waitFor(t *testing.T, timeout time.Duration, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %v", timeout, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }

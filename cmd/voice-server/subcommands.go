@@ -2,22 +2,19 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"io/fs"
 	"net"
-	"net/http"
 	"net/netip"
-	"net/url"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/voicegateway/voicegateway/internal/boundedfile"
+	"github.com/voicegateway/voicegateway/server/admin/adminapi"
 	"github.com/voicegateway/voicegateway/server/auth"
 	"github.com/voicegateway/voicegateway/server/config"
 	"github.com/voicegateway/voicegateway/server/fleet"
@@ -67,33 +64,18 @@ func runDrain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "voice-server drain: --admin-listen: %v\n", err)
 		return 2
 	}
+	admin, err := adminapi.NewClient(address, adminapi.ClientOptions{Token: token})
+	if err != nil {
+		fmt.Fprintf(stderr, "voice-server drain: %v\n", err)
+		return 2
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), drainHookTimeout(cfg))
 	defer cancel()
-	target := url.URL{Scheme: "http", Host: address, Path: "/drain"}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target.String(), nil)
+	status, err := admin.Drain(ctx)
 	if err != nil {
 		fmt.Fprintf(stderr, "voice-server drain: %v\n", err)
 		return 1
 	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	client := &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
-	resp, err := client.Do(req)
-	if err != nil {
-		fmt.Fprintf(stderr, "voice-server drain: %v\n", err)
-		return 1
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	if resp.StatusCode != http.StatusOK {
-		fmt.Fprintf(stderr, "voice-server drain: POST /drain: %s: %s\n", resp.Status, strings.TrimSpace(string(body)))
-		return 1
-	}
-	var status struct {
-		Phase         string     `json:"phase"`
-		Sessions      int        `json:"sessions"`
-		DrainDeadline *time.Time `json:"drain_deadline"`
-	}
-	_ = json.Unmarshal(body, &status)
 	deadline := ""
 	if status.DrainDeadline != nil {
 		deadline = status.DrainDeadline.Format(time.RFC3339)

@@ -32,7 +32,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
-	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -188,16 +187,10 @@ func run(n, samples, workers, concurrency int, quiet time.Duration) error {
 	if err != nil {
 		return err
 	}
-	poller := controllers.NewSessionPoller(mgr.GetCache(), controllers.DefaultPollerOptions(), clock.RealClock{}, mgr.GetLogger())
-	reconciler := &controllers.VoiceGatewayReconciler{
-		Client:                  mgr.GetClient(),
-		APIReader:               mgr.GetAPIReader(),
-		Recorder:                mgr.GetEventRecorder(controllers.ManagedBy),
-		Poller:                  poller,
-		Options:                 controllers.BuildOptions{DefaultImage: "registry.test/voicegateway:scale"},
-		MaxConcurrentReconciles: concurrency,
-	}
-	if err := reconciler.SetupWithManager(ctx, mgr); err != nil {
+	operator := controllers.DefaultOptions()
+	operator.Build.DefaultImage = "registry.test/voicegateway:scale"
+	operator.MaxConcurrentReconciles = concurrency
+	if err := controllers.Setup(ctx, mgr, operator); err != nil {
 		return err
 	}
 	group, groupCtx := errgroup.WithContext(ctx)

@@ -1,9 +1,10 @@
 // Package testenv runs the operator's tests and benchmarks against a real
 // kube-apiserver and etcd (envtest), built from source by
 // hack/build-k8s-binaries.sh into bin/k8s, with the VoiceGateway CRD from
-// config/crd installed. It can also start a real kube-controller-manager
-// against that API server, for the garbage collector and the Deployment and
-// ReplicaSet controllers.
+// config/crd installed. Main is the TestMain of every package whose tests
+// talk to that API server. It can also start a real
+// kube-controller-manager against it, for the garbage collector and the
+// Deployment and ReplicaSet controllers.
 package testenv
 
 import (
@@ -14,14 +15,19 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+	"go.uber.org/zap/zapcore"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	vgv1 "github.com/voicegateway/voicegateway/api/v1alpha1"
 )
@@ -102,6 +108,88 @@ func Start() (*envtest.Environment, *rest.Config, error) {
 	// would make them wait on the client rather than on the server.
 	cfg.QPS, cfg.Burst = 500, 1000
 	return env, cfg, nil
+}
+
+// Suite is what Main gives a package's tests: one API server for all of
+// them.
+type Suite struct {
+	Env    *envtest.Environment
+	Config *rest.Config
+	// Client is a direct client (no cache) with the administrator's
+	// identity and Scheme, as a user's kubectl would be.
+	Client client.Client
+	// Kubeconfig is a kubeconfig file for the administrator, for kubectl,
+	// helm and the operator binary.
+	Kubeconfig string
+	// Dir is a scratch folder for files the tests share; it is removed
+	// when the tests end.
+	Dir string
+}
+
+// Main is the TestMain of a package whose tests talk to a real API server:
+//
+//	func TestMain(m *testing.M) {
+//		os.Exit(testenv.Main(m, func(s *testenv.Suite) error { suite = s; return nil }))
+//	}
+//
+// It starts etcd and kube-apiserver (Start), writes the administrator's
+// kubeconfig, makes a direct client and sets controller-runtime's logger
+// (errors only, unless VGW_TEST_VERBOSE is set); then setup, when not nil,
+// keeps what the package needs; then the tests run. At the end it stops the
+// API server, removes the scratch folder and, when the tests passed, fails
+// on any goroutine left running besides the client libraries' own
+// (LeakOptions). It returns the exit code.
+func Main(m *testing.M, setup func(*Suite) error) int {
+	level := zapcore.ErrorLevel
+	if os.Getenv("VGW_TEST_VERBOSE") != "" {
+		level = zapcore.DebugLevel
+	}
+	ctrl.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.Level(level)))
+
+	code, err := runSuite(m, setup)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if code == 0 {
+		if err := goleak.Find(LeakOptions()...); err != nil {
+			fmt.Fprintln(os.Stderr, "leaked goroutines:", err)
+			return 1
+		}
+	}
+	return code
+}
+
+// runSuite runs the tests between the API server's start and stop; an
+// error is one of the suite itself, not of a test.
+func runSuite(m *testing.M, setup func(*Suite) error) (code int, err error) {
+	dir, err := os.MkdirTemp("", "vgw-envtest-")
+	if err != nil {
+		return 0, err
+	}
+	defer os.RemoveAll(dir)
+	env, cfg, err := Start()
+	if err != nil {
+		return 0, err
+	}
+	defer func() {
+		if stopErr := env.Stop(); stopErr != nil && err == nil {
+			err = fmt.Errorf("stopping the API server: %w", stopErr)
+		}
+	}()
+	suite := &Suite{Env: env, Config: cfg, Dir: dir, Kubeconfig: filepath.Join(dir, "kubeconfig")}
+	if err := os.WriteFile(suite.Kubeconfig, env.KubeConfig, 0o600); err != nil {
+		return 0, err
+	}
+	if suite.Client, err = client.New(cfg, client.Options{Scheme: Scheme()}); err != nil {
+		return 0, err
+	}
+	if setup != nil {
+		if err := setup(suite); err != nil {
+			return 0, err
+		}
+	}
+	return m.Run(), nil
 }
 
 // ControllerManager is a running kube-controller-manager.

@@ -1,22 +1,19 @@
 package admin
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"net/netip"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/voicegateway/voicegateway/server/admin/adminapi"
 	"github.com/voicegateway/voicegateway/server/lifecycle"
-	"github.com/voicegateway/voicegateway/server/ratelimit"
 	"github.com/voicegateway/voicegateway/server/version"
 )
 
@@ -76,19 +73,19 @@ func TestStatus(t *testing.T) {
 		// uptime passes on the clock before termination (if any) begins.
 		uptime time.Duration
 		begin  bool
-		want   Status
+		want   adminapi.Status
 	}{
 		{
 			name: "serving", sessions: 2, uptime: 90 * time.Second,
-			want: Status{Sessions: 2, Ready: true, Draining: false, Phase: "serving", UptimeSeconds: 90},
+			want: adminapi.Status{Sessions: 2, Ready: true, Draining: false, Phase: adminapi.PhaseServing, UptimeSeconds: 90},
 		},
 		{
 			name: "idle", sessions: 0,
-			want: Status{Sessions: 0, Ready: true, Phase: "serving"},
+			want: adminapi.Status{Sessions: 0, Ready: true, Phase: adminapi.PhaseServing},
 		},
 		{
 			name: "terminating", sessions: 1, uptime: time.Hour, begin: true,
-			want: Status{Sessions: 1, Ready: false, Draining: true, Phase: "terminating", UptimeSeconds: 3600},
+			want: adminapi.Status{Sessions: 1, Ready: false, Draining: true, Phase: adminapi.PhaseTerminating, UptimeSeconds: 3600},
 		},
 	}
 	for _, tc := range cases {
@@ -113,8 +110,11 @@ func TestStatus(t *testing.T) {
 				}
 			}
 
-			var got Status
-			h.getJSON("/status", &got)
+			// What every caller reads, through the contract's client.
+			got, err := h.adminClient("").Status(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
 			want := tc.want
 			want.Version, want.Backend, want.SessionLimit = version.Version, "echo", sessionLimit
 			if tc.begin {
@@ -160,8 +160,10 @@ func TestMetricsEndpoint(t *testing.T) {
 func TestDebugMemstats(t *testing.T) {
 	h := newHarness(t)
 	h.openSessions(1)
-	var got MemStats
-	h.getJSON("/debug/memstats", &got)
+	got, err := h.adminClient(testAdminToken).MemStats(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
 	if got.Sessions != 1 || got.Goroutines <= 0 || got.HeapInuseBytes == 0 {
 		t.Errorf("/debug/memstats = %+v, want 1 session and nonzero goroutines and heap", got)
 	}
@@ -243,7 +245,7 @@ func TestDrainEndpoint(t *testing.T) {
 			if r.err != nil || r.code != http.StatusOK {
 				t.Fatalf("/drain = %d %s, %v; want 200", r.code, r.body, r.err)
 			}
-			var st Status
+			var st adminapi.DrainResponse
 			if err := json.Unmarshal(r.body, &st); err != nil {
 				t.Fatalf("/drain body %s: %v", r.body, err)
 			}
@@ -288,146 +290,4 @@ func TestDrainEndpointMethods(t *testing.T) {
 			}
 		})
 	}
-}
-
-// TestRateLimitStateRoundTrip hands a block from one server to its
-// successor the way a rollout does: GET on the old pod, PUT on the new.
-func TestRateLimitStateRoundTrip(t *testing.T) {
-	blocked := netip.MustParseAddr("203.0.113.7")
-	old := newHarness(t)
-	for i := 0; ; i++ {
-		if old.limiter.Failure(blocked).Verdict == ratelimit.Block {
-			break
-		}
-		if i > 1000 {
-			t.Fatal("no block after 1000 failures")
-		}
-	}
-
-	var exported ratelimit.State
-	old.getJSON("/ratelimit/state", &exported)
-	if exported.Version != ratelimit.StateVersion || len(exported.Entries) != 1 || exported.Entries[0].IP != blocked.String() ||
-		exported.Entries[0].BlockedUntil == nil {
-		t.Fatalf("exported state = %+v, want one blocked entry for %v", exported, blocked)
-	}
-	wantUntil := epoch.Add(old.limiter.Config().BlockDuration)
-	if !exported.Entries[0].BlockedUntil.Equal(wantUntil) {
-		t.Errorf("blocked_until = %v, want %v", exported.Entries[0].BlockedUntil, wantUntil)
-	}
-	body, err := json.Marshal(exported)
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	successor := newHarness(t)
-	if got := successor.limiter.Check(blocked).Verdict; got != ratelimit.Allow {
-		t.Fatalf("fresh limiter says %v", got)
-	}
-	code, ctype, resp := successor.do(http.MethodPut, "/ratelimit/state", bytes.NewReader(body))
-	if code != http.StatusOK || ctype != "application/json" || strings.TrimSpace(resp) != `{"imported":1}` {
-		t.Fatalf("PUT /ratelimit/state = %d %q %s, want 200 {\"imported\":1}", code, ctype, resp)
-	}
-	if d := successor.limiter.Check(blocked); d.Verdict != ratelimit.Block || d.RetryAfter != old.limiter.Config().BlockDuration {
-		t.Errorf("successor decision for %v = %+v, want Block for the full block duration", blocked, d)
-	}
-	if got := successor.limiter.Check(netip.MustParseAddr("203.0.113.8")).Verdict; got != ratelimit.Allow {
-		t.Errorf("successor decision for another address = %v, want allow", got)
-	}
-	// The successor hands on the same state.
-	var again ratelimit.State
-	successor.getJSON("/ratelimit/state", &again)
-	if len(again.Entries) != 1 || again.Entries[0].IP != blocked.String() || !again.Entries[0].BlockedUntil.Equal(wantUntil) {
-		t.Errorf("successor exports %+v, want the imported block", again.Entries)
-	}
-}
-
-// TestRateLimitStateImportRefused checks PUT bodies the server must not
-// take, and that refusing one leaves the limiter as it was.
-func TestRateLimitStateImportRefused(t *testing.T) {
-	future := epoch.Add(time.Minute).Format(time.RFC3339)
-	cases := []struct {
-		name     string
-		body     func() io.Reader
-		wantCode int
-		// wantError is part of the error message expected.
-		wantError string
-		// wantImported is the "imported" count a refusal reports: entries
-		// that could be read are kept even when others could not.
-		wantImported int
-		// wantTracked is how many IPs the limiter holds afterwards.
-		wantTracked int
-	}{
-		{name: "not JSON", body: text("not json"), wantCode: http.StatusBadRequest, wantError: "not valid JSON"},
-		{name: "truncated JSON", body: text(`{"version":1,"entries":[`), wantCode: http.StatusBadRequest, wantError: "not valid JSON"},
-		{name: "wrong field type", body: text(`{"version":"1"}`), wantCode: http.StatusBadRequest, wantError: "not valid JSON"},
-		{name: "empty body", body: text(""), wantCode: http.StatusBadRequest, wantError: "not valid JSON"},
-		{name: "wrong version", body: text(`{"version":2,"entries":[{"ip":"192.0.2.1","blocked_until":"` + future + `"}]}`),
-			wantCode: http.StatusBadRequest, wantError: "version 2"},
-		{name: "no version", body: text(`{"entries":[{"ip":"192.0.2.1","blocked_until":"` + future + `"}]}`),
-			wantCode: http.StatusBadRequest, wantError: "version 0"},
-		{name: "unreadable entry", body: text(`{"version":1,"entries":[{"ip":"not-an-ip","blocked_until":"` + future + `"}]}`),
-			wantCode: http.StatusBadRequest, wantError: "not an IP address"},
-		{name: "some entries unreadable", body: text(`{"version":1,"entries":[{"ip":"not-an-ip","blocked_until":"` + future + `"},` +
-			`{"ip":"192.0.2.2","blocked_until":"` + future + `"}]}`),
-			wantCode: http.StatusBadRequest, wantError: "skipped 1 of 2", wantImported: 1, wantTracked: 1},
-		{name: "one byte over the size limit", body: paddedState(maxStateBody + 1), wantCode: http.StatusRequestEntityTooLarge, wantError: "larger than 32 MiB"},
-		{name: "exactly the size limit", body: paddedState(maxStateBody), wantCode: http.StatusOK, wantImported: 1, wantTracked: 1},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			h := newHarness(t)
-			// A recorder rather than the loopback server: a server may
-			// answer an oversized body before the client has sent it all,
-			// and the client may then report the broken write instead.
-			rec := httptest.NewRecorder()
-			req := httptest.NewRequest(http.MethodPut, "/ratelimit/state", tc.body())
-			req.Header.Set("Authorization", "Bearer "+testAdminToken)
-			h.handler.ServeHTTP(rec, req)
-			if rec.Code != tc.wantCode {
-				t.Errorf("PUT = %d %s, want %d", rec.Code, rec.Body, tc.wantCode)
-			}
-			if ctype := rec.Header().Get("Content-Type"); ctype != "application/json" {
-				t.Errorf("Content-Type = %q, want application/json", ctype)
-			}
-			var resp map[string]any
-			if err := json.Unmarshal(rec.Body.Bytes(), &resp); err != nil {
-				t.Fatalf("response %s is not JSON: %v", rec.Body, err)
-			}
-			if tc.wantError != "" {
-				if msg, _ := resp["error"].(string); !strings.Contains(msg, tc.wantError) {
-					t.Errorf("error = %q, want it to mention %q", msg, tc.wantError)
-				}
-			}
-			if imported, ok := resp["imported"]; (ok || tc.wantImported > 0) && imported != float64(tc.wantImported) {
-				t.Errorf("response reports imported %v, want %d", imported, tc.wantImported)
-			}
-			if got := h.limiter.Stats().Tracked; got != tc.wantTracked {
-				t.Errorf("limiter tracks %d IPs, want %d", got, tc.wantTracked)
-			}
-		})
-	}
-}
-
-func text(s string) func() io.Reader {
-	return func() io.Reader { return strings.NewReader(s) }
-}
-
-// paddedState is a valid state of exactly size bytes, one blocked entry
-// padded with JSON whitespace, produced without holding it in memory.
-func paddedState(size int) func() io.Reader {
-	return func() io.Reader {
-		head := fmt.Sprintf(`{"version":1,"exported_at":%q,"entries":[{"ip":"192.0.2.1","blocked_until":%q}]`,
-			epoch.Format(time.RFC3339), epoch.Add(time.Minute).Format(time.RFC3339))
-		const tail = `}`
-		return io.MultiReader(strings.NewReader(head), io.LimitReader(spaces{}, int64(size-len(head)-len(tail))), strings.NewReader(tail))
-	}
-}
-
-type spaces struct{}
-
-func (spaces) Read(p []byte) (int, error) {
-	for i := range p {
-		p[i] = ' '
-	}
-	return len(p), nil
 }

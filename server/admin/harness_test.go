@@ -99,7 +99,7 @@ func newHarness(t *testing.T, options ...func(*Options)) *harness {
 	h.drainer = lifecycle.NewDrainer(drainConfig, h.clk, h.sessions, h.metrics, logr.Discard())
 	opts := Options{
 		AdminToken: staticToken(testAdminToken), DebugEndpoints: true,
-		Drainer: h.drainer, Sessions: h.sessions, Metrics: h.metrics, Limiter: h.limiter,
+		Drainer: h.drainer, Sessions: h.sessions, Metrics: h.metrics,
 		Backend: echo.Name, SessionLimit: sessionLimit, Clock: h.clk, Started: h.clk.Now(),
 		Log: logr.Discard(),
 	}

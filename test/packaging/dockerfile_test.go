@@ -20,6 +20,8 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+
+	"github.com/voicegateway/voicegateway/internal/testkit"
 )
 
 // instruction is one Dockerfile instruction, continuation lines joined and
@@ -367,7 +369,7 @@ func voiceServerVersion(t *testing.T, bin string) string {
 		}
 	}()
 	var version string
-	waitFor(t, 20*time.Second, func() error {
+	testkit.Eventually(t, 20*time.Second, func() error {
 		data, err := os.ReadFile(logPath)
 		if err != nil {
 			return err

@@ -16,6 +16,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/voicegateway/voicegateway/internal/testkit"
 )
 
 // createNamespace creates a namespace (it may exist from an earlier step).
@@ -38,7 +40,7 @@ func deleteCRD(t *testing.T) {
 	if err := k8s.Delete(ctx, crd); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, func() error {
+	testkit.Eventually(t, 30*time.Second, func() error {
 		if _, err := getCRD(ctx); !apierrors.IsNotFound(err) {
 			return fmt.Errorf("the CRD is still there (%v)", err)
 		}
@@ -49,7 +51,7 @@ func deleteCRD(t *testing.T) {
 // waitGone waits until the object no longer exists.
 func waitGone(t *testing.T, obj client.Object) {
 	t.Helper()
-	waitFor(t, 30*time.Second, func() error {
+	testkit.Eventually(t, 30*time.Second, func() error {
 		err := k8s.Get(context.Background(), client.ObjectKeyFromObject(obj), obj)
 		if apierrors.IsNotFound(err) {
 			return nil

@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -23,13 +22,13 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/voicegateway/voicegateway/internal/testenv"
+	"github.com/voicegateway/voicegateway/internal/testkit"
 )
 
 // chartDir is the chart under test, relative to the repository root.
 const chartDir = "charts/voicegateway-operator"
 
 var (
-	testEnv    *envtest.Environment
 	testConfig *rest.Config
 	// k8s is a direct client with the API server's admin identity.
 	k8s client.Client
@@ -44,53 +43,12 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(runTests(m))
-}
-
-func runTests(m *testing.M) int {
-	var err error
-	repoRoot, err = testenv.RepoRoot()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	scratchDir, err = os.MkdirTemp("", "vgw-packaging-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(scratchDir)
-	env, cfg, err := testenv.Start()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	testEnv, testConfig = env, cfg
-	adminKubeconfig = filepath.Join(scratchDir, "kubeconfig")
-	if err := os.WriteFile(adminKubeconfig, env.KubeConfig, 0o600); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		_ = env.Stop()
-		return 1
-	}
-	k8s, err = client.New(cfg, client.Options{Scheme: testenv.Scheme()})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		_ = env.Stop()
-		return 1
-	}
-	code := m.Run()
-	if err := env.Stop(); err != nil {
-		fmt.Fprintln(os.Stderr, "stopping the API server:", err)
-		code = 1
-	}
-	if code == 0 {
-		err := goleak.Find(testenv.LeakOptions()...)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "leaked goroutines:", err)
-			code = 1
-		}
-	}
-	return code
+	os.Exit(testenv.Main(m, func(s *testenv.Suite) error {
+		testConfig, k8s, adminKubeconfig, scratchDir = s.Config, s.Client, s.Kubeconfig, s.Dir
+		var err error
+		repoRoot, err = testenv.RepoRoot()
+		return err
+	}))
 }
 
 // toolResult is what a command printed.
@@ -238,7 +196,7 @@ func ensureCRD(t *testing.T) {
 	if err != nil && !apierrors.IsNotFound(err) {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, func() error {
+	testkit.Eventually(t, 30*time.Second, func() error {
 		if _, err := getCRD(ctx); !apierrors.IsNotFound(err) {
 			return fmt.Errorf("the CRD is still being deleted (%v)", err)
 		}
@@ -248,22 +206,5 @@ func ensureCRD(t *testing.T) {
 		Paths: []string{filepath.Join(repoRoot, "config", "crd", "bases")}, ErrorIfPathMissing: true,
 	}); err != nil {
 		t.Fatal(err)
-	}
-}
-
-// waitFor retries check every 100ms until it returns nil or timeout passes,
-// then fails the test with the last error.
-func waitFor(t *testing.T, timeout time.Duration, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %v", timeout, err)
-		}
-		time.Sleep(100 * time.Millisecond)
 	}
 }

@@ -35,6 +35,7 @@ import (
 	vgv1 "github.com/voicegateway/voicegateway/api/v1alpha1"
 	"github.com/voicegateway/voicegateway/controllers"
 	"github.com/voicegateway/voicegateway/internal/testenv"
+	"github.com/voicegateway/voicegateway/internal/testkit"
 )
 
 // serviceAccountToken asks the API server for a token of the ServiceAccount,
@@ -300,7 +301,7 @@ func TestChartRBACRunsTheOperatorAndGrantsNothingMore(t *testing.T) {
 				outside = applySample(t, tc.unwatched)
 			}
 			var gw vgv1.VoiceGateway
-			waitFor(t, 60*time.Second, func() error {
+			testkit.Eventually(t, 60*time.Second, func() error {
 				if err := k8s.Get(ctx, key, &gw); err != nil {
 					return err
 				}
@@ -341,7 +342,7 @@ func TestChartRBACRunsTheOperatorAndGrantsNothingMore(t *testing.T) {
 			if err := k8s.Status().Update(ctx, gatewayDeployment); err != nil {
 				t.Fatal(err)
 			}
-			waitFor(t, 30*time.Second, func() error {
+			testkit.Eventually(t, 30*time.Second, func() error {
 				if err := k8s.Get(ctx, key, &gw); err != nil {
 					return err
 				}

@@ -1,0 +1,66 @@
+package controllers
+
+import (
+	"context"
+	"time"
+
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+)
+
+// Options are the operator-wide settings, as cmd/manager's flags set them.
+type Options struct {
+	// Build are the builders' inputs: the default image, the operator's
+	// namespace.
+	Build BuildOptions
+	// Poller tunes the polls of the pods' admin status.
+	Poller PollerOptions
+	// MaxConcurrentReconciles is how many VoiceGateways are reconciled at
+	// once.
+	MaxConcurrentReconciles int
+	// KeyActivationDelay is how long a new client-token signing key only
+	// verifies before the pods sign with it.
+	KeyActivationDelay time.Duration
+	// Clock is the real one when nil; tests may step their own.
+	Clock clock.WithTicker
+}
+
+// DefaultOptions are the operator's defaults: the flags' defaults, and what
+// Setup uses for a field left zero.
+func DefaultOptions() Options {
+	return Options{
+		Poller:                  DefaultPollerOptions(),
+		MaxConcurrentReconciles: 4,
+		KeyActivationDelay:      DefaultKeyActivationDelay,
+	}
+}
+
+// Setup registers everything the operator runs on mgr: the session poller
+// (a manager.Runnable), and the VoiceGateway controller with its watches,
+// its field index and the poller's channel. cmd/manager, the envtest suites
+// and hack/scale-test all call it, so that the wiring exists once. The
+// manager itself comes from the caller, built with CacheOptions and
+// ClientOptions.
+func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
+	defaults := DefaultOptions()
+	if opts.MaxConcurrentReconciles <= 0 {
+		opts.MaxConcurrentReconciles = defaults.MaxConcurrentReconciles
+	}
+	if opts.KeyActivationDelay <= 0 {
+		opts.KeyActivationDelay = defaults.KeyActivationDelay
+	}
+	if opts.Clock == nil {
+		opts.Clock = clock.RealClock{}
+	}
+	reconciler := &VoiceGatewayReconciler{
+		Client:                  mgr.GetClient(),
+		APIReader:               mgr.GetAPIReader(),
+		Recorder:                mgr.GetEventRecorder(ManagedBy),
+		Poller:                  NewSessionPoller(mgr.GetCache(), opts.Poller, opts.Clock, mgr.GetLogger().WithName("poller")),
+		Options:                 opts.Build,
+		Clock:                   opts.Clock,
+		MaxConcurrentReconciles: opts.MaxConcurrentReconciles,
+		KeyActivationDelay:      opts.KeyActivationDelay,
+	}
+	return reconciler.setupWithManager(ctx, mgr)
+}
