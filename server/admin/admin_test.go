@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/voicegateway/voicegateway/internal/testkit"
 	"github.com/voicegateway/voicegateway/server/admin/adminapi"
 	"github.com/voicegateway/voicegateway/server/lifecycle"
 	"github.com/voicegateway/voicegateway/server/version"
@@ -211,9 +212,9 @@ func TestDrainEndpoint(t *testing.T) {
 			}()
 
 			// The request begins the drain and the drainer waits out the delay.
-			eventually(t, "the request to begin the drain", func() bool {
+			testkit.Eventually(t, hangTimeout, testkit.That("the request to begin the drain", func() bool {
 				return h.drainer.Phase() == lifecycle.Terminating && h.clk.HasWaiters()
-			})
+			}))
 			if code, _, _ := h.do(http.MethodGet, "/readyz", nil); code != http.StatusServiceUnavailable {
 				t.Errorf("/readyz while the hook waits = %d, want 503", code)
 			}
@@ -230,7 +231,7 @@ func TestDrainEndpoint(t *testing.T) {
 				if !errors.Is(r.err, context.Canceled) {
 					t.Errorf("given-up request = %d, %v; want context.Canceled", r.code, r.err)
 				}
-				eventually(t, "the handler to return", func() bool { return h.inFlight.Load() == 0 })
+				testkit.Eventually(t, hangTimeout, testkit.That("the handler to return", func() bool { return h.inFlight.Load() == 0 }))
 				if got := h.drainer.Phase(); got != lifecycle.Terminating {
 					t.Errorf("phase after the hook gave up = %v, want terminating", got)
 				}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"testing"
 
+	"github.com/voicegateway/voicegateway/internal/testkit"
 	"github.com/voicegateway/voicegateway/server/admin/adminapi"
 	"github.com/voicegateway/voicegateway/server/lifecycle"
 )
@@ -91,9 +92,9 @@ func TestContractClient(t *testing.T) {
 		resp, err := admin.Drain(ctx)
 		done <- result{resp, err}
 	}()
-	eventually(t, "the drain to wait out the propagation delay", func() bool {
+	testkit.Eventually(t, hangTimeout, testkit.That("the drain to wait out the propagation delay", func() bool {
 		return h.drainer.Phase() == lifecycle.Terminating && h.clk.HasWaiters()
-	})
+	}))
 	if ready, err := admin.Ready(ctx); err != nil || ready {
 		t.Errorf("Ready() while draining = %v, %v; want false", ready, err)
 	}

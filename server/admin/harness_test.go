@@ -6,23 +6,23 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/coder/websocket"
 	"github.com/go-logr/logr"
 	"go.uber.org/goleak"
 	"k8s.io/utils/clock"
 	testingclock "k8s.io/utils/clock/testing"
 
+	"github.com/voicegateway/voicegateway/internal/testkit"
 	"github.com/voicegateway/voicegateway/server/backend/echo"
 	"github.com/voicegateway/voicegateway/server/lifecycle"
 	"github.com/voicegateway/voicegateway/server/metrics"
 	"github.com/voicegateway/voicegateway/server/ratelimit"
 	"github.com/voicegateway/voicegateway/server/session"
+	"github.com/voicegateway/voicegateway/server/session/sessiontest"
 )
 
 func TestMain(m *testing.M) {
@@ -62,9 +62,8 @@ type harness struct {
 	inFlight atomic.Int32
 	runDone  chan struct{}
 
-	wsOnce   sync.Once
-	wsURL    string
-	handlers sync.WaitGroup
+	wsOnce sync.Once
+	wsURL  string
 }
 
 // testAdminToken is the admin token of every harness unless an option
@@ -142,18 +141,7 @@ func (h *harness) waitRun() {
 // waitForTimer waits until the drainer is blocked on the fake clock.
 func (h *harness) waitForTimer() {
 	h.t.Helper()
-	eventually(h.t, "the drainer to wait on the clock", h.clk.HasWaiters)
-}
-
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(hangTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testkit.Eventually(h.t, hangTimeout, testkit.That("the drainer to wait on the clock", h.clk.HasWaiters))
 }
 
 // do sends a request with the admin token to the admin handler and returns
@@ -203,57 +191,20 @@ func (h *harness) getJSON(path string, v any) {
 func (h *harness) openSessions(n int) {
 	h.t.Helper()
 	h.wsOnce.Do(func() {
-		backend := echo.New(clock.RealClock{})
-		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			h.handlers.Add(1)
-			defer h.handlers.Done()
-			conn, err := websocket.Accept(w, r, nil)
-			if err != nil {
-				return
-			}
-			sess := session.New(conn, session.Options{
+		// Through the gateway's own admission path.
+		h.wsURL = sessiontest.Serve(h.t, &session.Acceptor{
+			Registry: h.sessions,
+			Options: session.Options{
 				Config: session.Config{
 					MaxMessageBytes: 64 << 10, InboundRate: 100, InboundBurst: 100, OutboundQueue: 64,
 					IdleTimeout: time.Hour, MaxDuration: time.Hour, WriteTimeout: 5 * time.Second, SampleRate: 24000,
 				},
-				Clock: clock.RealClock{}, Backend: backend, Metrics: h.metrics, Log: logr.Discard(),
-			})
-			remove, err := h.sessions.Add(sess)
-			if err != nil {
-				_ = conn.CloseNow()
-				return
-			}
-			defer remove()
-			sess.Run()
-		}))
-		h.wsURL = "ws" + strings.TrimPrefix(srv.URL, "http")
-		h.t.Cleanup(func() {
-			srv.Close()
-			done := make(chan struct{})
-			go func() { h.handlers.Wait(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(hangTimeout):
-				h.t.Error("session handlers did not return")
-			}
+				Clock: clock.RealClock{}, Backend: echo.New(clock.RealClock{}), Metrics: h.metrics, Log: logr.Discard(),
+			},
 		})
 	})
 	for range n {
-		ctx, cancel := context.WithTimeout(context.Background(), hangTimeout)
-		conn, resp, err := websocket.Dial(ctx, h.wsURL, nil)
-		if resp != nil && resp.Body != nil {
-			resp.Body.Close()
-		}
-		if err != nil {
-			cancel()
-			h.t.Fatalf("dial: %v", err)
-		}
-		h.t.Cleanup(func() { _ = conn.CloseNow() })
 		// The backend greets only registered sessions.
-		_, data, err := conn.Read(ctx)
-		cancel()
-		if err != nil || !strings.Contains(string(data), `"session.created"`) {
-			h.t.Fatalf("first message %q, %v; want session.created", data, err)
-		}
+		sessiontest.ReadUntil(h.t, sessiontest.Dial(h.t, h.wsURL, "", nil), "session.created")
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	testingclock "k8s.io/utils/clock/testing"
 
+	"github.com/voicegateway/voicegateway/internal/testkit"
 	"github.com/voicegateway/voicegateway/server/admin/adminapi"
 	"github.com/voicegateway/voicegateway/server/auth"
 	"github.com/voicegateway/voicegateway/server/config"
@@ -680,13 +681,13 @@ func TestClientTokenRefused(t *testing.T) {
 			t.Fatal(err)
 		}
 		// The key file is polled on the server's clock.
-		eventually(t, 5*time.Second, "the key file reloaded", func() bool {
+		testkit.Eventually(t, 5*time.Second, testkit.That("the key file reloaded", func() bool {
 			if !h.srv.keys.Keys().HasID(auth.KeyID(otherAPIKey)) {
 				return true
 			}
 			clk.Step(h.cfg.SecretPollInterval)
 			return false
-		})
+		}))
 		before := h.authFailures()
 		h.mustRefuse(http.StatusUnauthorized, "token="+revoked, nil)
 		h.mustRefuse(http.StatusUnauthorized, "", bearer(otherAPIKey))
@@ -835,7 +836,7 @@ func TestForwardedForIgnoredWithoutTrustedProxies(t *testing.T) {
 func settledWaiters(t *testing.T, clk *testingclock.FakeClock) int {
 	t.Helper()
 	last, same := -1, 0
-	eventually(t, 5*time.Second, "the server's background timers to settle", func() bool {
+	testkit.Eventually(t, 5*time.Second, testkit.That("the server's background timers to settle", func() bool {
 		n := clk.Waiters()
 		if n == last && n >= 2 {
 			same++
@@ -843,7 +844,7 @@ func settledWaiters(t *testing.T, clk *testingclock.FakeClock) int {
 			last, same = n, 0
 		}
 		return same >= 20
-	})
+	}))
 	return last
 }
 
@@ -927,7 +928,7 @@ func TestSuspiciousClientWaitsBeforeAuthentication(t *testing.T) {
 	base := settledWaiters(t, clk)
 
 	done := h.asyncDial(from(blockedIP, bearer(testAPIKey)))
-	eventually(t, 5*time.Second, "the suspicious attempt to wait on the clock", func() bool { return clk.Waiters() > base })
+	testkit.Eventually(t, 5*time.Second, testkit.That("the suspicious attempt to wait on the clock", func() bool { return clk.Waiters() > base }))
 	// An address in good standing is not held up meanwhile.
 	c, _ := h.mustOpen("", from(otherIP, bearer(testAPIKey)))
 	h.closeNormally(c, 0)
@@ -1067,7 +1068,7 @@ func TestAdminReportsSessionsAndAuthFailures(t *testing.T) {
 	first, _ := h.mustOpen("", bearer(testAPIKey))
 	tok := h.mint(testAPIKey, "").Value
 	h.mustOpen("token="+tok, nil)
-	eventually(t, 5*time.Second, "/status to count 2 sessions", func() bool { return status().Sessions == 2 })
+	testkit.Eventually(t, 5*time.Second, testkit.That("/status to count 2 sessions", func() bool { return status().Sessions == 2 }))
 	h.closeNormally(first, 1)
 	if st := status(); st.Sessions != 1 {
 		t.Errorf("status after one session closed = %+v, want 1 session", st)

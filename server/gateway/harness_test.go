@@ -20,6 +20,7 @@ import (
 	"go.uber.org/goleak"
 	"k8s.io/utils/clock"
 
+	"github.com/voicegateway/voicegateway/internal/testkit"
 	"github.com/voicegateway/voicegateway/server/config"
 	"github.com/voicegateway/voicegateway/server/fleet"
 )
@@ -126,18 +127,7 @@ func (h *harness) wait(timeout time.Duration) error {
 // waitSessions waits until the registry holds n sessions.
 func (h *harness) waitSessions(n int) {
 	h.t.Helper()
-	eventually(h.t, 5*time.Second, fmt.Sprintf("%d sessions registered", n), func() bool { return h.srv.Sessions().Len() == n })
-}
-
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testkit.Eventually(h.t, 5*time.Second, testkit.That(fmt.Sprintf("%d sessions registered", n), func() bool { return h.srv.Sessions().Len() == n }))
 }
 
 func (h *harness) dial(query string, header http.Header) *websocket.Conn {
