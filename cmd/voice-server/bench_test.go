@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 	"os"
 	"strconv"
@@ -11,6 +10,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/voicegateway/voicegateway/server/admin/adminapi"
 )
 
 // BenchmarkIdleSessionMemory measures what an idle session costs the server
@@ -72,21 +73,9 @@ func BenchmarkIdleSessionMemory(b *testing.B) {
 	}
 }
 
-type serverMem struct {
-	HeapInuseBytes  uint64 `json:"heap_inuse_bytes"`
-	StackInuseBytes uint64 `json:"stack_inuse_bytes"`
-	Goroutines      int    `json:"goroutines"`
-	Sessions        int    `json:"sessions"`
-}
-
-func memstats(b *testing.B, p *process) serverMem {
+func memstats(b *testing.B, p *process) adminapi.MemStats {
 	b.Helper()
-	code, body := p.adminGet("/debug/memstats")
-	var m serverMem
-	if code != http.StatusOK || json.Unmarshal(body, &m) != nil {
-		b.Fatalf("/debug/memstats: %d %s", code, body)
-	}
-	return m
+	return p.memStats()
 }
 
 // rss reads the server's resident set size from /proc.

@@ -150,7 +150,7 @@ func TestBrowserTalksThroughDrain(t *testing.T) {
 	if secondIn == 0 || secondOut == 0 {
 		t.Fatalf("second server counted %v frames in and %v out, want both > 0", secondIn, secondOut)
 	}
-	if got := second.status()["sessions"]; got != float64(1) {
+	if got := second.status().Sessions; got != 1 {
 		t.Errorf("second server holds %v sessions, want 1", got)
 	}
 

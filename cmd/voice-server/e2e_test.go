@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -22,6 +21,8 @@ import (
 
 	"github.com/voicegateway/voicegateway/internal/testbin"
 	"github.com/voicegateway/voicegateway/internal/testkit"
+	"github.com/voicegateway/voicegateway/internal/voiceclient"
+	"github.com/voicegateway/voicegateway/server/admin/adminapi"
 	"github.com/voicegateway/voicegateway/server/fleet"
 )
 
@@ -157,14 +158,36 @@ func (p *process) adminDoBody(method, path, authorization, reqBody string) (int,
 	return resp.StatusCode, body
 }
 
-func (p *process) status() map[string]any {
+// api is a client of the process's admin endpoints, with its admin token.
+func (p *process) api() *adminapi.Client {
 	p.t.Helper()
-	code, body := p.adminGet("/status")
-	var st map[string]any
-	if code != http.StatusOK || json.Unmarshal(body, &st) != nil {
-		p.t.Fatalf("/status: %d %s", code, body)
+	c, err := adminapi.NewClient(p.admin, adminapi.ClientOptions{Token: p.adminToken()})
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	return c
+}
+
+func (p *process) status() adminapi.Status {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := p.api().Status(ctx)
+	if err != nil {
+		p.t.Fatalf("/status: %v", err)
 	}
 	return st
+}
+
+func (p *process) memStats() adminapi.MemStats {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	m, err := p.api().MemStats(ctx)
+	if err != nil {
+		p.t.Fatalf("/debug/memstats: %v", err)
+	}
+	return m
 }
 
 func (p *process) dial(ctx context.Context, binary bool) (*websocket.Conn, *http.Response, error) {
@@ -197,16 +220,32 @@ type callResult struct {
 // reconnects elsewhere does); the others stay until the server closes them.
 func call(ctx context.Context, p *process, binary, polite bool, ready *sync.WaitGroup) (res callResult) {
 	res.polite = polite
-	c, resp, err := p.dial(ctx, binary)
-	if resp != nil && resp.Body != nil {
-		resp.Body.Close()
-	}
 	readyDone := false
 	defer func() {
 		if !readyDone {
 			ready.Done()
 		}
 	}()
+	var (
+		echoed   []byte         // written by the reader until response.done
+		draining map[string]any // written by the reader before Draining is closed
+	)
+	answered := make(chan struct{}, 1)
+	c, err := voiceclient.Open(ctx, voiceclient.Options{
+		URL: "ws://" + p.public + "/v1/realtime", APIKey: testAPIKey, Binary: binary,
+		OnAudio: func(a voiceclient.Audio) { echoed = append(echoed, a.PCM...) },
+		OnEvent: func(ev voiceclient.Event) {
+			switch {
+			case ev.Type == "response.done":
+				select {
+				case answered <- struct{}{}:
+				default:
+				}
+			case ev.Draining != nil && draining == nil:
+				_ = json.Unmarshal(ev.Raw, &draining)
+			}
+		},
+	})
 	if err != nil {
 		res.err = fmt.Errorf("dial: %w", err)
 		return res
@@ -217,63 +256,46 @@ func call(ctx context.Context, p *process, binary, polite bool, ready *sync.Wait
 		pcm[i] = byte(i * 7)
 	}
 	for off := 0; off < len(pcm); off += 960 {
-		var err error
-		if binary {
-			err = c.Write(ctx, websocket.MessageBinary, pcm[off:off+960])
-		} else {
-			msg, _ := json.Marshal(map[string]string{"type": "input_audio_buffer.append", "audio": base64.StdEncoding.EncodeToString(pcm[off : off+960])})
-			err = c.Write(ctx, websocket.MessageText, msg)
-		}
-		if err != nil {
+		if err := c.SendAudio(ctx, pcm[off:off+960]); err != nil {
 			res.err = fmt.Errorf("send audio: %w", err)
 			return res
 		}
 	}
-	if err := c.Write(ctx, websocket.MessageText, []byte(`{"type":"input_audio_buffer.commit"}`)); err != nil {
+	if err := c.Commit(ctx); err != nil {
 		res.err = err
 		return res
 	}
-	var echoed []byte
-	var noticeAt time.Time
+	echo, notice := (<-chan struct{})(answered), c.Draining()
 	for {
-		typ, data, err := c.Read(ctx)
-		if err != nil {
-			res.closeCode = websocket.CloseStatus(err)
-			if res.closeCode == -1 {
-				res.err = fmt.Errorf("read: %w", err)
-			}
-			if !noticeAt.IsZero() {
-				res.afterNotice = time.Since(noticeAt)
-			}
-			return res
-		}
-		if typ == websocket.MessageBinary {
-			echoed = append(echoed, data...)
-			continue
-		}
-		var ev map[string]any
-		if err := json.Unmarshal(data, &ev); err != nil {
-			res.err = fmt.Errorf("invalid JSON from server: %q", data)
-			return res
-		}
-		switch ev["type"] {
-		case "response.output_audio.delta":
-			b, _ := base64.StdEncoding.DecodeString(ev["delta"].(string))
-			echoed = append(echoed, b...)
-		case "response.done":
+		select {
+		case <-echo:
+			echo = nil
 			res.echoOK = bytes.Equal(echoed, pcm)
 			ready.Done()
 			readyDone = true
-		case "gateway.draining":
-			res.draining = ev
-			noticeAt = time.Now()
+		case <-notice:
+			notice = nil
+			res.draining = draining
 			if polite {
-				if err := c.Close(websocket.StatusNormalClosure, "moving to another server"); err != nil {
+				if err := c.Close(); err != nil {
 					res.err = fmt.Errorf("client close: %w", err)
 				}
 				res.closeCode = websocket.StatusNormalClosure
 				return res
 			}
+		case <-c.Done():
+			end := c.End()
+			res.draining, res.closeCode = draining, end.Code
+			if end.Code == -1 {
+				res.err = fmt.Errorf("read: %w", end.Err)
+			}
+			if n := c.Notice(); !n.At.IsZero() {
+				res.afterNotice = time.Since(n.At)
+			}
+			return res
+		case <-ctx.Done():
+			res.err = fmt.Errorf("read: %w", ctx.Err())
+			return res
 		}
 	}
 }
@@ -308,7 +330,7 @@ func TestDrainOnSIGTERM(t *testing.T) {
 		}()
 	}
 	ready.Wait()
-	if got := p.status()["sessions"]; got != float64(sessions) {
+	if got := p.status().Sessions; got != sessions {
 		t.Fatalf("/status sessions = %v, want %d", got, sessions)
 	}
 	if code, _ := p.adminGet("/readyz"); code != http.StatusOK {
@@ -334,7 +356,7 @@ func TestDrainOnSIGTERM(t *testing.T) {
 	}
 	// While endpoints catch up, new sessions are still served.
 	late := make(chan callResult, 1)
-	if st := p.status(); st["phase"] == "terminating" {
+	if st := p.status(); st.Phase == adminapi.PhaseTerminating {
 		ready.Add(1)
 		calls.Add(1)
 		go func() {
@@ -342,11 +364,11 @@ func TestDrainOnSIGTERM(t *testing.T) {
 			late <- call(ctx, p, true, false, &ready)
 		}()
 	} else {
-		t.Logf("propagation delay already over when checked (phase %v); skipping the late session", p.status()["phase"])
+		t.Logf("propagation delay already over when checked (phase %v); skipping the late session", p.status().Phase)
 		late <- callResult{echoOK: true, closeCode: websocket.StatusServiceRestart, draining: map[string]any{}}
 	}
 	// After the propagation delay, new upgrades get 503 + Retry-After.
-	for p.status()["phase"] == "terminating" {
+	for p.status().Phase == adminapi.PhaseTerminating {
 		time.Sleep(20 * time.Millisecond)
 	}
 	_, resp, err := p.dial(ctx, false)
@@ -426,7 +448,7 @@ func TestSecondSignalForcesFastExit(t *testing.T) {
 	}
 	ready.Wait()
 	p.Signal(syscall.SIGTERM)
-	for p.status()["phase"] != "terminating" {
+	for p.status().Phase != adminapi.PhaseTerminating {
 		time.Sleep(10 * time.Millisecond)
 	}
 	p.Signal(syscall.SIGTERM)

@@ -18,6 +18,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/voicegateway/voicegateway/internal/testkit"
+	"github.com/voicegateway/voicegateway/server/admin/adminapi"
 	"github.com/voicegateway/voicegateway/server/auth"
 	"github.com/voicegateway/voicegateway/server/fleet"
 )
@@ -294,7 +295,7 @@ func TestAdminPlaneOnRealProcess(t *testing.T) {
 			}
 		}
 	}
-	if st := p.status(); st["phase"] != "serving" || st["ready"] != true {
+	if st := p.status(); st.Phase != adminapi.PhaseServing || !st.Ready {
 		t.Fatalf("after refused admin requests the server is %v, want serving", st)
 	}
 	if got := p.metric(`voicegateway_admin_auth_failures_total{reason="missing"}`); got != float64(2*len(guarded)) {
@@ -433,8 +434,8 @@ func TestDrainSubcommand(t *testing.T) {
 	if code, out, _ := drain(other); code == 0 || !strings.Contains(out, "401") {
 		t.Fatalf("drain with another fleet's token: exit %d, %q; want a failure naming 401", code, out)
 	}
-	if st := p.status(); st["phase"] != "serving" {
-		t.Fatalf("a refused drain changed the phase to %v", st["phase"])
+	if st := p.status(); st.Phase != adminapi.PhaseServing {
+		t.Fatalf("a refused drain changed the phase to %v", st.Phase)
 	}
 
 	code, out, took := drain(configFile)

@@ -51,19 +51,6 @@ func startOpenAIGateway(t *testing.T, url string, extraArgs ...string) (*process
 	return p, keyFile
 }
 
-// goroutines is the gateway's goroutine count after forced GCs.
-func (p *process) goroutines() int {
-	p.t.Helper()
-	_, body := p.adminGet("/debug/memstats")
-	var st struct {
-		Goroutines int `json:"goroutines"`
-	}
-	if err := json.Unmarshal(body, &st); err != nil {
-		p.t.Fatalf("/debug/memstats: %v: %s", err, body)
-	}
-	return st.Goroutines
-}
-
 // assertBaseline waits for the gateway to be back where it was before the
 // test's sessions: no session registered, no upstream connection open, as
 // many goroutines as at idle; and for the upstream to hold no connection.
@@ -71,11 +58,11 @@ func assertBaseline(t *testing.T, p *process, up *openaitest.Server, idleGorouti
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		sessions := p.status()["sessions"]
+		sessions := p.status().Sessions
 		conns := p.metric("voicegateway_upstream_connections")
 		queued := p.metric("voicegateway_upstream_relay_queue_messages")
-		g := p.goroutines()
-		if sessions == float64(0) && conns == 0 && queued == 0 && g <= idleGoroutines && (up == nil || up.OpenConns() == 0) {
+		g := p.memStats().Goroutines
+		if sessions == 0 && conns == 0 && queued == 0 && g <= idleGoroutines && (up == nil || up.OpenConns() == 0) {
 			return
 		}
 		if time.Now().After(deadline) {
@@ -230,7 +217,7 @@ func TestOpenAIFullTurn(t *testing.T) {
 			up := openaitest.New(openaitest.Options{Keys: []string{upstreamKey}})
 			defer up.Close()
 			p, _ := startOpenAIGateway(t, up.URL)
-			idle := p.goroutines()
+			idle := p.memStats().Goroutines
 			leaks := goleak.IgnoreCurrent()
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
@@ -390,7 +377,7 @@ func TestOpenAIFaults(t *testing.T) {
 				url = tt.url(t)
 			}
 			p, _ := startOpenAIGateway(t, url, append([]string{"--openai-stall-timeout", stall.String()}, tt.args...)...)
-			idle := p.goroutines()
+			idle := p.memStats().Goroutines
 			leaks := goleak.IgnoreCurrent()
 			if tt.setup != nil {
 				tt.setup(up)
