@@ -7,13 +7,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -182,7 +180,7 @@ func TestRunServesAndReconciles(t *testing.T) {
 		UserName: "system:serviceaccount:voicegateway-system:voicegateway-controller-manager",
 		Groups:   []string{"system:serviceaccounts", "system:serviceaccounts:voicegateway-system", "system:authenticated"},
 	}
-	metricsAddr, probeAddr := freeAddr(t), freeAddr(t)
+	metricsAddr, probeAddr := testkit.FreeAddr(t), testkit.FreeAddr(t)
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	done := make(chan error, 1)
@@ -240,11 +238,11 @@ func TestRunServesAndReconciles(t *testing.T) {
 		t.Errorf("leader election lease: %v", err)
 	}
 	for _, path := range []string{"/healthz", "/readyz"} {
-		if code, _ := httpGet(t, "http://"+probeAddr+path); code != http.StatusOK {
+		if code, _ := testkit.HTTPGet(t, "http://"+probeAddr+path); code != http.StatusOK {
 			t.Errorf("%s = %d", path, code)
 		}
 	}
-	if code, body := httpGet(t, "http://"+metricsAddr+"/metrics"); code != http.StatusOK ||
+	if code, body := testkit.HTTPGet(t, "http://"+metricsAddr+"/metrics"); code != http.StatusOK ||
 		!strings.Contains(body, `controller_runtime_reconcile_total{controller="voicegateway"`) {
 		t.Errorf("/metrics = %d without the controller's reconcile counter", code)
 	}
@@ -276,27 +274,4 @@ func (w *lockedWriter) String() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.w.String()
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return "127.0.0.1:" + strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
-}
-
-func httpGet(t *testing.T, url string) (int, string) {
-	t.Helper()
-	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	resp, err := client.Get(url)
-	if err != nil {
-		t.Errorf("GET %s: %v", url, err)
-		return 0, ""
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(body)
 }

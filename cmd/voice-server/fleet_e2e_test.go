@@ -362,17 +362,6 @@ func TestAdminPlaneOnRealProcess(t *testing.T) {
 	})
 }
 
-// freePort returns a loopback port nothing listens on right now.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // TestDrainSubcommand is the preStop hook as the operator's pods run it:
 // `voice-server drain --config FILE`, a second process in the container,
 // reading the same settings file as the server. It returns once the server
@@ -386,9 +375,12 @@ func TestDrainSubcommand(t *testing.T) {
 	}
 	fleetDir := newFleetDir(t)
 	configFile := filepath.Join(dir, "config.yaml")
-	config := fmt.Sprintf("listen: 127.0.0.1:%d\nadmin_listen: :%d\napi_keys_file: %s\nfleet_secret_dir: %s\n"+
+	// The admin listener on every interface, as in a pod: the hook must
+	// find it on loopback.
+	_, adminPort, _ := net.SplitHostPort(testkit.FreeAddr(t))
+	config := fmt.Sprintf("listen: %s\nadmin_listen: :%s\napi_keys_file: %s\nfleet_secret_dir: %s\n"+
 		"drain:\n  timeout: 17s\n  propagation_delay: 1s\n  notify_window: 1s\n  exit_margin: 3s\n",
-		freePort(t), freePort(t), keys, fleetDir)
+		testkit.FreeAddr(t), adminPort, keys, fleetDir)
 	if err := os.WriteFile(configFile, []byte(config), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"strings"
@@ -173,3 +176,30 @@ func (p *Process) WaitExit(timeout time.Duration) int {
 
 // String names the process in messages.
 func (p *Process) String() string { return fmt.Sprintf("%s (pid %d)", p.Cmd.Path, p.Pid()) }
+
+// FreeAddr returns a loopback host:port that nothing listens on right now,
+// for a program that must be told its address before it starts.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// HTTPGet GETs url without keeping the connection, and returns the status
+// and body; an error fails t (without stopping it) and returns 0.
+func HTTPGet(t testing.TB, url string) (int, string) {
+	t.Helper()
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := client.Get(url)
+	if err != nil {
+		t.Errorf("GET %s: %v", url, err)
+		return 0, ""
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	return resp.StatusCode, string(body)
+}

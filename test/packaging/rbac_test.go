@@ -3,14 +3,11 @@ package packaging_test
 import (
 	"context"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -134,7 +131,7 @@ func startManager(t *testing.T, deploymentArgs []string, kubeconfig string) *man
 	t.Helper()
 	bin := filepath.Join(imageBinaries(t), "manager")
 	p := &managerProcess{logPath: filepath.Join(t.TempDir(), "manager.log"), exited: make(chan error, 1),
-		probeAddr: freeAddr(t), metricsAddr: freeAddr(t)}
+		probeAddr: testkit.FreeAddr(t), metricsAddr: testkit.FreeAddr(t)}
 	var args []string
 	for _, arg := range deploymentArgs {
 		switch {
@@ -190,16 +187,6 @@ func (p *managerProcess) stop() error {
 func (p *managerProcess) logs() string {
 	data, _ := os.ReadFile(p.logPath)
 	return string(data)
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return "127.0.0.1:" + strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
 }
 
 // applySample creates the objects of the echo sample (the VoiceGateway
@@ -364,7 +351,7 @@ func TestChartRBACRunsTheOperatorAndGrantsNothingMore(t *testing.T) {
 				{manager.probeAddr, container.ReadinessProbe.HTTPGet.Path, "ok"},
 				{manager.metricsAddr, "/metrics", `controller_runtime_reconcile_total{controller="voicegateway"`},
 			} {
-				if code, body := httpGet(t, "http://"+check.addr+check.path); code != http.StatusOK || !strings.Contains(body, check.want) {
+				if code, body := testkit.HTTPGet(t, "http://"+check.addr+check.path); code != http.StatusOK || !strings.Contains(body, check.want) {
 					t.Errorf("GET %s = %d, without %q", check.path, code, check.want)
 				}
 			}
@@ -399,17 +386,4 @@ func TestChartRBACRunsTheOperatorAndGrantsNothingMore(t *testing.T) {
 			}
 		})
 	}
-}
-
-func httpGet(t *testing.T, url string) (int, string) {
-	t.Helper()
-	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	resp, err := c.Get(url)
-	if err != nil {
-		t.Errorf("GET %s: %v", url, err)
-		return 0, ""
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(body)
 }
