@@ -15,6 +15,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/voicegateway/voicegateway/internal/boundedfile"
+	"github.com/voicegateway/voicegateway/server/internal/ticker"
 )
 
 // fileWatch describes one file that watchFile polls: what to call, and
@@ -41,20 +42,17 @@ func watchFile(ctx context.Context, interval time.Duration, clk clock.Clock, log
 	if interval <= 0 {
 		return fmt.Errorf("file watch interval must be positive, got %s", interval)
 	}
-	if clk == nil {
-		clk = clock.RealClock{}
-	}
-	ticks := newPollTicker(clk, interval)
-	defer ticks.stop()
+	ticks := ticker.New(clk, interval)
+	defer ticks.Stop()
 
 	lastReadErr := ""
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-ticks.c:
+		case <-ticks.C():
 		}
-		ticks.rearm()
+		ticks.Ticked()
 
 		changed, count, err := w.poll()
 		switch {

@@ -241,25 +241,3 @@ func (s *KeyStore) Watch(ctx context.Context, interval time.Duration, clk clock.
 		poll:        s.reloadIfChanged,
 	})
 }
-
-// pollTicker uses the clock's ticker when it has one and otherwise a timer
-// re-armed after every tick, so that Watch accepts any clock.Clock and can
-// still stop what it started (clock.Clock.Tick cannot be stopped).
-type pollTicker struct {
-	c     <-chan time.Time
-	rearm func()
-	stop  func()
-}
-
-func newPollTicker(clk clock.Clock, interval time.Duration) pollTicker {
-	if tc, ok := clk.(clock.WithTicker); ok {
-		t := tc.NewTicker(interval)
-		return pollTicker{c: t.C(), rearm: func() {}, stop: t.Stop}
-	}
-	t := clk.NewTimer(interval)
-	return pollTicker{
-		c:     t.C(),
-		rearm: func() { t.Reset(interval) },
-		stop:  func() { t.Stop() },
-	}
-}

@@ -1,6 +1,10 @@
 package ratelimit
 
-import "context"
+import (
+	"context"
+
+	"github.com/voicegateway/voicegateway/server/internal/ticker"
+)
 
 // Run sweeps expired entries every CleanupInterval until ctx is done, then
 // returns nil. It is the Limiter's only background work, and it runs in the
@@ -15,7 +19,7 @@ func (l *Limiter) Run(ctx context.Context) error {
 	}
 	defer l.running.Store(false)
 
-	t := newTicker(l.clk, l.cfg.CleanupInterval)
+	t := ticker.New(l.clk, l.cfg.CleanupInterval)
 	defer t.Stop()
 	for {
 		select {

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/voicegateway/voicegateway/server/backend"
+	"github.com/voicegateway/voicegateway/server/backend/backendtest"
 	"github.com/voicegateway/voicegateway/server/backend/echo"
 	"github.com/voicegateway/voicegateway/server/protocol"
 )
@@ -71,16 +72,16 @@ func TestOpenSendsSessionCreated(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h := open(t, tt.info, newSink())
-			if got := h.sink.types(); !reflect.DeepEqual(got, []string{protocol.TypeSessionCreated}) {
+			h := open(t, tt.info, backendtest.NewSink())
+			if got := h.Sink.Types(); !reflect.DeepEqual(got, []string{protocol.TypeSessionCreated}) {
 				t.Fatalf("events after Open = %v, want just session.created", got)
 			}
-			ev := h.sink.last()
+			ev := h.Sink.Last().Object
 			rate := float64(tt.info.SampleRate)
 			format := map[string]any{"format": map[string]any{"type": "audio/pcm", "rate": rate}}
 			want := map[string]any{
 				"type":     "session.created",
-				"event_id": "",
+				"event_id": "event_1",
 				"session": map[string]any{
 					"type": "realtime", "object": "realtime.session", "id": tt.info.SessionID, "model": "echo",
 					"output_modalities": []any{"audio"}, "instructions": "",
@@ -107,11 +108,11 @@ func TestBackendName(t *testing.T) {
 // TestOpenFailsOnClosedSink: when session.created cannot be sent, Open fails
 // and starts nothing (TestMain's leak check would catch a speaker).
 func TestOpenFailsOnClosedSink(t *testing.T) {
-	sink := newSink()
-	sink.closeWhen = func(string) bool { return true }
-	conn, err := echo.New(nil).Open(t.Context(), defaultInfo(), sink)
-	if !errors.Is(err, backend.ErrSessionClosed) || conn != nil {
-		t.Fatalf("Open = %v, %v; want nil, ErrSessionClosed", conn, err)
+	sink := backendtest.NewSink()
+	sink.Close()
+	s, err := backendtest.TryOpen(t, t.Context(), echo.New(nil), defaultInfo(), sink)
+	if !errors.Is(err, backend.ErrSessionClosed) || s != nil {
+		t.Fatalf("Open = %v, %v; want nil, ErrSessionClosed", s, err)
 	}
 }
 
@@ -141,19 +142,19 @@ func TestSessionUpdate(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h := open(t, defaultInfo(), newSink())
-			err := h.send(`{"type":"session.update","session":` + tt.session + `}`)
+			h := open(t, defaultInfo(), backendtest.NewSink())
+			err := h.Send(`{"type":"session.update","session":` + tt.session + `}`)
 			if tt.wantParam != "" {
 				wantInvalid(t, err, tt.wantParam)
-				if n := h.sink.count(protocol.TypeSessionUpdated); n != 0 {
+				if n := h.Sink.Count(protocol.TypeSessionUpdated); n != 0 {
 					t.Fatalf("a rejected update sent %d session.updated", n)
 				}
 				// The session is unchanged: an empty update reports it.
-				h.mustSend(`{"type":"session.update","session":{}}`)
+				h.MustSend(`{"type":"session.update","session":{}}`)
 			} else if err != nil {
 				t.Fatalf("update rejected: %v", err)
 			}
-			ev := h.sink.last()
+			ev := h.Sink.Last().Object
 			if ev["type"] != protocol.TypeSessionUpdated {
 				t.Fatalf("last event = %v, want session.updated", ev)
 			}
@@ -173,14 +174,14 @@ func TestSessionUpdate(t *testing.T) {
 }
 
 func TestSessionUpdateKeepsEarlierInstructions(t *testing.T) {
-	h := open(t, defaultInfo(), newSink())
-	h.mustSend(`{"type":"session.update","session":{"instructions":"first"}}`)
-	h.mustSend(`{"type":"session.update","session":{"audio":{"input":{"format":{"type":"audio/pcm"}}}}}`)
-	if got := h.sink.last()["session"].(map[string]any)["instructions"]; got != "first" {
+	h := open(t, defaultInfo(), backendtest.NewSink())
+	h.MustSend(`{"type":"session.update","session":{"instructions":"first"}}`)
+	h.MustSend(`{"type":"session.update","session":{"audio":{"input":{"format":{"type":"audio/pcm"}}}}}`)
+	if got := h.Sink.Last().Object["session"].(map[string]any)["instructions"]; got != "first" {
 		t.Errorf("instructions = %q, want them kept", got)
 	}
-	h.mustSend(`{"type":"session.update","session":{"instructions":""}}`)
-	if got := h.sink.last()["session"].(map[string]any)["instructions"]; got != "" {
+	h.MustSend(`{"type":"session.update","session":{"instructions":""}}`)
+	if got := h.Sink.Last().Object["session"].(map[string]any)["instructions"]; got != "" {
 		t.Errorf("instructions = %q, want them cleared", got)
 	}
 }
@@ -201,44 +202,44 @@ func TestEchoesCommittedAudio(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			info := defaultInfo()
 			info.SampleRate = tt.rate
-			h := open(t, info, newSink())
+			h := open(t, info, backendtest.NewSink())
 			input := randomPCM(uint64(tt.inputBytes), tt.inputBytes)
 			// Append in uneven pieces, as text and as binary messages.
 			for off, i := 0, 0; off < len(input); i++ {
 				end := min(off+2*(37+i*50), len(input))
 				var err *protocol.Error
 				if i%2 == 0 {
-					err = h.send(appendMsg(input[off:end]))
+					err = h.Send(appendMsg(input[off:end]))
 				} else {
-					err = h.sendBinary(input[off:end])
+					err = h.SendBinary(input[off:end])
 				}
 				if err != nil {
 					t.Fatalf("append: %v", err)
 				}
 				off = end
 			}
-			if n := len(h.sink.types()); n != 1 {
-				t.Fatalf("append sent events: %v", h.sink.types())
+			if n := len(h.Sink.Types()); n != 1 {
+				t.Fatalf("append sent events: %v", h.Sink.Types())
 			}
-			h.mustSend(commitMsg)
+			h.MustSend(commitMsg)
 
-			committed := h.sink.waitEvent(t, protocol.TypeInputAudioCommitted, 1)
+			committed := h.Sink.WaitType(t, protocol.TypeInputAudioCommitted, 1).Object
 			if committed["item_id"] != "item_1" || committed["previous_item_id"] != nil {
 				t.Errorf("committed = %v", committed)
 			}
 			if _, ok := committed["previous_item_id"]; !ok {
 				t.Error("previous_item_id is omitted, want null")
 			}
-			created := h.sink.waitEvent(t, protocol.TypeResponseCreated, 1)
+			created := h.Sink.WaitType(t, protocol.TypeResponseCreated, 1).Object
 			if resp := created["response"].(map[string]any); resp["id"] != "resp_1" || resp["status"] != "in_progress" || resp["object"] != "realtime.response" {
 				t.Errorf("response.created = %v", created)
 			}
 
 			// The first chunk goes out at once; the next waits for the clock.
-			h.sink.waitChunks(t, 1)
+			h.Sink.WaitChunks(t, 1)
 			if len(tt.wantChunks) > 1 {
 				time.Sleep(5 * time.Millisecond)
-				if n := len(h.sink.allChunks()); n != 1 {
+				if n := len(h.Sink.Chunks()); n != 1 {
 					t.Fatalf("%d chunks sent before the clock moved, want 1", n)
 				}
 			}
@@ -247,14 +248,14 @@ func TestEchoesCommittedAudio(t *testing.T) {
 				t.Errorf("response.done = %v", done)
 			}
 
-			chunks := h.sink.allChunks()
+			chunks := h.Sink.Chunks()
 			var sizes []int
 			var got []byte
 			for _, c := range chunks {
-				sizes = append(sizes, len(c.pcm))
-				got = append(got, c.pcm...)
-				if c.ref != (protocol.ContentRef{ResponseID: "resp_1", ItemID: "item_1_echo"}) {
-					t.Errorf("chunk ref = %+v", c.ref)
+				sizes = append(sizes, len(c.PCM))
+				got = append(got, c.PCM...)
+				if c.Ref != (protocol.ContentRef{ResponseID: "resp_1", ItemID: "item_1_echo"}) {
+					t.Errorf("chunk ref = %+v", c.Ref)
 				}
 			}
 			if !reflect.DeepEqual(sizes, tt.wantChunks) {
@@ -269,13 +270,13 @@ func TestEchoesCommittedAudio(t *testing.T) {
 				protocol.TypeOutputAudioDone, protocol.TypeOutputTranscriptDelta, protocol.TypeOutputTranscriptDone,
 				protocol.TypeResponseDone,
 			}
-			if got := h.sink.types(); !reflect.DeepEqual(got, wantTypes) {
+			if got := h.Sink.Types(); !reflect.DeepEqual(got, wantTypes) {
 				t.Fatalf("events = %v, want %v", got, wantTypes)
 			}
 			transcript := fmt.Sprintf("(echo of %.2f s of audio)", float64(tt.inputBytes)/float64(2*tt.rate))
-			delta := h.sink.waitEvent(t, protocol.TypeOutputTranscriptDelta, 1)
-			tdone := h.sink.waitEvent(t, protocol.TypeOutputTranscriptDone, 1)
-			adone := h.sink.waitEvent(t, protocol.TypeOutputAudioDone, 1)
+			delta := h.Sink.WaitType(t, protocol.TypeOutputTranscriptDelta, 1).Object
+			tdone := h.Sink.WaitType(t, protocol.TypeOutputTranscriptDone, 1).Object
+			adone := h.Sink.WaitType(t, protocol.TypeOutputAudioDone, 1).Object
 			if delta["delta"] != transcript || tdone["transcript"] != transcript {
 				t.Errorf("transcript delta %q, done %q, want %q", delta["delta"], tdone["transcript"], transcript)
 			}
@@ -287,9 +288,9 @@ func TestEchoesCommittedAudio(t *testing.T) {
 
 			// A second turn follows the first.
 			second := randomPCM(99, 4)
-			h.mustSend(appendMsg(second))
-			h.mustSend(commitMsg)
-			committed = h.sink.waitEvent(t, protocol.TypeInputAudioCommitted, 2)
+			h.MustSend(appendMsg(second))
+			h.MustSend(commitMsg)
+			committed = h.Sink.WaitType(t, protocol.TypeInputAudioCommitted, 2).Object
 			if committed["item_id"] != "item_2" || committed["previous_item_id"] != "item_1" {
 				t.Errorf("second committed = %v", committed)
 			}
@@ -297,8 +298,8 @@ func TestEchoesCommittedAudio(t *testing.T) {
 			if resp := done["response"].(map[string]any); resp["id"] != "resp_2" || resp["status"] != "completed" {
 				t.Errorf("second response.done = %v", done)
 			}
-			last := h.sink.allChunks()[len(chunks)]
-			if !bytes.Equal(last.pcm, second) || last.ref.ItemID != "item_2_echo" || last.ref.ResponseID != "resp_2" {
+			last := h.Sink.Chunks()[len(chunks)]
+			if !bytes.Equal(last.PCM, second) || last.Ref.ItemID != "item_2_echo" || last.Ref.ResponseID != "resp_2" {
 				t.Errorf("second turn echoed %+v", last)
 			}
 		})
@@ -306,122 +307,111 @@ func TestEchoesCommittedAudio(t *testing.T) {
 }
 
 func TestResponseCreateReplaysLastTurn(t *testing.T) {
-	h := open(t, defaultInfo(), newSink())
-	wantInvalid(t, h.send(createMsg), "")
+	h := open(t, defaultInfo(), backendtest.NewSink())
+	wantInvalid(t, h.Send(createMsg), "")
 	input := randomPCM(1, 960+2)
-	h.mustSend(appendMsg(input))
-	h.mustSend(commitMsg)
+	h.MustSend(appendMsg(input))
+	h.MustSend(commitMsg)
 	h.play(0, 2, 1)
 
-	h.mustSend(`{"type":"response.create","response":{"instructions":"again"}}`)
+	h.MustSend(`{"type":"response.create","response":{"instructions":"again"}}`)
 	done := h.play(2, 2, 2)
 	if resp := done["response"].(map[string]any); resp["id"] != "resp_2" || resp["status"] != "completed" {
 		t.Errorf("response.done = %v", done)
 	}
-	chunks := h.sink.allChunks()
-	if got := append(append([]byte(nil), chunks[2].pcm...), chunks[3].pcm...); !bytes.Equal(got, input) {
+	chunks := h.Sink.Chunks()
+	if got := append(append([]byte(nil), chunks[2].PCM...), chunks[3].PCM...); !bytes.Equal(got, input) {
 		t.Error("response.create did not replay the last committed audio")
 	}
-	if chunks[2].ref.ItemID != "item_1_echo" {
-		t.Errorf("replay ref = %+v", chunks[2].ref)
+	if chunks[2].Ref.ItemID != "item_1_echo" {
+		t.Errorf("replay ref = %+v", chunks[2].Ref)
 	}
-	if n := h.sink.count(protocol.TypeInputAudioCommitted); n != 1 {
+	if n := h.Sink.Count(protocol.TypeInputAudioCommitted); n != 1 {
 		t.Errorf("response.create committed %d items", n)
 	}
 }
 
 func TestCommitEmptyBuffer(t *testing.T) {
-	h := open(t, defaultInfo(), newSink())
-	wantInvalid(t, h.send(commitMsg), "")
+	h := open(t, defaultInfo(), backendtest.NewSink())
+	wantInvalid(t, h.Send(commitMsg), "")
 	// Committing clears the buffer, so a second commit is empty too.
-	h.mustSend(appendMsg([]byte{1, 2}))
-	h.mustSend(commitMsg)
+	h.MustSend(appendMsg([]byte{1, 2}))
+	h.MustSend(commitMsg)
 	h.play(0, 1, 1)
-	wantInvalid(t, h.send(commitMsg), "")
-	if n := h.sink.count(protocol.TypeInputAudioCommitted); n != 1 {
+	wantInvalid(t, h.Send(commitMsg), "")
+	if n := h.Sink.Count(protocol.TypeInputAudioCommitted); n != 1 {
 		t.Errorf("%d committed events, want 1", n)
 	}
 }
 
 func TestClear(t *testing.T) {
-	h := open(t, defaultInfo(), newSink())
-	h.mustSend(appendMsg(randomPCM(2, 960)))
-	h.mustSend(`{"type":"input_audio_buffer.clear","event_id":"evt_c"}`)
-	if ev := h.sink.last(); ev["type"] != protocol.TypeInputAudioCleared {
+	h := open(t, defaultInfo(), backendtest.NewSink())
+	h.MustSend(appendMsg(randomPCM(2, 960)))
+	h.MustSend(`{"type":"input_audio_buffer.clear","event_id":"evt_c"}`)
+	if ev := h.Sink.Last().Object; ev["type"] != protocol.TypeInputAudioCleared {
 		t.Fatalf("last event = %v, want input_audio_buffer.cleared", ev)
 	}
-	wantInvalid(t, h.send(commitMsg), "")
+	wantInvalid(t, h.Send(commitMsg), "")
 	// Clearing an empty buffer is fine too.
-	h.mustSend(clearMsg)
-	if n := h.sink.count(protocol.TypeInputAudioCleared); n != 2 {
+	h.MustSend(clearMsg)
+	if n := h.Sink.Count(protocol.TypeInputAudioCleared); n != 2 {
 		t.Errorf("%d cleared events, want 2", n)
 	}
 	// The buffer is usable after a clear.
-	h.mustSend(appendMsg([]byte{5, 6}))
-	h.mustSend(commitMsg)
+	h.MustSend(appendMsg([]byte{5, 6}))
+	h.MustSend(commitMsg)
 	h.play(0, 1, 1)
-	if got := h.sink.allChunks(); len(got) != 1 || !bytes.Equal(got[0].pcm, []byte{5, 6}) {
+	if got := h.Sink.Chunks(); len(got) != 1 || !bytes.Equal(got[0].PCM, []byte{5, 6}) {
 		t.Errorf("echo after clear = %+v, want only the audio appended after it", got)
 	}
 }
 
 func TestCancelMidResponse(t *testing.T) {
-	h := open(t, defaultInfo(), newSink())
-	h.mustSend(appendMsg(randomPCM(3, 5*960)))
-	h.mustSend(commitMsg)
-	h.sink.waitChunks(t, 1)
-	h.mustSend(`{"type":"response.cancel","response_id":"resp_1"}`)
+	h := open(t, defaultInfo(), backendtest.NewSink())
+	h.MustSend(appendMsg(randomPCM(3, 5*960)))
+	h.MustSend(commitMsg)
+	h.Sink.WaitChunks(t, 1)
+	h.MustSend(`{"type":"response.cancel","response_id":"resp_1"}`)
 	h.tick()
-	done := h.sink.waitEvent(t, protocol.TypeResponseDone, 1)
+	done := h.Sink.WaitType(t, protocol.TypeResponseDone, 1).Object
 	if resp := done["response"].(map[string]any); resp["id"] != "resp_1" || resp["status"] != "cancelled" {
 		t.Errorf("response.done = %v, want resp_1 cancelled", done)
 	}
-	if n := len(h.sink.allChunks()); n != 1 {
+	if n := len(h.Sink.Chunks()); n != 1 {
 		t.Errorf("%d chunks sent, want none after the cancel", n)
 	}
-	if last := h.sink.types(); last[len(last)-1] != protocol.TypeResponseDone {
+	if last := h.Sink.Types(); last[len(last)-1] != protocol.TypeResponseDone {
 		t.Errorf("events = %v, want response.done last", last)
 	}
 
 	// A cancel does not affect the next turn.
-	h.mustSend(appendMsg(randomPCM(4, 2*960)))
-	h.mustSend(commitMsg)
+	h.MustSend(appendMsg(randomPCM(4, 2*960)))
+	h.MustSend(commitMsg)
 	done = h.play(1, 2, 2)
 	if resp := done["response"].(map[string]any); resp["id"] != "resp_2" || resp["status"] != "completed" {
 		t.Errorf("next response.done = %v", done)
 	}
 }
 
-func TestCancelWithoutResponseIsHarmless(t *testing.T) {
-	h := open(t, defaultInfo(), newSink())
-	h.mustSend(cancelMsg)
-	h.mustSend(appendMsg(randomPCM(5, 2*960)))
-	h.mustSend(commitMsg)
-	done := h.play(0, 2, 1)
-	if resp := done["response"].(map[string]any); resp["status"] != "completed" {
-		t.Errorf("response.done = %v: an earlier cancel leaked into a later response", done)
-	}
-}
-
 func TestCancelDropsQueuedTurns(t *testing.T) {
-	h := open(t, defaultInfo(), newSink())
-	h.mustSend(appendMsg(randomPCM(6, 3*960)))
-	h.mustSend(commitMsg)
-	h.sink.waitChunks(t, 1)
-	h.mustSend(appendMsg(randomPCM(7, 960)))
-	h.mustSend(commitMsg) // item_2, queued behind item_1
-	h.mustSend(cancelMsg)
+	h := open(t, defaultInfo(), backendtest.NewSink())
+	h.MustSend(appendMsg(randomPCM(6, 3*960)))
+	h.MustSend(commitMsg)
+	h.Sink.WaitChunks(t, 1)
+	h.MustSend(appendMsg(randomPCM(7, 960)))
+	h.MustSend(commitMsg) // item_2, queued behind item_1
+	h.MustSend(cancelMsg)
 	h.tick()
-	h.sink.waitEvent(t, protocol.TypeResponseDone, 1)
+	h.Sink.WaitType(t, protocol.TypeResponseDone, 1)
 
-	h.mustSend(appendMsg([]byte{9, 9}))
-	h.mustSend(commitMsg) // item_3
+	h.MustSend(appendMsg([]byte{9, 9}))
+	h.MustSend(commitMsg) // item_3
 	done := h.play(1, 1, 2)
 	if resp := done["response"].(map[string]any); resp["id"] != "resp_2" || resp["status"] != "completed" {
 		t.Errorf("response.done = %v", done)
 	}
-	chunks := h.sink.allChunks()
-	if len(chunks) != 2 || chunks[1].ref.ItemID != "item_3_echo" {
+	chunks := h.Sink.Chunks()
+	if len(chunks) != 2 || chunks[1].Ref.ItemID != "item_3_echo" {
 		t.Errorf("after the cancel the echo played %+v, want only item_3", chunks[1:])
 	}
 }
@@ -430,50 +420,50 @@ func TestOversizeBufferRejected(t *testing.T) {
 	const rate = 16000
 	info := defaultInfo()
 	info.SampleRate = rate
-	h := open(t, info, newSink())
+	h := open(t, info, backendtest.NewSink())
 	limit := rate * 2 * 60 // 60 s of PCM16
 
-	if err := h.sendBinary(make([]byte, limit-2)); err != nil {
+	if err := h.SendBinary(make([]byte, limit-2)); err != nil {
 		t.Fatalf("59.99 s rejected: %v", err)
 	}
-	wantInvalid(t, h.sendBinary(make([]byte, 4)), "audio")
-	wantInvalid(t, h.send(appendMsg(make([]byte, 4))), "audio")
+	wantInvalid(t, h.SendBinary(make([]byte, 4)), "audio")
+	wantInvalid(t, h.Send(appendMsg(make([]byte, 4))), "audio")
 	// The rejected appends did not grow the buffer: exactly one more
 	// sample still fits, and then nothing.
-	if err := h.sendBinary([]byte{1, 2}); err != nil {
+	if err := h.SendBinary([]byte{1, 2}); err != nil {
 		t.Fatalf("the last sample before 60 s rejected: %v", err)
 	}
-	wantInvalid(t, h.sendBinary([]byte{3, 4}), "audio")
+	wantInvalid(t, h.SendBinary([]byte{3, 4}), "audio")
 
-	h.mustSend(commitMsg)
-	h.sink.waitChunks(t, 1)
-	h.mustSend(cancelMsg)
+	h.MustSend(commitMsg)
+	h.Sink.WaitChunks(t, 1)
+	h.MustSend(cancelMsg)
 	h.tick()
-	tdone := h.sink.waitEvent(t, protocol.TypeOutputTranscriptDone, 1)
+	tdone := h.Sink.WaitType(t, protocol.TypeOutputTranscriptDone, 1).Object
 	if tdone["transcript"] != "(echo of 60.00 s of audio)" {
 		t.Errorf("transcript = %q, want 60 s", tdone["transcript"])
 	}
 	// A commit empties the buffer, so there is room again.
-	if err := h.sendBinary(make([]byte, limit)); err != nil {
+	if err := h.SendBinary(make([]byte, limit)); err != nil {
 		t.Fatalf("after a commit 60 s rejected: %v", err)
 	}
 	// And so does a clear.
-	h.mustSend(clearMsg)
-	if err := h.sendBinary(make([]byte, limit)); err != nil {
+	h.MustSend(clearMsg)
+	if err := h.SendBinary(make([]byte, limit)); err != nil {
 		t.Fatalf("after a clear 60 s rejected: %v", err)
 	}
 }
 
 func TestTooManyPendingTurns(t *testing.T) {
-	h := open(t, defaultInfo(), newSink())
-	h.mustSend(appendMsg(randomPCM(8, 2*960)))
-	h.mustSend(commitMsg)
-	h.sink.waitChunks(t, 1) // the speaker holds the first turn; the queue is empty
+	h := open(t, defaultInfo(), backendtest.NewSink())
+	h.MustSend(appendMsg(randomPCM(8, 2*960)))
+	h.MustSend(commitMsg)
+	h.Sink.WaitChunks(t, 1) // the speaker holds the first turn; the queue is empty
 
 	accepted := 0
 	var rejected *protocol.Error
 	for range 100 {
-		if err := h.send(createMsg); err != nil {
+		if err := h.Send(createMsg); err != nil {
 			rejected = err
 			break
 		}
@@ -485,19 +475,19 @@ func TestTooManyPendingTurns(t *testing.T) {
 	wantInvalid(t, rejected, "")
 	// A commit past the limit is refused the same way (the item is still
 	// committed; only its response is refused).
-	h.mustSend(appendMsg([]byte{1, 2}))
-	wantInvalid(t, h.send(commitMsg), "")
+	h.MustSend(appendMsg([]byte{1, 2}))
+	wantInvalid(t, h.Send(commitMsg), "")
 
 	// Cancelling empties the queue.
-	h.mustSend(cancelMsg)
+	h.MustSend(cancelMsg)
 	h.tick()
-	h.sink.waitEvent(t, protocol.TypeResponseDone, 1)
-	h.mustSend(createMsg)
+	h.Sink.WaitType(t, protocol.TypeResponseDone, 1)
+	h.MustSend(createMsg)
 	done := h.play(1, 1, 2)
 	if resp := done["response"].(map[string]any); resp["id"] != "resp_2" || resp["status"] != "completed" {
 		t.Errorf("response.done = %v", done)
 	}
-	if n := h.sink.count(protocol.TypeResponseCreated); n != 2 {
+	if n := h.Sink.Count(protocol.TypeResponseCreated); n != 2 {
 		t.Errorf("%d responses, want 2", n)
 	}
 }
@@ -508,70 +498,68 @@ func TestQueuedAudioBounded(t *testing.T) {
 	const rate = 16000
 	info := defaultInfo()
 	info.SampleRate = rate
-	h := open(t, info, newSink())
+	h := open(t, info, backendtest.NewSink())
 	half := rate * 2 * 30 // 30 s of PCM16
 
-	h.mustSend(appendMsg(randomPCM(12, 2*640)))
-	h.mustSend(commitMsg)
-	h.sink.waitChunks(t, 1) // playing; the queue is empty
+	h.MustSend(appendMsg(randomPCM(12, 2*640)))
+	h.MustSend(commitMsg)
+	h.Sink.WaitChunks(t, 1) // playing; the queue is empty
 
 	for range 2 {
-		if err := h.sendBinary(make([]byte, half)); err != nil {
+		if err := h.SendBinary(make([]byte, half)); err != nil {
 			t.Fatal(err)
 		}
-		h.mustSend(commitMsg)
+		h.MustSend(commitMsg)
 	}
 	// 60 s are queued: neither a new turn nor a replay fits.
-	h.mustSend(appendMsg([]byte{1, 2}))
-	wantInvalid(t, h.send(commitMsg), "")
-	wantInvalid(t, h.send(createMsg), "")
+	h.MustSend(appendMsg([]byte{1, 2}))
+	wantInvalid(t, h.Send(commitMsg), "")
+	wantInvalid(t, h.Send(createMsg), "")
 
 	// Cancelling frees the queue.
-	h.mustSend(cancelMsg)
+	h.MustSend(cancelMsg)
 	h.tick()
-	h.sink.waitEvent(t, protocol.TypeResponseDone, 1)
-	if err := h.sendBinary(make([]byte, 2*half)); err != nil {
+	h.Sink.WaitType(t, protocol.TypeResponseDone, 1)
+	if err := h.SendBinary(make([]byte, 2*half)); err != nil {
 		t.Fatal(err)
 	}
-	h.mustSend(commitMsg)
-	h.sink.waitChunks(t, 2)
-	h.mustSend(cancelMsg)
+	h.MustSend(commitMsg)
+	h.Sink.WaitChunks(t, 2)
+	h.MustSend(cancelMsg)
 	h.tick()
-	done := h.sink.waitEvent(t, protocol.TypeResponseDone, 2)
+	done := h.Sink.WaitType(t, protocol.TypeResponseDone, 2).Object
 	if resp := done["response"].(map[string]any); resp["status"] != "cancelled" {
 		t.Errorf("response.done = %v", done)
 	}
-	if tdone := h.sink.waitEvent(t, protocol.TypeOutputTranscriptDone, 2); tdone["transcript"] != "(echo of 60.00 s of audio)" {
+	if tdone := h.Sink.WaitType(t, protocol.TypeOutputTranscriptDone, 2).Object; tdone["transcript"] != "(echo of 60.00 s of audio)" {
 		t.Errorf("transcript = %q, want the 60 s turn", tdone["transcript"])
 	}
 }
 
 func TestUnknownEventRejected(t *testing.T) {
-	h := open(t, defaultInfo(), newSink())
+	h := open(t, defaultInfo(), backendtest.NewSink())
 	for _, msg := range []string{
 		`{"type":"conversation.item.create","item":{"type":"message"}}`,
 		`{"type":"session.created"}`,
 		`{"type":"gateway.draining"}`,
 	} {
-		err := h.send(msg)
+		err := h.Send(msg)
 		wantInvalid(t, err, "type")
 		if !strings.Contains(err.Message, "echo") {
 			t.Errorf("message %q does not name the backend", err.Message)
 		}
 	}
-	if got := h.sink.types(); len(got) != 1 {
+	if got := h.Sink.Types(); len(got) != 1 {
 		t.Errorf("unknown events produced %v", got[1:])
 	}
 }
 
 func TestSinkErrorOnReaderIsFatal(t *testing.T) {
-	sink := newSink()
+	sink := backendtest.NewSink()
 	h := open(t, defaultInfo(), sink)
-	sink.mu.Lock()
-	sink.closeErr = errors.New("queue broken")
-	sink.closeWhen = func(kind string) bool { return kind == protocol.TypeInputAudioCleared }
-	sink.mu.Unlock()
-	err := h.send(clearMsg)
+	sink.SetCloseErr(errors.New("queue broken"))
+	sink.CloseWhen(func(kind string, _ int) bool { return kind == protocol.TypeInputAudioCleared })
+	err := h.Send(clearMsg)
 	if err == nil || !err.Fatal || err.Code != protocol.CodeInternal || err.CloseCode != protocol.CloseInternalError {
 		t.Fatalf("Handle = %+v, want a fatal internal error", err)
 	}
@@ -592,25 +580,25 @@ func TestSpeakerStopsOnSessionClosed(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			sink := newSink()
-			sink.closeWhen = func(kind string) bool { return tt.closeWhen(kind, len(sink.chunks)) } // called with sink.mu held
+			sink := backendtest.NewSink()
+			sink.CloseWhen(tt.closeWhen)
 			h := open(t, defaultInfo(), sink)
-			h.mustSend(appendMsg(randomPCM(10, 4*960)))
-			h.mustSend(commitMsg)
+			h.MustSend(appendMsg(randomPCM(10, 4*960)))
+			h.MustSend(commitMsg)
 			// Play until the sink closes: wait for each chunk (or the close),
 			// then move the clock.
 			for step := 1; ; step++ {
 				if step > 10 {
 					t.Fatal("the sink was never closed")
 				}
-				sink.wait(t, "a chunk or the close", func() bool { return sink.closed || len(sink.chunks) >= step })
-				if sink.isClosed() {
+				sink.Wait(t, "a chunk or the close", func() bool { return sink.Closed() || len(sink.Chunks()) >= step })
+				if sink.Closed() {
 					break
 				}
 				h.tick()
 			}
 			// A closed sink reports nothing back to the reader.
-			if err := h.send(createMsg); err != nil {
+			if err := h.Send(createMsg); err != nil {
 				t.Errorf("response.create after the session closed: %v", err)
 			}
 			if err := goleak.Find(); err != nil {
@@ -622,55 +610,46 @@ func TestSpeakerStopsOnSessionClosed(t *testing.T) {
 
 // TestCloseStopsSpeaker: Close during a long response returns at once, the
 // speaker is gone and nothing more is sent, however far the clock moves.
+// The session's context alone stops the speaker too.
 func TestCloseStopsSpeaker(t *testing.T) {
 	for _, viaContext := range []bool{false, true} {
 		t.Run(fmt.Sprintf("context cancelled first: %v", viaContext), func(t *testing.T) {
-			h := open(t, defaultInfo(), newSink())
-			h.mustSend(appendMsg(randomPCM(11, 50*960)))
-			h.mustSend(commitMsg)
-			h.sink.waitChunks(t, 1)
+			h := open(t, defaultInfo(), backendtest.NewSink())
+			h.MustSend(appendMsg(randomPCM(11, 50*960)))
+			h.MustSend(commitMsg)
+			h.Sink.WaitChunks(t, 1)
 			h.tick()
-			h.sink.waitChunks(t, 2)
+			h.Sink.WaitChunks(t, 2)
 
 			if viaContext {
 				// The session's context ending is enough to stop the
 				// speaker; Close then only waits.
-				h.cancel()
+				h.cancelContext()
 				if err := goleak.Find(); err != nil {
 					t.Fatalf("the speaker outlived its context: %v", err)
 				}
 			}
-			closed := make(chan error, 1)
-			go func() { closed <- h.conn.Close() }()
+			closed := make(chan struct{})
+			go func() {
+				defer close(closed)
+				h.CloseOnly() // the context, if live, is cancelled only after Close
+			}()
 			select {
-			case err := <-closed:
-				if err != nil {
-					t.Errorf("Close: %v", err)
-				}
-			case <-time.After(waitTimeout):
+			case <-closed:
+			case <-time.After(backendtest.WaitTimeout):
 				t.Fatal("Close did not return")
 			}
-			h.closed = true
 			if err := goleak.Find(); err != nil {
 				t.Fatalf("goroutines left after Close: %v", err)
 			}
-			before := len(h.sink.allChunks())
+			before := len(h.Sink.Chunks())
 			h.clk.Step(time.Second)
-			if after := len(h.sink.allChunks()); after != before {
+			if after := len(h.Sink.Chunks()); after != before {
 				t.Errorf("%d chunks sent after Close", after-before)
 			}
-			if got := h.sink.types(); got[len(got)-1] == protocol.TypeResponseDone {
+			if got := h.Sink.Types(); got[len(got)-1] == protocol.TypeResponseDone {
 				t.Errorf("events = %v: a closed session got response.done", got)
 			}
 		})
-	}
-}
-
-// TestIdleSpeakerCloses: Close with nothing playing returns too.
-func TestIdleSpeakerCloses(t *testing.T) {
-	h := open(t, defaultInfo(), newSink())
-	h.close()
-	if err := goleak.Find(); err != nil {
-		t.Fatal(err)
 	}
 }

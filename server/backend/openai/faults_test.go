@@ -19,6 +19,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 
+	"github.com/voicegateway/voicegateway/internal/testkit"
+	"github.com/voicegateway/voicegateway/server/backend/backendtest"
 	"github.com/voicegateway/voicegateway/server/backend/openai/openaitest"
 	"github.com/voicegateway/voicegateway/server/config"
 	"github.com/voicegateway/voicegateway/server/protocol"
@@ -64,17 +66,17 @@ func TestUpstreamFaults(t *testing.T) {
 			s := e.open(defaultInfo(false))
 			up := e.upstreamConn(1)
 			if tt.fault != 0 {
-				s.sink.waitType(t, protocol.TypeSessionCreated, 1)
+				s.Sink.WaitType(t, protocol.TypeSessionCreated, 1)
 				up.Inject(tt.fault)
 			}
-			err := s.sink.waitFail(t)
+			err := s.Sink.WaitFail(t)
 			if err.Code != tt.wantCode || err.CloseCode != tt.wantClose || !err.Fatal || err.Message == "" {
 				t.Fatalf("session failed with %+v, want %s and %d", err, tt.wantCode, tt.wantClose)
 			}
 			var relayed []string
-			for _, r := range s.sink.all() {
-				if r.typ == protocol.TypeError {
-					body, _ := r.obj["error"].(map[string]any)
+			for _, r := range s.Sink.Records() {
+				if r.Type == protocol.TypeError {
+					body, _ := r.Object["error"].(map[string]any)
 					code, _ := body["code"].(string)
 					relayed = append(relayed, code)
 				}
@@ -92,7 +94,7 @@ func TestUpstreamFaults(t *testing.T) {
 					t.Error("the upstream connection outlived the fault")
 				}
 			}
-			s.close()
+			s.Close()
 			if !e.up.WaitIdle(waitTimeout) {
 				t.Error("the upstream connection outlived Close")
 			}
@@ -115,10 +117,10 @@ func TestUpstreamFaults(t *testing.T) {
 func TestInvalidKeyMessageNotRelayed(t *testing.T) {
 	e := newEnv(t, openaitest.Options{Keys: []string{"sk-another-key"}}, nil)
 	s := e.open(defaultInfo(false))
-	s.sink.waitFail(t)
-	for _, r := range s.sink.all() {
-		if strings.Contains(string(r.raw), "API key") || strings.Contains(string(r.raw), "sk-") {
-			t.Errorf("the client was sent %s", r.raw)
+	s.Sink.WaitFail(t)
+	for _, r := range s.Sink.Records() {
+		if strings.Contains(string(r.JSON), "API key") || strings.Contains(string(r.JSON), "sk-") {
+			t.Errorf("the client was sent %s", r.JSON)
 		}
 	}
 }
@@ -173,10 +175,10 @@ func TestDialEndsWithTheSession(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		_, err := e.b.Open(ctx, defaultInfo(false), newSink())
+		_, err := e.b.Open(ctx, defaultInfo(false), backendtest.NewSink())
 		done <- err
 	}()
-	eventually(t, "the handshake to start", func() bool { return e.up.Attempts() == 1 })
+	testkit.Eventually(t, waitTimeout, testkit.That("the handshake to start", func() bool { return e.up.Attempts() == 1 }))
 	cancel()
 	select {
 	case err := <-done:
@@ -201,36 +203,36 @@ func TestStallDetection(t *testing.T) {
 	const stall = 10 * time.Second
 	e := newEnv(t, openaitest.Options{}, func(c *config.OpenAIConfig) { c.StallTimeout = stall })
 	s := e.open(defaultInfo(false))
-	s.sink.waitType(t, protocol.TypeSessionCreated, 1)
+	s.Sink.WaitType(t, protocol.TypeSessionCreated, 1)
 	up := e.upstreamConn(1)
-	c := s.conn
+	c := connOf(s)
 
 	// step moves the clock once the watchdog has re-armed its timer, and
 	// waits for a ping's pong when the step reaches pingAfter.
 	heardAt := func() time.Time { return time.Unix(0, c.lastHeard.Load()) }
 	for range 10 {
-		eventually(t, "the watchdog timer", e.clk.HasWaiters)
+		testkit.Eventually(t, waitTimeout, testkit.That("the watchdog timer", e.clk.HasWaiters))
 		last := heardAt()
 		e.clk.Step(stall / 2)
-		eventually(t, "a pong", func() bool { return heardAt().After(last) })
+		testkit.Eventually(t, waitTimeout, testkit.That("a pong", func() bool { return heardAt().After(last) }))
 	}
-	if fails := s.sink.failures(); len(fails) > 0 {
+	if fails := s.Sink.Failures(); len(fails) > 0 {
 		t.Fatalf("an idle upstream answering pings failed the session: %v", fails)
 	}
 
 	up.Inject(openaitest.FaultStall)
-	eventually(t, "the watchdog timer", e.clk.HasWaiters)
+	testkit.Eventually(t, waitTimeout, testkit.That("the watchdog timer", e.clk.HasWaiters))
 	silentFrom := heardAt()
 	e.clk.Step(stall / 2) // a ping goes out and is not answered
-	eventually(t, "the ping", func() bool { return c.pinging.Load() })
-	eventually(t, "the watchdog timer", e.clk.HasWaiters)
+	testkit.Eventually(t, waitTimeout, testkit.That("the ping", func() bool { return c.pinging.Load() }))
+	testkit.Eventually(t, waitTimeout, testkit.That("the watchdog timer", e.clk.HasWaiters))
 	e.clk.Step(stall/2 - time.Millisecond)
-	eventually(t, "the watchdog timer", e.clk.HasWaiters)
-	if fails := s.sink.failures(); len(fails) > 0 {
+	testkit.Eventually(t, waitTimeout, testkit.That("the watchdog timer", e.clk.HasWaiters))
+	if fails := s.Sink.Failures(); len(fails) > 0 {
 		t.Fatalf("stalled after %v, before the %v timeout: %v", e.clk.Since(silentFrom), stall, fails)
 	}
 	e.clk.Step(time.Millisecond)
-	err := s.sink.waitFail(t)
+	err := s.Sink.WaitFail(t)
 	if err.Code != protocol.CodeUpstreamStalled || err.CloseCode != 1011 {
 		t.Fatalf("session failed with %+v, want upstream_stalled", err)
 	}
@@ -281,7 +283,7 @@ func (u *blockingUpstream) CloseNow() error {
 // the queue's memory is released.
 func TestRelayQueueFull(t *testing.T) {
 	e := newEnv(t, openaitest.Options{}, nil)
-	sink := newSink()
+	sink := backendtest.NewSink()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	c := newConn(ctx, e.b, defaultInfo(true), sink)
@@ -299,7 +301,7 @@ func TestRelayQueueFull(t *testing.T) {
 	if failed == nil || failed.Code != protocol.CodeUpstreamStalled {
 		t.Fatalf("Handle = %+v, want upstream_stalled once the queue is full", failed)
 	}
-	if got := sink.waitFail(t); got.Code != protocol.CodeUpstreamStalled {
+	if got := sink.WaitFail(t); got.Code != protocol.CodeUpstreamStalled {
 		t.Errorf("sink.Fail = %+v", got)
 	}
 	cancel()
@@ -320,22 +322,22 @@ func TestCloseIsNormal(t *testing.T) {
 	e := newEnv(t, openaitest.Options{}, nil)
 	baseline := goleak.IgnoreCurrent()
 	s := e.open(defaultInfo(true))
-	s.sink.waitType(t, protocol.TypeSessionCreated, 1)
+	s.Sink.WaitType(t, protocol.TypeSessionCreated, 1)
 	up := e.upstreamConn(1)
-	if err := s.sendBinary(pcmOf(9600, 2)); err != nil {
+	if err := s.SendBinary(pcmOf(9600, 2)); err != nil {
 		t.Fatal(err)
 	}
 	if n := testutil.ToFloat64(e.metrics.UpstreamConnections); n != 1 {
 		t.Errorf("upstream_connections = %v with one session", n)
 	}
-	s.close()
+	s.Close()
 	if !e.up.WaitIdle(waitTimeout) {
 		t.Fatal("the upstream connection is still open")
 	}
 	if got := up.CloseStatus(); got != websocket.StatusNormalClosure {
 		t.Errorf("upstream closed with %d, want 1000", got)
 	}
-	if fails := s.sink.failures(); len(fails) > 0 {
+	if fails := s.Sink.Failures(); len(fails) > 0 {
 		t.Errorf("a normal close failed the session: %v", fails)
 	}
 	if n := testutil.ToFloat64(e.metrics.UpstreamConnections); n != 0 {
@@ -400,16 +402,16 @@ func TestCloseCutsAHungUpstream(t *testing.T) {
 	e := newEnv(t, openaitest.Options{}, func(c *config.OpenAIConfig) { c.URL = hungURL })
 	baseline := goleak.IgnoreCurrent()
 	s := e.open(defaultInfo(false))
-	eventually(t, "the upgrade", func() bool { return accepted() == 1 })
+	testkit.Eventually(t, waitTimeout, testkit.That("the upgrade", func() bool { return accepted() == 1 }))
 	// Fill the relay with more than a socket buffer holds, so that the
 	// writer is stuck in a write when the session ends.
 	for range 64 {
-		if err := s.sendBinary(pcmOf(64<<10, 5)); err != nil {
+		if err := s.SendBinary(pcmOf(64<<10, 5)); err != nil {
 			break
 		}
 	}
 	started := time.Now()
-	s.close()
+	s.Close()
 	elapsed := time.Since(started)
 	if elapsed > upstreamCloseTimeout+2*time.Second {
 		t.Errorf("Close took %v", elapsed)
@@ -438,26 +440,26 @@ func TestKeyRotation(t *testing.T) {
 	}()
 
 	first := e.open(defaultInfo(false))
-	first.sink.waitType(t, protocol.TypeSessionCreated, 1)
+	first.Sink.WaitType(t, protocol.TypeSessionCreated, 1)
 
 	const rotated = "sk-rotated-upstream-key-987654"
 	e.up.SetKeys(rotated)
 	writeFile(t, e.keyFile, rotated+"\n")
-	eventually(t, "the rotated key", func() bool {
+	testkit.Eventually(t, waitTimeout, testkit.That("the rotated key", func() bool {
 		if e.clk.HasWaiters() {
 			e.clk.Step(time.Second)
 		}
 		return e.b.key.Value() == rotated
-	})
+	}))
 	second := e.open(defaultInfo(false))
-	second.sink.waitType(t, protocol.TypeSessionCreated, 1)
+	second.Sink.WaitType(t, protocol.TypeSessionCreated, 1)
 	if got := e.upstreamConn(2).Header.Get("Authorization"); got != "Bearer "+rotated {
 		t.Errorf("second session sent %q", got)
 	}
 	// The first session's upstream is unaffected.
-	first.mustSend(`{"type":"input_audio_buffer.clear"}`)
-	first.sink.waitType(t, protocol.TypeInputAudioCleared, 1)
-	if fails := append(first.sink.failures(), second.sink.failures()...); len(fails) > 0 {
+	first.MustSend(`{"type":"input_audio_buffer.clear"}`)
+	first.Sink.WaitType(t, protocol.TypeInputAudioCleared, 1)
+	if fails := append(first.Sink.Failures(), second.Sink.Failures()...); len(fails) > 0 {
 		t.Errorf("sessions failed: %v", fails)
 	}
 }
@@ -528,7 +530,7 @@ func (u *gatedUpstream) Write(ctx context.Context, typ websocket.MessageType, p 
 // upstream is briefly not taking data; it is not a stall.
 func TestRelayQueueHoldsTheLargestMessage(t *testing.T) {
 	e := newEnv(t, openaitest.Options{}, nil)
-	sink := newSink()
+	sink := backendtest.NewSink()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	info := defaultInfo(true)
@@ -542,8 +544,8 @@ func TestRelayQueueHoldsTheLargestMessage(t *testing.T) {
 	}
 	close(up.gate)
 	want := int64(base64.StdEncoding.EncodedLen(int(info.MaxMessageBytes))) // plus the event wrappers
-	eventually(t, "the audio to reach the upstream", func() bool { return up.written.Load() > want })
-	if fails := sink.failures(); len(fails) > 0 {
+	testkit.Eventually(t, waitTimeout, testkit.That("the audio to reach the upstream", func() bool { return up.written.Load() > want }))
+	if fails := sink.Failures(); len(fails) > 0 {
 		t.Errorf("session failed: %v", fails)
 	}
 	cancel()

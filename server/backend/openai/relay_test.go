@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/voicegateway/voicegateway/server/backend/backendtest"
 	"github.com/voicegateway/voicegateway/server/backend/openai/openaitest"
 	"github.com/voicegateway/voicegateway/server/protocol"
 )
@@ -34,7 +35,7 @@ func TestOpenRelaysSessionCreated(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newEnv(t, openaitest.Options{}, nil)
 			s := e.open(defaultInfo(tt.binary))
-			created := s.sink.waitType(t, protocol.TypeSessionCreated, 1)
+			created := s.Sink.WaitType(t, protocol.TypeSessionCreated, 1)
 			up := e.upstreamConn(1)
 
 			if got := up.Header.Get("Authorization"); got != "Bearer "+testKey {
@@ -50,10 +51,10 @@ func TestOpenRelaysSessionCreated(t *testing.T) {
 				t.Errorf("User-Agent = %q", ua)
 			}
 
-			if sent := up.Sent()[0]; created.obj["event_id"] != sent.EventID {
-				t.Errorf("event_id = %v, want the upstream's %q", created.obj["event_id"], sent.EventID)
+			if sent := up.Sent()[0]; created.Object["event_id"] != sent.EventID {
+				t.Errorf("event_id = %v, want the upstream's %q", created.Object["event_id"], sent.EventID)
 			}
-			gateway, _ := created.obj["gateway"].(map[string]any)
+			gateway, _ := created.Object["gateway"].(map[string]any)
 			want := map[string]any{"session_id": "sess_test", "audio_transport": tt.wantTransport, "sample_rate": float64(24000), "max_message_bytes": float64(256 << 10)}
 			if !reflect.DeepEqual(gateway, want) {
 				t.Errorf("gateway = %v, want %v", gateway, want)
@@ -61,12 +62,12 @@ func TestOpenRelaysSessionCreated(t *testing.T) {
 			// Everything else is the upstream's, byte for byte: the
 			// gateway member is appended to the upstream's message.
 			upstreamRaw := up.Sent()[0].Raw
-			if !bytes.HasPrefix(created.raw, upstreamRaw[:len(upstreamRaw)-1]) ||
-				!bytes.HasPrefix(created.raw[len(upstreamRaw)-1:], []byte(`,"gateway":{`)) {
-				t.Errorf("session.created\n%s\nis not the upstream's\n%s\nwith the gateway member appended", created.raw, upstreamRaw)
+			if !bytes.HasPrefix(created.JSON, upstreamRaw[:len(upstreamRaw)-1]) ||
+				!bytes.HasPrefix(created.JSON[len(upstreamRaw)-1:], []byte(`,"gateway":{`)) {
+				t.Errorf("session.created\n%s\nis not the upstream's\n%s\nwith the gateway member appended", created.JSON, upstreamRaw)
 			}
-			if created.kind != "raw" {
-				t.Errorf("session.created was re-encoded (%s), want it relayed", created.kind)
+			if created.Kind != backendtest.KindRaw {
+				t.Errorf("session.created was re-encoded (%s), want it relayed", created.Kind)
 			}
 		})
 	}
@@ -89,29 +90,29 @@ func TestFullTurn(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newEnv(t, openaitest.Options{BetaNames: tt.betaNames, ChunkBytes: 4800}, nil)
 			s := e.open(defaultInfo(tt.binary))
-			s.sink.waitType(t, protocol.TypeSessionCreated, 1)
+			s.Sink.WaitType(t, protocol.TypeSessionCreated, 1)
 			up := e.upstreamConn(1)
 
-			s.mustSend(`{"type":"session.update","event_id":"c-1","session":{"type":"realtime","instructions":"be brief","audio":{"input":{"format":{"type":"audio/pcm","rate":24000}}}}}`)
-			updated := s.sink.waitType(t, protocol.TypeSessionUpdated, 1)
-			if session, _ := updated.obj["session"].(map[string]any); session["instructions"] != "be brief" {
-				t.Errorf("session.updated = %s", updated.raw)
+			s.MustSend(`{"type":"session.update","event_id":"c-1","session":{"type":"realtime","instructions":"be brief","audio":{"input":{"format":{"type":"audio/pcm","rate":24000}}}}}`)
+			updated := s.Sink.WaitType(t, protocol.TypeSessionUpdated, 1)
+			if session, _ := updated.Object["session"].(map[string]any); session["instructions"] != "be brief" {
+				t.Errorf("session.updated = %s", updated.JSON)
 			}
 
 			pcm := pcmOf(24000*2/2, 3) // 500 ms
 			for off := 0; off < len(pcm); off += 960 {
 				if tt.binary {
-					if err := s.sendBinary(pcm[off : off+960]); err != nil {
+					if err := s.SendBinary(pcm[off : off+960]); err != nil {
 						t.Fatal(err)
 					}
 				} else {
-					s.mustSend(appendMsg(pcm[off : off+960]))
+					s.MustSend(appendMsg(pcm[off : off+960]))
 				}
 			}
-			s.mustSend(`{"type":"input_audio_buffer.commit","event_id":"c-2"}`)
-			s.sink.waitType(t, protocol.TypeInputAudioCommitted, 1)
-			s.mustSend(`{"type":"response.create","event_id":"c-3"}`)
-			s.sink.waitType(t, "rate_limits.updated", 1)
+			s.MustSend(`{"type":"input_audio_buffer.commit","event_id":"c-2"}`)
+			s.Sink.WaitType(t, protocol.TypeInputAudioCommitted, 1)
+			s.MustSend(`{"type":"response.create","event_id":"c-3"}`)
+			s.Sink.WaitType(t, "rate_limits.updated", 1)
 
 			if got := up.Appended(); !bytes.Equal(got, pcm) {
 				t.Fatalf("upstream got %d bytes of audio, want the %d sent", len(got), len(pcm))
@@ -123,19 +124,19 @@ func TestFullTurn(t *testing.T) {
 			}
 			var got []byte
 			if tt.binary {
-				got = s.sink.audio()
-				for _, r := range s.sink.all() {
-					if r.typ == deltaType {
+				got = s.Sink.OutputAudio("")
+				for _, r := range s.Sink.Records() {
+					if r.Type == deltaType {
 						t.Fatalf("a %s reached a binary client as JSON", deltaType)
 					}
-					if r.kind == "audio" && (r.ref.ResponseID != "resp_U1" || r.ref.ItemID == "") {
-						t.Errorf("audio ref = %+v", r.ref)
+					if r.Kind == backendtest.KindAudio && (r.Ref.ResponseID != "resp_U1" || r.Ref.ItemID == "") {
+						t.Errorf("audio ref = %+v", r.Ref)
 					}
 				}
 			} else {
-				for _, r := range s.sink.all() {
-					if r.typ == deltaType {
-						b, _ := base64.StdEncoding.DecodeString(r.obj["delta"].(string))
+				for _, r := range s.Sink.Records() {
+					if r.Type == deltaType {
+						b, _ := base64.StdEncoding.DecodeString(r.Object["delta"].(string))
 						got = append(got, b...)
 					}
 				}
@@ -146,10 +147,10 @@ func TestFullTurn(t *testing.T) {
 			if !bytes.Equal(got, pcm) {
 				t.Errorf("client got %d bytes of audio back, want %d", len(got), len(pcm))
 			}
-			if tr := s.sink.waitType(t, transcriptType, 1); tr.obj["transcript"] != "echo of 24000 bytes" {
-				t.Errorf("transcript = %v", tr.obj["transcript"])
+			if tr := s.Sink.WaitType(t, transcriptType, 1); tr.Object["transcript"] != "echo of 24000 bytes" {
+				t.Errorf("transcript = %v", tr.Object["transcript"])
 			}
-			s.sink.waitType(t, protocol.TypeResponseDone, 1)
+			s.Sink.WaitType(t, protocol.TypeResponseDone, 1)
 
 			// Every upstream event reached the client with its event_id
 			// and in order, unknown types included; in binary mode the
@@ -160,15 +161,15 @@ func TestFullTurn(t *testing.T) {
 					wantIDs = append(wantIDs, sent.Type+"/"+sent.EventID)
 				}
 			}
-			for _, r := range s.sink.all() {
-				if r.kind == "raw" {
-					gotIDs = append(gotIDs, r.typ+"/"+r.obj["event_id"].(string))
+			for _, r := range s.Sink.Records() {
+				if r.Kind == backendtest.KindRaw {
+					gotIDs = append(gotIDs, r.Type+"/"+r.Object["event_id"].(string))
 				}
 			}
 			if !reflect.DeepEqual(gotIDs, wantIDs) {
 				t.Errorf("client got\n%v\nupstream sent\n%v", gotIDs, wantIDs)
 			}
-			if fails := s.sink.failures(); len(fails) > 0 {
+			if fails := s.Sink.Failures(); len(fails) > 0 {
 				t.Errorf("session failed: %v", fails)
 			}
 		})
@@ -198,12 +199,12 @@ func TestClientEventsPassUnchanged(t *testing.T) {
 			up := e.upstreamConn(1)
 			want := tt.msg
 			if tt.binary != nil {
-				if err := s.sendBinary(tt.binary); err != nil {
+				if err := s.SendBinary(tt.binary); err != nil {
 					t.Fatal(err)
 				}
 				want = tt.wantRaw
 			} else {
-				s.mustSend(tt.msg)
+				s.MustSend(tt.msg)
 			}
 			var head struct{ Type string }
 			_ = json.Unmarshal([]byte(want), &head)
@@ -244,9 +245,9 @@ func TestSessionUpdateOwnedFields(t *testing.T) {
 			s := e.open(defaultInfo(false))
 			up := e.upstreamConn(1)
 			msg := `{"type":"session.update","event_id":"c-1","session":` + tt.session + `}`
-			err := s.send(msg)
+			err := s.Send(msg)
 			// A marker event shows what reached the upstream before it.
-			s.mustSend(`{"type":"input_audio_buffer.clear"}`)
+			s.MustSend(`{"type":"input_audio_buffer.clear"}`)
 			if _, ok := up.WaitReceived("input_audio_buffer.clear", waitTimeout); !ok {
 				t.Fatal("the marker never reached the upstream")
 			}
@@ -278,10 +279,10 @@ func TestLargeBinaryAudioIsSplit(t *testing.T) {
 	// The largest message the client may send: after base64 it is more
 	// than the message limit, and it must still fit the relay queue.
 	pcm := pcmOf(int(info.MaxMessageBytes), 9)
-	if err := s.sendBinary(pcm); err != nil {
+	if err := s.SendBinary(pcm); err != nil {
 		t.Fatal(err)
 	}
-	s.mustSend(`{"type":"input_audio_buffer.commit"}`)
+	s.MustSend(`{"type":"input_audio_buffer.commit"}`)
 	if _, ok := up.WaitReceived("input_audio_buffer.commit", waitTimeout); !ok {
 		t.Fatal("commit never arrived")
 	}
@@ -304,23 +305,23 @@ func TestLargeBinaryAudioIsSplit(t *testing.T) {
 func TestUpstreamErrorsPassThrough(t *testing.T) {
 	e := newEnv(t, openaitest.Options{}, nil)
 	s := e.open(defaultInfo(false))
-	s.sink.waitType(t, protocol.TypeSessionCreated, 1)
+	s.Sink.WaitType(t, protocol.TypeSessionCreated, 1)
 	up := e.upstreamConn(1)
 
-	s.mustSend(`{"type":"no.such.event","event_id":"c-9"}`)
-	refusal := s.sink.waitType(t, protocol.TypeError, 1)
-	body, _ := refusal.obj["error"].(map[string]any)
-	if body["code"] != "invalid_value" || body["event_id"] != "c-9" || refusal.kind != "raw" {
-		t.Errorf("upstream refusal reached the client as %s %s", refusal.kind, refusal.raw)
+	s.MustSend(`{"type":"no.such.event","event_id":"c-9"}`)
+	refusal := s.Sink.WaitType(t, protocol.TypeError, 1)
+	body, _ := refusal.Object["error"].(map[string]any)
+	if body["code"] != "invalid_value" || body["event_id"] != "c-9" || refusal.Kind != backendtest.KindRaw {
+		t.Errorf("upstream refusal reached the client as %s %s", refusal.Kind, refusal.JSON)
 	}
 	up.Inject(openaitest.FaultError)
-	injected := s.sink.waitType(t, protocol.TypeError, 2)
-	if body, _ := injected.obj["error"].(map[string]any); body["param"] != "session.audio.output.voice" {
-		t.Errorf("second error = %s", injected.raw)
+	injected := s.Sink.WaitType(t, protocol.TypeError, 2)
+	if body, _ := injected.Object["error"].(map[string]any); body["param"] != "session.audio.output.voice" {
+		t.Errorf("second error = %s", injected.JSON)
 	}
-	s.mustSend(`{"type":"input_audio_buffer.clear"}`)
-	s.sink.waitType(t, protocol.TypeInputAudioCleared, 1)
-	if fails := s.sink.failures(); len(fails) > 0 {
+	s.MustSend(`{"type":"input_audio_buffer.clear"}`)
+	s.Sink.WaitType(t, protocol.TypeInputAudioCleared, 1)
+	if fails := s.Sink.Failures(); len(fails) > 0 {
 		t.Errorf("session failed: %v", fails)
 	}
 }

@@ -77,6 +77,10 @@ type Conn struct {
 	commands chan command
 	done     chan struct{}
 	stalled  atomic.Bool
+	// deaf stops the main loop taking messages from the reader, which then
+	// stops reading the socket; deafChanged wakes the loop to look again.
+	deaf        atomic.Bool
+	deafChanged chan struct{}
 
 	mu          sync.Mutex
 	received    []Received
@@ -106,6 +110,18 @@ func (c *Conn) Inject(f Fault) time.Time {
 		return <-cmd.done
 	case <-c.done:
 		return time.Time{}
+	}
+}
+
+// SetDeaf makes the connection stop reading, or read again: while deaf,
+// nothing the client sends is read (data, pings, a close frame), so the
+// client's writes back up as on an upstream process that is stuck. A deaf
+// connection notices the client going only once it hears again.
+func (c *Conn) SetDeaf(deaf bool) {
+	c.deaf.Store(deaf)
+	select {
+	case c.deafChanged <- struct{}{}:
+	default:
 	}
 }
 
@@ -226,8 +242,13 @@ func (c *Conn) run(authorized bool) {
 	}
 	c.send(map[string]any{"type": "session.created", "session": c.session})
 	for {
+		hear := in
+		if c.deaf.Load() {
+			hear = nil // the reader blocks handing over what it read, and reads no more
+		}
 		select {
-		case m, ok := <-in:
+		case <-c.deafChanged:
+		case m, ok := <-hear:
 			if !ok {
 				return
 			}

@@ -5,7 +5,7 @@
 // key, records everything it is sent, and injects faults on demand: a
 // refused key, a hung handshake, a close or a dropped connection
 // mid-stream, silence (no events, no pongs), malformed, binary and oversized
-// messages, session_expired.
+// messages, session_expired; and it can stop reading altogether (SetDeaf).
 //
 // Its responses echo the committed audio back, so a test can check that
 // audio went through the gateway and back unchanged.
@@ -206,6 +206,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	c := &Conn{
 		srv: s, Header: r.Header.Clone(), Query: r.URL.Query(),
 		commands: make(chan command), done: make(chan struct{}), closeStatus: -1,
+		deafChanged: make(chan struct{}, 1),
 	}
 	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
 		// A stalled upstream answers no pings either.

@@ -222,3 +222,37 @@ func TestFaults(t *testing.T) {
 		})
 	}
 }
+
+// TestDeaf: a deaf connection reads nothing the client sends until it
+// hears again, and then reads it all, in order.
+func TestDeaf(t *testing.T) {
+	s := openaitest.New(openaitest.Options{Keys: []string{key}})
+	defer s.Close()
+	c, _, err := dial(t, s, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readTypes(t, c, "session.created")
+	up := s.WaitConn(1, 5*time.Second)
+	up.SetDeaf(true)
+	for i := range 3 {
+		write(t, c, map[string]any{"type": "input_audio_buffer.clear", "event_id": "c-" + string(rune('1'+i))})
+	}
+	time.Sleep(50 * time.Millisecond) // time enough to read, were it reading
+	if got := up.Received(); len(got) != 0 {
+		t.Fatalf("a deaf connection read %d messages", len(got))
+	}
+	up.SetDeaf(false)
+	types, _ := readTypes(t, c, "input_audio_buffer.cleared")
+	for len(types) < 3 {
+		more, _ := readTypes(t, c, "input_audio_buffer.cleared")
+		types = append(types, more...)
+	}
+	var ids []string
+	for _, r := range up.Received() {
+		ids = append(ids, r.EventID)
+	}
+	if want := []string{"c-1", "c-2", "c-3"}; !reflect.DeepEqual(ids, want) {
+		t.Errorf("read %v after hearing again, want %v", ids, want)
+	}
+}
