@@ -183,7 +183,7 @@ func TestFleetSecretLifecycle(t *testing.T) {
 
 	// An edit of something unrelated rolls the pods and leaves the keys.
 	firstHash := objs.deployment.Spec.Template.Annotations[controllers.AnnotationConfigHash]
-	op.writes.reset()
+	op.writes.Reset()
 	patch := client.MergeFrom(gw.DeepCopy())
 	gw.Spec.Sessions.MaxPerPod = 77
 	if err := k8s.Patch(ctx, gw, patch); err != nil {
@@ -201,7 +201,7 @@ func TestFleetSecretLifecycle(t *testing.T) {
 	if got := getSecret(t, secretKey); got.ResourceVersion != created.ResourceVersion || !sameData(got.Data, created.Data) {
 		t.Error("an unrelated edit rewrote the fleet Secret")
 	}
-	for _, write := range op.writes.list() {
+	for _, write := range op.writes.Writes() {
 		if strings.Contains(write, "/secrets/") {
 			t.Errorf("an unrelated edit wrote the fleet Secret: %s", write)
 		}

@@ -3,11 +3,9 @@ package controllers_test
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"os"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -60,57 +58,6 @@ func newNamespace(t *testing.T) string {
 	return ns.Name
 }
 
-// writeCounter counts the requests that change something (every verb but
-// GET), made by the manager under test, and the reads of one Secret by
-// name (a GET of its data, which the manager does not cache).
-type writeCounter struct {
-	mu          sync.Mutex
-	writes      []string
-	secretReads []string
-}
-
-// secretPath matches the path of a GET of one Secret.
-var secretPath = regexp.MustCompile(`^/api/v1/namespaces/[^/]+/secrets/[^/]+$`)
-
-func (w *writeCounter) wrap(rt http.RoundTripper) http.RoundTripper {
-	return roundTripperFunc(func(req *http.Request) (*http.Response, error) {
-		switch {
-		case req.Method != http.MethodGet && req.Method != http.MethodHead:
-			w.mu.Lock()
-			w.writes = append(w.writes, req.Method+" "+req.URL.Path)
-			w.mu.Unlock()
-		case secretPath.MatchString(req.URL.Path):
-			w.mu.Lock()
-			w.secretReads = append(w.secretReads, req.URL.Path)
-			w.mu.Unlock()
-		}
-		return rt.RoundTrip(req)
-	})
-}
-
-func (w *writeCounter) reset() {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.writes = nil
-	w.secretReads = nil
-}
-
-func (w *writeCounter) list() []string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return append([]string(nil), w.writes...)
-}
-
-func (w *writeCounter) secretGets() []string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return append([]string(nil), w.secretReads...)
-}
-
-type roundTripperFunc func(*http.Request) (*http.Response, error)
-
-func (f roundTripperFunc) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
-
 // managerOptions vary the operator between tests.
 type managerOptions struct {
 	syncPeriod time.Duration
@@ -122,16 +69,16 @@ type managerOptions struct {
 // operator is a running manager with the VoiceGateway controller, scoped to
 // one namespace, as cmd/manager wires it.
 type operator struct {
-	writes *writeCounter
+	writes *testenv.RequestLog
 	cancel context.CancelFunc
 	done   chan error
 }
 
 func startOperator(t *testing.T, namespace string, opts managerOptions) *operator {
 	t.Helper()
-	writes := &writeCounter{}
+	writes := &testenv.RequestLog{}
 	cfg := rest.CopyConfig(testConfig)
-	cfg.WrapTransport = writes.wrap
+	cfg.WrapTransport = writes.Wrap
 
 	cacheOpts := controllers.CacheOptions(namespace)
 	if opts.syncPeriod > 0 {

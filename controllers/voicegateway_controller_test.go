@@ -611,7 +611,7 @@ func TestUnchangedGatewayCausesNoWrites(t *testing.T) {
 	}
 	// Let the first passes settle (the cache catching up with the applies).
 	time.Sleep(2 * time.Second)
-	op.writes.reset()
+	op.writes.Reset()
 	before := reconcileCount(t)
 
 	// Several resyncs, and a change that is not to the spec.
@@ -629,10 +629,10 @@ func TestUnchangedGatewayCausesNoWrites(t *testing.T) {
 	if reconciles < 3*float64(len(gateways)) {
 		t.Fatalf("only %v reconciles of %d VoiceGateways in 6s with a 1s resync period: the test proves nothing", reconciles, len(gateways))
 	}
-	if writes := op.writes.list(); len(writes) != 0 {
+	if writes := op.writes.Writes(); len(writes) != 0 {
 		t.Errorf("%v reconciles of unchanged VoiceGateways made %d writes: %v", reconciles, len(writes), writes)
 	}
-	if reads := op.writes.secretGets(); len(reads) != 0 {
+	if reads := op.writes.SecretReads(); len(reads) != 0 {
 		t.Errorf("%v reconciles of unchanged VoiceGateways read unchanged Secrets %d times: %v", reconciles, len(reads), reads)
 	}
 	// The rotation asked for before the Secret existed was answered by its

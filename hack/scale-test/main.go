@@ -15,14 +15,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net/http"
 	"os"
 	"os/signal"
 	"runtime"
 	"slices"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -56,32 +54,6 @@ func main() {
 		os.Exit(1)
 	}
 }
-
-// writeCounter counts the operator's requests that are not reads.
-type writeCounter struct {
-	writes atomic.Int64
-	mu     sync.Mutex
-	recent []string
-}
-
-func (w *writeCounter) wrap(rt http.RoundTripper) http.RoundTripper {
-	return roundTripperFunc(func(req *http.Request) (*http.Response, error) {
-		if req.Method != http.MethodGet {
-			w.writes.Add(1)
-			w.mu.Lock()
-			w.recent = append(w.recent, req.Method+" "+req.URL.Path)
-			if len(w.recent) > 20 {
-				w.recent = w.recent[1:]
-			}
-			w.mu.Unlock()
-		}
-		return rt.RoundTrip(req)
-	})
-}
-
-type roundTripperFunc func(*http.Request) (*http.Response, error)
-
-func (f roundTripperFunc) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
 
 // tracker records, from a watch, when each VoiceGateway was first seen
 // reconciled.
@@ -174,9 +146,9 @@ func run(n, samples, workers, concurrency int, quiet time.Duration) error {
 	}
 
 	// The operator, wired as cmd/manager wires it, its writes counted.
-	writes := &writeCounter{}
+	writes := &testenv.RequestLog{}
 	mgrConfig := rest.CopyConfig(cfg)
-	mgrConfig.WrapTransport = writes.wrap
+	mgrConfig.WrapTransport = writes.Wrap
 	mgr, err := ctrl.NewManager(mgrConfig, ctrl.Options{
 		Scheme:                 testenv.Scheme(),
 		Metrics:                metricsserver.Options{BindAddress: "0"},
@@ -213,7 +185,7 @@ func run(n, samples, workers, concurrency int, quiet time.Duration) error {
 
 	// Phase 1: the burst.
 	fmt.Printf("creating %d VoiceGateways with %d workers; the operator reconciles %d at once...\n", n, workers, concurrency)
-	writes.writes.Store(0)
+	writes.Reset()
 	start := time.Now()
 	names := make(chan string)
 	creators, createCtx := errgroup.WithContext(ctx)
@@ -242,19 +214,15 @@ func run(n, samples, workers, concurrency int, quiet time.Duration) error {
 		return fmt.Errorf("waiting for %d reconciled, %d so far: %w", n, tr.count(), err)
 	}
 	allReconciled := time.Since(start)
-	burstWrites := writes.writes.Load()
+	burstWrites := len(writes.Writes())
 
 	// Phase 2: a quiet period with nothing changing.
-	writes.writes.Store(0)
-	writes.mu.Lock()
-	writes.recent = nil
-	writes.mu.Unlock()
+	writes.Reset()
 	time.Sleep(quiet)
-	quietWrites := writes.writes.Load()
+	quietWrites := len(writes.Writes())
 	if quietWrites > 0 {
-		writes.mu.Lock()
-		fmt.Printf("writes in the quiet period (last 20): %q\n", writes.recent)
-		writes.mu.Unlock()
+		recent := writes.Writes()
+		fmt.Printf("writes in the quiet period (last 20): %q\n", recent[max(0, len(recent)-20):])
 	}
 
 	// Phase 3: one new VoiceGateway at a time while n exist.
