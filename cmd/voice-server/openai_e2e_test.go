@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -17,6 +16,7 @@ import (
 	"github.com/coder/websocket"
 	"go.uber.org/goleak"
 
+	"github.com/voicegateway/voicegateway/internal/testkit"
 	"github.com/voicegateway/voicegateway/server/backend/openai/openaitest"
 )
 
@@ -30,13 +30,7 @@ const upstreamKey = "sk-e2e-upstream-key-0123456789"
 // a mounted Secret: a complete new file swapped in.
 func writeUpstreamKey(t *testing.T, path, key string) {
 	t.Helper()
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(key+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		t.Fatal(err)
-	}
+	testkit.ReplaceFile(t, path, key+"\n")
 }
 
 // startOpenAIGateway runs the binary with --backend openai pointed at url.

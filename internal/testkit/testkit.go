@@ -203,3 +203,17 @@ func HTTPGet(t testing.TB, url string) (int, string) {
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	return resp.StatusCode, string(body)
 }
+
+// ReplaceFile writes content to path through a temporary file and a
+// rename, as the kubelet updates a mounted Secret, so that a process
+// polling the file never reads half of it.
+func ReplaceFile(t testing.TB, path, content string) {
+	t.Helper()
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}

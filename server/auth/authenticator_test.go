@@ -8,6 +8,8 @@ import (
 	"time"
 
 	testingclock "k8s.io/utils/clock/testing"
+
+	"github.com/voicegateway/voicegateway/internal/testkit"
 )
 
 func TestAuthenticate(t *testing.T) {
@@ -95,7 +97,7 @@ func TestAuthenticate(t *testing.T) {
 			name: "client token whose minting key was removed",
 			prepare: func(t *testing.T, f *fixture) ([]string, []string, string) {
 				token := mintFor(t, *f, KeyID(keyAlpha))
-				writeFile(t, f.path, keyBeta+"\n")
+				testkit.ReplaceFile(t, f.path, keyBeta+"\n")
 				if err := f.auth.Keys.Reload(); err != nil {
 					t.Fatal(err)
 				}

@@ -89,12 +89,12 @@ func TestSecretFileWatch(t *testing.T) {
 	testkit.Eventually(t, 5*time.Second, testkit.That("Watch to start its ticker", clk.HasWaiters))
 	step := func() { clk.Step(interval) }
 
-	writeFile(t, path, second+"\n")
+	testkit.ReplaceFile(t, path, second+"\n")
 	testkit.Eventually(t, 5*time.Second, testkit.That("the rotated secret", func() bool { step(); return f.Value() == second }))
 	// The new value is stored before the reload is logged: wait for both.
 	testkit.Eventually(t, 5*time.Second, testkit.That("the reload to be logged", func() bool { return sink.contains("Reloaded secret file") }))
 
-	writeFile(t, path, "two words\n")
+	testkit.ReplaceFile(t, path, "two words\n")
 	testkit.Eventually(t, 5*time.Second, testkit.That("the invalid file to be reported", func() bool {
 		step()
 		return sink.contains("Secret file is invalid")

@@ -228,13 +228,13 @@ func TestKeyStoreReload(t *testing.T) {
 		t.Errorf("Path() = %q, want %q", store.Path(), path)
 	}
 
-	writeFile(t, path, keyBeta+"\n")
+	testkit.ReplaceFile(t, path, keyBeta+"\n")
 	if err := store.Reload(); err != nil {
 		t.Fatalf("Reload: %v", err)
 	}
 	assertKeys(t, store, []string{keyBeta}, []string{keyAlpha})
 
-	writeFile(t, path, "# emptied by mistake\n")
+	testkit.ReplaceFile(t, path, "# emptied by mistake\n")
 	if err := store.Reload(); err == nil || !strings.Contains(err.Error(), "no keys") {
 		t.Fatalf("Reload of an empty file = %v, want a no-keys error", err)
 	}
@@ -355,7 +355,7 @@ func TestKeyStoreWatch(t *testing.T) {
 			// whether the tick lands before or after the write.
 			step := func() { clk.Step(interval) }
 
-			writeFile(t, path, "# rotated\n"+keyBeta+"\n"+keyGamma+"\n")
+			testkit.ReplaceFile(t, path, "# rotated\n"+keyBeta+"\n"+keyGamma+"\n")
 			testkit.Eventually(t, 5*time.Second, testkit.That("the new keys", func() bool {
 				step()
 				return store.Keys().Len() == 2
@@ -364,7 +364,7 @@ func TestKeyStoreWatch(t *testing.T) {
 			// The keys are stored before the reload is logged: wait for both.
 			testkit.Eventually(t, 5*time.Second, testkit.That("the reload to be logged", func() bool { return sink.contains("Reloaded API keys") }))
 
-			writeFile(t, path, "too-short\n")
+			testkit.ReplaceFile(t, path, "too-short\n")
 			testkit.Eventually(t, 5*time.Second, testkit.That("the invalid file to be reported", func() bool {
 				step()
 				return sink.contains("API key file is invalid")
@@ -379,7 +379,7 @@ func TestKeyStoreWatch(t *testing.T) {
 				t.Errorf("invalid file reported %d times, want 1", n)
 			}
 
-			writeFile(t, path, keyAlpha+"\n")
+			testkit.ReplaceFile(t, path, keyAlpha+"\n")
 			testkit.Eventually(t, 5*time.Second, testkit.That("recovery after a valid file", func() bool {
 				step()
 				_, ok := store.Keys().Match(keyAlpha)

@@ -1,7 +1,6 @@
 package auth
 
 import (
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -9,6 +8,7 @@ import (
 	"go.uber.org/goleak"
 	testingclock "k8s.io/utils/clock/testing"
 
+	"github.com/voicegateway/voicegateway/internal/testkit"
 	"github.com/voicegateway/voicegateway/server/fleet"
 )
 
@@ -59,22 +59,9 @@ func newTestIssuer(t testing.TB, clk *testingclock.FakeClock) *TokenIssuer {
 	return issuer
 }
 
-// writeFile replaces path atomically, as the kubelet updates a mounted
-// Secret, so that a watcher never sees a half-written file.
-func writeFile(t testing.TB, path, content string) {
-	t.Helper()
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func writeKeyFile(t testing.TB, content string) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "keys")
-	writeFile(t, path, content)
+	testkit.ReplaceFile(t, path, content)
 	return path
 }

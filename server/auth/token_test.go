@@ -9,6 +9,7 @@ import (
 
 	testingclock "k8s.io/utils/clock/testing"
 
+	"github.com/voicegateway/voicegateway/internal/testkit"
 	"github.com/voicegateway/voicegateway/server/fleet"
 )
 
@@ -424,7 +425,7 @@ func TestRotationAcrossReplicas(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	writeFile(t, path, string(data[fleet.TokenKeysFile]))
+	testkit.ReplaceFile(t, path, string(data[fleet.TokenKeysFile]))
 	replica := func() (*TokenIssuer, *SecretFile[*Keyring]) {
 		file, err := NewSecretFile(path, ParseKeyring)
 		if err != nil {
@@ -454,7 +455,7 @@ func TestRotationAcrossReplicas(t *testing.T) {
 		t.Fatal(err)
 	}
 	out, _ := rotated.Marshal()
-	writeFile(t, path, string(out))
+	testkit.ReplaceFile(t, path, string(out))
 	// Replica A sees the new file at once, B only after a while, as the
 	// kubelet updates pods one by one.
 	if changed, err := fileA.Reload(); err != nil || !changed {
@@ -544,7 +545,7 @@ func TestKeyRefreshOnUnknownKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	writeFile(t, path, string(data[fleet.TokenKeysFile]))
+	testkit.ReplaceFile(t, path, string(data[fleet.TokenKeysFile]))
 	file, err := NewSecretFile(path, ParseKeyring)
 	if err != nil {
 		t.Fatal(err)
@@ -575,7 +576,7 @@ func TestKeyRefreshOnUnknownKey(t *testing.T) {
 	if _, err := lagging.Verify(token); !errors.Is(err, ErrInvalidCredentials) {
 		t.Fatalf("before the file changed: %v, want ErrInvalidCredentials", err)
 	}
-	writeFile(t, path, string(out))
+	testkit.ReplaceFile(t, path, string(out))
 	// Within the interval of the last refresh the file is not read.
 	if _, err := lagging.Verify(token); !errors.Is(err, ErrInvalidCredentials) {
 		t.Fatalf("a second refresh within the interval: %v", err)

@@ -15,6 +15,7 @@ import (
 	"github.com/go-logr/logr"
 	testingclock "k8s.io/utils/clock/testing"
 
+	"github.com/voicegateway/voicegateway/internal/testkit"
 	"github.com/voicegateway/voicegateway/server/backend"
 	"github.com/voicegateway/voicegateway/server/config"
 	"github.com/voicegateway/voicegateway/server/metrics"
@@ -34,7 +35,7 @@ func benchBackend(b *testing.B) *Backend {
 	b.Helper()
 	cfg := config.Default().OpenAI
 	cfg.APIKeyFile = filepath.Join(b.TempDir(), "key")
-	writeFile(b, cfg.APIKeyFile, testKey)
+	testkit.ReplaceFile(b, cfg.APIKeyFile, testKey)
 	be, err := New(cfg, Options{Clock: testingclock.NewFakeClock(testEpoch), Metrics: metrics.New(), Log: logr.Discard()})
 	if err != nil {
 		b.Fatal(err)

@@ -444,7 +444,7 @@ func TestKeyRotation(t *testing.T) {
 
 	const rotated = "sk-rotated-upstream-key-987654"
 	e.up.SetKeys(rotated)
-	writeFile(t, e.keyFile, rotated+"\n")
+	testkit.ReplaceFile(t, e.keyFile, rotated+"\n")
 	testkit.Eventually(t, waitTimeout, testkit.That("the rotated key", func() bool {
 		if e.clk.HasWaiters() {
 			e.clk.Step(time.Second)
@@ -473,7 +473,7 @@ func TestNewRefusesBadSettings(t *testing.T) {
 		{name: "missing key file", mutate: func(c *config.OpenAIConfig, dir string) { c.APIKeyFile = dir + "/none" }, want: "--openai-api-key-file"},
 		{name: "empty key file", mutate: func(c *config.OpenAIConfig, dir string) {
 			c.APIKeyFile = dir + "/empty"
-			writeFile(t, c.APIKeyFile, "\n")
+			testkit.ReplaceFile(t, c.APIKeyFile, "\n")
 		}, want: "empty"},
 		{name: "http url", mutate: func(c *config.OpenAIConfig, dir string) { c.URL = "https://api.openai.com/v1/realtime" }, want: "--openai-url"},
 	}
@@ -482,7 +482,7 @@ func TestNewRefusesBadSettings(t *testing.T) {
 			dir := t.TempDir()
 			cfg := config.Default().OpenAI
 			cfg.APIKeyFile = dir + "/key"
-			writeFile(t, cfg.APIKeyFile, testKey)
+			testkit.ReplaceFile(t, cfg.APIKeyFile, testKey)
 			tt.mutate(&cfg, dir)
 			if _, err := New(cfg, Options{}); err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("New = %v, want an error about %s", err, tt.want)

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	testingclock "k8s.io/utils/clock/testing"
 
+	"github.com/voicegateway/voicegateway/internal/testkit"
 	"github.com/voicegateway/voicegateway/server/backend"
 	"github.com/voicegateway/voicegateway/server/backend/backendtest"
 	"github.com/voicegateway/voicegateway/server/backend/openai/openaitest"
@@ -54,7 +55,7 @@ func newEnv(t *testing.T, opts openaitest.Options, mutate func(*config.OpenAICon
 	up := openaitest.New(opts)
 	t.Cleanup(up.Close)
 	keyFile := filepath.Join(t.TempDir(), "openai-key")
-	writeFile(t, keyFile, testKey+"\n")
+	testkit.ReplaceFile(t, keyFile, testKey+"\n")
 	cfg := config.Default().OpenAI
 	cfg.URL, cfg.APIKeyFile = up.URL, keyFile
 	cfg.DialTimeout = 5 * time.Second
@@ -68,17 +69,6 @@ func newEnv(t *testing.T, opts openaitest.Options, mutate func(*config.OpenAICon
 	}
 	e.b = b
 	return e
-}
-
-func writeFile(t testing.TB, path, content string) {
-	t.Helper()
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		t.Fatal(err)
-	}
 }
 
 func defaultInfo(binary bool) backend.Info {
