@@ -148,7 +148,7 @@ if [[ " $SCENARIOS " == *" idle "* ]]; then
 		fi
 		start_server idle-$n --insecure-no-auth --session-limit $((n + 100)) --idle-timeout 10m --propagation-delay 0s
 		ramp=$((n / 1000 * 2 + 2))s
-		vgload run --idle --sessions "$n" --ramp "$ramp" --duration 5s \
+		vgload idle --sessions "$n" --ramp "$ramp" --duration 5s \
 			--url "ws://$PUBLIC/v1/realtime" --admin "$ADMIN" --server-pid "$PID" \
 			--heap-profile "$OUT/idle-$n.heap.pprof" --json "$OUT/idle-$n.json" --markdown "$REPORT"
 		stop_server "$PID"
@@ -183,7 +183,7 @@ if [[ " $SCENARIOS " == *" relay "* ]]; then
 	} >>"$REPORT"
 	relay() { # sessions commit-every label
 		local n=$1 every=$2 label=$3
-		vgload run --sessions "$n" --ramp "$((n / 200 + 2))s" --duration "$DURATION" --audio "$AUDIO" \
+		vgload relay --sessions "$n" --ramp "$((n / 200 + 2))s" --duration "$DURATION" --audio "$AUDIO" \
 			--commit-every "$every" --label "$label" \
 			--baseline-url "ws://$BASE_PUBLIC/" --baseline-pid "$BASE_PID" \
 			--url "ws://$PUBLIC/v1/realtime" --admin "$ADMIN" --server-pid "$PID" \
@@ -220,7 +220,7 @@ if [[ " $SCENARIOS " == *" drain "* ]]; then
 		echo "| sessions at SIGTERM | readiness failed | all notified | notified | closed abnormally | closes on A | last session left A | exit after last session | exit | reconnect gap p50 / p99 / p99.9 / max (ms) | frames lost |"
 		echo "|---|---|---|---|---|---|---|---|---|---|---|"
 	} >>"$REPORT"
-	vgload run --sessions "$DRAIN_SESSIONS" --ramp 5s --duration 15s --settle 3s --audio "$AUDIO" \
+	vgload drain --sessions "$DRAIN_SESSIONS" --ramp 5s --duration 15s --settle 3s --audio "$AUDIO" \
 		--url "ws://$PUBLIC/v1/realtime" --url "ws://$B_PUBLIC/v1/realtime" \
 		--admin "$ADMIN" --server-pid "$PID" --sigterm-after 10s --drain-wait 60s \
 		--json "$OUT/drain.json" --markdown "$REPORT"

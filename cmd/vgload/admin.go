@@ -4,28 +4,26 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/voicegateway/voicegateway/internal/boundedfile"
+	"github.com/voicegateway/voicegateway/server/admin/adminapi"
 )
 
-// adminClient reads the voice server's admin endpoints. Keep-alives are off:
-// an idle connection held by the tool would show up in the very goroutine
-// and file counts that the soak compares.
+// adminClient reads the voice server's admin endpoints through the
+// contract's client (server/admin/adminapi). Keep-alives are off: an idle
+// connection held by the tool would show up in the very goroutine and file
+// counts that the soak compares.
 type adminClient struct {
-	base string
-	// token is the admin token the guarded endpoints (/debug/*) need;
-	// empty sends none.
-	token string
-	http  *http.Client
+	api *adminapi.Client
 }
 
 // adminTokenFlag adds --admin-token-file to a subcommand: the server's
@@ -47,10 +45,9 @@ func newAdminClient(addr, tokenFile string, allowRemote bool) (*adminClient, err
 		}
 		token = strings.TrimSpace(string(data))
 	}
-	return &adminClient{
-		base:  httpURL(addr),
-		token: token,
-		http: &http.Client{
+	api, err := adminapi.NewClient(addr, adminapi.ClientOptions{
+		Token: token,
+		HTTPClient: &http.Client{
 			Timeout: 2 * time.Minute, // a CPU profile takes as long as it samples
 			Transport: &http.Transport{
 				DialContext:       guardedDialer(allowRemote).DialContext,
@@ -58,67 +55,39 @@ func newAdminClient(addr, tokenFile string, allowRemote bool) (*adminClient, err
 				Proxy:             nil,
 			},
 		},
-	}, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("--admin: %w", err)
+	}
+	return &adminClient{api: api}, nil
 }
 
-// MemStats mirrors the server's /debug/memstats document.
-type MemStats struct {
-	HeapInuseBytes  uint64 `json:"heap_inuse_bytes"`
-	HeapAllocBytes  uint64 `json:"heap_alloc_bytes"`
-	StackInuseBytes uint64 `json:"stack_inuse_bytes"`
-	SysBytes        uint64 `json:"sys_bytes"`
-	Goroutines      int    `json:"goroutines"`
-	OpenFiles       int    `json:"open_files"`
-	Sessions        int    `json:"sessions"`
-}
-
-func (a *adminClient) get(ctx context.Context, path string) (int, []byte, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.base+path, nil)
-	if err != nil {
-		return 0, nil, err
-	}
-	if a.token != "" {
-		req.Header.Set("Authorization", "Bearer "+a.token)
-	}
-	resp, err := a.http.Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	return resp.StatusCode, body, err
-}
+// MemStats is the server's /debug/memstats document, as the reports carry it.
+type MemStats = adminapi.MemStats
 
 // memStats forces a GC in the server and returns its live memory.
 func (a *adminClient) memStats(ctx context.Context) (MemStats, error) {
-	code, body, err := a.get(ctx, "/debug/memstats")
-	if err != nil {
-		return MemStats{}, err
+	m, err := a.api.MemStats(ctx)
+	var refused *adminapi.StatusError
+	if errors.As(err, &refused) {
+		return m, fmt.Errorf("%w (run the server with --debug-endpoints and give vgload --admin-token-file)", err)
 	}
-	var m MemStats
-	if code != http.StatusOK {
-		return m, fmt.Errorf("/debug/memstats: HTTP %d %s (run the server with --debug-endpoints and give vgload --admin-token-file)", code, bytes.TrimSpace(body))
-	}
-	return m, json.Unmarshal(body, &m)
+	return m, err
 }
 
 // ready reports whether /readyz answers 200.
 func (a *adminClient) ready(ctx context.Context) (bool, error) {
-	code, _, err := a.get(ctx, "/readyz")
-	return code == http.StatusOK, err
+	return a.api.Ready(ctx)
 }
 
 // metricSum adds up every sample of the named Prometheus metric (all label
 // sets). It returns 0 when the metric has no samples yet.
 func (a *adminClient) metricSum(ctx context.Context, name string) (float64, error) {
-	code, body, err := a.get(ctx, "/metrics")
+	text, err := a.api.Metrics(ctx)
 	if err != nil {
 		return 0, err
 	}
-	if code != http.StatusOK {
-		return 0, fmt.Errorf("/metrics: HTTP %d", code)
-	}
-	return sumMetric(body, name), nil
+	return sumMetric(text, name), nil
 }
 
 // sumMetric parses the Prometheus text format just enough to add up the
@@ -169,14 +138,20 @@ func (a *adminClient) waitSessions(ctx context.Context, want int) (MemStats, err
 }
 
 // saveProfile writes the server's pprof profile at path (an admin URL path
-// with its query) to file.
+// under /debug/pprof/ with its query, e.g. "/debug/pprof/heap?gc=1") to
+// file.
 func (a *adminClient) saveProfile(ctx context.Context, path, file string) error {
-	code, body, err := a.get(ctx, path)
+	u, err := url.Parse(path)
 	if err != nil {
 		return err
 	}
-	if code != http.StatusOK {
-		return fmt.Errorf("%s: HTTP %d", path, code)
+	name, ok := strings.CutPrefix(u.Path, adminapi.PathPprof)
+	if !ok {
+		return fmt.Errorf("%s is not a profile under %s", path, adminapi.PathPprof)
 	}
-	return os.WriteFile(file, body, 0o644)
+	profile, err := a.api.Profile(ctx, name, u.Query())
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(file, profile, 0o644)
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -92,16 +93,17 @@ func serveBaseline(ctx context.Context, ln net.Listener) error {
 // echo returns every message on c until the connection ends.
 func echo(ctx context.Context, c *websocket.Conn) {
 	defer c.CloseNow()
-	buf := make([]byte, 0, 4096)
+	var buf bytes.Buffer // reused: the baseline allocates nothing per message
 	for {
 		typ, r, err := c.Reader(ctx)
 		if err != nil {
 			return
 		}
-		if buf, err = readAll(r, buf[:0]); err != nil {
+		buf.Reset()
+		if _, err := buf.ReadFrom(r); err != nil {
 			return
 		}
-		if err := c.Write(ctx, typ, buf); err != nil {
+		if err := c.Write(ctx, typ, buf.Bytes()); err != nil {
 			return
 		}
 	}

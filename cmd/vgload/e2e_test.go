@@ -1,20 +1,18 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/voicegateway/voicegateway/internal/testkit"
 	"github.com/voicegateway/voicegateway/server/fleet"
 )
 
@@ -22,14 +20,11 @@ import (
 // binary on loopback: a few sessions for a few seconds, so that `make test`
 // proves the load client, its measurements and its drain handling work.
 
+// serverProcess is the real voice server with a fleet Secret of its own,
+// whose admin token its /debug endpoints ask for.
 type serverProcess struct {
-	pid           int
-	public, admin string
-	// adminTokenFile holds the admin token of the server's fleet Secret,
-	// which its /debug endpoints ask for.
+	*testkit.Process
 	adminTokenFile string
-	exited         chan struct{}
-	exitErr        error
 }
 
 func startServer(t *testing.T, args ...string) *serverProcess {
@@ -49,60 +44,10 @@ func startServer(t *testing.T, args ...string) *serverProcess {
 	}
 	args = append([]string{"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--log-level", "info",
 		"--fleet-secret-dir", fleetDir, "--debug-endpoints"}, args...)
-	cmd := exec.Command(voiceServer.Path(t), args...)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
+	return &serverProcess{
+		Process:        testkit.Start(t, voiceServer.Path(t), args...),
+		adminTokenFile: filepath.Join(fleetDir, fleet.AdminTokenFile),
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &serverProcess{pid: cmd.Process.Pid, exited: make(chan struct{}), adminTokenFile: filepath.Join(fleetDir, fleet.AdminTokenFile)}
-	listening := make(chan [2]string, 1)
-	var logMu sync.Mutex
-	var logs bytes.Buffer
-	logsDone := make(chan struct{})
-	go func() {
-		defer close(logsDone)
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			logMu.Lock()
-			logs.WriteString(sc.Text() + "\n")
-			logMu.Unlock()
-			var entry struct{ Msg, Public, Admin string }
-			if json.Unmarshal(sc.Bytes(), &entry) == nil && entry.Msg == "listening" {
-				listening <- [2]string{entry.Public, entry.Admin}
-			}
-		}
-	}()
-	go func() {
-		<-logsDone
-		p.exitErr = cmd.Wait()
-		close(p.exited)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.exited:
-		default:
-			_ = cmd.Process.Kill()
-			<-p.exited
-		}
-		if t.Failed() {
-			logMu.Lock()
-			t.Logf("server log:\n%s", logs.String())
-			logMu.Unlock()
-		}
-	})
-	select {
-	case addrs := <-listening:
-		p.public, p.admin = addrs[0], addrs[1]
-	case <-p.exited:
-		t.Fatalf("server exited at start: %v", p.exitErr)
-	case <-time.After(30 * time.Second):
-		t.Fatal("server did not start")
-	}
-	return p
 }
 
 // startBaseline runs the plain echo in process until the test ends.
@@ -163,10 +108,10 @@ func TestRelayEndToEnd(t *testing.T) {
 			srv := startServer(t, "--insecure-no-auth", "--sample-rate", strconv.Itoa(tc.sampleRate))
 			base := startBaseline(t)
 			dir := t.TempDir()
-			vgload(t, "run", "--url", "ws://"+srv.public+"/v1/realtime", "--baseline-url", base,
+			vgload(t, "relay", "--url", "ws://"+srv.Public+"/v1/realtime", "--baseline-url", base,
 				"--sessions", strconv.Itoa(sessions), "--ramp", "200ms", "--duration", "2s",
 				"--audio", tc.audio, "--sample-rate", strconv.Itoa(tc.sampleRate), "--commit-every", strconv.Itoa(tc.commitEvery),
-				"--admin", srv.admin, "--admin-token-file", srv.adminTokenFile, "--server-pid", strconv.Itoa(srv.pid),
+				"--admin", srv.Admin, "--admin-token-file", srv.adminTokenFile, "--server-pid", strconv.Itoa(srv.Pid()),
 				// A generous settle: the last turn's echo may queue behind the one before.
 				"--settle", "5s", "--json", filepath.Join(dir, "report.json"), "--markdown", filepath.Join(dir, "row.md"), "--fail-on-loss")
 			var r Report
@@ -202,8 +147,8 @@ func TestIdleEndToEnd(t *testing.T) {
 	const sessions = 20
 	srv := startServer(t, "--insecure-no-auth")
 	path := filepath.Join(t.TempDir(), "idle.json")
-	vgload(t, "run", "--idle", "--url", "ws://"+srv.public+"/v1/realtime", "--sessions", strconv.Itoa(sessions),
-		"--ramp", "200ms", "--duration", "2500ms", "--admin", srv.admin, "--admin-token-file", srv.adminTokenFile, "--server-pid", strconv.Itoa(srv.pid), "--json", path)
+	vgload(t, "idle", "--url", "ws://"+srv.Public+"/v1/realtime", "--sessions", strconv.Itoa(sessions),
+		"--ramp", "200ms", "--duration", "2500ms", "--admin", srv.Admin, "--admin-token-file", srv.adminTokenFile, "--server-pid", strconv.Itoa(srv.Pid()), "--json", path)
 	var r Report
 	readJSON(t, path, &r)
 	m := r.Gateway.Memory
@@ -223,9 +168,9 @@ func TestDrainEndToEnd(t *testing.T) {
 		"--notify-window", "1s", "--exit-margin", "2s", "--reconnect-after", "200ms")
 	b := startServer(t, "--insecure-no-auth")
 	path := filepath.Join(t.TempDir(), "drain.json")
-	vgload(t, "run", "--url", "ws://"+a.public+"/v1/realtime", "--url", "ws://"+b.public+"/v1/realtime",
+	vgload(t, "drain", "--url", "ws://"+a.Public+"/v1/realtime", "--url", "ws://"+b.Public+"/v1/realtime",
 		"--sessions", strconv.Itoa(sessions), "--ramp", "200ms", "--duration", "1s", "--commit-every", "2", "--settle", "5s",
-		"--admin", a.admin, "--admin-token-file", a.adminTokenFile, "--server-pid", strconv.Itoa(a.pid), "--sigterm-after", "500ms", "--drain-wait", "20s",
+		"--admin", a.Admin, "--admin-token-file", a.adminTokenFile, "--server-pid", strconv.Itoa(a.Pid()), "--sigterm-after", "500ms", "--drain-wait", "20s",
 		"--json", path)
 	var r Report
 	readJSON(t, path, &r)
@@ -237,13 +182,8 @@ func TestDrainEndToEnd(t *testing.T) {
 	if g.Reconnects < sessions || g.ReconnectGap.Count < sessions || g.Frames.Lost != 0 {
 		t.Fatalf("reconnects %d, gaps %+v, frames %+v", g.Reconnects, g.ReconnectGap, g.Frames)
 	}
-	select {
-	case <-a.exited:
-		if a.exitErr != nil {
-			t.Fatalf("drained server: %v", a.exitErr)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("drained server still running")
+	if code := a.WaitExit(5 * time.Second); code != 0 {
+		t.Fatalf("drained server exited %d", code)
 	}
 }
 
@@ -255,7 +195,7 @@ func TestSoakEndToEnd(t *testing.T) {
 	}
 	srv := startServer(t, "--api-keys-file", keys, "--trusted-proxies", "127.0.0.1")
 	path := filepath.Join(t.TempDir(), "soak.json")
-	vgload(t, "soak", "--url", "ws://"+srv.public+"/v1/realtime", "--admin", srv.admin, "--admin-token-file", srv.adminTokenFile, "--api-key", key,
+	vgload(t, "soak", "--url", "ws://"+srv.Public+"/v1/realtime", "--admin", srv.Admin, "--admin-token-file", srv.adminTokenFile, "--api-key", key,
 		"--sessions", "6", "--duration", "6s", "--sample-every", "2s", "--warmup", "1s", "--gate", "--json", path)
 	var r SoakReport
 	readJSON(t, path, &r)
@@ -272,8 +212,8 @@ func TestFloodEndToEnd(t *testing.T) {
 	}
 	srv := startServer(t, "--api-keys-file", keys, "--trusted-proxies", "127.0.0.1")
 	path := filepath.Join(t.TempDir(), "flood.json")
-	vgload(t, "flood", "--url", "http://"+srv.public, "--admin", srv.admin, "--admin-token-file", srv.adminTokenFile, "--api-key", key,
-		"--ips", "3000", "--concurrency", "4", "--server-pid", strconv.Itoa(srv.pid), "--json", path)
+	vgload(t, "flood", "--url", "http://"+srv.Public, "--admin", srv.Admin, "--admin-token-file", srv.adminTokenFile, "--api-key", key,
+		"--ips", "3000", "--concurrency", "4", "--server-pid", strconv.Itoa(srv.Pid()), "--json", path)
 	var r FloodReport
 	readJSON(t, path, &r)
 	if r.Statuses["401"] != 3000 || r.TrackedIPs != 3000 || r.LegitStatuses["200"] == 0 || len(r.LegitStatuses) != 1 {
@@ -284,7 +224,7 @@ func TestFloodEndToEnd(t *testing.T) {
 // vgload refuses a target off this machine before sending anything.
 func TestRunRefusesRemoteTarget(t *testing.T) {
 	var out bytes.Buffer
-	err := run(context.Background(), []string{"run", "--url", "ws://192.0.2.1:8080/v1/realtime", "--duration", "1s"}, &out, &out)
+	err := run(context.Background(), []string{"relay", "--url", "ws://192.0.2.1:8080/v1/realtime", "--duration", "1s"}, &out, &out)
 	if err == nil || !strings.Contains(err.Error(), "not a loopback address") {
 		t.Fatalf("run against 192.0.2.1: %v", err)
 	}

@@ -45,30 +45,30 @@ type FloodReport struct {
 
 func cmdFlood(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("flood", stderr)
-	base := fs.String("url", "http://127.0.0.1:8080", "the gateway's public HTTP address")
-	admin := fs.String("admin", "127.0.0.1:9090", "the gateway's admin address")
-	adminToken := adminTokenFlag(fs)
-	apiKey := fs.String("api-key", os.Getenv("VGLOAD_API_KEY"), "a valid API key, for the legitimate client (env VGLOAD_API_KEY)")
+	var target targetFlags
+	target.register(fs, "http://127.0.0.1:8080", "the gateway's public HTTP address", "a valid API key, for the legitimate client", false)
+	var server serverFlags
+	server.register(fs, "127.0.0.1:9090", "its rate limiter's state and memory are read from it", true)
+	var report reportFlags
+	report.register(fs, "flood")
 	ips := fs.Int64("ips", 1_000_000, "distinct client addresses that each fail once")
 	concurrency := fs.Int("concurrency", 32, "requests in flight (keep-alive connections)")
 	maxTime := fs.Duration("max-time", 5*time.Minute, "stop the flood after this long even if not every address was sent")
 	probeEvery := fs.Duration("probe-every", 10*time.Millisecond, "interval of the legitimate client's requests")
-	serverPID := fs.Int("server-pid", 0, "the gateway's process id, for its CPU")
-	jsonOut := fs.String("json", "", "write the JSON report to this file (- for stdout)")
-	mdOut := fs.String("markdown", "", "append this run's row of the flood table to this file")
-	allowRemote := fs.Bool("allow-remote", false, "allow non-loopback targets")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	for _, t := range []string{httpURL(*base), httpURL(*admin)} {
-		if err := checkTarget(t, *allowRemote); err != nil {
-			return err
-		}
+	for i, u := range target.urls {
+		target.urls[i] = httpURL(u)
 	}
-	if *apiKey == "" {
+	targets, err := target.targets(server.adminURL())
+	if err != nil {
+		return err
+	}
+	if target.apiKey == "" {
 		return fmt.Errorf("flood needs --api-key: the server must authenticate for failures to count")
 	}
-	adm, err := newAdminClient(*admin, *adminToken, *allowRemote)
+	adm, err := server.client(target.allowRemote)
 	if err != nil {
 		return err
 	}
@@ -76,10 +76,10 @@ func cmdFlood(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if r.Before, err = adm.memStats(ctx); err != nil {
 		return fmt.Errorf("server admin: %w", err)
 	}
-	endpoint := httpURL(*base) + "/v1/client_tokens"
+	endpoint := targets[0] + "/v1/client_tokens"
 	transport := func(conns int) *http.Client {
 		return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
-			DialContext: guardedDialer(*allowRemote).DialContext, MaxIdleConns: conns, MaxIdleConnsPerHost: conns, Proxy: nil,
+			DialContext: guardedDialer(target.allowRemote).DialContext, MaxIdleConns: conns, MaxIdleConnsPerHost: conns, Proxy: nil,
 		}}
 	}
 	legit := transport(1)
@@ -95,7 +95,7 @@ func cmdFlood(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			case <-t.C:
 			}
 			start := time.Now()
-			code := post(ctx, legit, endpoint, "Bearer "+*apiKey, "192.0.2.10")
+			code := post(ctx, legit, endpoint, "Bearer "+target.apiKey, "192.0.2.10")
 			if ctx.Err() != nil {
 				return
 			}
@@ -120,7 +120,7 @@ func cmdFlood(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var next, sent atomic.Int64
 	var statuses counter
 	var wg sync.WaitGroup
-	serverCPU, clientCPU := startCPU(*serverPID), startCPU(os.Getpid())
+	serverCPU, clientCPU := startCPU(server.pid), startCPU(os.Getpid())
 	start := time.Now()
 	for range *concurrency {
 		wg.Add(1)
@@ -170,11 +170,11 @@ func cmdFlood(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if r.After, err = adm.memStats(ctx); err != nil {
 		return fmt.Errorf("server admin: %w", err)
 	}
-	if err := writeJSON(*jsonOut, stdout, r); err != nil {
+	if err := writeJSON(report.json, stdout, r); err != nil {
 		return err
 	}
 	writeFloodSummary(stdout, r)
-	return appendFile(*mdOut, floodRow(r))
+	return appendFile(report.markdown, floodRow(r))
 }
 
 // post sends one token request and returns its status ("401"), or "error".

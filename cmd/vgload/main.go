@@ -7,10 +7,15 @@
 //
 // Subcommands:
 //
-//	vgload run             sessions against a gateway (and optionally a plain echo baseline)
+//	vgload relay           sessions talking through a gateway (and first through a plain echo baseline)
+//	vgload idle            idle sessions held open, for the server's memory per session
+//	vgload drain           sessions talking while the server is sent SIGTERM, timing the drain
 //	vgload baseline-server a plain WebSocket echo, the baseline the gateway's latency is compared with
 //	vgload soak            session churn for a duration, sampling the server for leaks
 //	vgload flood           failed authentications from many addresses against the auth rate limiter
+//
+// The sessions are internal/voiceclient's, the client test/e2e and the
+// voice server's tests talk with too.
 //
 // vgload talks to loopback addresses only unless --allow-remote is given.
 package main
@@ -49,7 +54,9 @@ func main() {
 const usage = `Usage: vgload <command> [flags]
 
 Commands:
-  run              sessions with real-time audio against a gateway (default)
+  relay            sessions with real-time audio through a gateway (and a plain echo baseline)
+  idle             idle sessions held open: the server's memory per session
+  drain            sessions talking while the server drains after a SIGTERM
   baseline-server  a plain WebSocket echo server, the latency baseline
   soak             session churn for a duration; samples the server for leaks
   flood            failed authentications from many client addresses
@@ -59,13 +66,18 @@ Run "vgload <command> -h" for the flags of each.
 
 // run dispatches a command line; it is main without the process around it.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cmd := "run"
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		cmd, args = args[0], args[1:]
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errors.New("no command")
 	}
+	cmd, args := args[0], args[1:]
 	switch cmd {
-	case "run":
-		return cmdRun(ctx, args, stdout, stderr)
+	case "relay":
+		return cmdRelay(ctx, args, stdout, stderr)
+	case "idle":
+		return cmdIdle(ctx, args, stdout, stderr)
+	case "drain":
+		return cmdDrain(ctx, args, stdout, stderr)
 	case "baseline-server":
 		return cmdBaseline(ctx, args, stdout, stderr)
 	case "soak":
@@ -77,6 +89,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return nil
 	}
 	fmt.Fprint(stderr, usage)
+	if cmd == "run" {
+		return errors.New(`"run" is now three commands: relay, idle (was --idle) and drain (was --sigterm-after)`)
+	}
 	return fmt.Errorf("unknown command %q", cmd)
 }
 

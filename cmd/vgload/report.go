@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/voicegateway/voicegateway/internal/voiceclient"
 )
 
 // Machine says where figures were taken; every report row carries it.
@@ -158,8 +160,12 @@ func markdownRow(r *Report, label string) string {
 
 // writeSummary prints the report for a person.
 func writeSummary(w io.Writer, r *Report) {
-	fmt.Fprintf(w, "vgload %s: %d sessions, %s audio at %d Hz, ramp %.0fs, steady %.0fs — %d cores (%s), %s, load %s\n",
-		r.Mode, r.Settings.Sessions, r.Settings.Audio, r.Settings.SampleRate, r.Settings.RampS, r.Settings.DurationS,
+	talk := fmt.Sprintf("%s audio at %d Hz", r.Settings.Audio, r.Settings.SampleRate)
+	if r.Settings.Idle {
+		talk = "held idle"
+	}
+	fmt.Fprintf(w, "vgload %s: %d sessions, %s, ramp %.0fs, steady %.0fs — %d cores (%s), %s, load %s\n",
+		r.Mode, r.Settings.Sessions, talk, r.Settings.RampS, r.Settings.DurationS,
 		r.Machine.Cores, r.Machine.CPU, r.Machine.Date, r.Machine.LoadAvg)
 	for _, p := range []*PhaseResult{r.Baseline, r.Gateway} {
 		if p != nil {
@@ -230,7 +236,7 @@ func sendLag(s Summary) string {
 	if s.Count == 0 {
 		return "—"
 	}
-	if s.P99 > float64(frameDuration/time.Millisecond) {
+	if s.P99 > float64(voiceclient.FrameDuration/time.Millisecond) {
 		return msf(s.P99) + " ⚠"
 	}
 	return msf(s.P99)

@@ -6,15 +6,14 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/netip"
-	"os"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/voicegateway/voicegateway/internal/voiceclient"
 )
 
 // The soak churns sessions — connect, talk, close, with some errors, some
@@ -67,6 +66,7 @@ type SoakReport struct {
 
 type soakConfig struct {
 	target, apiKey  string
+	http, slowHTTP  *http.Client // the second with a small receive buffer, for slow readers
 	workers         int
 	duration        time.Duration
 	sampleEvery     time.Duration
@@ -74,15 +74,16 @@ type soakConfig struct {
 	sampleRate      int
 	tolerance       int
 	xffAuthFailures bool
-	allowRemote     bool
 }
 
 func cmdSoak(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("soak", stderr)
-	target := fs.String("url", "ws://127.0.0.1:8080/v1/realtime", "gateway session URL")
-	admin := fs.String("admin", "127.0.0.1:9090", "the gateway's admin address, sampled through /debug/memstats")
-	adminToken := adminTokenFlag(fs)
-	apiKey := fs.String("api-key", os.Getenv("VGLOAD_API_KEY"), "API key (env VGLOAD_API_KEY); with one, some sessions also fail authentication on purpose")
+	var target targetFlags
+	target.register(fs, defaultSessionURL, "gateway session URL", "API key; with one, some sessions also fail authentication on purpose", false)
+	var server serverFlags
+	server.register(fs, "127.0.0.1:9090", "sampled through /debug/memstats", false)
+	var report reportFlags
+	report.register(fs, "soak")
 	workers := fs.Int("sessions", 50, "concurrent churning sessions")
 	duration := fs.Duration("duration", 3*time.Minute, "how long to churn")
 	sampleEvery := fs.Duration("sample-every", 10*time.Second, "sampling interval")
@@ -91,16 +92,11 @@ func cmdSoak(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	tolerance := fs.Int("tolerance", 2, "goroutines or open files above the pre-churn count still accepted at the end")
 	xff := fs.Bool("xff-auth-failures", true, "failed authentications carry X-Forwarded-For addresses from documentation ranges (run the server with --trusted-proxies 127.0.0.1), so that they do not get the load client itself blocked")
 	gate := fs.Bool("gate", false, "exit 1 if goroutines or open files grew")
-	jsonOut := fs.String("json", "", "write the JSON report to this file (- for stdout)")
-	mdOut := fs.String("markdown", "", "append this run's row of the soak table to this file")
-	allowRemote := fs.Bool("allow-remote", false, "allow non-loopback targets")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if err := checkTarget(*target, *allowRemote); err != nil {
-		return err
-	}
-	if err := checkTarget(httpURL(*admin), *allowRemote); err != nil {
+	targets, err := target.targets(server.adminURL())
+	if err != nil {
 		return err
 	}
 	if *workers < 1 || *duration <= 0 || *sampleEvery <= 0 {
@@ -110,27 +106,29 @@ func cmdSoak(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		*warmup = max(30*time.Second, *duration/6)
 	}
 	cfg := soakConfig{
-		target: *target, apiKey: *apiKey, workers: *workers, duration: *duration, sampleEvery: *sampleEvery,
-		warmup: *warmup, sampleRate: *sampleRate, tolerance: *tolerance, xffAuthFailures: *xff, allowRemote: *allowRemote,
+		target: targets[0], apiKey: target.apiKey,
+		http: newHTTPClient(target.allowRemote, false), slowHTTP: newHTTPClient(target.allowRemote, true),
+		workers: *workers, duration: *duration, sampleEvery: *sampleEvery,
+		warmup: *warmup, sampleRate: *sampleRate, tolerance: *tolerance, xffAuthFailures: *xff,
 	}
-	adminClient, err := newAdminClient(*admin, *adminToken, *allowRemote)
+	adminClient, err := server.client(target.allowRemote)
 	if err != nil {
 		return err
 	}
-	report, err := runSoak(ctx, cfg, adminClient, stdout)
+	r, err := runSoak(ctx, cfg, adminClient, stdout)
 	if err != nil {
 		return err
 	}
-	if err := writeJSON(*jsonOut, stdout, report); err != nil {
+	if err := writeJSON(report.json, stdout, r); err != nil {
 		return err
 	}
-	writeSoakSummary(stdout, report, cfg)
-	if err := appendFile(*mdOut, soakRow(report)); err != nil {
+	writeSoakSummary(stdout, r, cfg)
+	if err := appendFile(report.markdown, soakRow(r)); err != nil {
 		return err
 	}
-	if *gate && !report.Passed {
+	if *gate && !r.Passed {
 		return &gateError{fmt.Sprintf("server grew: %+d goroutines, %+d open files after the churn (tolerance %d)",
-			report.GoroutineGrowth, report.OpenFileGrowth, cfg.tolerance)}
+			r.GoroutineGrowth, r.OpenFileGrowth, cfg.tolerance)}
 	}
 	return nil
 }
@@ -179,8 +177,6 @@ func runSoak(ctx context.Context, cfg soakConfig, admin *adminClient, progress i
 	stats := newPhaseStats(1, time.Second)
 	stats.measureFrom.Store(0)
 	var kinds counter
-	dial := newDialer(cfg.apiKey, cfg.allowRemote)
-	slowDial := newSlowDialer(cfg.apiKey, cfg.allowRemote)
 
 	churnCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -206,7 +202,7 @@ func runSoak(ctx context.Context, cfg soakConfig, admin *adminClient, progress i
 				}
 				kind := pickKind(rng, cfg.apiKey != "")
 				kinds.add(kind, 1)
-				soakSession(churnCtx, stop, cfg, dial, slowDial, stats, rng, id, kind)
+				soakSession(churnCtx, stop, cfg, stats, rng, id, kind)
 			}
 		}()
 	}
@@ -349,49 +345,35 @@ func fitSlope(t, x, y []float64) (slope, stdErr float64) {
 }
 
 // soakSession runs one session of the given kind to its end.
-func soakSession(ctx context.Context, stop <-chan struct{}, cfg soakConfig, dial, slowDial *dialer, stats *phaseStats, rng *rand.Rand, id int, kind string) {
-	target := cfg.target
-	if kind != "talk-base64" {
-		target = withAudioParam(target, true)
+func soakSession(ctx context.Context, stop <-chan struct{}, cfg soakConfig, stats *phaseStats, rng *rand.Rand, id int, kind string) {
+	c := &caller{id: id, seqs: newSeqSet()}
+	opts := voiceclient.Options{
+		URL: cfg.target, APIKey: cfg.apiKey, Binary: kind != "talk-base64", HTTPClient: cfg.http,
+		OnAudio: func(a voiceclient.Audio) { c.onAudio(stats, a) },
+		OnEvent: stats.onEvent,
 	}
-	d := dial
-	var header http.Header
 	switch kind {
 	case "slow-reader":
-		d = slowDial
+		opts.HTTPClient, opts.ReadDelay = cfg.slowHTTP, 500*time.Millisecond
 	case "bad-auth":
-		header = http.Header{"Authorization": {"Bearer vgload-soak-not-a-valid-key-" + fmt.Sprint(id)}}
+		opts.APIKey = "vgload-soak-not-a-valid-key-" + fmt.Sprint(id)
 		if cfg.xffAuthFailures {
-			header.Set("X-Forwarded-For", docAddr(rng.Uint64()).String())
+			opts.Header = http.Header{"X-Forwarded-For": {docAddr(rng.Uint64()).String()}}
 		}
 	}
 	dctx, cancelDial := context.WithTimeout(ctx, 10*time.Second)
-	conn, refusal, err := d.dial(dctx, target, header)
-	cancelDial()
+	defer cancelDial()
+	conn, err := voiceclient.Dial(dctx, opts)
 	if err != nil {
-		stats.dialFailures.add(refusal, 1)
+		stats.dialFailures.add(refusalKey(err), 1)
 		sleepCtx(ctx, stop, 100*time.Millisecond)
 		return
 	}
-	st := &sessionState{id: id, seqs: newSeqSet()}
-	c := newLiveConn(conn, 0, st, stats, true)
-	if kind == "slow-reader" {
-		c.readDelay = 500 * time.Millisecond
-	}
-	go c.readLoop(ctx)
-	clientClosed := false
 	defer func() {
 		conn.CloseNow()
-		<-c.readerDone
-		stats.closes.add(endKind(c.readErr, clientClosed), 1)
+		stats.closes.add(endKind(conn.End(), ctx.Err() != nil), 1)
 	}()
-	select {
-	case <-c.ready:
-	case <-c.readerDone:
-		return
-	case <-ctx.Done():
-		return
-	case <-time.After(10 * time.Second):
+	if conn.WaitReady(dctx) != nil {
 		return
 	}
 
@@ -403,65 +385,50 @@ func soakSession(ctx context.Context, stop <-chan struct{}, cfg soakConfig, dial
 	}
 	if kind == "idle" {
 		if sleepCtx(ctx, stop, talkFor) {
-			clientClosed = true
-			_ = conn.Close(websocket.StatusNormalClosure, "done")
+			_ = conn.Close()
 		}
 		return
 	}
-	frame := newFrameTemplate(cfg.sampleRate)
-	var msg []byte
-	ticker := time.NewTicker(frameDuration)
-	defer ticker.Stop()
-	endAt := time.Now().Add(talkFor)
-	pending := 0
+	call := voiceclient.NewCall(voiceclient.CallOptions{
+		SampleRate: cfg.sampleRate, CommitEvery: 5,
+		OnFrame: func(voiceclient.FrameHeader, time.Duration) { stats.sent.Add(1) },
+	})
+	call.Start(ctx, conn)
+	defer call.Stop()
+	// Ten frames in, the misbehaving kinds misbehave.
+	misbehave := time.After(10 * voiceclient.FrameDuration)
+	end := time.After(talkFor)
 talking:
-	for sent := 0; time.Now().Before(endAt); sent++ {
+	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-c.readerDone:
+		case <-conn.Done():
 			return // the server ended it (oversized, slow reader, …)
 		case <-stop:
 			break talking // the soak is over: hang up politely
-		case <-ticker.C:
-		}
-		encodeFrame(frame, frameHeader{seq: st.nextSeq.Load(), sentAt: sinceEpoch(), turn: st.turn, index: uint32(pending)})
-		if kind == "talk-base64" {
-			msg = appendAudioEvent(msg[:0], frame)
-			err = conn.Write(ctx, websocket.MessageText, msg)
-		} else {
-			err = conn.Write(ctx, websocket.MessageBinary, frame)
-		}
-		if err != nil {
-			return
-		}
-		st.nextSeq.Add(1)
-		stats.sent.Add(1)
-		if pending++; pending == 5 {
-			pending = 0
-			if commit(ctx, conn, st, 5) != nil {
+		case <-end:
+			break talking
+		case <-misbehave:
+			switch kind {
+			case "invalid-event":
+				err = conn.Send(ctx, websocket.MessageText, []byte(`{"type":"vgload.not_an_event"}`))
+			case "oversized":
+				limit := conn.Session().MaxMessageBytes
+				if limit <= 0 {
+					limit = 256 << 10
+				}
+				err = conn.Send(ctx, websocket.MessageBinary, make([]byte, limit+2))
+			}
+			if err != nil {
 				return
 			}
-		}
-		switch {
-		case kind == "invalid-event" && sent == 10:
-			err = conn.Write(ctx, websocket.MessageText, []byte(`{"type":"vgload.not_an_event"}`))
-		case kind == "oversized" && sent == 10:
-			limit := c.maxMessage.Load()
-			if limit <= 0 {
-				limit = 256 << 10
-			}
-			err = conn.Write(ctx, websocket.MessageBinary, make([]byte, limit+2))
-		}
-		if err != nil {
-			return
 		}
 	}
 	if kind == "hang-up" {
 		return // CloseNow in the deferred cleanup: no close handshake
 	}
-	clientClosed = true
-	finish(ctx, c, loadConfig{settle: 500 * time.Millisecond}, st, pending)
+	call.Finish(ctx, 500*time.Millisecond)
 }
 
 // docAddr maps n to an address in the documentation and benchmarking
@@ -480,33 +447,6 @@ func docAddr(n uint64) netip.Addr {
 		m >>= 8
 	}
 	return netip.AddrFrom16(b)
-}
-
-// newSlowDialer makes connections with a small receive buffer, as a client
-// on a poor link has: the server's writes back up within a few seconds.
-func newSlowDialer(apiKey string, allowRemote bool) *dialer {
-	nd := guardedDialer(allowRemote)
-	guard := nd.ControlContext
-	nd.ControlContext = func(ctx context.Context, network, address string, rc syscall.RawConn) error {
-		if guard != nil {
-			if err := guard(ctx, network, address, rc); err != nil {
-				return err
-			}
-		}
-		var serr error
-		err := rc.Control(func(fd uintptr) {
-			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
-		})
-		if err != nil {
-			return err
-		}
-		return serr
-	}
-	d := newDialer(apiKey, allowRemote)
-	d.http.Transport.(*http.Transport).DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		return nd.DialContext(ctx, network, addr)
-	}
-	return d
 }
 
 func writeSoakSummary(w io.Writer, r *SoakReport, cfg soakConfig) {

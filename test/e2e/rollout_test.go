@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -34,7 +35,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/coder/websocket"
+	"github.com/voicegateway/voicegateway/internal/voiceclient"
+	"github.com/voicegateway/voicegateway/server/admin/adminapi"
 )
 
 func env(key, def string) string {
@@ -64,12 +66,9 @@ func kubectl(ctx context.Context, args ...string) ([]byte, error) {
 // ---- the sessions ----
 
 const (
-	frameBytes  = 960 // 20 ms of PCM16 mono at 24 kHz
-	frameEvery  = 20 * time.Millisecond
+	sampleRate  = 24000
 	commitEvery = 25 // frames per turn: 0.5 s
 )
-
-var commitMsg = []byte(`{"type":"input_audio_buffer.commit"}`)
 
 type counters struct {
 	mu             sync.Mutex
@@ -99,14 +98,22 @@ func (c *counters) end(kind string) {
 	c.mu.Unlock()
 }
 
+// refused counts a mint or connect the gateway refused with 401.
+func (c *counters) refused(err error) {
+	var refused *voiceclient.RefusedError
+	if errors.As(err, &refused) && refused.Status == http.StatusUnauthorized {
+		c.mu.Lock()
+		c.unauthorized++
+		c.mu.Unlock()
+	}
+}
+
+// sessionConn is one session of a caller, with what the counters need to
+// know about it.
 type sessionConn struct {
-	conn     *websocket.Conn
-	notice   chan time.Duration
-	done     chan struct{}
-	byClient atomic.Bool
-	echoed   atomic.Bool // audio came back on this session
+	*voiceclient.Conn
 	notified atomic.Bool // gateway.draining came on this session
-	isNew    bool        // opened by a move
+	isNew    atomic.Bool // opened by a move
 	leaving  atomic.Bool // replaced by a new session, not yet closed
 }
 
@@ -128,34 +135,23 @@ func (c *caller) dial(ctx context.Context) (*sessionConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	conn, resp, err := websocket.Dial(dctx, c.url+"&token="+token, nil)
+	sc := &sessionConn{}
+	// The session is closed by the caller's Call, not with ctx: a read cut
+	// by a context would tear it down without a close handshake.
+	conn, err := voiceclient.Open(dctx, voiceclient.Options{
+		URL: c.url, Token: token, Binary: true, SampleRate: sampleRate,
+		OnAudio: func(a voiceclient.Audio) { c.onAudio(sc, a.At) },
+		OnEvent: func(ev voiceclient.Event) { c.onEvent(sc, ev) },
+		OnEnd:   func(e voiceclient.End) { c.onEnd(sc, e) },
+	})
 	if err != nil {
-		if resp != nil && resp.StatusCode == http.StatusUnauthorized {
-			c.stats.mu.Lock()
-			c.stats.unauthorized++
-			c.stats.mu.Unlock()
-		}
+		c.stats.refused(err)
 		return nil, err
 	}
 	c.stats.mu.Lock()
 	c.stats.tokenConnects++
 	c.stats.mu.Unlock()
-	conn.SetReadLimit(1 << 20)
-	// The first text event is session.created.
-	for {
-		typ, msg, err := conn.Read(dctx)
-		if err != nil {
-			conn.CloseNow()
-			return nil, err
-		}
-		if typ == websocket.MessageText && eventType(msg) == "session.created" {
-			break
-		}
-	}
-	sc := &sessionConn{conn: conn, notice: make(chan time.Duration, 1), done: make(chan struct{})}
-	// Reads end when the session is closed, not with ctx: a read cut by a
-	// context would tear the connection down without a close handshake.
-	go c.read(context.WithoutCancel(ctx), sc)
+	sc.Conn = conn
 	return sc, nil
 }
 
@@ -163,35 +159,17 @@ func (c *caller) dial(ctx context.Context) (*sessionConn, error) {
 // the Service, counting refusals for want of authentication and the
 // signing key of what it got.
 func mintToken(ctx context.Context, mintURL, apiKey string, ttlSeconds int, stats *counters) (string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, mintURL, strings.NewReader(fmt.Sprintf(`{"expires_in":%d}`, ttlSeconds)))
+	token, err := voiceclient.MintToken(ctx, voiceclient.MintOptions{
+		URL: mintURL, APIKey: apiKey, TTL: time.Duration(ttlSeconds) * time.Second, HTTPClient: mintClient,
+	})
 	if err != nil {
+		stats.refused(err)
 		return "", err
-	}
-	req.Header.Set("Authorization", "Bearer "+apiKey)
-	resp, err := mintClient.Do(req)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<10))
-	if resp.StatusCode != http.StatusOK {
-		if resp.StatusCode == http.StatusUnauthorized {
-			stats.mu.Lock()
-			stats.unauthorized++
-			stats.mu.Unlock()
-		}
-		return "", fmt.Errorf("minting a client token: %s: %s", resp.Status, bytes.TrimSpace(body))
-	}
-	var minted struct {
-		Value string `json:"value"`
-	}
-	if err := json.Unmarshal(body, &minted); err != nil || minted.Value == "" {
-		return "", fmt.Errorf("minting a client token: %s", body)
 	}
 	stats.mu.Lock()
-	stats.tokenKeys[signingKeyID(minted.Value)]++
+	stats.tokenKeys[signingKeyID(token)]++
 	stats.mu.Unlock()
-	return minted.Value, nil
+	return token, nil
 }
 
 // mintClient opens a connection per request, so that kube-proxy spreads
@@ -204,101 +182,80 @@ func signingKeyID(token string) string {
 	return id
 }
 
-func eventType(msg []byte) string {
-	var ev struct {
-		Type string `json:"type"`
+// onEnd counts how a session ended; one that ended before session.created
+// counts as a failed dial instead.
+func (c *caller) onEnd(sc *sessionConn, e voiceclient.End) {
+	switch {
+	case !e.Ready:
+	case e.ByClient:
+		c.stats.end("client close")
+	case e.Code == -1:
+		c.stats.end("abnormal (1006 or reset)")
+		c.stats.mu.Lock()
+		if len(c.stats.abnormal) < 5 {
+			c.stats.abnormal = append(c.stats.abnormal, fmt.Sprintf("%s (%s after the move, notified %v)",
+				e.Err, time.Since(time.Unix(0, c.movedAt.Load())).Round(time.Millisecond), sc.notified.Load()))
+		}
+		c.stats.mu.Unlock()
+	default:
+		c.stats.end("server close " + strconv.Itoa(int(e.Code)))
 	}
-	_ = json.Unmarshal(msg, &ev)
-	return ev.Type
 }
 
-func (c *caller) read(ctx context.Context, sc *sessionConn) {
-	defer close(sc.done)
-	for {
-		typ, msg, err := sc.conn.Read(ctx)
-		if err != nil {
-			switch code := websocket.CloseStatus(err); {
-			case sc.byClient.Load():
-				c.stats.end("client close")
-			case code == -1:
-				c.stats.end("abnormal (1006 or reset)")
-				c.stats.mu.Lock()
-				if len(c.stats.abnormal) < 5 {
-					c.stats.abnormal = append(c.stats.abnormal, fmt.Sprintf("%s (%s after the move, notified %v)",
-						err, time.Since(time.Unix(0, c.movedAt.Load())).Round(time.Millisecond), sc.notified.Load()))
-				}
-				c.stats.mu.Unlock()
-			default:
-				c.stats.end("server close " + strconv.Itoa(int(code)))
-			}
-			return
-		}
-		now := time.Now()
-		if typ == websocket.MessageBinary {
-			sc.echoed.Store(true)
-			switch {
-			case sc.leaving.Load():
-				c.stats.mu.Lock()
-				c.stats.chunksLeaving++
-				c.stats.mu.Unlock()
-			case sc.notified.Load():
-				c.stats.mu.Lock()
-				c.stats.chunksNotified++
-				c.stats.mu.Unlock()
-			}
-			prev := c.lastAudio.Swap(now.UnixNano())
-			if prev != 0 {
-				gap := now.Sub(time.Unix(0, prev))
-				c.stats.mu.Lock()
-				if gap > c.stats.maxGap {
-					c.stats.maxGap = gap
-				}
-				if c.rolling.Load() && gap > c.stats.maxGapRollout {
-					c.stats.maxGapRollout = gap
-					c.stats.maxGapWhere = fmt.Sprintf("ended %s after the caller's last switch to a new session; on the new session: %v",
-						now.Sub(time.Unix(0, c.movedAt.Load())).Round(time.Millisecond), sc.isNew)
-				}
-				if !c.rolling.Load() && !c.stats.rolled && gap > c.stats.maxGapSteady {
-					c.stats.maxGapSteady = gap
-				}
-				c.stats.mu.Unlock()
-			}
-			continue
-		}
-		switch eventType(msg) {
-		case "gateway.draining":
-			var ev struct {
-				ReconnectAfterMS int64 `json:"reconnect_after_ms"`
-			}
-			_ = json.Unmarshal(msg, &ev)
-			sc.notified.Store(true)
-			c.stats.mu.Lock()
-			c.stats.notices++
-			c.stats.mu.Unlock()
-			select {
-			case sc.notice <- time.Duration(ev.ReconnectAfterMS) * time.Millisecond:
-			default:
-			}
-		case "error":
-			var ev struct {
-				Error struct {
-					Code string `json:"code"`
-				} `json:"error"`
-			}
-			_ = json.Unmarshal(msg, &ev)
-			c.stats.mu.Lock()
-			c.stats.errorsByCode[ev.Error.Code]++
-			c.stats.mu.Unlock()
-		}
+// onAudio follows the silences between audio chunks of the caller, across
+// its sessions.
+func (c *caller) onAudio(sc *sessionConn, now time.Time) {
+	switch {
+	case sc.leaving.Load():
+		c.stats.mu.Lock()
+		c.stats.chunksLeaving++
+		c.stats.mu.Unlock()
+	case sc.notified.Load():
+		c.stats.mu.Lock()
+		c.stats.chunksNotified++
+		c.stats.mu.Unlock()
+	}
+	prev := c.lastAudio.Swap(now.UnixNano())
+	if prev == 0 {
+		return
+	}
+	gap := now.Sub(time.Unix(0, prev))
+	c.stats.mu.Lock()
+	defer c.stats.mu.Unlock()
+	if gap > c.stats.maxGap {
+		c.stats.maxGap = gap
+	}
+	if c.rolling.Load() && gap > c.stats.maxGapRollout {
+		c.stats.maxGapRollout = gap
+		c.stats.maxGapWhere = fmt.Sprintf("ended %s after the caller's last switch to a new session; on the new session: %v",
+			now.Sub(time.Unix(0, c.movedAt.Load())).Round(time.Millisecond), sc.isNew.Load())
+	}
+	if !c.rolling.Load() && !c.stats.rolled && gap > c.stats.maxGapSteady {
+		c.stats.maxGapSteady = gap
+	}
+}
+
+// onEvent counts drain notices and error codes.
+func (c *caller) onEvent(sc *sessionConn, ev voiceclient.Event) {
+	switch {
+	case ev.Draining != nil:
+		sc.notified.Store(true)
+		c.stats.mu.Lock()
+		c.stats.notices++
+		c.stats.mu.Unlock()
+	case ev.Error != nil:
+		c.stats.mu.Lock()
+		c.stats.errorsByCode[ev.Error.Code]++
+		c.stats.mu.Unlock()
 	}
 }
 
 // run holds one session until ctx ends: audio every 20 ms, a commit every
 // 25 frames. On gateway.draining it keeps sending on the old session for
 // reconnect_after_ms (at most 2 s), then opens a new session through the
-// Service, commits the turn in progress on the old one, sends its audio to
-// the new one, and closes the old one with 1000 once the new one echoes
-// (make before break).
+// Service and moves the call to it make before break: the turn in progress
+// is committed on the old session, audio goes to the new one, and the old
+// one is closed with 1000 once the new one echoes (voiceclient.Call.Move).
 func (c *caller) run(ctx context.Context, ready chan<- struct{}) {
 	var sc *sessionConn
 	for sc == nil {
@@ -314,52 +271,39 @@ func (c *caller) run(ctx context.Context, ready chan<- struct{}) {
 		}
 	}
 	ready <- struct{}{}
-	frame := make([]byte, frameBytes)
-	tick := time.NewTicker(frameEvery)
-	defer tick.Stop()
-	inTurn := 0 // frames sent in this turn
-	closeConn := func(old *sessionConn) {
-		if old == nil {
-			return
-		}
-		old.byClient.Store(true)
-		_ = old.conn.Close(websocket.StatusNormalClosure, "")
-		<-old.done
-	}
+	// The turn in progress ends on the old session, whose echo plays it
+	// after the previous turn's: the old session's audio runs until one turn
+	// from the move. A full turn on the new session is committed just then,
+	// so its echo takes over without a pause.
+	call := voiceclient.NewCall(voiceclient.CallOptions{
+		SampleRate: sampleRate, CommitEvery: commitEvery, WriteTimeout: time.Second, MoveTimeout: 2 * time.Second,
+	})
+	defer call.Close() // hangs up with 1000, the session being left too
+	call.Start(ctx, sc.Conn)
 	var (
-		old      *sessionConn // the session being left, closed once the new one echoes
-		oldUntil time.Time    // close old by then even without an echo
+		notice   = sc.Draining()
 		moveAt   <-chan time.Time
 		notified time.Time
 	)
 	for {
-		var oldDone <-chan struct{}
-		if old != nil {
-			oldDone = old.done
-		}
 		select {
 		case <-ctx.Done():
-			closeConn(old)
-			closeConn(sc)
 			return
-		case <-oldDone:
-			old = nil // ended before we closed it; counted by its reader
-		case <-sc.done:
+		case <-sc.Done():
 			// Ended without a notice: reconnect all the same, so that the
 			// failure is counted once and the run goes on.
 			next := c.redial(ctx)
 			if next == nil {
-				closeConn(old)
 				return
 			}
-			sc = next
-		case after := <-sc.notice:
+			sc, notice = next, next.Draining()
+			call.Start(ctx, sc.Conn)
+		case <-notice:
+			notice = nil
 			if moveAt != nil {
 				continue
 			}
-			if after > 2*time.Second {
-				after = 2 * time.Second
-			}
+			after := min(sc.Notice().ReconnectAfter, 2*time.Second)
 			notified = time.Now().Add(after)
 			moveAt = time.After(after)
 		case <-moveAt:
@@ -376,37 +320,14 @@ func (c *caller) run(ctx context.Context, ready chan<- struct{}) {
 				c.stats.maxReconnect = took
 			}
 			c.stats.mu.Unlock()
-			closeConn(old)
-			// The turn in progress ends on the old session, whose echo
-			// plays it after the previous turn's: the old session's audio
-			// runs until one turn from now. A full turn on the new
-			// session is committed just then, so its echo takes over
-			// without a pause.
-			if inTurn > 0 {
-				wctx, cancel := context.WithTimeout(ctx, time.Second)
-				_ = sc.conn.Write(wctx, websocket.MessageText, commitMsg)
-				cancel()
-				inTurn = 0
-			}
-			next.isNew = true
+			next.isNew.Store(true)
 			sc.leaving.Store(true)
 			c.movedAt.Store(time.Now().UnixNano())
-			old, sc = sc, next
-			oldUntil = time.Now().Add(2 * time.Second)
-		case <-tick.C:
-			if old != nil && (sc.echoed.Load() || time.Now().After(oldUntil)) {
-				closeConn(old)
-				old = nil
+			if err := call.Move(ctx, next.Conn); err != nil {
+				next.Close()
+				return
 			}
-			wctx, cancel := context.WithTimeout(ctx, time.Second)
-			err := sc.conn.Write(wctx, websocket.MessageBinary, frame)
-			inTurn++
-			if err == nil && inTurn >= commitEvery {
-				err = sc.conn.Write(wctx, websocket.MessageText, commitMsg)
-				inTurn = 0
-			}
-			cancel()
-			_ = err // a failed write shows up as the read side's end
+			sc, notice = next, next.Draining()
 		}
 	}
 }
@@ -469,25 +390,15 @@ type podInfo struct {
 	} `json:"status"`
 }
 
-type adminStatus struct {
-	Sessions int    `json:"sessions"`
-	Notified int    `json:"notified"`
-	Draining bool   `json:"draining"`
-	Phase    string `json:"phase"`
-}
-
-func podStatus(ctx context.Context, ip string) (adminStatus, error) {
-	var st adminStatus
+// podStatus reads a pod's admin status, as the operator does.
+func podStatus(ctx context.Context, ip string) (adminapi.Status, error) {
+	admin, err := adminapi.NewClient(net.JoinHostPort(ip, "9090"), adminapi.ClientOptions{})
+	if err != nil {
+		return adminapi.Status{}, err
+	}
 	rctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(rctx, http.MethodGet, "http://"+ip+":9090/status", nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return st, err
-	}
-	defer resp.Body.Close()
-	err = json.NewDecoder(resp.Body).Decode(&st)
-	return st, err
+	return admin.Status(rctx)
 }
 
 func listPods(ctx context.Context) ([]podInfo, error) {
@@ -984,29 +895,15 @@ func rotateKeys(ctx context.Context, t *testing.T, url, mintURL, apiKey string, 
 // connectOnce opens a session with a client token through the Service,
 // waits for session.created and hangs up.
 func connectOnce(ctx context.Context, url, token string, stats *counters) error {
-	conn, resp, err := websocket.Dial(ctx, url+"&token="+token, nil)
+	conn, err := voiceclient.Open(ctx, voiceclient.Options{URL: url, Token: token})
 	if err != nil {
-		if resp != nil && resp.StatusCode == http.StatusUnauthorized {
-			stats.mu.Lock()
-			stats.unauthorized++
-			stats.mu.Unlock()
-		}
+		stats.refused(err)
 		return err
-	}
-	defer conn.CloseNow()
-	for {
-		typ, msg, err := conn.Read(ctx)
-		if err != nil {
-			return err
-		}
-		if typ == websocket.MessageText && eventType(msg) == "session.created" {
-			break
-		}
 	}
 	stats.mu.Lock()
 	stats.tokenConnects++
 	stats.mu.Unlock()
-	return conn.Close(websocket.StatusNormalClosure, "")
+	return conn.Close()
 }
 
 // startCapture runs kubectl with its output into file until ctx ends; the

@@ -1,14 +1,10 @@
-package main
+package voiceclient
 
 import (
 	"bytes"
-	"context"
-	"errors"
 	"fmt"
 	"io"
 	"testing"
-
-	"github.com/coder/websocket"
 )
 
 func TestEventType(t *testing.T) {
@@ -33,8 +29,8 @@ func TestEventType(t *testing.T) {
 }
 
 func TestAudioEventRoundTrip(t *testing.T) {
-	frame := newFrameTemplate(24000)
-	encodeFrame(frame, frameHeader{seq: 42, sentAt: 99})
+	frame := NewFrame(24000)
+	EncodeFrame(frame, FrameHeader{Seq: 42, SentAt: 99})
 	appendMsg := appendAudioEvent(nil, frame)
 	// What the gateway sends back, shaped as server/protocol encodes it.
 	delta := []byte(`{"type":"response.output_audio.delta","event_id":"event_9","response_id":"resp_1","item_id":"item_1_echo","output_index":0,"content_index":0,"delta":"` +
@@ -62,8 +58,8 @@ func TestAudioEventRoundTrip(t *testing.T) {
 			if !bytes.Equal(got, tc.want) {
 				t.Fatalf("decoded %d bytes, want the %d-byte frame", len(got), len(tc.want))
 			}
-			h, err := decodeFrame(got)
-			if err != nil || h.seq != 42 {
+			h, err := DecodeFrame(got)
+			if err != nil || h.Seq != 42 {
 				t.Fatalf("header %+v, %v", h, err)
 			}
 		})
@@ -91,53 +87,4 @@ func (h iotestHalfReader) Read(p []byte) (int, error) {
 		p = p[:len(p)/2]
 	}
 	return h.r.Read(p)
-}
-
-func TestEndKind(t *testing.T) {
-	closeErr := func(code websocket.StatusCode) error { return websocket.CloseError{Code: code} }
-	tests := map[string]struct {
-		err          error
-		clientClosed bool
-		want         string
-		retry        bool
-	}{
-		"our close, handshake done":   {err: closeErr(websocket.StatusNormalClosure), clientClosed: true, want: "client 1000"},
-		"our close, cut":              {err: io.EOF, clientClosed: true, want: "client 1000"},
-		"server hung up":              {err: closeErr(websocket.StatusNormalClosure), want: "server 1000"},
-		"drain deadline":              {err: closeErr(websocket.StatusServiceRestart), want: "server 1012", retry: true},
-		"session limit":               {err: closeErr(websocket.StatusTryAgainLater), want: "server 1013", retry: true},
-		"policy (slow consumer)":      {err: closeErr(websocket.StatusPolicyViolation), want: "server 1008"},
-		"server error after we close": {err: closeErr(websocket.StatusInternalError), clientClosed: true, want: "server 1011"},
-		"connection lost":             {err: io.ErrUnexpectedEOF, want: "lost 1006", retry: true},
-		"cancelled":                   {err: fmt.Errorf("read: %w", context.Canceled), want: "aborted"},
-		"other":                       {err: errors.New("boom"), want: "lost 1006", retry: true},
-	}
-	for name, tc := range tests {
-		t.Run(name, func(t *testing.T) {
-			got := endKind(tc.err, tc.clientClosed)
-			if got != tc.want || retryable(got) != tc.retry {
-				t.Fatalf("endKind = %q (retry %v), want %q (retry %v)", got, retryable(got), tc.want, tc.retry)
-			}
-		})
-	}
-}
-
-func TestWithAudioParam(t *testing.T) {
-	tests := map[string]struct {
-		url    string
-		binary bool
-		want   string
-	}{
-		"adds the parameter": {url: "ws://127.0.0.1:8080/v1/realtime", binary: true, want: "ws://127.0.0.1:8080/v1/realtime?audio=binary"},
-		"keeps other ones":   {url: "ws://127.0.0.1:8080/v1/realtime?x=1", binary: true, want: "ws://127.0.0.1:8080/v1/realtime?audio=binary&x=1"},
-		"leaves a choice":    {url: "ws://127.0.0.1:8080/v1/realtime?audio=base64", binary: true, want: "ws://127.0.0.1:8080/v1/realtime?audio=base64"},
-		"base64 untouched":   {url: "ws://127.0.0.1:8080/v1/realtime", want: "ws://127.0.0.1:8080/v1/realtime"},
-	}
-	for name, tc := range tests {
-		t.Run(name, func(t *testing.T) {
-			if got := withAudioParam(tc.url, tc.binary); got != tc.want {
-				t.Fatalf("withAudioParam = %q, want %q", got, tc.want)
-			}
-		})
-	}
 }
