@@ -107,7 +107,7 @@ func TestBrowserTalksThroughDrain(t *testing.T) {
 	refusedShot := browser.screenshot(ctx, "demo-page-unauthorized.png")
 
 	// With a client token minted by "the app's backend" it talks.
-	token := mintToken(t, first, `{"expires_in": 600, "session": {"audio": "binary"}}`)
+	token := mintToken(t, first, 10*time.Minute, true)
 	browser.startTalking(ctx, service.url()+"/?processing=off#token="+token)
 	location, err := chromedp.Run(ctx, chromedp.Evaluate[string](`location.href`))
 	if err != nil {

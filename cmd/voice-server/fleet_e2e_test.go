@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -18,6 +17,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/voicegateway/voicegateway/internal/testkit"
+	"github.com/voicegateway/voicegateway/internal/voiceclient"
 	"github.com/voicegateway/voicegateway/server/admin/adminapi"
 	"github.com/voicegateway/voicegateway/server/auth"
 	"github.com/voicegateway/voicegateway/server/fleet"
@@ -77,27 +77,18 @@ func (m *kubeletMount) update(data map[string][]byte) {
 }
 
 // mintToken does what an app's backend does: it exchanges its API key
-// for a client token at p's mint endpoint, with the given request body.
-func mintToken(t *testing.T, p *process, body string) string {
+// for a client token at p's mint endpoint.
+func mintToken(t *testing.T, p *process, ttl time.Duration, binary bool) string {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, "http://"+p.public+"/v1/client_tokens", strings.NewReader(body))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	token, err := voiceclient.MintToken(ctx, voiceclient.MintOptions{
+		URL: "http://" + p.public + "/v1/client_tokens", APIKey: testAPIKey, TTL: ttl, Binary: binary,
+	})
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("minting a client token on %s: %v", p.public, err)
 	}
-	req.Header.Set("Authorization", "Bearer "+testAPIKey)
-	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	resp, err := client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var minted struct {
-		Value string `json:"value"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&minted); err != nil || resp.StatusCode != http.StatusOK || minted.Value == "" {
-		t.Fatalf("minting a client token on %s: %d %v", p.public, resp.StatusCode, err)
-	}
-	return minted.Value
+	return token
 }
 
 // connectWithToken opens a session on p with a client token and reports
@@ -163,7 +154,7 @@ func TestFleetSecretAcrossReplicas(t *testing.T) {
 		t.Helper()
 		for i := 0; i < rounds; i++ {
 			minter, verifier := replicas[i%2], replicas[(i+1)%2]
-			token := mintToken(t, minter, `{"expires_in": 60}`)
+			token := mintToken(t, minter, time.Minute, false)
 			if got := auth.SigningKeyID(token); got != wantKeyID {
 				t.Fatalf("%s: token signed with key %q, want %q", phase, got, wantKeyID)
 			}
@@ -183,7 +174,7 @@ func TestFleetSecretAcrossReplicas(t *testing.T) {
 	oldID := keys.Keys[0].ID
 	crossCheck("before the rotation", oldID, 20)
 	// Minted before the rotation, presented after it.
-	early := []string{mintToken(t, a, `{"expires_in": 60}`), mintToken(t, b, `{"expires_in": 60}`)}
+	early := []string{mintToken(t, a, time.Minute, false), mintToken(t, b, time.Minute, false)}
 
 	rotation := fleet.Rotation{Activation: 5 * time.Second, Retain: 4 * time.Second}
 	rotated, err := keys.Rotate(nil, time.Now(), rotation)

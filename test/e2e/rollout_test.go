@@ -35,6 +35,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/voicegateway/voicegateway/internal/testkit"
 	"github.com/voicegateway/voicegateway/internal/voiceclient"
 	"github.com/voicegateway/voicegateway/server/admin/adminapi"
 )
@@ -432,19 +433,15 @@ func getVGW(ctx context.Context) (vgwStatus, error) {
 	return v.Status, err
 }
 
-func waitFor(ctx context.Context, t *testing.T, what string, timeout time.Duration, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	last := ""
-	for time.Now().Before(deadline) && ctx.Err() == nil {
-		ok, state := cond()
-		last = state
-		if ok {
-			return
+// until adapts a condition that also says what it saw to
+// testkit.Eventually, so that a timeout reports the last state.
+func until(what string, cond func() (bool, string)) func() error {
+	return func() error {
+		if ok, state := cond(); !ok {
+			return fmt.Errorf("waiting for %s; last: %s", what, state)
 		}
-		time.Sleep(250 * time.Millisecond)
+		return nil
 	}
-	t.Fatalf("timed out after %s waiting for %s; last: %s", timeout, what, last)
 }
 
 // oldPodWatch follows one old pod: its admin status until it stops
@@ -478,10 +475,10 @@ func TestRollout(t *testing.T) {
 	}
 
 	// 1. Two gateway pods Ready, READY 2/2.
-	waitFor(ctx, t, "VoiceGateway READY 2/2", 3*time.Minute, func() (bool, string) {
+	testkit.Eventually(t, 3*time.Minute, until("VoiceGateway READY 2/2", func() (bool, string) {
 		st, err := getVGW(ctx)
 		return err == nil && st.Ready == "2/2", fmt.Sprintf("%+v %v", st, err)
-	})
+	}))
 	oldPods, err := listPods(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -491,11 +488,11 @@ func TestRollout(t *testing.T) {
 	}
 	// Both pods in the Service's EndpointSlice as ready, and a moment for
 	// kube-proxy to program them, so that the sessions spread over both.
-	waitFor(ctx, t, "2 ready endpoints of the Service", time.Minute, func() (bool, string) {
+	testkit.Eventually(t, time.Minute, until("2 ready endpoints of the Service", func() (bool, string) {
 		out, err := kubectl(ctx, "get", "endpointslices", "-l", "kubernetes.io/service-name="+vgwName,
 			"-o", "jsonpath={.items[*].endpoints[?(@.conditions.ready==true)].addresses[0]}")
 		return err == nil && len(strings.Fields(string(out))) == 2, string(out)
-	})
+	}))
 	time.Sleep(2 * time.Second)
 	svcIP, err := kubectl(ctx, "get", "service", vgwName, "-o", "jsonpath={.spec.clusterIP}:{.spec.ports[0].port}")
 	if err != nil {
@@ -531,10 +528,10 @@ func TestRollout(t *testing.T) {
 			t.Fatalf("only %d of %d sessions connected", i, sessions)
 		}
 	}
-	waitFor(ctx, t, "the sessions in the VoiceGateway's status", time.Minute, func() (bool, string) {
+	testkit.Eventually(t, time.Minute, until("the sessions in the VoiceGateway's status", func() (bool, string) {
 		st, err := getVGW(ctx)
 		return err == nil && st.Sessions == sessions && st.Ready == "2/2", fmt.Sprintf("%+v %v", st, err)
-	})
+	}))
 	vgwLine, _ := kubectl(ctx, "get", "vgw", vgwName)
 	t.Logf("before the rollout:\n%s", vgwLine)
 	stats.mu.Lock()
@@ -612,7 +609,7 @@ func TestRollout(t *testing.T) {
 	for _, p := range oldPods {
 		oldUID[p.Metadata.UID] = true
 	}
-	waitFor(ctx, t, "the rollout: 2 new pods Ready, the old ones gone", 4*time.Minute, func() (bool, string) {
+	testkit.Eventually(t, 4*time.Minute, until("the rollout: 2 new pods Ready, the old ones gone", func() (bool, string) {
 		pods, err := listPods(ctx)
 		if err != nil {
 			return false, err.Error()
@@ -628,14 +625,14 @@ func TestRollout(t *testing.T) {
 			}
 		}
 		return old == 0 && newReady == 2, fmt.Sprintf("%d old pods left, %d new Ready", old, newReady)
-	})
+	}))
 	rolloutTook := time.Since(rolloutStart)
 	lap("rollout")
 	// The sessions settle on the new pods.
-	waitFor(ctx, t, "every session on the new pods", time.Minute, func() (bool, string) {
+	testkit.Eventually(t, time.Minute, until("every session on the new pods", func() (bool, string) {
 		st, err := getVGW(ctx)
 		return err == nil && st.Sessions == sessions && st.DrainingSessions == 0 && st.Ready == "2/2", fmt.Sprintf("%+v %v", st, err)
-	})
+	}))
 	rolling.Store(false)
 	time.Sleep(2 * time.Second)
 	vgwLine, _ = kubectl(ctx, "get", "vgw", vgwName)
@@ -810,7 +807,7 @@ func rotateKeys(ctx context.Context, t *testing.T, url, mintURL, apiKey string, 
 		t.Fatal(err)
 	}
 	var newKey fleetKey
-	waitFor(ctx, t, "a new signing key in the fleet Secret", time.Minute, func() (bool, string) {
+	testkit.Eventually(t, time.Minute, until("a new signing key in the fleet Secret", func() (bool, string) {
 		keys, err := tokenKeysOf(ctx)
 		if err != nil {
 			return false, err.Error()
@@ -822,7 +819,7 @@ func rotateKeys(ctx context.Context, t *testing.T, url, mintURL, apiKey string, 
 			}
 		}
 		return false, fmt.Sprintf("%d keys", len(keys))
-	})
+	}))
 	t.Logf("rotation requested; the operator wrote key %s, signing from %v (%s after the request)",
 		newKey.ID, newKey.SignFrom, time.Since(start).Round(time.Millisecond))
 
