@@ -15,8 +15,7 @@ type CallOptions struct {
 	// CommitEvery is the number of frames per input_audio_buffer.commit:
 	// 50 is a 1 s turn; 0 never commits.
 	CommitEvery int
-	// WriteTimeout bounds each write; 0 leaves writes bounded by the
-	// context given to Start only.
+	// WriteTimeout bounds each write; 0 means 5 s.
 	WriteTimeout time.Duration
 	// MoveTimeout is the longest a Move keeps the old session open waiting
 	// for it to play back what it was sent and for the new one to echo
@@ -326,9 +325,15 @@ func (c *Call) commit(ctx context.Context, conn *Conn, frames int) error {
 	return conn.Commit(wctx)
 }
 
+// writeContext bounds one write by WriteTimeout only. The caller's ctx
+// ending stops the pacer between writes, never inside one: coder/websocket
+// closes the connection under a write whose context ends, and a call hung
+// up at the end of a test would count as a broken connection instead of a
+// client's 1000.
 func (c *Call) writeContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	if c.opts.WriteTimeout > 0 {
-		return context.WithTimeout(ctx, c.opts.WriteTimeout)
+	timeout := c.opts.WriteTimeout
+	if timeout <= 0 {
+		timeout = 5 * time.Second
 	}
-	return ctx, func() {}
+	return context.WithTimeout(context.WithoutCancel(ctx), timeout)
 }
