@@ -5,6 +5,11 @@
 #
 #   make image VERSION=v0.1.0     # docker buildx build --build-arg VERSION=v0.1.0 ...
 #
+# Without Docker, hack/image (go-containerregistry) builds the same files into
+# the same base, reproducibly, for linux/amd64 and linux/arm64: `make
+# image-oci` writes an OCI image layout, `make image-publish` pushes
+# (test/packaging compares what the two put in the image).
+#
 # Static binaries (CGO_ENABLED=0, -trimpath, the version stamped by the
 # linker) on distroless/static, run as the nonroot user 65532.
 
@@ -15,6 +20,7 @@ FROM --platform=$BUILDPLATFORM golang:${GO_VERSION} AS build
 ARG TARGETOS
 ARG TARGETARCH
 ARG VERSION=dev
+ARG COMMIT=unknown
 WORKDIR /src
 # The module cache is a layer of its own, rebuilt only when go.mod or go.sum
 # change.
@@ -23,7 +29,7 @@ RUN --mount=type=cache,target=/go/pkg/mod go mod download
 COPY . .
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
     CGO_ENABLED=0 GOOS=${TARGETOS} GOARCH=${TARGETARCH} \
-    go build -trimpath -ldflags "-s -w -X github.com/voicegateway/voicegateway/server/version.Version=${VERSION}" \
+    go build -trimpath -ldflags "-s -w -X github.com/voicegateway/voicegateway/server/version.Version=${VERSION} -X github.com/voicegateway/voicegateway/server/version.Commit=${COMMIT}" \
       -o /out/ ./cmd/manager ./cmd/voice-server
 
 FROM gcr.io/distroless/static:nonroot

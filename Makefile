@@ -3,7 +3,8 @@ SHELL := /bin/bash
 GO ?= go
 BIN := $(CURDIR)/bin
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -X github.com/voicegateway/voicegateway/server/version.Version=$(VERSION)
+COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -X github.com/voicegateway/voicegateway/server/version.Version=$(VERSION) -X github.com/voicegateway/voicegateway/server/version.Commit=$(COMMIT)
 FUZZTIME ?= 15s
 CONTROLLER_GEN_VERSION ?= v0.23.0
 CONTROLLER_GEN := $(BIN)/controller-gen
@@ -17,22 +18,34 @@ PLATFORMS ?= linux/amd64,linux/arm64
 ENVTEST_BINARIES ?= etcd kube-apiserver kube-controller-manager kubectl helm
 export KUBEBUILDER_ASSETS := $(BIN)/k8s
 
-.PHONY: all build run test test-short bench bench-go bench-load soak soak-short fuzz lint fmt vet clean \
-	envtest-binaries controller-gen generate manifests run-manager scale-test image image-push helm-lint
+.PHONY: all build run demo-drain test test-short bench bench-go bench-load soak soak-short abuse fuzz lint fmt vet clean \
+	envtest-binaries tools controller-gen generate manifests run-manager scale-test image image-push image-oci image-publish \
+	chart chart-push helm-lint
 
 all: lint build test
 
 build: ## Build the binaries into bin/
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/voice-server ./cmd/voice-server
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/manager ./cmd/manager
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/vgload ./cmd/vgload
+
+build-voice-server:
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/voice-server ./cmd/voice-server
 
 # No load balancer routes to a local run, so it need not wait for one to
-# catch up before refusing new sessions (--propagation-delay 0s).
-run: build ## The voice server on loopback, echo backend, auth OFF (local only)
+# catch up before refusing new sessions (--propagation-delay 0s). Only the
+# voice server is built: the operator takes minutes on a small machine.
+run: build-voice-server ## The voice server on loopback, echo backend, auth OFF (local only)
 	$(BIN)/voice-server --listen 127.0.0.1:8080 --admin-listen 127.0.0.1:9090 \
-		--backend echo --insecure-no-auth --dev --propagation-delay 0s
+		--backend echo --insecure-no-auth --log-format console --propagation-delay 0s
 
-test: lint envtest-binaries controller-gen ## Every test: unit, fuzz seeds, end-to-end, operator on a real API server (race detector on)
+# Two voice servers behind a small proxy that, like a Service, sends new
+# connections to a ready one: press Enter to drain the server the call is on
+# and watch the demo page move to the other (http://127.0.0.1:8080/).
+demo-drain: build-voice-server ## Two voice servers behind a proxy; Enter drains the busy one (the demo page moves)
+	$(GO) run ./hack/demo-drain --voice-server $(BIN)/voice-server
+
+test: lint envtest-binaries tools controller-gen ## Every test: unit, fuzz seeds, end-to-end, operator on a real API server (race detector on)
 	$(GO) test -race -count=1 -timeout 30m ./...
 
 test-short: ## Unit tests only, no end-to-end
@@ -50,6 +63,11 @@ bench-load: ## Load benchmarks on loopback with cmd/vgload: idle density, relay,
 SOAK_DURATION ?= 2h
 soak-short: ## 3-minute session churn; fails if the server's goroutines or open files grew
 	hack/soak.sh 3m
+
+# The abuse gate fails on an honest caller's lost frame or abnormal close, or
+# an attacker past its documented limit; never on timing.
+abuse: ## Every known attack on a real voice server under GOMEMLIMIT=256MiB, 20 honest callers beside each (~5 min)
+	hack/abuse.sh
 
 soak: ## Long session churn (SOAK_DURATION=2h); prints heap MB/day and goroutines/day
 	hack/soak.sh $(SOAK_DURATION)
@@ -76,6 +94,9 @@ clean:
 envtest-binaries: ## Build kube-apiserver, etcd, kube-controller-manager, kubectl into bin/k8s (cached)
 	GO=$(GO) hack/build-k8s-binaries.sh $(ENVTEST_BINARIES)
 
+tools: ## Build promtool, promql-metrics and fetch the Prometheus Operator CRDs into bin/tools (cached)
+	GO=$(GO) hack/build-tools.sh
+
 controller-gen: ## Install controller-gen into bin/
 	@if [ ! -x $(CONTROLLER_GEN) ] || ! $(CONTROLLER_GEN) --version | grep -q '$(CONTROLLER_GEN_VERSION)$$'; then \
 	  GOBIN=$(BIN) $(GO) install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_GEN_VERSION); fi
@@ -94,7 +115,7 @@ manifests: controller-gen ## Regenerate the CRD and the operator's ClusterRole u
 # the CRD first with `kubectl apply -k config/crd`.
 run-manager: ## Run the operator locally against $$KUBECONFIG
 	$(GO) run -ldflags "$(LDFLAGS)" ./cmd/manager --health-probe-bind-address=127.0.0.1:8081 \
-	  --metrics-bind-address=127.0.0.1:8082 --zap-devel
+	  --metrics-bind-address=127.0.0.1:8082 --log-format console
 
 scale-test: envtest-binaries ## Reconcile 1,000 VoiceGateways on a real API server and report timings
 	$(GO) run ./hack/scale-test
@@ -102,10 +123,38 @@ scale-test: envtest-binaries ## Reconcile 1,000 VoiceGateways on a real API serv
 # Needs a Docker engine with buildx (none on the test machines: the tests
 # check the Dockerfile and run its build command without Docker).
 image: ## Build the image with both binaries (docker buildx) and load it into the local engine as $(IMG)
-	docker buildx build --build-arg VERSION=$(VERSION) --tag $(IMG) --load .
+	docker buildx build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) --tag $(IMG) --load .
 
 image-push: ## Build the image for $(PLATFORMS) and push it as $(IMG)
-	docker buildx build --build-arg VERSION=$(VERSION) --platform $(PLATFORMS) --tag $(IMG) --push .
+	docker buildx build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) --platform $(PLATFORMS) --tag $(IMG) --push .
+
+# The same image without Docker (hack/image, go-containerregistry): the same
+# files on the same base, reproducible. IMAGE_BASE=scratch for a minimal base
+# that needs no registry.
+IMAGE_BASE ?= gcr.io/distroless/static:nonroot
+image-oci: ## Build the image for $(PLATFORMS) without Docker into the OCI layout bin/image/$(VERSION)
+	$(GO) run ./hack/image --version $(VERSION) --commit $(COMMIT) --platform $(PLATFORMS) --base $(IMAGE_BASE) \
+		--tag $(IMG) --oci-layout $(BIN)/image/$(VERSION)
+
+image-publish: ## Build the image for $(PLATFORMS) without Docker and push it as $(IMG) (~/.docker/config.json credentials)
+	$(GO) run ./hack/image --version $(VERSION) --commit $(COMMIT) --platform $(PLATFORMS) --base $(IMAGE_BASE) \
+		--tag $(IMG) --push
+
+# The chart's version is the app version without its "v": chart 0.2.0 ships
+# the operator v0.2.0 (a test keeps Chart.yaml so). A VERSION that is no
+# release (a commit) packages Chart.yaml's appVersion. CHART_REPO is an OCI
+# registry path; log in first with `helm registry login`.
+CHART_APP_VERSION = $(shell v='$(VERSION)'; if echo "$$v" | grep -Eq '^v[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?$$'; then echo "$$v"; \
+	else awk '$$1 == "appVersion:" { print $$2; exit }' $(CHART)/Chart.yaml; fi)
+CHART_VERSION = $(patsubst v%,%,$(CHART_APP_VERSION))
+CHART_OUT ?= $(BIN)/chart
+CHART_REPO ?= oci://ghcr.io/voicegateway/charts
+chart: ## helm package the chart into bin/chart/ (version = VERSION without its v)
+	@GO=$(GO) hack/build-k8s-binaries.sh helm >/dev/null
+	$(BIN)/k8s/helm package $(CHART) --version $(CHART_VERSION) --app-version $(CHART_APP_VERSION) --destination $(CHART_OUT)
+
+chart-push: chart ## helm push the packaged chart to $(CHART_REPO) (an OCI registry)
+	$(BIN)/k8s/helm push $(CHART_OUT)/voicegateway-operator-$(CHART_VERSION).tgz $(CHART_REPO)
 
 helm-lint: ## helm lint the chart (helm built from source into bin/k8s)
 	GO=$(GO) hack/build-k8s-binaries.sh helm

@@ -35,6 +35,8 @@ func TestCRDDefaultsMatchTheAPIServer(t *testing.T) {
 			// A percentage: the default is a number.
 			Disruption:    vgv1.DisruptionSpec{MaxUnavailable: ptr.To(intstr.FromString("50%"))},
 			NetworkPolicy: vgv1.NetworkPolicySpec{Enabled: ptr.To(false)},
+			Autoscaling: vgv1.AutoscalingSpec{Enabled: true, MaxReplicas: 4, TargetSessionsPerPod: ptr.To(int32(50)),
+				ScaleDownStabilizationWindow: &metav1.Duration{}},
 		},
 	}
 	for name, spec := range tests {

@@ -36,11 +36,15 @@ func withCRDDefaults(vg *vgv1.VoiceGateway) *vgv1.VoiceGateway {
 		s.Backend.OpenAI.Model = "gpt-realtime"
 	}
 	defaultDuration(&s.Auth.ClientTokenTTL, time.Minute)
+	if s.Auth.MaxSessionsPerToken == 0 {
+		s.Auth.MaxSessionsPerToken = 1
+	}
 	if s.Sessions.MaxPerPod == 0 {
 		s.Sessions.MaxPerPod = 1000
 	}
 	defaultDuration(&s.Sessions.IdleTimeout, 2*time.Minute)
 	defaultDuration(&s.Sessions.MaxDuration, time.Hour)
+	defaultDuration(&s.Sessions.MaxBufferedAudio, 10*time.Second)
 	defaultDuration(&s.RateLimit.Window, time.Minute)
 	if s.RateLimit.SuspiciousAfter == 0 {
 		s.RateLimit.SuspiciousAfter = 5
@@ -75,6 +79,13 @@ func withCRDDefaults(vg *vgv1.VoiceGateway) *vgv1.VoiceGateway {
 	if s.NetworkPolicy.Enabled == nil {
 		s.NetworkPolicy.Enabled = ptr.To(true)
 	}
+	if s.Autoscaling.MinReplicas == 0 {
+		s.Autoscaling.MinReplicas = 1
+	}
+	if s.Autoscaling.MaxReplicas == 0 {
+		s.Autoscaling.MaxReplicas = 10
+	}
+	defaultDuration(&s.Autoscaling.ScaleDownStabilizationWindow, 5*time.Minute)
 	return vg
 }
 
@@ -101,7 +112,7 @@ func TestCheckDefaulted(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "spec.replicas, spec.drain.timeout") || !strings.Contains(err.Error(), "apply the CRD of this release") {
 		t.Errorf("a spec without defaults: %v", err)
 	}
-	if err := checkDefaulted(vgv1.VoiceGatewaySpec{}); err == nil || strings.Count(err.Error(), "spec.") != 19 {
-		t.Errorf("an empty spec: %v, want each of the 19 defaulted fields named", err)
+	if err := checkDefaulted(vgv1.VoiceGatewaySpec{}); err == nil || strings.Count(err.Error(), "spec.") != 21 {
+		t.Errorf("an empty spec: %v, want each of the 21 defaulted fields named", err)
 	}
 }

@@ -164,6 +164,10 @@ func drainTimingOf(spec vgv1.DrainSpec) drainTiming {
 	return t
 }
 
+// memoryLimitEnv carries the container's memory limit to the server
+// (--memory-limit).
+const memoryLimitEnv = config.EnvPrefix + "MEMORY_LIMIT"
+
 // checkDefaulted refuses a spec that the API server did not default. The
 // CRD's markers are the one place the API's defaults live, and the builders
 // read every defaulted field as it is. A spec without them comes from a
@@ -183,6 +187,8 @@ func checkDefaulted(spec vgv1.VoiceGatewaySpec) error {
 		{"sessions.maxPerPod", spec.Sessions.MaxPerPod != 0},
 		{"sessions.idleTimeout", spec.Sessions.IdleTimeout != nil},
 		{"sessions.maxDuration", spec.Sessions.MaxDuration != nil},
+		{"sessions.maxBufferedAudio", spec.Sessions.MaxBufferedAudio != nil},
+		{"auth.maxSessionsPerToken", spec.Auth.MaxSessionsPerToken != 0},
 		{"rateLimit.window", spec.RateLimit.Window != nil},
 		{"rateLimit.suspiciousAfter", spec.RateLimit.SuspiciousAfter != 0},
 		{"rateLimit.blockAfter", spec.RateLimit.BlockAfter != 0},
@@ -195,6 +201,11 @@ func checkDefaulted(spec vgv1.VoiceGatewaySpec) error {
 		{"disruption.maxUnavailable", spec.Disruption.MaxUnavailable != nil},
 		{"networkPolicy.enabled", spec.NetworkPolicy.Enabled != nil},
 		{"logLevel", spec.LogLevel != ""},
+		// Read only while autoscaling is on; a CRD without spec.autoscaling
+		// prunes it, which leaves it off.
+		{"autoscaling.minReplicas", !spec.Autoscaling.Enabled || spec.Autoscaling.MinReplicas != 0},
+		{"autoscaling.maxReplicas", !spec.Autoscaling.Enabled || spec.Autoscaling.MaxReplicas != 0},
+		{"autoscaling.scaleDownStabilizationWindow", !spec.Autoscaling.Enabled || spec.Autoscaling.ScaleDownStabilizationWindow != nil},
 	} {
 		if !f.set {
 			missing = append(missing, "spec."+f.field)
@@ -234,6 +245,12 @@ func serverConfig(vg *vgv1.VoiceGateway) (config.Config, error) {
 	cfg.Sessions.Limit = int(spec.Sessions.MaxPerPod)
 	cfg.Sessions.IdleTimeout = spec.Sessions.IdleTimeout.Duration
 	cfg.Sessions.MaxDuration = spec.Sessions.MaxDuration.Duration
+	cfg.Sessions.MaxBufferedAudio = spec.Sessions.MaxBufferedAudio.Duration
+	cfg.Sessions.MaxPerAPIKey = int(spec.Sessions.MaxPerAPIKey)
+	cfg.Sessions.MaxPerClientIP = int(spec.Sessions.MaxPerClientIP)
+	cfg.Sessions.MaxPerToken = int(spec.Auth.MaxSessionsPerToken)
+	// The memory limit is not in the file: it comes from the container's
+	// own limits.memory, through the downward API (memoryLimitEnv).
 
 	rl := spec.RateLimit
 	cfg.RateLimit.Window = rl.Window.Duration
@@ -441,20 +458,36 @@ func desiredDeployment(vg *vgv1.VoiceGateway, opts BuildOptions, configHash stri
 		},
 		VolumeMounts:             mounts,
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+		// The server's memory budget is half of the container's memory
+		// limit, and it sets the Go runtime's soft limit to 90 % of it
+		// (docs/operations.md, "The memory budget"). Without a limit the
+		// kubelet gives the node's allocatable memory.
+		Env: []corev1.EnvVar{{
+			Name: memoryLimitEnv,
+			ValueFrom: &corev1.EnvVarSource{ResourceFieldRef: &corev1.ResourceFieldSelector{
+				ContainerName: containerName, Resource: "limits.memory",
+			}},
+		}},
 	}
 
 	if spec.Resources != nil {
 		container.Resources = *spec.Resources.DeepCopy()
 	}
 
+	// By default the pods spread over zones, then over nodes, as evenly as
+	// the scheduler can (ScheduleAnyway: a cluster with one zone or one
+	// node still runs them all): losing a zone or a node loses the fewest
+	// calls.
 	spread := spec.TopologySpreadConstraints
 	if len(spread) == 0 {
-		spread = []corev1.TopologySpreadConstraint{{
-			MaxSkew:           1,
-			TopologyKey:       corev1.LabelHostname,
-			WhenUnsatisfiable: corev1.ScheduleAnyway,
-			LabelSelector:     &metav1.LabelSelector{MatchLabels: SelectorLabels(vg.Name)},
-		}}
+		for _, key := range []string{corev1.LabelTopologyZone, corev1.LabelHostname} {
+			spread = append(spread, corev1.TopologySpreadConstraint{
+				MaxSkew:           1,
+				TopologyKey:       key,
+				WhenUnsatisfiable: corev1.ScheduleAnyway,
+				LabelSelector:     &metav1.LabelSelector{MatchLabels: SelectorLabels(vg.Name)},
+			})
+		}
 	}
 
 	replicas := *spec.Replicas

@@ -144,6 +144,24 @@ func TestServerConfig(t *testing.T) {
 				mustContain(t, yaml, "limit: 7", "idle_timeout: 1m\n", "suspicious_after: 2", "block_after: 3", "- 10.0.0.0/8")
 			},
 		},
+		"admission limits": {
+			check: func(t *testing.T, yaml string) {
+				// The defaults: tokens single-use, 10 s of audio, no caps
+				// per key or address; the memory limit comes from the
+				// downward API, not the file.
+				mustContain(t, yaml, "max_per_token: 1\n", "max_buffered_audio: 10s", "max_per_api_key: 0", "max_per_client_ip: 0", "memory_limit: \"0\"")
+			},
+		},
+		"admission limits set": {
+			modify: func(gw *vgv1.VoiceGateway) {
+				gw.Spec.Sessions.MaxBufferedAudio = duration(30 * time.Second)
+				gw.Spec.Sessions.MaxPerAPIKey, gw.Spec.Sessions.MaxPerClientIP = 200, 20
+				gw.Spec.Auth.MaxSessionsPerToken = 3
+			},
+			check: func(t *testing.T, yaml string) {
+				mustContain(t, yaml, "max_per_token: 3", "max_buffered_audio: 30s", "max_per_api_key: 200", "max_per_client_ip: 20")
+			},
+		},
 		"settings the server refuses": {
 			modify: func(gw *vgv1.VoiceGateway) {
 				gw.Spec.RateLimit = vgv1.RateLimitSpec{SuspiciousAfter: 5, BlockAfter: 4}
@@ -191,8 +209,9 @@ func TestDesiredDeployment(t *testing.T) {
 				if got := pod.Containers[0].Image; got != "registry.test/default:v1" {
 					t.Errorf("image = %q", got)
 				}
-				if len(pod.TopologySpreadConstraints) != 1 || pod.TopologySpreadConstraints[0].WhenUnsatisfiable != corev1.ScheduleAnyway {
-					t.Errorf("spread = %+v", pod.TopologySpreadConstraints)
+				if sp := pod.TopologySpreadConstraints; len(sp) != 2 || sp[0].TopologyKey != corev1.LabelTopologyZone || sp[1].TopologyKey != corev1.LabelHostname ||
+					sp[0].WhenUnsatisfiable != corev1.ScheduleAnyway || sp[1].WhenUnsatisfiable != corev1.ScheduleAnyway {
+					t.Errorf("spread = %+v, want zones then nodes, ScheduleAnyway", pod.TopologySpreadConstraints)
 				}
 			},
 		},
@@ -231,6 +250,20 @@ func TestDesiredDeployment(t *testing.T) {
 			modify: func(gw *vgv1.VoiceGateway) { gw.Spec.Auth.FleetSecretRef = &vgv1.LocalSecretRef{Name: "mine"} },
 			check: func(t *testing.T, pod corev1.PodSpec, _ *vgv1.VoiceGateway) {
 				checkFleetMount(t, pod, "mine")
+			},
+		},
+		"the memory limit reaches the server through the downward API": {
+			check: func(t *testing.T, pod corev1.PodSpec, _ *vgv1.VoiceGateway) {
+				var env *corev1.EnvVar
+				for i, e := range pod.Containers[0].Env {
+					if e.Name == "VOICEGATEWAY_MEMORY_LIMIT" {
+						env = &pod.Containers[0].Env[i]
+					}
+				}
+				if env == nil || env.ValueFrom == nil || env.ValueFrom.ResourceFieldRef == nil ||
+					env.ValueFrom.ResourceFieldRef.Resource != "limits.memory" || env.ValueFrom.ResourceFieldRef.ContainerName != pod.Containers[0].Name {
+					t.Errorf("env = %+v, want VOICEGATEWAY_MEMORY_LIMIT from the container's limits.memory", pod.Containers[0].Env)
+				}
 			},
 		},
 		"preStop runs the server's drain command": {

@@ -21,6 +21,13 @@ type Options struct {
 	// KeyActivationDelay is how long a new client-token signing key only
 	// verifies before the pods sign with it.
 	KeyActivationDelay time.Duration
+	// DeletionCostInterval is the least time between two writes of one
+	// pod's deletion cost (DefaultDeletionCostInterval).
+	DeletionCostInterval time.Duration
+	// WakeupResolution is how often the operator looks for VoiceGateways
+	// due for a pass at a moment of Clock: an autoscaler's window ending, a
+	// deferred deletion cost (DefaultWakeupResolution).
+	WakeupResolution time.Duration
 	// Clock is the real one when nil; tests may step their own.
 	Clock clock.WithTicker
 }
@@ -32,15 +39,17 @@ func DefaultOptions() Options {
 		Poller:                  DefaultPollerOptions(),
 		MaxConcurrentReconciles: 4,
 		KeyActivationDelay:      DefaultKeyActivationDelay,
+		DeletionCostInterval:    DefaultDeletionCostInterval,
+		WakeupResolution:        DefaultWakeupResolution,
 	}
 }
 
 // Setup registers everything the operator runs on mgr: the session poller
-// (a manager.Runnable), and the VoiceGateway controller with its watches,
-// its field index and the poller's channel. cmd/manager, the envtest suites
-// and hack/scale-test all call it, so that the wiring exists once. The
-// manager itself comes from the caller, built with CacheOptions and
-// ClientOptions.
+// and the wake-up scheduler (manager.Runnables), and the VoiceGateway
+// controller with its watches, its field indexes and their channels.
+// cmd/manager, the envtest suites and hack/scale-test all call it, so that
+// the wiring exists once. The manager itself comes from the caller, built
+// with CacheOptions and ClientOptions.
 func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 	defaults := DefaultOptions()
 	if opts.MaxConcurrentReconciles <= 0 {
@@ -61,6 +70,9 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 		Clock:                   opts.Clock,
 		MaxConcurrentReconciles: opts.MaxConcurrentReconciles,
 		KeyActivationDelay:      opts.KeyActivationDelay,
+		costs:                   newDeletionCosts(opts.DeletionCostInterval),
+		autoscalers:             newAutoscalers(),
+		wakeups:                 newWakeups(opts.Clock, opts.WakeupResolution),
 	}
 	return reconciler.setupWithManager(ctx, mgr)
 }

@@ -44,12 +44,19 @@ const (
 	// ReasonInvalidFleetSecret: the Secret named in spec.auth.fleetSecretRef
 	// lacks a file or holds an invalid one.
 	ReasonInvalidFleetSecret = "InvalidFleetSecret"
+	// ReasonAutoscalingConflict: a HorizontalPodAutoscaler would fight the
+	// operator over the pod count (autoscaler.go).
+	ReasonAutoscalingConflict = "AutoscalingConflict"
 )
 
 // Event reasons.
 const (
 	EventDrainStarted  = "DrainStarted"
 	EventDrainFinished = "DrainFinished"
+	// EventScaledUp and EventScaledDown: the session autoscaler changed
+	// spec.replicas; the note has the counts and the sessions.
+	EventScaledUp   = "ScaledUp"
+	EventScaledDown = "ScaledDown"
 )
 
 // failure is why a reconcile pass could not make the cluster match the
@@ -72,6 +79,11 @@ type statusInputs struct {
 	// fleet is nil when no valid fleet Secret was found; the status then
 	// keeps naming the last one.
 	fleet *fleetState
+	// conflict is a HorizontalPodAutoscaler that would fight the operator.
+	conflict *failure
+	// autoscaling is this pass's autoscaling decision; nil when
+	// spec.autoscaling is off or refused.
+	autoscaling *vgv1.AutoscalingStatus
 }
 
 // computeStatus derives the whole status from its inputs and the previous
@@ -102,6 +114,7 @@ func computeStatus(prev vgv1.VoiceGatewayStatus, in statusInputs, now metav1.Tim
 		next.UpdatedReplicas = d.Status.UpdatedReplicas
 	}
 	next.Ready = fmt.Sprintf("%d/%d", next.ReadyReplicas, in.desiredReplicas)
+	next.Autoscaling = in.autoscaling.DeepCopy()
 
 	for _, pod := range in.pods {
 		if !pod.Reported {
@@ -200,6 +213,8 @@ func degradedCondition(in statusInputs) metav1.Condition {
 	switch {
 	case in.failure != nil:
 		c.Reason, c.Message = in.failure.reason, in.failure.message
+	case in.conflict != nil:
+		c.Reason, c.Message = in.conflict.reason, in.conflict.message
 	case in.deployment != nil && rolloutStalled(in.deployment):
 		c.Reason = ReasonRolloutStalled
 		c.Message = "the rollout made no progress within the Deployment's progress deadline; see the Deployment's events"
@@ -236,6 +251,8 @@ func replicaFailure(d *appsv1.Deployment) string {
 type drainEvent struct {
 	reason  string
 	message string
+	// sessionsLeft: a DrainFinished whose pod went with sessions open.
+	sessionsLeft bool
 }
 
 // drainEvents compares the draining pods of two statuses: a pod that
@@ -280,10 +297,11 @@ func drainEvents(prev, next []vgv1.DrainingPod, reports []PodReport, now time.Ti
 			took = now.Sub(p.Since.Time).Round(time.Second).String()
 		}
 		message := fmt.Sprintf("Pod %s drained in %s: all its sessions ended", p.Pod, took)
-		if !answering[p.Pod] {
+		left := !answering[p.Pod]
+		if left {
 			message = fmt.Sprintf("Pod %s stopped after draining for %s; it last reported %d sessions open", p.Pod, took, p.Sessions)
 		}
-		events = append(events, podEvent{p.Pod, drainEvent{reason: EventDrainFinished, message: message}})
+		events = append(events, podEvent{p.Pod, drainEvent{reason: EventDrainFinished, message: message, sessionsLeft: left}})
 	}
 	slices.SortStableFunc(events, func(a, b podEvent) int { return strings.Compare(a.pod, b.pod) })
 	out := make([]drainEvent, len(events))

@@ -182,10 +182,10 @@ func TestDrainEvents(t *testing.T) {
 	prev = append(prev, vgv1.DrainingPod{Pod: "exited", Sessions: 2, Since: &since})
 	got := drainEvents(prev, next, reports, now)
 	want := []drainEvent{
-		{EventDrainFinished, "Pod ended drained in 42s: all its sessions ended"},
-		{EventDrainFinished, "Pod exited stopped after draining for 42s; it last reported 2 sessions open"},
-		{EventDrainFinished, "Pod killed stopped after draining for 42s; it last reported 4 sessions open"},
-		{EventDrainStarted, "Pod new began draining with 7 sessions, deadline 2026-01-01T00:01:00Z"},
+		{EventDrainFinished, "Pod ended drained in 42s: all its sessions ended", false},
+		{EventDrainFinished, "Pod exited stopped after draining for 42s; it last reported 2 sessions open", true},
+		{EventDrainFinished, "Pod killed stopped after draining for 42s; it last reported 4 sessions open", true},
+		{EventDrainStarted, "Pod new began draining with 7 sessions, deadline 2026-01-01T00:01:00Z", false},
 	}
 	if len(got) != len(want) {
 		t.Fatalf("events = %+v", got)

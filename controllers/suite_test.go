@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -64,6 +65,10 @@ type managerOptions struct {
 	poller     controllers.PollerOptions
 	// operatorNamespace is BuildOptions.OperatorNamespace.
 	operatorNamespace string
+	// clock, when set, is the operator's clock (a fake one the test steps).
+	clock clock.WithTicker
+	// deletionCostInterval is Options.DeletionCostInterval.
+	deletionCostInterval time.Duration
 }
 
 // operator is a running manager with the VoiceGateway controller, scoped to
@@ -99,6 +104,10 @@ func startOperator(t *testing.T, namespace string, opts managerOptions) *operato
 	operatorOpts := controllers.DefaultOptions()
 	operatorOpts.Build = controllers.BuildOptions{DefaultImage: testImage, OperatorNamespace: opts.operatorNamespace}
 	operatorOpts.Poller = opts.poller
+	operatorOpts.Clock = opts.clock
+	if opts.deletionCostInterval > 0 {
+		operatorOpts.DeletionCostInterval = opts.deletionCostInterval
+	}
 	if operatorOpts.Poller.Interval == 0 {
 		operatorOpts.Poller = controllers.PollerOptions{Interval: 200 * time.Millisecond, DrainingInterval: 100 * time.Millisecond, Timeout: 500 * time.Millisecond}
 	}

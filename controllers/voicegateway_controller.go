@@ -12,7 +12,11 @@
 // reads Secrets without a request per pass, status.go computes the status
 // without I/O, poller.go learns sessions from each pod's admin endpoint off
 // the reconcile path (through server/admin/adminapi, the contract with the
-// voice server), setup.go wires it all into a manager once.
+// voice server), deletioncost.go writes each pod's deletion cost from its
+// sessions, autoscaler.go scales spec.replicas on the sessions (and refuses
+// a HorizontalPodAutoscaler that would fight it), rollout.go sizes the
+// rollout's surge from them, wakeup.go brings a VoiceGateway back at a
+// moment of the operator's clock, setup.go wires it all into a manager once.
 package controllers
 
 import (
@@ -23,6 +27,7 @@ import (
 
 	"github.com/go-logr/logr"
 	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -54,10 +59,12 @@ const secretRefIndex = ".spec.secretRefs"
 // +kubebuilder:rbac:groups=voicegateway.dev,resources=voicegateways,verbs=get;list;watch
 // +kubebuilder:rbac:groups=voicegateway.dev,resources=voicegateways/status,verbs=get;patch;update
 // +kubebuilder:rbac:groups=voicegateway.dev,resources=voicegateways/finalizers,verbs=update
+// +kubebuilder:rbac:groups=voicegateway.dev,resources=voicegateways/scale,verbs=patch
+// +kubebuilder:rbac:groups=autoscaling,resources=horizontalpodautoscalers,verbs=list;watch
 // +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;patch
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;patch
 // +kubebuilder:rbac:groups="",resources=services;configmaps;serviceaccounts,verbs=get;list;watch;create;patch
-// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update
 // +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
@@ -82,6 +89,13 @@ type VoiceGatewayReconciler struct {
 
 	applier *applier
 	secrets *secretReader
+	// costs rate-limits the pods' deletion-cost writes (deletioncost.go).
+	costs *deletionCosts
+	// autoscalers keeps each autoscaled VoiceGateway's scale-down window
+	// (autoscaler.go).
+	autoscalers *autoscalers
+	// wakeups brings a VoiceGateway back at a moment on Clock.
+	wakeups *wakeups
 	// declined remembers the rotation request last declined per
 	// VoiceGateway (its fleet Secret is the user's), to say so once.
 	declined lastValues
@@ -102,7 +116,18 @@ func (r *VoiceGatewayReconciler) setupWithManager(ctx context.Context, mgr ctrl.
 	}); err != nil {
 		return fmt.Errorf("indexing VoiceGateways by Secret: %w", err)
 	}
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &autoscalingv2.HorizontalPodAutoscaler{}, hpaTargetIndex, func(obj client.Object) []string {
+		if name, _ := hpaTarget(obj.(*autoscalingv2.HorizontalPodAutoscaler)); name != "" {
+			return []string{name}
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("indexing HorizontalPodAutoscalers by target: %w", err)
+	}
 	if err := mgr.Add(r.Poller); err != nil {
+		return err
+	}
+	if err := mgr.Add(r.wakeups); err != nil {
 		return err
 	}
 	return ctrl.NewControllerManagedBy(mgr).
@@ -114,13 +139,17 @@ func (r *VoiceGatewayReconciler) setupWithManager(ctx context.Context, mgr ctrl.
 		Owns(&policyv1.PodDisruptionBudget{}).
 		Owns(&networkingv1.NetworkPolicy{}).
 		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.gatewaysForSecret)).
-		WatchesRawSource(source.TypedChannel(r.Poller.Changes(),
-			handler.TypedEnqueueRequestsFromMapFunc(func(_ context.Context, gateway types.NamespacedName) []reconcile.Request {
-				return []reconcile.Request{{NamespacedName: gateway}}
-			}))).
+		Watches(&autoscalingv2.HorizontalPodAutoscaler{}, handler.EnqueueRequestsFromMapFunc(hpaRequests)).
+		WatchesRawSource(source.TypedChannel(r.Poller.Changes(), enqueueGateway)).
+		WatchesRawSource(source.TypedChannel(r.wakeups.Changes(), enqueueGateway)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles}).
 		Complete(r)
 }
+
+// enqueueGateway turns the poller's and the wake-ups' events into requests.
+var enqueueGateway = handler.TypedEnqueueRequestsFromMapFunc(func(_ context.Context, gateway types.NamespacedName) []reconcile.Request {
+	return []reconcile.Request{{NamespacedName: gateway}}
+})
 
 func (r *VoiceGatewayReconciler) gatewaysForSecret(ctx context.Context, secret client.Object) []reconcile.Request {
 	var gateways vgv1.VoiceGatewayList
@@ -155,6 +184,18 @@ type scope struct {
 	// requeueAfter, when positive, brings the VoiceGateway back then
 	// (the next key expiry or periodic rotation).
 	requeueAfter time.Duration
+	// reports are the poller's reports of the pods, read once per pass.
+	reports []PodReport
+	// pods are the VoiceGateway's pods, from the cache.
+	pods []corev1.Pod
+	// costsPendingUntil, when not zero, is when a stale deletion cost may
+	// be written (the per-pod interval holds it back).
+	costsPendingUntil time.Time
+	// conflict, when set, is a HorizontalPodAutoscaler that would fight
+	// the operator; it becomes the Degraded condition.
+	conflict *failure
+	// autoscaling is the autoscaler's decision, for the status.
+	autoscaling *vgv1.AutoscalingStatus
 }
 
 // fail records why the pass cannot make the cluster match the spec; the
@@ -185,6 +226,9 @@ func (r *VoiceGatewayReconciler) Reconcile(ctx context.Context, req ctrl.Request
 			r.secrets.forget(req.NamespacedName)
 			r.declined.forget(req.NamespacedName)
 			r.Poller.ForgetGateway(req.NamespacedName)
+			r.costs.forget(req.NamespacedName)
+			r.autoscalers.forget(req.NamespacedName)
+			r.wakeups.forget(req.NamespacedName)
 			return ctrl.Result{}, nil
 		}
 		return ctrl.Result{}, err
@@ -193,7 +237,7 @@ func (r *VoiceGatewayReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		return ctrl.Result{}, nil
 	}
 
-	s := &scope{gateway: gateway, key: req.NamespacedName, secretsUsed: map[string]bool{}}
+	s := &scope{gateway: gateway, key: req.NamespacedName, secretsUsed: map[string]bool{}, reports: r.Poller.Reports(req.NamespacedName)}
 	defer func() {
 		reterr = errors.Join(reterr, r.updateStatus(ctx, s))
 		if reterr != nil {
@@ -205,6 +249,10 @@ func (r *VoiceGatewayReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	phases := []func(context.Context, *scope) error{
 		r.ensureFleetSecret,
 		r.readSecrets,
+		r.observePods,
+		r.updateDeletionCosts,
+		r.checkAutoscalerConflict,
+		r.autoscale,
 		r.applyObjects,
 		r.observeDeployment,
 	}
@@ -271,10 +319,17 @@ func (r *VoiceGatewayReconciler) applyObjects(ctx context.Context, s *scope) err
 		return reconcile.TerminalError(err)
 	}
 	hash := configHash(configMap.Data[configFileKey], referencedSecrets(s.gateway), s.inputs)
+	deployment := desiredDeployment(s.gateway, r.Options, hash)
+	if err := applyPodTemplate(deployment, s.gateway.Spec.PodTemplate); err != nil {
+		s.fail(ReasonInvalidSpec, err.Error())
+		return reconcile.TerminalError(err)
+	}
+	sessions, _ := fleetSessions(s.pods, s.reports)
+	setRolloutSurge(deployment, rolloutSurge(*s.gateway.Spec.Replicas, sessions, targetSessionsPerPod(s.gateway.Spec)))
 	objects := []client.Object{
 		desiredServiceAccount(s.gateway),
 		configMap,
-		desiredDeployment(s.gateway, r.Options, hash),
+		deployment,
 		desiredService(s.gateway),
 		desiredPodDisruptionBudget(s.gateway),
 	}
@@ -301,6 +356,18 @@ func (r *VoiceGatewayReconciler) applyObjects(ctx context.Context, s *scope) err
 			}
 		}
 	}
+	return nil
+}
+
+// observePods lists the VoiceGateway's pods from the cache, for the
+// deletion costs and the autoscaler.
+func (r *VoiceGatewayReconciler) observePods(ctx context.Context, s *scope) error {
+	var pods corev1.PodList
+	if err := r.Client.List(ctx, &pods, client.InNamespace(s.gateway.Namespace),
+		client.MatchingLabels(SelectorLabels(s.gateway.Name))); err != nil {
+		return fmt.Errorf("listing pods: %w", err)
+	}
+	s.pods = pods.Items
 	return nil
 }
 
@@ -357,7 +424,7 @@ func (r *VoiceGatewayReconciler) observeDeployment(ctx context.Context, s *scope
 // status is computed by a pure function, applied once when it changed, and
 // the drain events the change implies are recorded after the write took.
 func (r *VoiceGatewayReconciler) updateStatus(ctx context.Context, s *scope) error {
-	reports := r.Poller.Reports(s.key)
+	reports := s.reports
 	now := r.Clock.Now()
 	next := computeStatus(s.gateway.Status, statusInputsOf(s, reports), metav1.NewTime(now.Truncate(time.Second)))
 	if equality.Semantic.DeepEqual(s.gateway.Status, next) {
@@ -385,6 +452,8 @@ func statusInputsOf(s *scope, reports []PodReport) statusInputs {
 		pods:            reports,
 		failure:         s.failure,
 		fleet:           s.fleet,
+		conflict:        s.conflict,
+		autoscaling:     s.autoscaling,
 	}
 }
 
@@ -414,5 +483,8 @@ func (r *VoiceGatewayReconciler) recordDrainEvents(gateway *vgv1.VoiceGateway, n
 	regarding.Status = next
 	for _, e := range drainEvents(gateway.Status.Draining, next.Draining, reports, now) {
 		r.Recorder.Eventf(regarding, nil, corev1.EventTypeNormal, e.reason, "Drain", "%s", e.message)
+		if e.reason == EventDrainFinished {
+			countDrainFinished(e.sessionsLeft)
+		}
 	}
 }

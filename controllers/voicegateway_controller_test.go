@@ -296,9 +296,11 @@ func checkCommon(t *testing.T, gw *vgv1.VoiceGateway, objs *ownedObjects) {
 		t.Errorf("deployment selector = %v", d.Spec.Selector.MatchLabels)
 	}
 	ru := d.Spec.Strategy.RollingUpdate
+	// No sessions: a quarter of the pods at once, at least one.
+	quarter := fmt.Sprint(max(1, (*gw.Spec.Replicas+3)/4))
 	if d.Spec.Strategy.Type != appsv1.RollingUpdateDeploymentStrategyType || ru == nil ||
-		ru.MaxUnavailable.String() != "0" || ru.MaxSurge.String() != "25%" {
-		t.Errorf("strategy = %+v, want a rolling update that surges before it removes (maxUnavailable 0)", d.Spec.Strategy)
+		ru.MaxUnavailable.String() != "0" || ru.MaxSurge.String() != quarter {
+		t.Errorf("strategy = %+v, want a rolling update that surges %s before it removes (maxUnavailable 0)", d.Spec.Strategy, quarter)
 	}
 	tmpl := d.Spec.Template
 	if tmpl.Annotations[controllers.AnnotationConfigHash] == "" {
@@ -789,6 +791,51 @@ func TestInvalidSpecsAreRejected(t *testing.T) {
 		"name too long": {
 			modify: func(gw *vgv1.VoiceGateway) { gw.Name = strings.Repeat("a", 51) },
 			want:   "metadata.name must be at most 50 characters",
+		},
+		"buffered audio over a minute": {
+			modify: func(gw *vgv1.VoiceGateway) { gw.Spec.Sessions.MaxBufferedAudio = d("61s") },
+			want:   "sessions.maxBufferedAudio must be between 1s and 60s",
+		},
+		"a token may open no session": {
+			modify: func(gw *vgv1.VoiceGateway) { gw.Spec.Auth.MaxSessionsPerToken = -1 },
+			want:   "spec.auth.maxSessionsPerToken: Invalid value: -1",
+		},
+		"negative cap per client address": {
+			modify: func(gw *vgv1.VoiceGateway) { gw.Spec.Sessions.MaxPerClientIP = -1 },
+			want:   "spec.sessions.maxPerClientIP: Invalid value: -1",
+		},
+		"credentials in the upstream URL": {
+			modify: func(gw *vgv1.VoiceGateway) {
+				gw.Spec.Backend = vgv1.BackendSpec{Type: vgv1.BackendOpenAI, OpenAI: &vgv1.OpenAIBackendSpec{
+					URL: "wss://user:sk-secret@api.openai.com/v1/realtime", APIKeySecretRef: keys,
+				}}
+			},
+			want: "backend.openai.url must not hold credentials",
+		},
+		"autoscaling bounds crossed": {
+			modify: func(gw *vgv1.VoiceGateway) {
+				gw.Spec.Autoscaling = vgv1.AutoscalingSpec{Enabled: true, MinReplicas: 5, MaxReplicas: 3}
+			},
+			want: "autoscaling.minReplicas must not be more than autoscaling.maxReplicas",
+		},
+		"autoscaling target over the session limit": {
+			modify: func(gw *vgv1.VoiceGateway) {
+				gw.Spec.Sessions.MaxPerPod = 100
+				gw.Spec.Autoscaling = vgv1.AutoscalingSpec{Enabled: true, TargetSessionsPerPod: ptr.To(int32(101))}
+			},
+			want: "autoscaling.targetSessionsPerPod must not be more than sessions.maxPerPod",
+		},
+		"autoscaling to zero": {
+			modify: func(gw *vgv1.VoiceGateway) {
+				gw.Spec.Autoscaling = vgv1.AutoscalingSpec{Enabled: true, MinReplicas: -1}
+			},
+			want: "spec.autoscaling.minReplicas: Invalid value: -1",
+		},
+		"autoscaling window over an hour": {
+			modify: func(gw *vgv1.VoiceGateway) {
+				gw.Spec.Autoscaling = vgv1.AutoscalingSpec{ScaleDownStabilizationWindow: d("61m")}
+			},
+			want: "autoscaling.scaleDownStabilizationWindow must be at most 1h",
 		},
 	}
 	for name, tc := range tests {

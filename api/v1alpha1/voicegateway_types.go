@@ -57,6 +57,8 @@ const AnnotationRotateKeys = "voicegateway.dev/rotate-keys"
 // VoiceGatewaySpec is the desired state of a voice gateway: how many voice
 // server pods, what they relay to, who may connect, and how a pod drains its
 // calls when it is replaced.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.autoscaling) || !has(self.autoscaling.targetSessionsPerPod) || !has(self.sessions) || !has(self.sessions.maxPerPod) || self.autoscaling.targetSessionsPerPod <= self.sessions.maxPerPod",message="autoscaling.targetSessionsPerPod must not be more than sessions.maxPerPod: a pod refuses sessions beyond maxPerPod"
 type VoiceGatewaySpec struct {
 	// Replicas is the number of voice server pods.
 	// +kubebuilder:default=2
@@ -175,6 +177,83 @@ type VoiceGatewaySpec struct {
 	// +kubebuilder:default=false
 	// +optional
 	DebugEndpoints bool `json:"debugEndpoints,omitempty"`
+
+	// PodTemplate is merged into the pod template the operator builds, the
+	// way `kubectl patch --type strategic` merges, as ECK's podTemplate is:
+	// labels, annotations and the node selector are added to; containers,
+	// env, volumes, volume mounts and ports are merged by name (a container
+	// named voice-server changes the server's, any other is a sidecar);
+	// topology spread constraints by topology key; tolerations, affinity,
+	// the priority class and other fields replace. The selector labels, the
+	// config hash and the server container's image, command, arguments,
+	// ports, probes and preStop hook stay the operator's. It is merged after
+	// the fields above (nodeSelector, tolerations, affinity, ...), so it
+	// wins over them. Not validated here: a wrong field fails the
+	// Deployment's apply (condition Degraded, reason ApplyFailed).
+	// +kubebuilder:pruning:PreserveUnknownFields
+	// +kubebuilder:validation:Schemaless
+	// +kubebuilder:validation:Type=object
+	// +optional
+	PodTemplate *corev1.PodTemplateSpec `json:"podTemplate,omitempty"`
+
+	// Autoscaling scales the pods on their live sessions. Off by default;
+	// when on, the operator owns spec.replicas (docs/operations.md,
+	// "Autoscaling on sessions").
+	// +kubebuilder:default={}
+	// +optional
+	Autoscaling AutoscalingSpec `json:"autoscaling,omitempty"`
+}
+
+// AutoscalingSpec scales the pods on their live sessions, as each pod's
+// admin status reports them: up at once to the pods the sessions need at
+// TargetSessionsPerPod, down only once fewer pods have been enough for a
+// whole ScaleDownStabilizationWindow. While it is enabled the operator
+// writes spec.replicas through the scale subresource (field manager
+// voicegateway-autoscaler), as a HorizontalPodAutoscaler would; a
+// HorizontalPodAutoscaler that targets the same VoiceGateway is refused
+// (condition Degraded, reason AutoscalingConflict).
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.minReplicas) || !has(self.maxReplicas) || self.minReplicas <= self.maxReplicas",message="autoscaling.minReplicas must not be more than autoscaling.maxReplicas"
+type AutoscalingSpec struct {
+	// Enabled lets the operator set spec.replicas from the sessions.
+	// +kubebuilder:default=false
+	// +optional
+	Enabled bool `json:"enabled"`
+
+	// MinReplicas is the fewest pods kept, however few the sessions: at
+	// least one, so that a new session always finds a pod.
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000
+	// +optional
+	MinReplicas int32 `json:"minReplicas,omitempty"`
+
+	// MaxReplicas is the most pods the sessions may call for.
+	// +kubebuilder:default=10
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000
+	// +optional
+	MaxReplicas int32 `json:"maxReplicas,omitempty"`
+
+	// TargetSessionsPerPod is the load each pod is sized for: the pods
+	// wanted are the live sessions divided by it, rounded up. Empty means
+	// 70% of sessions.maxPerPod, which leaves each pod room for the calls
+	// a drain moves to it.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100000
+	// +optional
+	TargetSessionsPerPod *int32 `json:"targetSessionsPerPod,omitempty"`
+
+	// ScaleDownStabilizationWindow is how long the sessions must have
+	// needed fewer pods before the fleet shrinks, so that a burst of short
+	// calls does not flap it. Scaling up never waits.
+	// +kubebuilder:default="5m"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="self.matches('^(0|([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+)$')",message="autoscaling.scaleDownStabilizationWindow must be a duration: a number and a unit (ms, s, m or h), such as 0, 500ms, 5s or 1m30s"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^(0|([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+)$') || (duration(self) <= duration('1h'))",message="autoscaling.scaleDownStabilizationWindow must be at most 1h"
+	// +optional
+	ScaleDownStabilizationWindow *metav1.Duration `json:"scaleDownStabilizationWindow,omitempty"`
 }
 
 // NetworkPolicySpec shapes the NetworkPolicy the operator applies to the
@@ -231,6 +310,7 @@ type OpenAIBackendSpec struct {
 	// URL of the upstream Realtime endpoint. Empty means OpenAI's.
 	// +kubebuilder:validation:MaxLength=2048
 	// +kubebuilder:validation:XValidation:rule="self.matches('^wss?://[^/]+')",message="backend.openai.url must be a ws:// or wss:// URL with a host, e.g. wss://api.openai.com/v1/realtime"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^wss?://[^/?#]*@')",message="backend.openai.url must not hold credentials (user:password@): it is logged; put the key in backend.openai.apiKeySecretRef"
 	// +optional
 	URL string `json:"url,omitempty"`
 
@@ -279,8 +359,9 @@ type AuthSpec struct {
 	// operator's fleet Secret when the newest key is this old. Empty means
 	// only on request (the voicegateway.dev/rotate-keys annotation).
 	// +kubebuilder:validation:Type=string
-	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
-	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1h') && duration(self) <= duration('8760h')",message="auth.keyRotationPeriod must be between 1h and 8760h (a year)"
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$')",message="auth.keyRotationPeriod must be a duration: a number and a unit (ms, s, m or h), such as 90s, 2m or 1h30m"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$') || (duration(self) >= duration('1h') && duration(self) <= duration('8760h'))",message="auth.keyRotationPeriod must be between 1h and 8760h (a year)"
 	// +optional
 	KeyRotationPeriod *metav1.Duration `json:"keyRotationPeriod,omitempty"`
 
@@ -293,10 +374,21 @@ type AuthSpec struct {
 	// browsers use instead of an API key.
 	// +kubebuilder:default="60s"
 	// +kubebuilder:validation:Type=string
-	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
-	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('10m')",message="auth.clientTokenTTL must be between 1s and 10m: a leaked token must expire soon"
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$')",message="auth.clientTokenTTL must be a duration: a number and a unit (ms, s, m or h), such as 90s, 2m or 1h30m"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$') || (duration(self) >= duration('1s') && duration(self) <= duration('10m'))",message="auth.clientTokenTTL must be between 1s and 10m: a leaked token must expire soon"
 	// +optional
 	ClientTokenTTL *metav1.Duration `json:"clientTokenTTL,omitempty"`
+
+	// MaxSessionsPerToken is how many sessions one client token may open
+	// on each pod over its lifetime; one more is refused with 401
+	// unauthorized and counts as a failed authentication. 1 makes tokens
+	// single-use: a page mints one for each connection.
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000
+	// +optional
+	MaxSessionsPerToken int32 `json:"maxSessionsPerToken,omitempty"`
 }
 
 // LocalSecretRef names a whole Secret in the VoiceGateway's namespace.
@@ -309,7 +401,7 @@ type LocalSecretRef struct {
 
 // SessionsSpec bounds the sessions of each pod.
 //
-// +kubebuilder:validation:XValidation:rule="!has(self.idleTimeout) || !has(self.maxDuration) || duration(self.idleTimeout) <= duration(self.maxDuration)",message="sessions.idleTimeout must not be longer than sessions.maxDuration"
+// +kubebuilder:validation:XValidation:rule="!has(self.idleTimeout) || !has(self.maxDuration) || !self.idleTimeout.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$') || !self.maxDuration.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$') || duration(self.idleTimeout) <= duration(self.maxDuration)",message="sessions.idleTimeout must not be longer than sessions.maxDuration"
 type SessionsSpec struct {
 	// MaxPerPod is the number of concurrent sessions one pod accepts;
 	// more are refused with session_limit so the client tries another pod.
@@ -322,18 +414,53 @@ type SessionsSpec struct {
 	// IdleTimeout closes a session whose client sent nothing for this long.
 	// +kubebuilder:default="2m"
 	// +kubebuilder:validation:Type=string
-	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
-	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s')",message="sessions.idleTimeout must be at least 1s"
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$')",message="sessions.idleTimeout must be a duration: a number and a unit (ms, s, m or h), such as 90s, 2m or 1h30m"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$') || (duration(self) >= duration('1s'))",message="sessions.idleTimeout must be at least 1s"
 	// +optional
 	IdleTimeout *metav1.Duration `json:"idleTimeout,omitempty"`
 
 	// MaxDuration is the longest a session may live.
 	// +kubebuilder:default="1h"
 	// +kubebuilder:validation:Type=string
-	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
-	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('24h')",message="sessions.maxDuration must be between 1s and 24h"
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$')",message="sessions.maxDuration must be a duration: a number and a unit (ms, s, m or h), such as 90s, 2m or 1h30m"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$') || (duration(self) >= duration('1s') && duration(self) <= duration('24h'))",message="sessions.maxDuration must be between 1s and 24h"
 	// +optional
 	MaxDuration *metav1.Duration `json:"maxDuration,omitempty"`
+
+	// MaxBufferedAudio is the most audio one session may make its pod
+	// hold, uncommitted or waiting to be played; more is refused with
+	// buffer_full and the session goes on. Besides, each pod keeps what all
+	// its sessions hold within half of its memory limit (docs/operations.md,
+	// "The memory budget").
+	// +kubebuilder:default="10s"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$')",message="sessions.maxBufferedAudio must be a duration: a number and a unit (ms, s, m or h), such as 10s or 30s"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$') || (duration(self) >= duration('1s') && duration(self) <= duration('60s'))",message="sessions.maxBufferedAudio must be between 1s and 60s"
+	// +optional
+	MaxBufferedAudio *metav1.Duration `json:"maxBufferedAudio,omitempty"`
+
+	// MaxPerAPIKey caps the sessions one API key holds at once on each
+	// pod, opened with the key or with the client tokens it minted; more
+	// are closed with api_key_session_limit (1008). 0 means no cap.
+	// +kubebuilder:default=0
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100000
+	// +optional
+	MaxPerAPIKey int32 `json:"maxPerAPIKey,omitempty"`
+
+	// MaxPerClientIP caps the sessions one client address (an IPv6
+	// client's /64) holds at once on each pod; more are closed with
+	// client_ip_session_limit (1008). 0 means no cap. Behind a load
+	// balancer, set rateLimit.trustedProxies first: otherwise every client
+	// has the balancer's address.
+	// +kubebuilder:default=0
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100000
+	// +optional
+	MaxPerClientIP int32 `json:"maxPerClientIP,omitempty"`
 }
 
 // RateLimitSpec tunes the tracking of failed authentication per client IP:
@@ -345,8 +472,9 @@ type RateLimitSpec struct {
 	// Window over which failures are counted.
 	// +kubebuilder:default="1m"
 	// +kubebuilder:validation:Type=string
-	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
-	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s')",message="rateLimit.window must be at least 1s"
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$')",message="rateLimit.window must be a duration: a number and a unit (ms, s, m or h), such as 90s, 2m or 1h30m"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$') || (duration(self) >= duration('1s'))",message="rateLimit.window must be at least 1s"
 	// +optional
 	Window *metav1.Duration `json:"window,omitempty"`
 
@@ -365,8 +493,9 @@ type RateLimitSpec struct {
 	// BlockDuration is how long a blocked client is refused.
 	// +kubebuilder:default="15m"
 	// +kubebuilder:validation:Type=string
-	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
-	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s')",message="rateLimit.blockDuration must be at least 1s"
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$')",message="rateLimit.blockDuration must be a duration: a number and a unit (ms, s, m or h), such as 90s, 2m or 1h30m"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$') || (duration(self) >= duration('1s'))",message="rateLimit.blockDuration must be at least 1s"
 	// +optional
 	BlockDuration *metav1.Duration `json:"blockDuration,omitempty"`
 
@@ -395,14 +524,15 @@ type RateLimitSpec struct {
 // terminationGracePeriodSeconds is PreStopDelay + Timeout + a fixed exit
 // margin.
 //
-// +kubebuilder:validation:XValidation:rule="!has(self.notifyWindow) || !has(self.timeout) || duration(self.notifyWindow) < duration(self.timeout)",message="drain.notifyWindow must be shorter than drain.timeout: every session must be told to reconnect before the deadline"
+// +kubebuilder:validation:XValidation:rule="!has(self.notifyWindow) || !has(self.timeout) || !self.notifyWindow.matches('^(0|([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+)$') || !self.timeout.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$') || duration(self.notifyWindow) < duration(self.timeout)",message="drain.notifyWindow must be shorter than drain.timeout: every session must be told to reconnect before the deadline"
 type DrainSpec struct {
 	// PreStopDelay keeps a terminating pod accepting sessions while the
 	// endpoints and load balancers drop it.
 	// +kubebuilder:default="5s"
 	// +kubebuilder:validation:Type=string
-	// +kubebuilder:validation:Pattern=`^(0|([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+)$`
-	// +kubebuilder:validation:XValidation:rule="duration(self) <= duration('60s')",message="drain.preStopDelay must be at most 60s"
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="self.matches('^(0|([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+)$')",message="drain.preStopDelay must be a duration: a number and a unit (ms, s, m or h), such as 0, 500ms, 5s or 1m30s"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^(0|([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+)$') || (duration(self) <= duration('60s'))",message="drain.preStopDelay must be at most 60s"
 	// +optional
 	PreStopDelay *metav1.Duration `json:"preStopDelay,omitempty"`
 
@@ -410,8 +540,9 @@ type DrainSpec struct {
 	// new ones.
 	// +kubebuilder:default="55s"
 	// +kubebuilder:validation:Type=string
-	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
-	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('5s') && duration(self) <= duration('2h')",message="drain.timeout must be between 5s and 2h"
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$')",message="drain.timeout must be a duration: a number and a unit (ms, s, m or h), such as 90s, 2m or 1h30m"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$') || (duration(self) >= duration('5s') && duration(self) <= duration('2h'))",message="drain.timeout must be between 5s and 2h"
 	// +optional
 	Timeout *metav1.Duration `json:"timeout,omitempty"`
 
@@ -419,7 +550,8 @@ type DrainSpec struct {
 	// that clients do not all reconnect at once. Empty means a quarter of
 	// Timeout, at most 10s.
 	// +kubebuilder:validation:Type=string
-	// +kubebuilder:validation:Pattern=`^(0|([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+)$`
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="self.matches('^(0|([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+)$')",message="drain.notifyWindow must be a duration: a number and a unit (ms, s, m or h), such as 0, 500ms, 5s or 1m30s"
 	// +optional
 	NotifyWindow *metav1.Duration `json:"notifyWindow,omitempty"`
 }
@@ -470,6 +602,28 @@ type DrainingPod struct {
 	// Since is when the pod began to drain.
 	// +optional
 	Since *metav1.Time `json:"since,omitempty"`
+}
+
+// AutoscalingStatus is what the session autoscaler last decided.
+type AutoscalingStatus struct {
+	// DesiredReplicas is what the autoscaler holds spec.replicas at: the
+	// most pods the sessions called for within the scale-down window,
+	// between minReplicas and maxReplicas.
+	DesiredReplicas int32 `json:"desiredReplicas"`
+
+	// RecommendedReplicas is what the live sessions call for now; below
+	// DesiredReplicas while the scale-down window holds the pods.
+	RecommendedReplicas int32 `json:"recommendedReplicas"`
+
+	// TargetSessionsPerPod in effect: the spec's, or its default.
+	TargetSessionsPerPod int32 `json:"targetSessionsPerPod"`
+
+	// SessionsPerPod is the live sessions over spec.replicas, rounded up.
+	SessionsPerPod int32 `json:"sessionsPerPod"`
+
+	// LastScaleTime is when the autoscaler last changed spec.replicas.
+	// +optional
+	LastScaleTime *metav1.Time `json:"lastScaleTime,omitempty"`
 }
 
 // VoiceGatewayStatus is what the operator observes.
@@ -526,6 +680,11 @@ type VoiceGatewayStatus struct {
 	// +optional
 	GeneratedAPIKey *SecretKeyRef `json:"generatedAPIKey,omitempty"`
 
+	// Autoscaling is what the session autoscaler last decided, while
+	// spec.autoscaling is enabled.
+	// +optional
+	Autoscaling *AutoscalingStatus `json:"autoscaling,omitempty"`
+
 	// Conditions: Available, Progressing and Degraded.
 	// +listType=map
 	// +listMapKey=type
@@ -542,11 +701,12 @@ type VoiceGatewayStatus struct {
 // +kubebuilder:resource:shortName=vgw,categories=all
 // +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 50",message="metadata.name must be at most 50 characters: it names the Service, the Deployment and, with a suffix, the pods"
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.ready`,description="Pods accepting sessions / desired"
+// +kubebuilder:printcolumn:name="Up-to-date",type=integer,JSONPath=`.status.updatedReplicas`,description="Pods that run the current spec"
 // +kubebuilder:printcolumn:name="Sessions",type=integer,JSONPath=`.status.sessions`,description="Live sessions over all pods"
 // +kubebuilder:printcolumn:name="Draining",type=integer,JSONPath=`.status.drainingSessions`,description="Sessions still held by terminating pods"
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:printcolumn:name="Available",type=string,JSONPath=`.status.conditions[?(@.type=="Available")].status`,priority=1
-// +kubebuilder:printcolumn:name="Degraded",type=string,JSONPath=`.status.conditions[?(@.type=="Degraded")].reason`,priority=1
+// +kubebuilder:printcolumn:name="Degraded",type=string,JSONPath=`.status.conditions[?(@.type=="Degraded")].status`,priority=1,description="True when the operator cannot make the pods match the spec (kubectl describe says why)"
 type VoiceGateway struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`

@@ -24,11 +24,11 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	kubeconfig "sigs.k8s.io/controller-runtime/pkg/client/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	vgv1 "github.com/voicegateway/voicegateway/api/v1alpha1"
 	"github.com/voicegateway/voicegateway/controllers"
+	"github.com/voicegateway/voicegateway/server/logging"
 	"github.com/voicegateway/voicegateway/server/version"
 )
 
@@ -62,8 +62,10 @@ type options struct {
 	operatorNamespace       string
 	keyActivationDelay      time.Duration
 	maxConcurrentReconciles int
+	deletionCostInterval    time.Duration
 	poller                  controllers.PollerOptions
-	zap                     zap.Options
+	logFormat, logLevel     string
+	version                 bool
 }
 
 // parseFlags reads the command line; getenv supplies the defaults that come
@@ -90,7 +92,13 @@ func parseFlags(args []string, output io.Writer, getenv func(string) string) (op
 	fs.DurationVar(&o.poller.DrainingInterval, "status-poll-interval-draining", o.poller.DrainingInterval, "how often a terminating pod's /status is polled")
 	fs.DurationVar(&o.poller.Timeout, "status-poll-timeout", o.poller.Timeout, "timeout of one /status poll")
 	fs.IntVar(&o.poller.Concurrency, "status-poll-concurrency", o.poller.Concurrency, "polls in flight at once")
-	o.zap.BindFlags(fs)
+	fs.DurationVar(&o.deletionCostInterval, "deletion-cost-interval", defaults.DeletionCostInterval,
+		"least time between two writes of one pod's controller.kubernetes.io/pod-deletion-cost (from its sessions)")
+	// The voice server's logging flags, with the same values and the same
+	// lines (server/logging).
+	fs.StringVar(&o.logFormat, "log-format", logging.FormatJSON, "log lines: "+strings.Join(logging.Formats, " or "))
+	fs.StringVar(&o.logLevel, "log-level", "info", "least severe level logged: "+strings.Join(logging.Levels, ", "))
+	fs.BoolVar(&o.version, "version", false, "print the version, commit and Go version, and exit")
 	if err := fs.Parse(args); err != nil {
 		return options{}, err
 	}
@@ -99,6 +107,9 @@ func parseFlags(args []string, output io.Writer, getenv func(string) string) (op
 	}
 	if o.keyActivationDelay <= 0 {
 		return options{}, fmt.Errorf("--key-activation-delay must be positive, got %s", o.keyActivationDelay)
+	}
+	if o.deletionCostInterval <= 0 {
+		return options{}, fmt.Errorf("--deletion-cost-interval must be positive, got %s", o.deletionCostInterval)
 	}
 	return o, nil
 }
@@ -110,8 +121,15 @@ func run(ctx context.Context, args []string, output io.Writer, restConfig *rest.
 	if err != nil {
 		return err
 	}
-	o.zap.DestWriter = output
-	log := zap.New(zap.UseFlagOptions(&o.zap))
+	if o.version {
+		fmt.Fprintln(os.Stdout, version.String("manager"))
+		return flag.ErrHelp
+	}
+	log, flush, err := logging.NewTo(o.logFormat, o.logLevel, output)
+	if err != nil {
+		return err
+	}
+	defer flush()
 	ctrl.SetLogger(log)
 
 	if restConfig == nil {
@@ -156,10 +174,11 @@ func run(ctx context.Context, args []string, output io.Writer, restConfig *rest.
 		Poller:                  o.poller,
 		MaxConcurrentReconciles: o.maxConcurrentReconciles,
 		KeyActivationDelay:      o.keyActivationDelay,
+		DeletionCostInterval:    o.deletionCostInterval,
 	}); err != nil {
 		return fmt.Errorf("setting up the controller: %w", err)
 	}
-	log.Info("Starting the manager", "version", version.Version, "namespaces", o.namespaces, "defaultImage", o.defaultImage,
+	log.Info("Starting the manager", "version", version.Version, "commit", version.Commit, "namespaces", o.namespaces, "defaultImage", o.defaultImage,
 		"operatorNamespace", o.operatorNamespace)
 	return mgr.Start(ctx)
 }

@@ -60,7 +60,7 @@ func TestParseFlags(t *testing.T) {
 				if o.metricsAddr != ":8080" || o.probeAddr != ":8081" || o.leaderElect || o.namespaces != "" ||
 					o.poller.AdminPort != 9090 || o.poller.Interval != 5*time.Second || o.poller.DrainingInterval != time.Second ||
 					o.maxConcurrentReconciles != 4 || !strings.HasPrefix(o.defaultImage, "ghcr.io/voicegateway/voicegateway:") ||
-					o.operatorNamespace != "" || o.keyActivationDelay != 3*time.Minute {
+					o.operatorNamespace != "" || o.keyActivationDelay != 3*time.Minute || o.logFormat != "json" || o.logLevel != "info" || o.version {
 					t.Errorf("options = %+v", o)
 				}
 			},
@@ -76,13 +76,13 @@ func TestParseFlags(t *testing.T) {
 		"everything set": {
 			args: []string{"--leader-elect", "--namespace=a,b", "--default-image=x/y:z", "--pod-admin-port=9999",
 				"--status-poll-interval=2s", "--status-poll-interval-draining=250ms", "--status-poll-timeout=300ms",
-				"--max-concurrent-reconciles=8", "--zap-log-level=debug", "--operator-namespace=ops", "--key-activation-delay=90s"},
+				"--max-concurrent-reconciles=8", "--log-level=debug", "--log-format=console", "--operator-namespace=ops", "--key-activation-delay=90s"},
 			env: map[string]string{"POD_NAMESPACE": "ignored"},
 			check: func(t *testing.T, o options) {
 				if !o.leaderElect || o.namespaces != "a,b" || o.defaultImage != "x/y:z" || o.poller.AdminPort != 9999 ||
 					o.poller.Interval != 2*time.Second || o.poller.DrainingInterval != 250*time.Millisecond ||
 					o.poller.Timeout != 300*time.Millisecond || o.maxConcurrentReconciles != 8 ||
-					o.operatorNamespace != "ops" || o.keyActivationDelay != 90*time.Second {
+					o.operatorNamespace != "ops" || o.keyActivationDelay != 90*time.Second || o.logLevel != "debug" || o.logFormat != "console" {
 					t.Errorf("options = %+v", o)
 				}
 				if got := splitList(o.namespaces); len(got) != 2 || got[0] != "a" || got[1] != "b" {
@@ -91,8 +91,21 @@ func TestParseFlags(t *testing.T) {
 			},
 		},
 		"unknown flag":            {args: []string{"--nope"}, wantErr: "flag provided but not defined: -nope"},
+		"zap's flags are gone":    {args: []string{"--zap-log-level=debug"}, wantErr: "flag provided but not defined: -zap-log-level"},
 		"no key activation delay": {args: []string{"--key-activation-delay=0s"}, wantErr: "--key-activation-delay must be positive"},
-		"argument":                {args: []string{"extra"}, wantErr: `unexpected argument "extra"`},
+		"deletion cost interval": {
+			args: []string{"--deletion-cost-interval=1m"},
+			check: func(t *testing.T, o options) {
+				if o.deletionCostInterval != time.Minute {
+					t.Errorf("deletion cost interval %s, want 1m", o.deletionCostInterval)
+				}
+				if d, _ := parseFlags(nil, io.Discard, func(string) string { return "" }); d.deletionCostInterval != 30*time.Second {
+					t.Errorf("default deletion cost interval %s, want 30s", d.deletionCostInterval)
+				}
+			},
+		},
+		"no deletion cost interval": {args: []string{"--deletion-cost-interval=0s"}, wantErr: "--deletion-cost-interval must be positive"},
+		"argument":                  {args: []string{"extra"}, wantErr: `unexpected argument "extra"`},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -189,7 +202,7 @@ func TestRunServesAndReconciles(t *testing.T) {
 		done <- run(runCtx, []string{
 			"--metrics-bind-address=" + metricsAddr, "--health-probe-bind-address=" + probeAddr,
 			"--leader-elect", "--leader-election-namespace=voicegateway-system", "--namespace=manager-test",
-			"--default-image=registry.test/voicegateway:run", "--zap-log-level=error",
+			"--default-image=registry.test/voicegateway:run", "--log-level=error",
 		}, logs, asOperator)
 	}()
 
@@ -228,9 +241,19 @@ func TestRunServesAndReconciles(t *testing.T) {
 		t.Fatalf("kubectl get vgw: %v\n%s", err, out)
 	}
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	if len(lines) != 2 || !slices.Equal(strings.Fields(lines[0]), []string{"NAME", "READY", "SESSIONS", "DRAINING", "AGE"}) ||
-		!slices.Equal(strings.Fields(lines[1])[:4], []string{"main", "0/2", "0", "0"}) {
+	if len(lines) != 2 || !slices.Equal(strings.Fields(lines[0]), []string{"NAME", "READY", "UP-TO-DATE", "SESSIONS", "DRAINING", "AGE"}) ||
+		!slices.Equal(strings.Fields(lines[1])[:5], []string{"main", "0/2", "0", "0", "0"}) {
 		t.Errorf("kubectl get vgw:\n%s", out)
+	}
+	// The wide view: DEGRADED reads True or False, not a reason.
+	out, err = exec.Command(filepath.Join(bin, "kubectl"), "--kubeconfig", testKubeconfig,
+		"get", "vgw", "-n", "manager-test", "-o", "wide").CombinedOutput()
+	if err != nil {
+		t.Fatalf("kubectl get vgw -o wide: %v\n%s", err, out)
+	}
+	lines = strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(lines) != 2 || !slices.Equal(strings.Fields(lines[0])[6:], []string{"AVAILABLE", "DEGRADED"}) || strings.Fields(lines[1])[7] != "False" {
+		t.Errorf("kubectl get vgw -o wide:\n%s", out)
 	}
 
 	var lease coordinationv1.Lease

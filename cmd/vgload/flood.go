@@ -68,6 +68,9 @@ func cmdFlood(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if target.apiKey == "" {
 		return fmt.Errorf("flood needs --api-key: the server must authenticate for failures to count")
 	}
+	if err := checkReachable(ctx, target.allowRemote, targets[0]); err != nil {
+		return err
+	}
 	adm, err := server.client(target.allowRemote)
 	if err != nil {
 		return err

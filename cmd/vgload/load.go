@@ -176,6 +176,9 @@ func cmdRelay(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	cfg.cpuProfile, cfg.heapProfile = *cpuProfile, *heapProfile
+	if err := checkReachable(ctx, c.target.allowRemote, *baselineURL, cfg.targets[0]); err != nil {
+		return err
+	}
 	report := c.newReport()
 	if *baselineURL != "" {
 		base := cfg
@@ -216,6 +219,9 @@ func cmdIdle(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	cfg.heapProfile = *heapProfile
+	if err := checkReachable(ctx, c.target.allowRemote, cfg.targets[0]); err != nil {
+		return err
+	}
 	report := c.newReport()
 	if report.Gateway, err = runPhase(ctx, cfg); err != nil {
 		return fmt.Errorf("gateway: %w", err)
@@ -241,6 +247,9 @@ func cmdDrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	cfg.sigtermAfter, cfg.drainWait = *sigtermAfter, *drainWait
+	if err := checkReachable(ctx, c.target.allowRemote, cfg.targets[0]); err != nil {
+		return err
+	}
 	report := c.newReport()
 	if report.Gateway, err = runPhase(ctx, cfg); err != nil {
 		return fmt.Errorf("gateway: %w", err)

@@ -13,6 +13,7 @@
 //	vgload baseline-server a plain WebSocket echo, the baseline the gateway's latency is compared with
 //	vgload soak            session churn for a duration, sampling the server for leaks
 //	vgload flood           failed authentications from many addresses against the auth rate limiter
+//	vgload abuse           every known attack on a real server beside honest callers (make abuse)
 //
 // The sessions are internal/voiceclient's, the client test/e2e and the
 // voice server's tests talk with too.
@@ -27,10 +28,15 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/url"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
+
+	"github.com/voicegateway/voicegateway/server/version"
 )
 
 func main() {
@@ -60,10 +66,33 @@ Commands:
   baseline-server  a plain WebSocket echo server, the latency baseline
   soak             session churn for a duration; samples the server for leaks
   flood            failed authentications from many client addresses
+  abuse            every known attack on a real voice server, with honest callers beside it
 
 Run "vgload <command> -h" for the flags of each.
 `
 
+// commandHelp is each command's description in its -h.
+var commandHelp = map[string]string{
+	"relay": "Holds --sessions sessions that talk to a gateway in real time (20 ms PCM16 frames, each stamped\n" +
+		"with its sequence and send time) and reports connect time, round trip, lost and late frames,\n" +
+		"close and error codes; with --baseline-url the same load first runs against a plain echo.",
+	"idle": "Holds --sessions sessions that send nothing and reports the server's memory per session\n" +
+		"(with --admin and the admin token).",
+	"drain": "Holds talking sessions, sends the server (--server-pid) SIGTERM --sigterm-after into the steady\n" +
+		"state and times the drain: notices, moves to the next --url, audio gaps, closes.",
+	"baseline-server": "Serves a plain WebSocket echo: the latency baseline relay compares the gateway with.",
+	"soak": "Churns sessions of every kind for --duration, sampling the server's goroutines, open files\n" +
+		"and heap (/debug/memstats); with --gate exits 1 if they grew.",
+	"flood": "Fails authentication from --ips client addresses at once against the auth rate limiter, while a\n" +
+		"legitimate client keeps minting tokens; reports its latency and the limiter's memory.",
+	"abuse": "Starts the voice server (--server) under GOMEMLIMIT and runs each attack alone, then all together,\n" +
+		"with --honest callers talking beside each; prints peak RSS, what the attacker got and what the\n" +
+		"honest callers saw, and exits 1 if a caller lost a frame or was cut, or an attacker passed its limit.",
+}
+
+// exit statuses: 0 the run succeeded; 1 it ran and failed (a check, or
+// no session could reach the gateway); 2 the command line was wrong.
+//
 // run dispatches a command line; it is main without the process around it.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
@@ -71,6 +100,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return errors.New("no command")
 	}
 	cmd, args := args[0], args[1:]
+	if cmd == "help" && len(args) > 0 {
+		// "vgload help relay" is "vgload relay -h".
+		cmd, args = args[0], []string{"-h"}
+	}
 	switch cmd {
 	case "relay":
 		return cmdRelay(ctx, args, stdout, stderr)
@@ -84,8 +117,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdSoak(ctx, args, stdout, stderr)
 	case "flood":
 		return cmdFlood(ctx, args, stdout, stderr)
+	case "abuse":
+		return cmdAbuse(ctx, args, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
+		return nil
+	case "version", "-version", "--version":
+		fmt.Fprintln(stdout, version.String("vgload"))
 		return nil
 	}
 	fmt.Fprint(stderr, usage)
@@ -104,11 +142,47 @@ func (l *listFlag) Set(v string) error {
 	return nil
 }
 
-// newFlagSet returns a flag set that reports errors instead of exiting.
+// newFlagSet returns a flag set that reports errors instead of exiting,
+// and whose -h says what the command does and lists its own flags.
 func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("vgload "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: vgload %s [flags]\n\n%s\n\nFlags of vgload %s:\n", name, commandHelp[name], name)
+		fs.PrintDefaults()
+	}
 	return fs
+}
+
+// checkReachable dials each URL's host once, so that a run against an
+// address where nothing listens fails at once and says so, rather than
+// reporting a run of refused connections.
+func checkReachable(ctx context.Context, allowRemote bool, urls ...string) error {
+	for _, u := range urls {
+		if u == "" {
+			continue
+		}
+		parsed, err := url.Parse(u)
+		if err != nil {
+			return err
+		}
+		host := parsed.Host
+		if parsed.Port() == "" {
+			port := "80"
+			if parsed.Scheme == "wss" || parsed.Scheme == "https" {
+				port = "443"
+			}
+			host = net.JoinHostPort(parsed.Hostname(), port)
+		}
+		dialCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		conn, err := guardedDialer(allowRemote).DialContext(dialCtx, "tcp", host)
+		cancel()
+		if err != nil {
+			return &gateError{fmt.Sprintf("nothing answers at %s (%v): is the gateway running, and is the URL right?", u, err)}
+		}
+		_ = conn.Close()
+	}
+	return nil
 }
 
 // writeJSON writes v to path ("-" for stdout).
@@ -144,8 +218,9 @@ func appendFile(path, text string) error {
 	return err
 }
 
-// gateError is a failed check (soak growth, lost frames with --fail-on-loss):
-// exit status 1, where a usage or setup problem is 2.
+// gateError is a failed run (soak growth, lost frames with --fail-on-loss,
+// a gateway that cannot be reached or took no session): exit status 1,
+// where a usage problem is 2.
 type gateError struct{ msg string }
 
 func (e *gateError) Error() string { return e.msg }

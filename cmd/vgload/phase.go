@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -157,6 +158,11 @@ func runPhase(ctx context.Context, cfg loadConfig) (*PhaseResult, error) {
 	if p := sessions.fatal.Load(); p != nil {
 		res.FatalError = (*p).Error()
 		return res, *p
+	}
+	if res.SessionsReady == 0 {
+		// Something listens, but no session ever opened (every upgrade
+		// refused, e.g. a wrong key): the figures would measure nothing.
+		return res, &gateError{fmt.Sprintf("no session opened at %s (refusals: %v)", strings.Join(cfg.targets, ", "), res.DialFailures)}
 	}
 	return res, nil
 }

@@ -105,6 +105,9 @@ func cmdSoak(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if *warmup <= 0 {
 		*warmup = max(30*time.Second, *duration/6)
 	}
+	if err := checkReachable(ctx, target.allowRemote, targets[0]); err != nil {
+		return err
+	}
 	cfg := soakConfig{
 		target: targets[0], apiKey: target.apiKey,
 		http: newHTTPClient(target.allowRemote, false), slowHTTP: newHTTPClient(target.allowRemote, true),
@@ -439,13 +442,13 @@ func docAddr(n uint64) netip.Addr {
 		v := uint32(n/2) % (1 << 17)
 		return netip.AddrFrom4([4]byte{198, 18 + byte(v>>16), byte(v >> 8), byte(v)})
 	}
+	// Each IPv6 address in a /64 of its own: the gateway counts an IPv6
+	// client by its /64, so addresses of one /64 would be one client.
 	var b [16]byte
 	b[0], b[1], b[2], b[3] = 0x20, 0x01, 0x0d, 0xb8
-	m := n / 2
-	for i := 15; i >= 8; i-- {
-		b[i] = byte(m)
-		m >>= 8
-	}
+	m := uint32(n / 2)
+	b[4], b[5], b[6], b[7] = byte(m>>24), byte(m>>16), byte(m>>8), byte(m)
+	b[15] = 1
 	return netip.AddrFrom16(b)
 }
 

@@ -108,16 +108,26 @@ func TestDocAddr(t *testing.T) {
 	v4 := netip.MustParsePrefix("198.18.0.0/15")
 	v6 := netip.MustParsePrefix("2001:db8::/32")
 	seen := map[netip.Addr]bool{}
+	nets := map[netip.Prefix]bool{}
 	for n := range uint64(300_000) {
 		a := docAddr(n)
 		if !v4.Contains(a) && !v6.Contains(a) {
 			t.Fatalf("docAddr(%d) = %v, outside the documentation ranges", n, a)
 		}
 		seen[a] = true
+		if a.Is6() {
+			p, _ := a.Prefix(64)
+			nets[p] = true
+		}
 	}
 	// 2^17 IPv4 addresses, the rest IPv6: all distinct below 2^18.
 	if len(seen) != 300_000-(150_000-1<<17) {
 		t.Fatalf("%d distinct addresses from 300,000", len(seen))
+	}
+	// The gateway counts an IPv6 client by its /64: each address is in one
+	// of its own.
+	if len(nets) != 150_000 {
+		t.Fatalf("%d IPv6 /64s for 150,000 addresses", len(nets))
 	}
 }
 

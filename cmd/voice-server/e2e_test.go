@@ -30,7 +30,10 @@ import (
 var voiceServer = testbin.New("github.com/voicegateway/voicegateway/cmd/voice-server")
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, goleak.Cleanup(voiceServer.Remove))
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+		voiceServer.Remove(code)
+		demoDrain.Remove(code)
+	}))
 }
 
 const testAPIKey = "vgw-e2e-test-key-0123456789abcdef"

@@ -173,8 +173,14 @@ func TestFleetSecretAcrossReplicas(t *testing.T) {
 	}
 	oldID := keys.Keys[0].ID
 	crossCheck("before the rotation", oldID, 20)
-	// Minted before the rotation, presented after it.
-	early := []string{mintToken(t, a, time.Minute, false), mintToken(t, b, time.Minute, false)}
+	// Minted before the rotation, presented after it. A client token opens
+	// one session per replica (--max-sessions-per-token 1), so each phase
+	// below presents tokens of its own, each once to each replica: a
+	// refusal is then the key's doing, never a replay's.
+	mintEarly := func() []string {
+		return []string{mintToken(t, a, time.Minute, false), mintToken(t, b, time.Minute, false)}
+	}
+	earlyAfterRotation, earlyAfterSignFrom, earlyAfterRetired := mintEarly(), mintEarly(), mintEarly()
 
 	rotation := fleet.Rotation{Activation: 5 * time.Second, Retain: 4 * time.Second}
 	rotated, err := keys.Rotate(nil, time.Now(), rotation)
@@ -203,7 +209,7 @@ func TestFleetSecretAcrossReplicas(t *testing.T) {
 		t.Fatalf("the replicas took until %s before the new key's sign_from to reload; the phase before it cannot be tested", time.Until(signFrom))
 	}
 	crossCheck("after the rotation, before the new key signs", oldID, 6)
-	for _, token := range early {
+	for _, token := range earlyAfterRotation {
 		for _, p := range replicas {
 			if code := connectWithToken(t, p, token); code != http.StatusSwitchingProtocols {
 				t.Errorf("a token minted before the rotation is refused after it: HTTP %d", code)
@@ -213,14 +219,14 @@ func TestFleetSecretAcrossReplicas(t *testing.T) {
 
 	time.Sleep(time.Until(signFrom) + 100*time.Millisecond)
 	crossCheck("after the new key's sign_from", newID, 20)
-	for _, token := range early {
+	for _, token := range earlyAfterSignFrom {
 		if code := connectWithToken(t, b, token); code != http.StatusSwitchingProtocols {
 			t.Errorf("a token of the previous key is refused before the key retires: HTTP %d", code)
 		}
 	}
 
 	time.Sleep(time.Until(signFrom.Add(rotation.Retain)) + 100*time.Millisecond)
-	for _, token := range early {
+	for _, token := range earlyAfterRetired {
 		for _, p := range replicas {
 			if code := connectWithToken(t, p, token); code != http.StatusUnauthorized {
 				t.Errorf("a token of the retired key = HTTP %d, want 401", code)

@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime/debug"
 
 	"k8s.io/utils/clock"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/voicegateway/voicegateway/server/gateway"
 	"github.com/voicegateway/voicegateway/server/lifecycle"
 	"github.com/voicegateway/voicegateway/server/logging"
+	"github.com/voicegateway/voicegateway/server/memory"
 	"github.com/voicegateway/voicegateway/server/version"
 )
 
@@ -25,6 +27,10 @@ func main() {
 }
 
 func run(args []string) int {
+	if wantsVersion(args) {
+		fmt.Println(version.String("voice-server"))
+		return 0
+	}
 	if len(args) > 0 {
 		if sub, ok := subcommands[args[0]]; ok {
 			return sub(args[1:], os.Stdout, os.Stderr)
@@ -39,13 +45,25 @@ func run(args []string) int {
 		fmt.Fprintf(os.Stderr, "voice-server: %v\n", err)
 		return 2
 	}
-	log, flush, err := logging.New(cfg.Dev, cfg.LogLevel)
+	format := cfg.LogFormat
+	if cfg.Dev {
+		format = logging.FormatConsole
+	}
+	log, flush, err := logging.New(format, cfg.LogLevel)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "voice-server: %v\n", err)
 		return 2
 	}
 	defer flush()
-	log.Info("starting voice server", "version", version.Version, "config", cfg.Redacted())
+	log.Info("starting voice server", "version", version.Version, "commit", version.Commit, "config", cfg.Redacted())
+	// The memory limit is settled once, for the process: --memory-limit
+	// (the operator's downward API), else GOMEMLIMIT.
+	var limitSource string
+	cfg.MemoryLimit, limitSource = memory.ProcessLimit(cfg.MemoryLimit, os.Getenv("GOMEMLIMIT") != "")
+	if cfg.MemoryLimit > 0 {
+		log.Info("memory limit", "limit", config.FormatBytes(cfg.MemoryLimit), "from", limitSource,
+			"goRuntimeSoftLimit", config.FormatBytes(debug.SetMemoryLimit(-1)))
+	}
 
 	srv, err := gateway.New(cfg, log, clock.RealClock{})
 	if err != nil {
@@ -63,4 +81,21 @@ func run(args []string) int {
 	}
 	log.Info("stopped cleanly")
 	return 0
+}
+
+// wantsVersion: --version (or -version) anywhere before a "--", or the
+// version subcommand.
+func wantsVersion(args []string) bool {
+	if len(args) > 0 && args[0] == "version" {
+		return true
+	}
+	for _, a := range args {
+		switch a {
+		case "--":
+			return false
+		case "--version", "-version":
+			return true
+		}
+	}
+	return false
 }

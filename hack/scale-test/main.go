@@ -1,10 +1,16 @@
 // Command scale-test measures the operator against a real kube-apiserver
 // and etcd (envtest, binaries from hack/build-k8s-binaries.sh): it creates
 // -n VoiceGateways and reports the time until every one is reconciled
-// (status.observedGeneration caught up), then, while they all exist,
-// creates -samples more one at a time and reports the distribution of the
-// time from create to reconciled. It also counts the operator's write
-// requests, during the burst and in a quiet period afterwards.
+// (status.observedGeneration caught up); then gives each of them
+// -pods-per-gateway pods (created by hand: no kubelet runs) whose admin
+// /status is answered on loopback addresses by one fake endpoint, the
+// first pod of each with sessions, and waits until the operator's poller
+// has read them all and its annotation writer has written each busy pod's
+// deletion cost; then, while they all exist, creates -samples more one at
+// a time and reports the distribution of the time from create to
+// reconciled. It counts the operator's write requests during the burst,
+// while the pods report, and in a quiet period afterwards, in which the
+// poller keeps polling every pod and nothing may be written.
 //
 //	go run ./hack/scale-test            # or: make scale-test
 //	go run ./hack/scale-test -n 1000 -samples 200 -concurrency 4
@@ -12,14 +18,18 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -38,6 +48,7 @@ import (
 	vgv1 "github.com/voicegateway/voicegateway/api/v1alpha1"
 	"github.com/voicegateway/voicegateway/controllers"
 	"github.com/voicegateway/voicegateway/internal/testenv"
+	"github.com/voicegateway/voicegateway/server/admin/adminapi"
 )
 
 const namespace = "scale"
@@ -48,8 +59,14 @@ func main() {
 	workers := flag.Int("workers", 16, "concurrent creates in the burst")
 	concurrency := flag.Int("concurrency", 4, "the operator's --max-concurrent-reconciles")
 	quiet := flag.Duration("quiet", 10*time.Second, "quiet period after the burst in which writes are counted")
+	podsPerGateway := flag.Int("pods-per-gateway", 2, "pods given to each VoiceGateway of the burst (0: none)")
+	sessions := flag.Int("sessions", 3, "sessions the first pod of each VoiceGateway reports")
 	flag.Parse()
-	if err := run(*n, *samples, *workers, *concurrency, *quiet); err != nil {
+	if *n*(*podsPerGateway) > 250*250 {
+		fmt.Fprintln(os.Stderr, "scale-test: at most 62,500 pods (loopback addresses 127.1.0.1–127.250.250.250)")
+		os.Exit(2)
+	}
+	if err := run(*n, *samples, *workers, *concurrency, *quiet, *podsPerGateway, *sessions); err != nil {
 		fmt.Fprintln(os.Stderr, "scale-test:", err)
 		os.Exit(1)
 	}
@@ -63,6 +80,31 @@ type tracker struct {
 	changed    chan struct{}
 }
 
+// follow lists the VoiceGateways and watches them from there until ctx
+// ends, listing and watching again whenever the API server ends the watch
+// (a watch does not last forever, and a tracker that stopped seeing would
+// wait out its timeout).
+func (tr *tracker) follow(ctx context.Context, c client.WithWatch) {
+	for ctx.Err() == nil {
+		var list vgv1.VoiceGatewayList
+		if err := c.List(ctx, &list, client.InNamespace(namespace)); err != nil {
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		for i := range list.Items {
+			tr.see(&list.Items[i])
+		}
+		w, err := c.Watch(ctx, &vgv1.VoiceGatewayList{}, client.InNamespace(namespace),
+			&client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: list.ResourceVersion}})
+		if err != nil {
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		tr.run(ctx, w)
+	}
+}
+
+// run records what w shows until it ends.
 func (tr *tracker) run(ctx context.Context, w watch.Interface) {
 	defer w.Stop()
 	for {
@@ -73,19 +115,25 @@ func (tr *tracker) run(ctx context.Context, w watch.Interface) {
 			if !ok {
 				return
 			}
-			gw, isGateway := ev.Object.(*vgv1.VoiceGateway)
-			if !isGateway || gw.Status.ObservedGeneration != gw.Generation {
-				continue
+			if gw, isGateway := ev.Object.(*vgv1.VoiceGateway); isGateway {
+				tr.see(gw)
 			}
-			tr.mu.Lock()
-			if _, seen := tr.reconciled[gw.Name]; !seen {
-				tr.reconciled[gw.Name] = time.Now()
-				select {
-				case tr.changed <- struct{}{}:
-				default:
-				}
-			}
-			tr.mu.Unlock()
+		}
+	}
+}
+
+// see records a VoiceGateway the first time it is seen reconciled.
+func (tr *tracker) see(gw *vgv1.VoiceGateway) {
+	if gw.Status.ObservedGeneration != gw.Generation {
+		return
+	}
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	if _, seen := tr.reconciled[gw.Name]; !seen {
+		tr.reconciled[gw.Name] = time.Now()
+		select {
+		case tr.changed <- struct{}{}:
+		default:
 		}
 	}
 }
@@ -124,7 +172,7 @@ func gateway(name string) *vgv1.VoiceGateway {
 	}
 }
 
-func run(n, samples, workers, concurrency int, quiet time.Duration) error {
+func run(n, samples, workers, concurrency int, quiet time.Duration, podsPerGateway, sessions int) error {
 	ctrl.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.Level(zapcore.ErrorLevel)))
 	fmt.Printf("starting kube-apiserver and etcd...\n")
 	env, cfg, err := testenv.Start()
@@ -159,9 +207,15 @@ func run(n, samples, workers, concurrency int, quiet time.Duration) error {
 	if err != nil {
 		return err
 	}
+	admin, err := startFakeAdmin(sessions, podsPerGateway)
+	if err != nil {
+		return err
+	}
+	defer admin.stop()
 	operator := controllers.DefaultOptions()
 	operator.Build.DefaultImage = "registry.test/voicegateway:scale"
 	operator.MaxConcurrentReconciles = concurrency
+	operator.Poller.AdminPort = admin.port
 	if err := controllers.Setup(ctx, mgr, operator); err != nil {
 		return err
 	}
@@ -175,13 +229,8 @@ func run(n, samples, workers, concurrency int, quiet time.Duration) error {
 		return errors.New("the operator's caches did not sync")
 	}
 
-	var list vgv1.VoiceGatewayList
-	w, err := direct.Watch(ctx, &list, client.InNamespace(namespace))
-	if err != nil {
-		return err
-	}
 	tr := &tracker{reconciled: map[string]time.Time{}, changed: make(chan struct{}, 1)}
-	group.Go(func() error { tr.run(groupCtx, w); return nil })
+	group.Go(func() error { tr.follow(groupCtx, direct); return nil })
 
 	// Phase 1: the burst.
 	fmt.Printf("creating %d VoiceGateways with %d workers; the operator reconciles %d at once...\n", n, workers, concurrency)
@@ -215,6 +264,34 @@ func run(n, samples, workers, concurrency int, quiet time.Duration) error {
 	}
 	allReconciled := time.Since(start)
 	burstWrites := len(writes.Writes())
+
+	// Phase 1b: the pods report their sessions; the busy ones get their
+	// deletion cost.
+	writes.Reset()
+	podsStart := time.Now()
+	var podsTook time.Duration
+	if podsPerGateway > 0 {
+		fmt.Printf("creating %d pods (%d per VoiceGateway), the first of each with %d sessions...\n", n*podsPerGateway, podsPerGateway, sessions)
+		if err := createPods(ctx, direct, n, podsPerGateway, workers); err != nil {
+			return err
+		}
+		want := 0
+		if sessions > 0 {
+			want = n
+		}
+		deadline := time.Now().Add(5 * time.Minute)
+		for podPatches(writes) < want || admin.polled() < n*podsPerGateway {
+			if time.Now().After(deadline) {
+				return fmt.Errorf("after 5 min: %d of %d pods polled, %d of %d deletion costs written", admin.polled(), n*podsPerGateway, podPatches(writes), want)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		podsTook = time.Since(podsStart)
+		// The status passes that follow the first reports, then quiet.
+		time.Sleep(2 * time.Second)
+	}
+	podsWrites := writes.Writes()
+	costWrites := podPatches(writes)
 
 	// Phase 2: a quiet period with nothing changing.
 	writes.Reset()
@@ -254,11 +331,153 @@ func run(n, samples, workers, concurrency int, quiet time.Duration) error {
 	fmt.Printf("| first create → all %d reconciled | %s |\n", n, allReconciled.Round(time.Millisecond))
 	fmt.Printf("| throughput | %.0f VoiceGateways/s |\n", float64(n)/allReconciled.Seconds())
 	fmt.Printf("| operator writes during the burst | %d (%.1f per VoiceGateway: 5 applies + status) |\n", burstWrites, float64(burstWrites)/float64(n))
-	fmt.Printf("| operator writes in %s of quiet | %d |\n", quiet, quietWrites)
+	if podsPerGateway > 0 {
+		fmt.Printf("| %d pods created and first polled → every busy pod's deletion cost written | %s |\n", n*podsPerGateway, podsTook.Round(time.Millisecond))
+		fmt.Printf("| operator writes while the pods first report | %d (%d deletion costs: one per pod with sessions; %d status) |\n",
+			len(podsWrites), costWrites, len(podsWrites)-costWrites)
+	}
+	fmt.Printf("| operator writes in %s of quiet (%d pods polled every %s, %d polls) | %d |\n",
+		quiet, n*podsPerGateway, operator.Poller.Interval, admin.pollsIn(quiet), quietWrites)
 	fmt.Printf("| one new VoiceGateway while %d exist, create → reconciled (%d samples) | p50 %s, p90 %s, p99 %s, max %s |\n",
 		n, samples, pct(latencies, 50), pct(latencies, 90), pct(latencies, 99), latencies[len(latencies)-1].Round(time.Millisecond))
 	fmt.Printf("| Go heap in use after GC (operator + test client in one process) | %.1f MiB |\n", float64(mem.HeapInuse)/(1<<20))
 	return nil
+}
+
+// podIP is the loopback address of the i-th pod.
+func podIP(i int) string {
+	return fmt.Sprintf("127.%d.%d.%d", 1+i/(250*250), 1+(i/250)%250, 1+i%250)
+}
+
+// createPods gives each burst VoiceGateway its pods, running at their
+// loopback addresses, as the Deployment controller and the kubelet would.
+func createPods(ctx context.Context, c client.Client, n, perGateway, workers int) error {
+	indexes := make(chan int)
+	group, groupCtx := errgroup.WithContext(ctx)
+	for range workers {
+		group.Go(func() error {
+			for i := range indexes {
+				gw := "burst-" + strconv.Itoa(i/perGateway)
+				labels := controllers.SelectorLabels(gw)
+				labels[controllers.LabelManagedBy] = controllers.ManagedBy
+				pod := &corev1.Pod{
+					ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: fmt.Sprintf("%s-%d", gw, i%perGateway), Labels: labels},
+					Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "voice-server", Image: "registry.test/voicegateway:scale"}}},
+				}
+				if err := c.Create(groupCtx, pod); err != nil {
+					return err
+				}
+				ip := podIP(i)
+				pod.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}},
+					Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}
+				if err := c.Status().Update(groupCtx, pod); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	for i := range n * perGateway {
+		select {
+		case indexes <- i:
+		case <-groupCtx.Done():
+		}
+	}
+	close(indexes)
+	return group.Wait()
+}
+
+// podPatches counts the operator's writes to pods (deletion costs).
+func podPatches(log *testenv.RequestLog) int {
+	count := 0
+	for _, w := range log.Writes() {
+		if strings.HasPrefix(w, "PATCH ") && strings.Contains(w, "/pods/") {
+			count++
+		}
+	}
+	return count
+}
+
+// fakeAdmin answers every pod's admin /status on one port of all the
+// loopback addresses: the pod is the address dialled. The first pod of
+// each VoiceGateway ("-0") holds sessions, the others none.
+type fakeAdmin struct {
+	port     int
+	server   *http.Server
+	done     chan struct{}
+	sessions int
+	// perGateway is the pods per VoiceGateway.
+	perGateway int
+
+	mu    sync.Mutex
+	seen  map[string]bool
+	polls []time.Time
+}
+
+func startFakeAdmin(sessions, perGateway int) (*fakeAdmin, error) {
+	// All of 127.0.0.0/8 is this host's; a listener on the wildcard
+	// address takes each pod's connections. Others are refused below.
+	l, err := net.Listen("tcp", "0.0.0.0:0")
+	if err != nil {
+		return nil, err
+	}
+	a := &fakeAdmin{port: l.Addr().(*net.TCPAddr).Port, done: make(chan struct{}), sessions: sessions, perGateway: max(1, perGateway), seen: map[string]bool{}}
+	a.server = &http.Server{Handler: http.HandlerFunc(a.serve), ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		defer close(a.done)
+		_ = a.server.Serve(l)
+	}()
+	return a, nil
+}
+
+func (a *fakeAdmin) serve(w http.ResponseWriter, r *http.Request) {
+	local, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	remote, _, _ := net.SplitHostPort(r.RemoteAddr)
+	tcp, ok := local.(*net.TCPAddr)
+	if !ok || !tcp.IP.IsLoopback() || !net.ParseIP(remote).IsLoopback() || r.URL.Path != "/status" {
+		http.NotFound(w, r)
+		return
+	}
+	ip := tcp.IP.To4()
+	index := (int(ip[1])-1)*250*250 + (int(ip[2])-1)*250 + int(ip[3]) - 1
+	sessions := 0
+	// Pods are numbered gateway by gateway; the first of each is busy.
+	if index%a.perGateway == 0 {
+		sessions = a.sessions
+	}
+	a.mu.Lock()
+	a.seen[tcp.IP.String()] = true
+	a.polls = append(a.polls, time.Now())
+	a.mu.Unlock()
+	_ = json.NewEncoder(w).Encode(adminapi.Status{Version: "scale", Sessions: sessions, Ready: true, Phase: "serving"})
+}
+
+// polled is how many pods have been polled at least once.
+func (a *fakeAdmin) polled() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.seen)
+}
+
+// pollsIn counts the polls in the last d.
+func (a *fakeAdmin) pollsIn(d time.Duration) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	since := time.Now().Add(-d)
+	count := 0
+	for _, t := range a.polls {
+		if t.After(since) {
+			count++
+		}
+	}
+	return count
+}
+
+func (a *fakeAdmin) stop() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = a.server.Shutdown(ctx)
+	<-a.done
 }
 
 // pct is the nearest-rank percentile of sorted durations.

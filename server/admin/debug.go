@@ -1,12 +1,15 @@
 package admin
 
 import (
+	"io"
 	"net/http"
 	"net/http/pprof"
 	"os"
 	"runtime"
+	"strings"
 
 	"github.com/voicegateway/voicegateway/server/admin/adminapi"
+	"github.com/voicegateway/voicegateway/server/config"
 )
 
 // registerDebug adds the profiling endpoints, with --debug-endpoints only
@@ -14,7 +17,7 @@ import (
 // memory and command line, and a CPU profile or trace costs CPU.
 func registerDebug(mux *http.ServeMux, o Options) {
 	mux.HandleFunc("GET "+adminapi.PathPprof, o.requireAdmin(pprof.Index))
-	mux.HandleFunc("GET "+adminapi.PathPprof+"cmdline", o.requireAdmin(pprof.Cmdline))
+	mux.HandleFunc("GET "+adminapi.PathPprof+"cmdline", o.requireAdmin(cmdline))
 	mux.HandleFunc("GET "+adminapi.PathPprof+"profile", o.requireAdmin(pprof.Profile))
 	mux.HandleFunc("GET "+adminapi.PathPprof+"symbol", o.requireAdmin(pprof.Symbol))
 	mux.HandleFunc("GET "+adminapi.PathPprof+"trace", o.requireAdmin(pprof.Trace))
@@ -33,6 +36,14 @@ func registerDebug(mux *http.ServeMux, o Options) {
 			Sessions: o.Sessions.Len(),
 		})
 	}))
+}
+
+// cmdline is pprof.Cmdline with every URL's credentials and query values
+// redacted: a flag such as --openai-url may carry a key.
+func cmdline(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = io.WriteString(w, strings.Join(config.RedactArgs(os.Args), "\x00"))
 }
 
 // openFiles counts this process's file descriptors (Linux); -1 elsewhere.

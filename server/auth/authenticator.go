@@ -36,6 +36,10 @@ var (
 	ErrMalformedCredentials = errors.New("malformed credentials")
 	ErrInvalidCredentials   = errors.New("invalid credentials")
 	ErrExpiredToken         = errors.New("expired client token")
+	// ErrReusedToken is a client token that already opened as many
+	// sessions on this process as it may (TokenUses); it is reported as
+	// unauthorized too, and counts as a failed authentication.
+	ErrReusedToken = fmt.Errorf("%w: client token already used", ErrInvalidCredentials)
 )
 
 // Reasons, the metric label values of authentication failures.
@@ -44,6 +48,7 @@ const (
 	ReasonMalformed = "malformed"
 	ReasonInvalid   = "invalid"
 	ReasonExpired   = "expired"
+	ReasonReused    = "reused"
 )
 
 // Reason returns the metric label of an authentication failure, or "" for
@@ -52,6 +57,8 @@ func Reason(err error) string {
 	switch {
 	case err == nil:
 		return ""
+	case errors.Is(err, ErrReusedToken):
+		return ReasonReused
 	case errors.Is(err, ErrMissingCredentials):
 		return ReasonMissing
 	case errors.Is(err, ErrMalformedCredentials):

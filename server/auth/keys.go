@@ -162,6 +162,25 @@ type KeyStore struct {
 	// lastSum is the hash of the file content last looked at, valid or not,
 	// so that an invalid file is reported once rather than at every poll.
 	lastSum [sha256.Size]byte
+	// onChange is called with each new key set swapped in (SetOnChange).
+	onChange func(*KeySet)
+}
+
+// SetOnChange makes the store call fn with every new key set it swaps in,
+// after the swap, so that what was opened with a key that is gone can end.
+// Call it before Watch or Reload; fn must not call them.
+func (s *KeyStore) SetOnChange(fn func(*KeySet)) {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	s.onChange = fn
+}
+
+// swap makes set current (with reloadMu held) and tells onChange.
+func (s *KeyStore) swap(set *KeySet) {
+	s.current.Store(set)
+	if s.onChange != nil {
+		s.onChange(set)
+	}
 }
 
 // NewKeyStore loads path and fails if it holds no valid key: a server
@@ -198,7 +217,7 @@ func (s *KeyStore) Reload() error {
 	if err != nil {
 		return err
 	}
-	s.current.Store(set)
+	s.swap(set)
 	return nil
 }
 
@@ -223,7 +242,7 @@ func (s *KeyStore) reloadIfChanged() (changed bool, keys int, err error) {
 	if err != nil {
 		return true, 0, fmt.Errorf("key file %s: %w", s.path, err)
 	}
-	s.current.Store(set)
+	s.swap(set)
 	return true, set.Len(), nil
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/go-logr/logr"
 
+	"github.com/voicegateway/voicegateway/server/memory"
 	"github.com/voicegateway/voicegateway/server/protocol"
 )
 
@@ -42,6 +43,14 @@ type Info struct {
 	// MaxMessageBytes is the client's inbound message limit, announced to the client.
 	MaxMessageBytes int64
 	Log             logr.Logger
+	// Memory is the session's share of the memory budget: what a backend
+	// buffers for the session (audio, messages for an upstream) is
+	// reserved from it first, and a refused reservation is answered with
+	// a non-fatal buffer_full, never by buffering anyway. Nil grants all.
+	Memory *memory.Account
+	// MaxBufferedBytes bounds the audio a backend holds for the session
+	// (--max-buffered-audio); 0 leaves it to the backend.
+	MaxBufferedBytes int64
 }
 
 // Backend opens one backend connection per session.

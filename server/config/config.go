@@ -14,9 +14,15 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"os"
 	"time"
+
+	"github.com/voicegateway/voicegateway/internal/boundedfile"
 )
+
+// MaxConfigFileBytes bounds the file --config names: every setting fits in
+// a few kilobytes, and a wrong path (a log, a device) must fail, not fill
+// the memory.
+const MaxConfigFileBytes = 1 << 20
 
 // Backend names accepted by --backend.
 const (
@@ -54,9 +60,16 @@ type Config struct {
 	// DebugEndpoints serves /debug/pprof and /debug/memstats on the admin
 	// port, to holders of the admin token only.
 	DebugEndpoints bool `json:"debug_endpoints"`
+	// MemoryLimit is the container's memory limit in bytes (the operator
+	// sets it from limits.memory through the downward API); 0 means
+	// unknown, and then GOMEMLIMIT, if set, stands for it. Half of it is
+	// the budget of what clients may make the server hold (server/memory).
+	MemoryLimit int64 `json:"memory_limit"`
 
-	Dev      bool   `json:"dev"`
-	LogLevel string `json:"log_level"`
+	// Dev is --log-format console, kept for the command lines that say it.
+	Dev       bool   `json:"dev"`
+	LogFormat string `json:"log_format"`
+	LogLevel  string `json:"log_level"`
 
 	Sessions  SessionsConfig  `json:"sessions"`
 	RateLimit RateLimitConfig `json:"rate_limit"`
@@ -75,6 +88,23 @@ type SessionsConfig struct {
 	MaxDuration     time.Duration `json:"max_duration"`
 	WriteTimeout    time.Duration `json:"write_timeout"`
 	SampleRate      int           `json:"sample_rate"`
+	// OutboundQueueBytes bounds the bytes of the outbound queue as
+	// OutboundQueue bounds its messages (a single message always fits).
+	OutboundQueueBytes int64 `json:"outbound_queue_bytes"`
+	// MaxBufferedAudio bounds the audio one session may make the server
+	// hold: uncommitted input, and committed turns waiting to be played.
+	MaxBufferedAudio time.Duration `json:"max_buffered_audio"`
+	// MaxPerToken is how many sessions one client token may open on this
+	// process over its lifetime (the replay cache is per process).
+	MaxPerToken int `json:"max_per_token"`
+	// MaxPerAPIKey and MaxPerClientIP cap the concurrent sessions of one
+	// API key (directly or through the tokens it minted) and of one client
+	// address (an IPv6 client's /64); 0 means no cap.
+	MaxPerAPIKey   int `json:"max_per_api_key"`
+	MaxPerClientIP int `json:"max_per_client_ip"`
+	// MaxHandshakes caps the requests on the sessions path that are not a
+	// session yet; more are refused with 503 server_busy.
+	MaxHandshakes int `json:"max_handshakes"`
 }
 
 // RateLimitConfig tunes the tracking of failed authentication per client IP.
@@ -134,6 +164,7 @@ func Default() Config {
 		Backend:            BackendEcho,
 		ClientTokenTTL:     60 * time.Second,
 		SecretPollInterval: 10 * time.Second,
+		LogFormat:          "json",
 		LogLevel:           "info",
 		Sessions: SessionsConfig{
 			Limit:           1000,
@@ -145,6 +176,11 @@ func Default() Config {
 			MaxDuration:     time.Hour,
 			WriteTimeout:    10 * time.Second,
 			SampleRate:      24000,
+
+			OutboundQueueBytes: 1 << 20,
+			MaxBufferedAudio:   10 * time.Second,
+			MaxPerToken:        1,
+			MaxHandshakes:      256,
 		},
 		RateLimit: RateLimitConfig{
 			Window:          time.Minute,
@@ -216,7 +252,7 @@ func Load(args []string, getenv func(string) string) (Config, error) {
 	cfg := Default()
 	cfg.ConfigFile = configFile
 	if configFile != "" {
-		data, err := os.ReadFile(configFile)
+		data, err := boundedfile.Read(configFile, MaxConfigFileBytes)
 		if err != nil {
 			return Config{}, fmt.Errorf("--%s: %w", configFlag, err)
 		}

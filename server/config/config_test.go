@@ -1,12 +1,14 @@
 package config
 
 import (
+	"bytes"
 	"errors"
 	"flag"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -407,7 +409,7 @@ func TestSettingsCoverConfig(t *testing.T) {
 		var c Config
 		sample := map[kind]string{
 			kindString: "x", kindBool: "true", kindInt: "7",
-			kindFloat: "1.5", kindDuration: "3s", kindList: "a",
+			kindFloat: "1.5", kindDuration: "3s", kindList: "a", kindBytes: "7Ki",
 		}[s.bind(&c).kind()]
 		if err := s.bind(&c).Set(sample); err != nil {
 			t.Fatalf("--%s: Set(%q): %v", s.flag, sample, err)
@@ -431,7 +433,7 @@ func nonZeroKeys(m map[string]any, prefix string) []string {
 				keys = append(keys, prefix+k)
 			}
 		default:
-			if v != reflect.Zero(reflect.TypeOf(v)).Interface() && v != "0s" {
+			if v != reflect.Zero(reflect.TypeOf(v)).Interface() && v != "0s" && v != "0" {
 				keys = append(keys, prefix+k)
 			}
 		}
@@ -464,6 +466,36 @@ func TestUsage(t *testing.T) {
 	} {
 		if !strings.Contains(usage, want) {
 			t.Errorf("usage lacks %q:\n%s", want, usage)
+		}
+	}
+}
+
+// TestConfigFileIsReadBounded: --config naming an endless device, a named
+// pipe or a file over MaxConfigFileBytes fails at once with the flag named,
+// instead of hanging the start or filling the memory.
+func TestConfigFileIsReadBounded(t *testing.T) {
+	dir := t.TempDir()
+	big := filepath.Join(dir, "big.yaml")
+	if err := os.WriteFile(big, append([]byte("listen: \":8080\"\n#"), bytes.Repeat([]byte("x"), MaxConfigFileBytes)...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{"/dev/zero", fifo, big} {
+		done := make(chan error, 1)
+		go func() {
+			_, err := Load([]string{"--config", path, "--insecure-no-auth"}, envOf(nil))
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err == nil || !strings.HasPrefix(err.Error(), "--config: ") {
+				t.Errorf("--config %s: %v, want a refusal naming --config", path, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("--config %s: Load still running after 10 s", path)
 		}
 	}
 }

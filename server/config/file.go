@@ -132,6 +132,14 @@ func applyFileValue(cfg *Config, s setting, raw any) error {
 		if n, ok = raw.(json.Number); ok {
 			text = n.String()
 		}
+	case kindBytes:
+		// 536870912 or "512Mi".
+		switch v := raw.(type) {
+		case json.Number:
+			text, ok = v.String(), true
+		case string:
+			text, ok = v, true
+		}
 	case kindList:
 		text, ok = listText(raw)
 	}
@@ -181,9 +189,18 @@ func describe(raw any) string {
 
 // Redacted returns the settings in the shape of the YAML file, for the
 // startup log. It holds no secret because secrets are only ever referenced
-// by file path; a setting that carries one must be masked here.
-// ConfigFile is left out so that the result is itself a valid file.
+// by file path; a setting that could carry one is masked here: the values
+// of --openai-url's query (RedactURL). ConfigFile is left out.
 func (c Config) Redacted() map[string]any {
+	out := c.settingsMap()
+	if o, ok := out["openai"].(map[string]any); ok {
+		o["url"] = RedactURL(c.OpenAI.URL)
+	}
+	return out
+}
+
+// settingsMap is every setting in the shape of the YAML file, as set.
+func (c Config) settingsMap() map[string]any {
 	out := map[string]any{}
 	for _, s := range settings {
 		mapping := out
@@ -204,5 +221,5 @@ func (c Config) Redacted() map[string]any {
 // to the same Config, so that the operator can write the ConfigMap without
 // restating key names or duration syntax.
 func (c Config) YAML() ([]byte, error) {
-	return yaml.Marshal(c.Redacted())
+	return yaml.Marshal(c.settingsMap())
 }

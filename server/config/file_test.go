@@ -26,7 +26,9 @@ func TestExampleFile(t *testing.T) {
 		FleetSecretDir:     "/etc/voicegateway/fleet",
 		ClientTokenTTL:     2 * time.Minute,
 		SecretPollInterval: 10 * time.Second,
+		LogFormat:          "json",
 		LogLevel:           "info",
+		MemoryLimit:        512 << 20,
 		Sessions: SessionsConfig{
 			Limit:           500,
 			MaxMessageBytes: 512 << 10,
@@ -37,6 +39,13 @@ func TestExampleFile(t *testing.T) {
 			MaxDuration:     30 * time.Minute,
 			WriteTimeout:    5 * time.Second,
 			SampleRate:      24000,
+
+			OutboundQueueBytes: 2 << 20,
+			MaxBufferedAudio:   15 * time.Second,
+			MaxPerToken:        1,
+			MaxPerAPIKey:       200,
+			MaxPerClientIP:     20,
+			MaxHandshakes:      128,
 		},
 		RateLimit: RateLimitConfig{
 			Window:          time.Minute,

@@ -54,8 +54,14 @@ var settings = []setting{
 	{flag: "debug-endpoints", key: "debug_endpoints",
 		usage: "serve /debug/pprof and /debug/memstats on the admin port, to holders of the admin token only",
 		bind:  func(c *Config) value { return boolVar(&c.DebugEndpoints) }},
+	{flag: "memory-limit", key: "memory_limit", arg: "bytes",
+		usage: "the container's memory limit, in bytes or with Ki, Mi, Gi (512Mi); half of it is what clients may make the server hold (docs/operations.md, the memory budget), and the Go runtime's soft limit is set to 90 % of it unless GOMEMLIMIT is set; 0 takes GOMEMLIMIT as the limit, or runs without a budget",
+		bind:  func(c *Config) value { return bytesVar(&c.MemoryLimit) }},
+	{flag: "log-format", key: "log_format", arg: "format",
+		usage: "json (lines for a log pipeline) or console (lines a person reads)",
+		bind:  func(c *Config) value { return stringVar(&c.LogFormat) }},
 	{flag: "dev", key: "dev",
-		usage: "human-readable console logs instead of JSON",
+		usage: "the same as --log-format console",
 		bind:  func(c *Config) value { return boolVar(&c.Dev) }},
 	{flag: "log-level", key: "log_level", arg: "level",
 		usage: "least severe level logged: debug, info, warn or error",
@@ -88,6 +94,24 @@ var settings = []setting{
 	{flag: "sample-rate", key: "sessions.sample_rate", arg: "hz",
 		usage: "PCM16 audio sample rate: 16000 or 24000",
 		bind:  func(c *Config) value { return intVar(&c.Sessions.SampleRate) }},
+	{flag: "outbound-queue-bytes", key: "sessions.outbound_queue_bytes", arg: "bytes",
+		usage: "bytes queued for a client before it counts as too slow and is closed, 64Ki to 64Mi (one message always fits)",
+		bind:  func(c *Config) value { return bytesVar(&c.Sessions.OutboundQueueBytes) }},
+	{flag: "max-buffered-audio", key: "sessions.max_buffered_audio",
+		usage: "audio one session may make the server hold, uncommitted or waiting to be played, 1s to 60s; more is refused with buffer_full",
+		bind:  func(c *Config) value { return durationVar(&c.Sessions.MaxBufferedAudio) }},
+	{flag: "max-sessions-per-token", key: "sessions.max_per_token", arg: "sessions",
+		usage: "sessions one client token may open on this process over its lifetime, 1 to 1000; a reuse beyond is refused with 401 unauthorized",
+		bind:  func(c *Config) value { return intVar(&c.Sessions.MaxPerToken) }},
+	{flag: "max-sessions-per-key", key: "sessions.max_per_api_key", arg: "sessions",
+		usage: "concurrent sessions of one API key on this process, directly or through the client tokens it minted; more are closed with api_key_session_limit; 0 means no cap",
+		bind:  func(c *Config) value { return intVar(&c.Sessions.MaxPerAPIKey) }},
+	{flag: "max-sessions-per-ip", key: "sessions.max_per_client_ip", arg: "sessions",
+		usage: "concurrent sessions of one client address (an IPv6 client's /64) on this process; more are closed with client_ip_session_limit; 0 means no cap (set --trusted-proxies behind a load balancer first)",
+		bind:  func(c *Config) value { return intVar(&c.Sessions.MaxPerClientIP) }},
+	{flag: "max-handshakes", key: "sessions.max_handshakes", arg: "requests",
+		usage: "requests on the sessions path that are not a session yet (authentication, upgrade); more are refused with 503 server_busy",
+		bind:  func(c *Config) value { return intVar(&c.Sessions.MaxHandshakes) }},
 
 	{flag: "auth-fail-window", key: "rate_limit.window",
 		usage: "failed authentications from one IP are counted over this window",
@@ -244,6 +268,7 @@ const (
 	kindFloat
 	kindDuration
 	kindList
+	kindBytes
 )
 
 func (k kind) String() string {
@@ -258,6 +283,8 @@ func (k kind) String() string {
 		return "duration"
 	case kindList:
 		return "list"
+	case kindBytes:
+		return "bytes"
 	default:
 		return "string"
 	}
@@ -378,6 +405,19 @@ func float64Var(field *float64) value {
 		},
 		format: func(f float64) string { return strconv.FormatFloat(f, 'g', -1, 64) },
 		toFile: func(f float64) any { return f },
+	}
+}
+
+// bytesVar is a size in bytes, written as a whole number or with a
+// Kubernetes suffix (ParseBytes); it is shown in the largest binary unit
+// that divides it.
+func bytesVar(field *int64) value {
+	return &scalar[int64]{
+		field:  field,
+		k:      kindBytes,
+		parse:  ParseBytes,
+		format: FormatBytes,
+		toFile: func(n int64) any { return FormatBytes(n) },
 	}
 }
 

@@ -33,11 +33,24 @@ const (
 	MaxOpenAIMessageBytes = 64 << 20
 	// OpenAISampleRate is the only PCM rate the OpenAI Realtime API carries.
 	OpenAISampleRate = 24000
+	// The bounds of --max-buffered-audio: a second is too short for a
+	// turn, and a minute is what used to be fixed (2.9 MB a session).
+	MinMaxBufferedAudio = time.Second
+	MaxMaxBufferedAudio = time.Minute
+	// The bounds of --outbound-queue-bytes.
+	MinOutboundQueueBytes = 64 << 10
+	MaxOutboundQueueBytes = 64 << 20
+	// MaxSessionsPerToken bounds --max-sessions-per-token: a token is a
+	// connection ticket, not a pass.
+	MaxSessionsPerToken = 1000
+	// MinMemoryLimit is the least --memory-limit the server runs with.
+	MinMemoryLimit = 32 << 20
 )
 
 var (
 	allowedBackends   = []string{BackendEcho, BackendOpenAI}
 	allowedLogLevels  = []string{"debug", "info", "warn", "error"}
+	allowedLogFormats = []string{"json", "console"}
 	allowedSampleRate = []int{16000, 24000}
 )
 
@@ -72,6 +85,9 @@ func (c Config) Validate() error {
 		p.add("secret-poll-interval", "%s is out of range; use 100ms to %s (the default is 10s): a key rotation's activation delay counts on it",
 			formatDuration(c.SecretPollInterval), formatDuration(MaxSecretPollInterval))
 	}
+	if !slices.Contains(allowedLogFormats, c.LogFormat) {
+		p.add("log-format", "unknown format %q; choose one of %s", c.LogFormat, strings.Join(allowedLogFormats, ", "))
+	}
 	if !slices.Contains(allowedLogLevels, c.LogLevel) {
 		p.add("log-level", "unknown level %q; choose one of %s", c.LogLevel, strings.Join(allowedLogLevels, ", "))
 	}
@@ -92,6 +108,27 @@ func (c Config) Validate() error {
 	p.positive("write-timeout", s.WriteTimeout)
 	if !slices.Contains(allowedSampleRate, s.SampleRate) {
 		p.add("sample-rate", "%d Hz is not supported; use 16000 or 24000", s.SampleRate)
+	}
+	if s.OutboundQueueBytes < MinOutboundQueueBytes || s.OutboundQueueBytes > MaxOutboundQueueBytes {
+		p.add("outbound-queue-bytes", "%s is out of range; use 64Ki to 64Mi", FormatBytes(s.OutboundQueueBytes))
+	}
+	if s.MaxBufferedAudio < MinMaxBufferedAudio || s.MaxBufferedAudio > MaxMaxBufferedAudio {
+		p.add("max-buffered-audio", "%s is out of range; use %s to %s (the default is 10s)",
+			formatDuration(s.MaxBufferedAudio), formatDuration(MinMaxBufferedAudio), formatDuration(MaxMaxBufferedAudio))
+	}
+	if s.MaxPerToken < 1 || s.MaxPerToken > MaxSessionsPerToken {
+		p.add("max-sessions-per-token", "%d is out of range; use 1 (a token opens one session, the default) to %d", s.MaxPerToken, MaxSessionsPerToken)
+	}
+	if s.MaxPerAPIKey < 0 {
+		p.add("max-sessions-per-key", "must not be negative (0 means no cap), got %d", s.MaxPerAPIKey)
+	}
+	if s.MaxPerClientIP < 0 {
+		p.add("max-sessions-per-ip", "must not be negative (0 means no cap), got %d", s.MaxPerClientIP)
+	}
+	p.atLeast("max-handshakes", s.MaxHandshakes, 1)
+	if c.MemoryLimit != 0 && c.MemoryLimit < MinMemoryLimit {
+		p.add("memory-limit", "%s is too small; give the container at least %s, or 0 to run without a budget",
+			FormatBytes(c.MemoryLimit), FormatBytes(MinMemoryLimit))
 	}
 
 	r := c.RateLimit
@@ -127,8 +164,13 @@ func (c Config) Validate() error {
 	}
 
 	o := c.OpenAI
-	if u, err := url.Parse(o.URL); err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
-		p.add("openai-url", "%q is not a ws:// or wss:// URL such as %s", o.URL, DefaultOpenAIURL)
+	switch u, err := url.Parse(o.URL); {
+	case err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "":
+		p.add("openai-url", "%q is not a ws:// or wss:// URL such as %s", RedactURL(o.URL), DefaultOpenAIURL)
+	case u.User != nil:
+		// The URL is logged and shown in /debug/pprof/cmdline; a key in it
+		// would be too.
+		p.add("openai-url", "%q holds credentials (user:password@); put the upstream key in the file --openai-api-key-file names", RedactURL(o.URL))
 	}
 	p.positive("openai-key-poll-interval", o.KeyPollInterval)
 	p.positive("openai-dial-timeout", o.DialTimeout)

@@ -52,6 +52,26 @@ func TestValidate(t *testing.T) {
 			c.RateLimit.SuspiciousAfter, c.RateLimit.BlockAfter = 1, 2
 			c.RateLimit.TrustedProxies = []string{"10.0.0.0/8", "192.168.1.1", "::1", "fd00::/8"}
 		}},
+		{name: "admission limits at their bounds", modify: func(c *Config) {
+			c.MemoryLimit = MinMemoryLimit
+			c.Sessions.MaxBufferedAudio = time.Minute
+			c.Sessions.OutboundQueueBytes = 64 << 20
+			c.Sessions.MaxPerToken = 1000
+			c.Sessions.MaxPerAPIKey, c.Sessions.MaxPerClientIP = 0, 1
+			c.Sessions.MaxHandshakes = 1
+		}},
+		{name: "admission limits out of range", modify: func(c *Config) {
+			c.MemoryLimit = 1 << 20
+			c.Sessions.MaxBufferedAudio = 61 * time.Second
+			c.Sessions.OutboundQueueBytes = 1 << 10
+			c.Sessions.MaxPerToken = 0
+			c.Sessions.MaxPerAPIKey, c.Sessions.MaxPerClientIP = -1, -1
+			c.Sessions.MaxHandshakes = 0
+		}, wantFlags: []string{"outbound-queue-bytes", "max-buffered-audio", "max-sessions-per-token",
+			"max-sessions-per-key", "max-sessions-per-ip", "max-handshakes", "memory-limit"}},
+		{name: "credentials in the upstream URL", modify: func(c *Config) {
+			c.OpenAI.URL = "wss://user:sk-secret@api.openai.com/v1/realtime"
+		}, wantFlags: []string{"openai-url"}, wantIn: []string{"--openai-api-key-file"}},
 		{name: "drain phases just fit", modify: func(c *Config) {
 			c.Drain.Timeout, c.Drain.ExitMargin = 9*time.Second, time.Second
 			c.Drain.PropagationDelay, c.Drain.NotifyWindow = 4*time.Second, 4999*time.Millisecond
@@ -78,6 +98,8 @@ func TestValidate(t *testing.T) {
 			wantFlags: []string{"client-token-ttl"}, wantIn: []string{"longer than 0"}},
 		{name: "client token ttl over the maximum", modify: func(c *Config) { c.ClientTokenTTL = 11 * time.Minute },
 			wantFlags: []string{"client-token-ttl"}, wantIn: []string{"11m", "10m"}},
+		{name: "unknown log format", modify: func(c *Config) { c.LogFormat = "xml" },
+			wantFlags: []string{"log-format"}, wantIn: []string{"json, console"}},
 		{name: "unknown log level", modify: func(c *Config) { c.LogLevel = "verbose" },
 			wantFlags: []string{"log-level"}, wantIn: []string{"debug, info, warn, error"}},
 

@@ -32,7 +32,9 @@ import (
 	"github.com/voicegateway/voicegateway/server/config"
 	"github.com/voicegateway/voicegateway/server/fleet"
 	"github.com/voicegateway/voicegateway/server/lifecycle"
+	"github.com/voicegateway/voicegateway/server/memory"
 	"github.com/voicegateway/voicegateway/server/metrics"
+	"github.com/voicegateway/voicegateway/server/protocol"
 	"github.com/voicegateway/voicegateway/server/ratelimit"
 	"github.com/voicegateway/voicegateway/server/session"
 )
@@ -64,6 +66,17 @@ type Server struct {
 	backend    backend.Backend
 	trusted    []netip.Prefix
 	started    time.Time
+	// memory is the budget of what clients may make the process hold.
+	memory *memory.Budget
+	// tokenUses is the client-token replay cache (nil with
+	// --insecure-no-auth, where no token is ever presented).
+	tokenUses *auth.TokenUses
+	// suspiciousWaiting counts requests waiting out the rate limiter's
+	// delay; at most maxSuspiciousWaiting wait at once.
+	suspiciousWaiting atomic.Int64
+	// httpLimits bound the public listener's ordinary requests (the
+	// Public* constants; tests shorten them).
+	httpLimits httpLimits
 
 	// noKeyLogged is when a mint failing for want of a signing key was
 	// last logged (Unix nanoseconds).
@@ -83,7 +96,8 @@ func WithBackend(b backend.Backend) Option { return func(s *Server) { s.backend 
 
 // New builds a server from a validated configuration. Nothing runs yet.
 func New(cfg config.Config, log logr.Logger, clk clock.WithTickerAndDelayedExecution, opts ...Option) (*Server, error) {
-	s := &Server{cfg: cfg, log: log, clock: clk, metrics: metrics.New(), started: clk.Now()}
+	s := &Server{cfg: cfg, log: log, clock: clk, metrics: metrics.New(), started: clk.Now(), httpLimits: defaultHTTPLimits}
+	s.metrics.SessionsLimit.Set(float64(cfg.Sessions.Limit))
 	var err error
 	if s.trusted, err = clientip.ParsePrefixes(cfg.RateLimit.TrustedProxies); err != nil {
 		return nil, fmt.Errorf("--trusted-proxies: %w", err)
@@ -142,7 +156,31 @@ func New(cfg config.Config, log logr.Logger, clk clock.WithTickerAndDelayedExecu
 		}
 	}
 
-	s.sessions = session.NewRegistry(cfg.Sessions.Limit)
+	s.sessions = session.NewRegistry(cfg.Sessions.Limit).
+		WithCredentialLimits(cfg.Sessions.MaxPerAPIKey, cfg.Sessions.MaxPerClientIP)
+	s.memory = memory.NewBudget(memory.BudgetFor(cfg.MemoryLimit), s.metrics)
+	if s.memory.Limit() > 0 {
+		log.Info("Memory budget", "limit", config.FormatBytes(cfg.MemoryLimit), "budget", config.FormatBytes(s.memory.Limit()),
+			"sessionsItAdmits", s.memory.MaxSessions(), "perSessionPromise", config.FormatBytes(memory.Promised))
+		if s.memory.MaxSessions() < cfg.Sessions.Limit {
+			log.Info("The memory budget admits fewer sessions than --session-limit; more are refused with memory_limit",
+				"sessionsItAdmits", s.memory.MaxSessions(), "sessionLimit", cfg.Sessions.Limit)
+		}
+	} else {
+		log.Info("No memory limit known (--memory-limit, GOMEMLIMIT): what clients make the server hold is counted, never refused")
+	}
+	s.metrics.Admission.RegisterTokenUses(func() (int, int64) {
+		if s.tokenUses == nil {
+			return 0, 0
+		}
+		return s.tokenUses.Stats()
+	})
+	if s.keys != nil {
+		s.tokenUses = auth.NewTokenUses(cfg.Sessions.MaxPerToken, clk)
+		// A removed API key ends the sessions it opened, directly or
+		// through the tokens it minted.
+		s.keys.SetOnChange(s.revokeSessions)
+	}
 	d := cfg.Drain
 	// Close handshakes, cutting the peers that ignore them, closing the
 	// listeners and exiting all fit in the exit margin.
@@ -186,6 +224,55 @@ func (s *Server) loadFleetSecret() (auth.KeySource, error) {
 	}
 	s.log.Info("Fleet Secret loaded", "dir", dir, "tokenKeyIDs", s.tokenKeys.Value().IDs(), "adminToken", s.adminToken.Value() != "")
 	return s.tokenKeys, nil
+}
+
+// HTTP limits of the public and admin listeners (docs/operations.md).
+const (
+	// PublicReadHeaderTimeout closes a connection that has not sent its
+	// request headers in this time (slowloris).
+	PublicReadHeaderTimeout = 10 * time.Second
+	// PublicReadTimeout bounds reading a whole request (a token mint's
+	// body is at most 4 KiB).
+	PublicReadTimeout = 30 * time.Second
+	// PublicWriteTimeout bounds answering a request, plus the rate
+	// limiter's delay for a suspicious client.
+	PublicWriteTimeout = 30 * time.Second
+	// PublicIdleTimeout closes a keep-alive connection idle this long.
+	PublicIdleTimeout = 30 * time.Second
+	// PublicMaxHeaderBytes bounds a request's headers: credentials and
+	// subprotocol lists fit in 8 lines of 4 KiB (server/auth).
+	PublicMaxHeaderBytes = 32 << 10
+	// AdminMaxHeaderBytes bounds the admin port's: an admin token and a
+	// few short headers.
+	AdminMaxHeaderBytes = 16 << 10
+)
+
+// httpLimits are the public listener's limits.
+type httpLimits struct {
+	readHeader, read, write, idle time.Duration
+	maxHeaderBytes                int
+}
+
+var defaultHTTPLimits = httpLimits{
+	readHeader: PublicReadHeaderTimeout, read: PublicReadTimeout, write: PublicWriteTimeout,
+	idle: PublicIdleTimeout, maxHeaderBytes: PublicMaxHeaderBytes,
+}
+
+// revokeSessions ends, with credential_revoked, every session opened with
+// an API key the key file no longer holds, or with a client token such a
+// key minted. It runs when the key file changed.
+func (s *Server) revokeSessions(keys *auth.KeySet) {
+	ended := map[string]int{}
+	for _, sess := range s.sessions.Snapshot() {
+		if id := sess.Identity().APIKeyID; id != "" && !keys.HasID(id) {
+			sess.Fail(protocol.Fatal(protocol.CodeCredentialRevoked, protocol.ClosePolicyViolation,
+				"the API key this session was opened with was revoked"))
+			ended[id]++
+		}
+	}
+	for id, n := range ended {
+		s.log.Info("Ended the sessions of a revoked API key", "apiKey", id, "sessions", n)
+	}
 }
 
 // Metrics exposes the server's metrics (tests read them).
@@ -265,9 +352,26 @@ func (s *Server) Process(public, adminLn net.Listener) *lifecycle.Process {
 		Drainer: s.drainer,
 		Budget:  s.budget,
 		Public: lifecycle.Listener{Listener: public, Server: &http.Server{
-			Handler: s.publicHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: httpErrorLog(s.log)}},
+			Handler: s.publicHandler(), ErrorLog: httpErrorLog(s.log),
+			// Ordinary requests (the demo page, a token mint, an upgrade
+			// before it is one) are bounded; an upgraded session is not:
+			// its connection is taken over, deadlines cleared.
+			ReadHeaderTimeout: s.httpLimits.readHeader,
+			ReadTimeout:       s.httpLimits.read,
+			// A suspicious client waits out its delay before its answer.
+			WriteTimeout:   s.httpLimits.write + s.cfg.RateLimit.SuspiciousDelay,
+			IdleTimeout:    s.httpLimits.idle,
+			MaxHeaderBytes: s.httpLimits.maxHeaderBytes,
+		}},
 		Admin: lifecycle.Listener{Listener: adminLn, Server: &http.Server{
-			Handler: admin.NewHandler(adminOpts), ReadHeaderTimeout: 10 * time.Second, ErrorLog: httpErrorLog(s.log)}},
+			Handler: admin.NewHandler(adminOpts), ErrorLog: httpErrorLog(s.log),
+			// No write timeout: /drain answers after the propagation
+			// delay, and a profile takes the seconds it is asked for.
+			ReadHeaderTimeout: PublicReadHeaderTimeout,
+			ReadTimeout:       PublicReadHeaderTimeout,
+			IdleTimeout:       PublicIdleTimeout,
+			MaxHeaderBytes:    AdminMaxHeaderBytes,
+		}},
 		Loops:      loops,
 		Handlers:   &s.handlers,
 		AfterDrain: afterDrain,
@@ -276,12 +380,16 @@ func (s *Server) Process(public, adminLn net.Listener) *lifecycle.Process {
 }
 
 func (s *Server) importLimiterState(path string) error {
-	data, err := os.ReadFile(path)
+	data, err := boundedfile.Read(path, maxLimiterStateBytes(s.cfg.RateLimit.MaxTracked))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("--ratelimit-state-file: %w", err)
+		// Too large, or not a file: as with a bad hand-off, the limiter
+		// starts empty rather than the server not at all, and nothing of
+		// it is read into memory.
+		s.log.Error(err, "ignoring the rate limiter state file", "path", path)
+		return nil
 	}
 	var st ratelimit.State
 	if err := json.Unmarshal(data, &st); err != nil {
@@ -292,14 +400,27 @@ func (s *Server) importLimiterState(path string) error {
 	}
 	n, err := s.limiter.Import(st)
 	if err != nil {
-		s.log.Error(err, "ignoring rate limiter state", "path", path)
-		return nil
+		// Readable entries are kept; the rest are named by the error.
+		s.log.Error(err, "rate limiter state entries skipped", "path", path)
 	}
 	s.log.Info("rate limiter state imported", "path", path, "entries", n)
 	return nil
 }
 
+// maxLimiterStateBytes bounds the rate limiter's state file: an exported
+// entry takes about 150 bytes of JSON, so a file of the tracker's size fits
+// in 256 bytes an entry, between 1 MiB and 64 MiB.
+func maxLimiterStateBytes(maxTracked int) int64 {
+	return min(max(int64(maxTracked)*256, 1<<20), 64<<20)
+}
+
 func (s *Server) exportLimiterState(path string) error {
+	// The state replaces a regular file, or goes where none is; never a
+	// device or a pipe that --ratelimit-state-file names by mistake (a
+	// rename over /dev/zero would replace the device).
+	if info, err := os.Lstat(path); err == nil && !info.Mode().IsRegular() {
+		return fmt.Errorf("writing rate limiter state: --ratelimit-state-file %s is not a regular file (%s); the state is not written", path, info.Mode().Type())
+	}
 	data, err := json.Marshal(s.limiter.Export())
 	if err != nil {
 		return err

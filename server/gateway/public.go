@@ -8,6 +8,7 @@ import (
 	"log"
 	"math"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"time"
 
@@ -36,8 +37,11 @@ func (s *Server) publicHandler() http.Handler {
 			Config: s.sessionConfig(), Clock: s.clock, Backend: s.backend, Metrics: s.metrics,
 			Log: s.log.WithName("session"),
 		},
-		Admit:    s.admitSession,
-		InFlight: &s.handlers,
+		Admit:         s.admitSession,
+		InFlight:      &s.handlers,
+		Memory:        s.memory,
+		MaxHandshakes: s.cfg.Sessions.MaxHandshakes,
+		Refuse:        s.refuse,
 	})
 	mux.HandleFunc("POST "+PathClientTokens, s.handleClientToken)
 	web.Register(mux) // the demo page at /
@@ -67,50 +71,108 @@ func (s *Server) refuse(w http.ResponseWriter, status int, code protocol.Code, m
 	_ = json.NewEncoder(w).Encode(httpError{Error: protocol.ErrorBody{Type: typ, Code: code, Message: message}})
 }
 
+// admission is who a request comes from: its credential's principal and
+// its client address, as the limits count it.
+type admission struct {
+	principal auth.Principal
+	ip        netip.Addr
+	// network is what the rate limiter and the per-address session limit
+	// count: the address for IPv4, its /64 for IPv6 (one subscriber's
+	// allocation, which holds as many addresses as it likes).
+	network netip.Prefix
+	// releaseToken gives back the client token's use (sessions only).
+	releaseToken func()
+}
+
+// clientNetwork is the prefix an address is counted by: itself (IPv4,
+// IPv4-mapped IPv6 unmapped), or its /64 (IPv6).
+func clientNetwork(ip netip.Addr) netip.Prefix {
+	ip = ip.Unmap()
+	if ip.Is6() {
+		p, _ := ip.Prefix(64)
+		return p
+	}
+	return netip.PrefixFrom(ip, ip.BitLen())
+}
+
 // admit runs the checks every public request passes before any work is
-// done for it: draining, then the client IP's standing with the auth rate
-// limiter, then authentication. It writes the refusal itself and reports
-// whether the request may go on.
-func (s *Server) admit(w http.ResponseWriter, r *http.Request) (auth.Principal, bool) {
+// done for it: draining, then the client network's standing with the auth
+// rate limiter, then authentication and, for a session opened with a
+// client token (useToken), the token's replay cache. It writes the refusal
+// itself and reports whether the request may go on.
+func (s *Server) admit(w http.ResponseWriter, r *http.Request, useToken bool) (admission, bool) {
 	if s.drainer.Refusing() {
 		s.refuse(w, http.StatusServiceUnavailable, protocol.CodeServerDraining,
 			"this server is shutting down; retry, the next attempt reaches a ready server", s.cfg.Drain.ReconnectAfter)
-		return auth.Principal{}, false
+		return admission{}, false
 	}
-	ip := clientip.FromRequest(r, s.trusted)
-	switch d := s.limiter.Check(ip); d.Verdict {
+	a := admission{ip: clientip.FromRequest(r, s.trusted)}
+	a.network = clientNetwork(a.ip)
+	// The limiter counts the network: an IPv6 client cannot escape a block
+	// by moving to the next address of its /64.
+	limiterKey := a.network.Addr()
+	switch d := s.limiter.Check(limiterKey); d.Verdict {
 	case ratelimit.Block:
 		s.refuse(w, http.StatusTooManyRequests, protocol.CodeRateLimited, "too many failed authentications from this address", d.RetryAfter)
-		return auth.Principal{}, false
+		return admission{}, false
 	case ratelimit.Slow:
 		// A suspicious address waits before its attempt is even looked at,
 		// which makes guessing keys slow without refusing honest retries.
 		// --auth-suspicious-delay 0 means no delay; the limiter's own
-		// config reads a zero as "use the default".
-		if s.cfg.RateLimit.SuspiciousDelay > 0 && !s.sleep(r.Context(), d.Delay) {
-			return auth.Principal{}, false
+		// config reads a zero as "use the default". The waiting requests
+		// are bounded: beyond half of --max-handshakes they are refused at
+		// once, so that waiters cannot hold every handshake slot.
+		if s.cfg.RateLimit.SuspiciousDelay > 0 {
+			if s.suspiciousWaiting.Add(1) > s.maxSuspiciousWaiting() {
+				s.suspiciousWaiting.Add(-1)
+				s.refuse(w, http.StatusTooManyRequests, protocol.CodeRateLimited, "too many attempts from suspicious addresses are waiting; retry later", d.Delay)
+				return admission{}, false
+			}
+			slept := s.sleep(r.Context(), d.Delay)
+			s.suspiciousWaiting.Add(-1)
+			if !slept {
+				return admission{}, false
+			}
 		}
 	}
 	if s.authn == nil {
-		return auth.Principal{}, true
+		return a, true
 	}
 	p, err := s.authn.Authenticate(r)
+	if err == nil && useToken && p.Kind == auth.KindClientToken {
+		release, ok := s.tokenUses.Use(p.TokenID, p.ExpiresAt)
+		if ok {
+			a.releaseToken = release
+		} else {
+			err = auth.ErrReusedToken
+		}
+	}
 	if err != nil {
 		reason := auth.Reason(err)
 		s.metrics.AuthFailures.WithLabelValues(reason).Inc()
-		if d := s.limiter.Failure(ip); d.Verdict == ratelimit.Block {
-			s.log.Info("client address blocked after failed authentications", "ip", ip.String(), "retryAfter", d.RetryAfter.String())
+		if d := s.limiter.Failure(limiterKey); d.Verdict == ratelimit.Block {
+			s.log.Info("client address blocked after failed authentications", "network", a.network.String(), "retryAfter", d.RetryAfter.String())
 		}
-		s.refuse(w, http.StatusUnauthorized, protocol.CodeUnauthorized, authMessage(err), 0)
-		return auth.Principal{}, false
+		s.refuse(w, http.StatusUnauthorized, protocol.CodeUnauthorized, s.authMessage(err), 0)
+		return admission{}, false
 	}
-	s.limiter.Success(ip)
-	return p, true
+	s.limiter.Success(limiterKey)
+	a.principal = p
+	return a, true
+}
+
+// maxSuspiciousWaiting is how many requests may wait out the rate
+// limiter's delay at once: half the handshake slots.
+func (s *Server) maxSuspiciousWaiting() int64 {
+	return int64(max(1, s.cfg.Sessions.MaxHandshakes/2))
 }
 
 // authMessage says what was wrong without echoing any credential.
-func authMessage(err error) string {
+func (s *Server) authMessage(err error) string {
 	switch {
+	case errors.Is(err, auth.ErrReusedToken):
+		return "this client token already opened the " + strconv.Itoa(s.cfg.Sessions.MaxPerToken) +
+			" session(s) it may open; mint a new one for each connection"
 	case errors.Is(err, auth.ErrMissingCredentials):
 		return "missing credentials: send Authorization: Bearer <api key>, or a client token as a subprotocol or ?token="
 	case errors.Is(err, auth.ErrExpiredToken):
@@ -137,13 +199,20 @@ func (s *Server) sleep(ctx context.Context, d time.Duration) bool {
 // the checks every public request passes, then what the credential fixes
 // for the session.
 func (s *Server) admitSession(w http.ResponseWriter, r *http.Request) (session.Grant, bool) {
-	principal, ok := s.admit(w, r)
+	a, ok := s.admit(w, r, true)
 	if !ok {
 		return session.Grant{}, false
 	}
+	p := a.principal
 	return session.Grant{
-		BinaryAudio: principal.Session.AudioMode == protocol.AudioTransportBinary,
+		BinaryAudio: p.Session.AudioMode == protocol.AudioTransportBinary,
 		Subprotocol: auth.SubprotocolToEcho(r),
+		Identity: session.Identity{
+			APIKeyID: p.KeyID, TokenID: p.TokenID,
+			ClientIP: a.ip, ClientNet: a.network,
+		},
+		Claims:  protocol.SessionClaims{Model: p.Session.Model, Voice: p.Session.Voice},
+		Release: a.releaseToken,
 	}, true
 }
 
@@ -153,6 +222,7 @@ func (s *Server) sessionConfig() session.Config {
 		MaxMessageBytes: c.MaxMessageBytes, InboundRate: c.InboundRate, InboundBurst: c.InboundBurst,
 		OutboundQueue: c.OutboundQueue, IdleTimeout: c.IdleTimeout, MaxDuration: c.MaxDuration,
 		WriteTimeout: c.WriteTimeout, SampleRate: c.SampleRate,
+		OutboundQueueBytes: c.OutboundQueueBytes, MaxBufferedAudio: c.MaxBufferedAudio,
 	}
 }
 
@@ -174,10 +244,11 @@ func (s *Server) handleClientToken(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, http.StatusNotFound, protocol.CodeInvalidEvent, "client tokens need authentication; this server runs with --insecure-no-auth", 0)
 		return
 	}
-	principal, ok := s.admit(w, r)
+	a, ok := s.admit(w, r, false)
 	if !ok {
 		return
 	}
+	principal := a.principal
 	if principal.Kind != auth.KindAPIKey {
 		s.refuse(w, http.StatusForbidden, protocol.CodeUnauthorized, "a client token cannot mint client tokens; use an API key", 0)
 		return

@@ -111,6 +111,7 @@ func (d *Drainer) Begin() bool {
 		d.mu.Lock()
 		d.start, d.deadline = now, now.Add(d.cfg.DrainTimeout)
 		d.mu.Unlock()
+		d.metrics.DrainDeadline.Set(float64(d.deadline.UnixMilli()) / 1000)
 		d.setPhase(Terminating)
 		close(d.begun)
 		began = true

@@ -9,7 +9,9 @@ package logging
 
 import (
 	"fmt"
+	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -18,19 +20,44 @@ import (
 	"go.uber.org/zap/zapcore"
 )
 
-// New returns the logger for the whole process, writing to stderr at the
-// given level (debug, info, warn or error; empty means info), and the
-// function that flushes it. The server calls flush last at shutdown, after
-// every other part has stopped logging.
+// Formats are the --log-format values: JSON lines for a log pipeline, or
+// console lines a person reads. Levels are the --log-level values. The
+// voice server and the operator take the same two flags.
+var (
+	Formats = []string{FormatJSON, FormatConsole}
+	Levels  = []string{"debug", "info", "warn", "error"}
+)
+
+// The --log-format values.
+const (
+	FormatJSON    = "json"
+	FormatConsole = "console"
+)
+
+// New returns the logger for the whole process, writing to stderr in the
+// given format (json or console; empty means json) at the given level
+// (debug, info, warn or error; empty means info), and the function that
+// flushes it. The server calls flush last at shutdown, after every other
+// part has stopped logging.
 //
 // logr's V(1) is zap's debug level, so --log-level=debug shows V(1) lines;
 // deeper verbosity stays off.
-func New(dev bool, level string) (logr.Logger, func(), error) {
-	return newLogger(dev, level, zapcore.Lock(os.Stderr))
+func New(format, level string) (logr.Logger, func(), error) {
+	return NewTo(format, level, os.Stderr)
 }
 
-// newLogger is New with the destination injected, so that tests can read
-// what production writes.
+// NewTo is New writing to w instead of stderr (the operator's tests read
+// what it logs).
+func NewTo(format, level string, w io.Writer) (logr.Logger, func(), error) {
+	switch format {
+	case FormatJSON, "":
+		return newLogger(false, level, zapcore.Lock(zapcore.AddSync(w)))
+	case FormatConsole:
+		return newLogger(true, level, zapcore.Lock(zapcore.AddSync(w)))
+	}
+	return logr.Discard(), func() {}, fmt.Errorf("log format %q: choose one of %s", format, strings.Join(Formats, ", "))
+}
+
 func newLogger(dev bool, level string, out zapcore.WriteSyncer) (logr.Logger, func(), error) {
 	minLevel, err := parseLevel(level)
 	if err != nil {

@@ -159,8 +159,28 @@ func TestBadLevel(t *testing.T) {
 		}
 		flush() // safe to call even on failure
 	}
-	if _, _, err := New(false, "loud"); err == nil {
+	if _, _, err := New(FormatJSON, "loud"); err == nil {
 		t.Error("New accepted level \"loud\"")
+	}
+	if _, _, err := New("xml", "info"); err == nil || !strings.Contains(err.Error(), "json, console") {
+		t.Errorf("New with format xml: %v, want an error naming the formats", err)
+	}
+}
+
+// TestFormats: NewTo writes JSON lines or console lines as asked, the
+// same for the voice server and the operator.
+func TestFormats(t *testing.T) {
+	for format, isJSON := range map[string]bool{FormatJSON: true, "": true, FormatConsole: false} {
+		var out bytes.Buffer
+		log, flush, err := NewTo(format, "info", &out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		log.Info("hello", "n", 1)
+		flush()
+		if got := strings.HasPrefix(out.String(), "{"); got != isJSON {
+			t.Errorf("format %q wrote %q", format, out.String())
+		}
 	}
 }
 
@@ -209,7 +229,7 @@ func TestFloodIsSampled(t *testing.T) {
 }
 
 func TestNew(t *testing.T) {
-	log, flush, err := New(false, "error")
+	log, flush, err := New(FormatJSON, "error")
 	if err != nil {
 		t.Fatal(err)
 	}

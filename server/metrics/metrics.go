@@ -4,6 +4,9 @@
 package metrics
 
 import (
+	"slices"
+	"strconv"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -17,11 +20,13 @@ type Server struct {
 	Registry *prometheus.Registry
 
 	SessionsActive     prometheus.Gauge
+	SessionsLimit      prometheus.Gauge // the configured --session-limit
 	SessionsTotal      prometheus.Counter
 	SessionDuration    prometheus.Histogram
 	SessionsClosed     *prometheus.CounterVec // by close code
 	AudioFramesIn      prometheus.Counter
 	AudioFramesOut     prometheus.Counter
+	ResponseLatency    prometheus.Histogram   // a commit to the first audio sent back
 	DroppedFrames      *prometheus.CounterVec // by reason
 	Errors             *prometheus.CounterVec // by error code
 	AuthFailures       *prometheus.CounterVec // by reason
@@ -29,6 +34,7 @@ type Server struct {
 	UpgradesRejected   *prometheus.CounterVec // by error code, before a session exists
 	DrainPhase         prometheus.Gauge
 	DrainDuration      prometheus.Gauge
+	DrainDeadline      prometheus.Gauge // unix seconds; 0 until a drain begins
 	DrainNotified      prometheus.Counter
 	ClientTokensMinted prometheus.Counter
 
@@ -37,6 +43,9 @@ type Server struct {
 	UpstreamErrors      *prometheus.CounterVec // by kind (UpstreamErrorKinds)
 	UpstreamConnections prometheus.Gauge
 	UpstreamRelayQueue  prometheus.Gauge
+
+	// Admission: the memory budget, handshakes, the token replay cache.
+	Admission Admission
 }
 
 // UpstreamErrorKinds are the kind labels of voicegateway_upstream_errors_total.
@@ -45,13 +54,52 @@ var UpstreamErrorKinds = []string{
 	"closed", "stalled", "malformed", "too_large", "session_expired",
 }
 
+// CloseCodes are the code labels of voicegateway_sessions_closed_total: the
+// close codes the gateway sends, 1006 for a lost connection, and what
+// clients send most; any other code a client closes with is counted as
+// "other", so that clients cannot grow the series.
+var CloseCodes = []string{"1000", "1001", "1006", "1008", "1009", "1011", "1012", "1013"}
+
+// CloseCodeOther is the code label of every close code not in CloseCodes.
+const CloseCodeOther = "other"
+
+// CloseCodeLabel is the code label of a WebSocket close code.
+func CloseCodeLabel(code int) string {
+	label := strconv.Itoa(code)
+	if slices.Contains(CloseCodes, label) {
+		return label
+	}
+	return CloseCodeOther
+}
+
+// Label values of the other labelled metrics, created at start (below).
+var (
+	// DropReasons are the reason labels of voicegateway_dropped_frames_total.
+	DropReasons = []string{"inbound_rate", "slow_consumer"}
+	// AuthFailureReasons are the reason labels of voicegateway_auth_failures_total.
+	AuthFailureReasons = []string{"missing", "malformed", "invalid", "expired", "reused"}
+	// AdminAuthFailureReasons are the reason labels of voicegateway_admin_auth_failures_total.
+	AdminAuthFailureReasons = []string{"missing", "invalid", "disabled"}
+	// RejectionCodes are the code labels of voicegateway_upgrades_rejected_total:
+	// the codes of the HTTP refusals before a session exists.
+	RejectionCodes = []protocol.Code{
+		protocol.CodeUnauthorized, protocol.CodeRateLimited, protocol.CodeServerDraining,
+		protocol.CodeInvalidEvent, protocol.CodeInternal, protocol.CodeServerBusy,
+	}
+)
+
 // New creates the metrics and registers them, with the Go and process
-// collectors, in a fresh registry.
+// collectors, in a fresh registry. Every documented label value is created
+// at zero (docs/operations.md, "Metrics"), so that a counter is visible
+// before its first event and rate() and alerts see a zero, not a gap.
 func New() *Server {
 	m := &Server{
 		Registry: prometheus.NewRegistry(),
 		SessionsActive: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: namespace, Name: "sessions_active", Help: "Sessions currently open.",
+		}),
+		SessionsLimit: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "sessions_limit", Help: "Sessions this process accepts at once (--session-limit); more are refused with session_limit.",
 		}),
 		SessionsTotal: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Name: "sessions_total", Help: "Sessions opened since start.",
@@ -68,6 +116,11 @@ func New() *Server {
 		}),
 		AudioFramesOut: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Name: "audio_frames_out_total", Help: "Audio messages sent to clients.",
+		}),
+		ResponseLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "response_latency_seconds",
+			Help:    "From a client's input_audio_buffer.commit to the first audio sent back to it: the echo backend's or the upstream's answer, through the gateway.",
+			Buckets: []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10},
 		}),
 		DroppedFrames: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "dropped_frames_total", Help: "Client messages dropped, by reason.",
@@ -89,6 +142,9 @@ func New() *Server {
 		}),
 		DrainDuration: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: namespace, Name: "drain_duration_seconds", Help: "Seconds from termination start to the last session closing (set when the drain ends).",
+		}),
+		DrainDeadline: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "drain_deadline_timestamp_seconds", Help: "When the drain closes the sessions left (unix seconds); 0 until termination begins. A countdown: this minus time().",
 		}),
 		DrainNotified: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Name: "drain_notified_sessions_total", Help: "Sessions told gateway.draining.",
@@ -113,20 +169,33 @@ func New() *Server {
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.SessionsActive, m.SessionsTotal, m.SessionDuration, m.SessionsClosed,
-		m.AudioFramesIn, m.AudioFramesOut, m.DroppedFrames, m.Errors, m.AuthFailures, m.AdminAuthFailures,
-		m.UpgradesRejected, m.DrainPhase, m.DrainDuration, m.DrainNotified, m.ClientTokensMinted,
+		m.SessionsActive, m.SessionsLimit, m.SessionsTotal, m.SessionDuration, m.SessionsClosed,
+		m.AudioFramesIn, m.AudioFramesOut, m.ResponseLatency, m.DroppedFrames, m.Errors, m.AuthFailures, m.AdminAuthFailures,
+		m.UpgradesRejected, m.DrainPhase, m.DrainDuration, m.DrainDeadline, m.DrainNotified, m.ClientTokensMinted,
 		m.UpstreamDialSeconds, m.UpstreamErrors, m.UpstreamConnections, m.UpstreamRelayQueue,
 	)
 	// Pre-create the labelled series so dashboards see zeros, not gaps.
 	for _, c := range protocol.AllCodes {
 		m.Errors.WithLabelValues(string(c))
 	}
-	for _, reason := range []string{"missing", "invalid", "disabled"} {
+	for _, code := range append(slices.Clone(CloseCodes), CloseCodeOther) {
+		m.SessionsClosed.WithLabelValues(code)
+	}
+	for _, reason := range DropReasons {
+		m.DroppedFrames.WithLabelValues(reason)
+	}
+	for _, reason := range AuthFailureReasons {
+		m.AuthFailures.WithLabelValues(reason)
+	}
+	for _, reason := range AdminAuthFailureReasons {
 		m.AdminAuthFailures.WithLabelValues(reason)
+	}
+	for _, code := range RejectionCodes {
+		m.UpgradesRejected.WithLabelValues(string(code))
 	}
 	for _, kind := range UpstreamErrorKinds {
 		m.UpstreamErrors.WithLabelValues(kind)
 	}
+	m.Admission = newAdmission(m.Registry)
 	return m
 }

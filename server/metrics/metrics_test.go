@@ -181,3 +181,48 @@ func TestLint(t *testing.T) {
 		}
 	})
 }
+
+// TestCloseCodeLabel: the close codes the gateway uses and 1006 are their
+// own label; any other code a client sends counts as other, so that
+// clients cannot grow the series.
+func TestCloseCodeLabel(t *testing.T) {
+	for code, want := range map[int]string{1000: "1000", 1006: "1006", 1012: "1012", 1013: "1013", 4000: "other", 3999: "other", 1005: "other"} {
+		if got := metrics.CloseCodeLabel(code); got != want {
+			t.Errorf("CloseCodeLabel(%d) = %q, want %q", code, got, want)
+		}
+	}
+}
+
+// TestLabelledSeriesExistAtStart: every label value the server names is a
+// series before any event.
+func TestLabelledSeriesExistAtStart(t *testing.T) {
+	m := metrics.New()
+	count := func(name string) int {
+		families, err := m.Registry.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range families {
+			if f.GetName() == name {
+				return len(f.GetMetric())
+			}
+		}
+		return 0
+	}
+	for name, want := range map[string]int{
+		"voicegateway_sessions_closed_total":            len(metrics.CloseCodes) + 1,
+		"voicegateway_dropped_frames_total":             len(metrics.DropReasons),
+		"voicegateway_auth_failures_total":              len(metrics.AuthFailureReasons),
+		"voicegateway_admin_auth_failures_total":        len(metrics.AdminAuthFailureReasons),
+		"voicegateway_upgrades_rejected_total":          len(metrics.RejectionCodes),
+		"voicegateway_errors_total":                     len(protocol.AllCodes),
+		"voicegateway_upstream_errors_total":            len(metrics.UpstreamErrorKinds),
+		"voicegateway_response_latency_seconds":         1,
+		"voicegateway_drain_deadline_timestamp_seconds": 1,
+		"voicegateway_sessions_limit":                   1,
+	} {
+		if got := count(name); got != want {
+			t.Errorf("%s: %d series at start, want %d", name, got, want)
+		}
+	}
+}

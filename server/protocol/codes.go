@@ -32,6 +32,15 @@ const (
 	CodeUpstreamStalled       Code = "upstream_stalled"
 	CodeUpstreamProtocolError Code = "upstream_protocol_error"
 	CodeSessionExpired        Code = "session_expired"
+
+	// Admission and per-credential limits (docs/protocol.md): what keeps
+	// one pod standing and one credential within its share.
+	CodeServerBusy           Code = "server_busy"             // HTTP 503: too many handshakes in progress
+	CodeMemoryLimit          Code = "memory_limit"            // 1013: the memory budget cannot promise a new session its bytes
+	CodeBufferFull           Code = "buffer_full"             // non-fatal: buffering refused (the session's bound or the memory budget)
+	CodeAPIKeySessionLimit   Code = "api_key_session_limit"   // 1008: the API key holds --max-sessions-per-key sessions here
+	CodeClientIPSessionLimit Code = "client_ip_session_limit" // 1008: the client address (IPv6: its /64) holds --max-sessions-per-ip
+	CodeCredentialRevoked    Code = "credential_revoked"      // 1008: the API key the session was opened with was removed
 )
 
 // AllCodes lists every code, for metrics pre-registration and documentation tests.
@@ -42,6 +51,8 @@ var AllCodes = []Code{
 	CodeDrainDeadline, CodeWriteFailed, CodeInternal,
 	CodeUpstreamUnauthorized, CodeUpstreamClosed, CodeUpstreamStalled,
 	CodeUpstreamProtocolError, CodeSessionExpired,
+	CodeServerBusy, CodeMemoryLimit, CodeBufferFull, CodeAPIKeySessionLimit,
+	CodeClientIPSessionLimit, CodeCredentialRevoked,
 }
 
 // Close codes the gateway uses (RFC 6455 section 7.4 and the IANA registry).
@@ -80,6 +91,12 @@ func (e *Error) Error() string { return string(e.Code) + ": " + e.Message }
 // Invalid reports a client event the gateway rejects; the session goes on.
 func Invalid(param, message string) *Error {
 	return &Error{Code: CodeInvalidEvent, Type: ErrorTypeInvalidRequest, Param: param, Message: message}
+}
+
+// BufferFull reports buffering a session was refused (its own bound or the
+// process's memory budget); the message was dropped and the session goes on.
+func BufferFull(message string) *Error {
+	return &Error{Code: CodeBufferFull, Type: ErrorTypeInvalidRequest, Message: message}
 }
 
 // Fatal builds an error that ends the session with closeCode.

@@ -1,12 +1,18 @@
 package session
 
 import (
+	"encoding/json"
 	"errors"
+	"math"
 	"net/http"
+	"strconv"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/coder/websocket"
 
+	"github.com/voicegateway/voicegateway/server/memory"
 	"github.com/voicegateway/voicegateway/server/protocol"
 )
 
@@ -21,16 +27,29 @@ type Grant struct {
 	BinaryAudio bool
 	// Subprotocol is echoed in the handshake; empty echoes none.
 	Subprotocol string
+	// Identity is whose session it would be: what the limits per API key
+	// and per client network count, and what revocation looks for.
+	Identity Identity
+	// Claims are what a client token fixes for the session; a
+	// session.update may not change them.
+	Claims protocol.SessionClaims
+	// Release, when set, gives back what admission took for the session
+	// (a use of a client token) if the request does not become one: the
+	// upgrade failed or a limit refused it.
+	Release func()
 }
 
 // Acceptor is the one place where a request becomes a session, in this
-// order: admission (draining, the client's standing, its credential —
-// decided by Admit, which answers refusals in HTTP itself), the WebSocket
-// upgrade on a hijacked connection with small buffers, the limits that a
-// new session must fit (the registry's cap; a refusal is a close with a
-// documented code), registration, and the session's run on a goroutine of
-// its own, counted until it ends. It is the http.Handler of the sessions
-// path; tests serve it as the gateway does.
+// order: the cap on handshakes in progress (503 server_busy), admission
+// (draining, the client's standing, its credential — decided by Admit,
+// which answers refusals in HTTP itself), the WebSocket upgrade on a
+// hijacked connection with small buffers, the limits that a new session
+// must fit (the registry's caps on sessions, per API key and per client
+// network, and the memory budget's promise; a refusal is a close with a
+// documented code, which a browser can see where it cannot see an HTTP
+// status), registration, and the session's run on a goroutine of its own,
+// counted until it ends. It is the http.Handler of the sessions path;
+// tests serve it as the gateway does.
 type Acceptor struct {
 	Registry *Registry
 	// Options are every session's; BinaryAudio and RawConn are set per
@@ -45,8 +64,19 @@ type Acceptor struct {
 	// connection once it is hijacked, so this is what the stop sequence
 	// waits on. Nil uses the acceptor's own (see Wait).
 	InFlight *sync.WaitGroup
+	// Memory is the process's memory budget; every session must get its
+	// promise from it. Nil admits without accounting.
+	Memory *memory.Budget
+	// MaxHandshakes caps the requests that are not a session yet
+	// (admission, upgrade); more are refused with 503 server_busy before
+	// any work is done for them. 0 means no cap.
+	MaxHandshakes int
+	// Refuse writes an HTTP refusal (the gateway's, with its metrics);
+	// nil writes the same JSON body without them.
+	Refuse func(w http.ResponseWriter, status int, code protocol.Code, message string, retryAfter time.Duration)
 
-	own sync.WaitGroup
+	own        sync.WaitGroup
+	handshakes atomic.Int64
 }
 
 func (a *Acceptor) inFlight() *sync.WaitGroup {
@@ -59,6 +89,71 @@ func (a *Acceptor) inFlight() *sync.WaitGroup {
 // Wait waits until every request the acceptor took has ended.
 func (a *Acceptor) Wait() { a.inFlight().Wait() }
 
+// beginHandshake takes a handshake slot; the function it returns gives it
+// back and may be called more than once.
+func (a *Acceptor) beginHandshake() (end func(), ok bool) {
+	if a.MaxHandshakes <= 0 {
+		return func() {}, true
+	}
+	if a.handshakes.Add(1) > int64(a.MaxHandshakes) {
+		a.handshakes.Add(-1)
+		return nil, false
+	}
+	gauge := a.Options.Metrics.Admission.HandshakesInFlight
+	gauge.Inc()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			a.handshakes.Add(-1)
+			gauge.Dec()
+		})
+	}, true
+}
+
+// limits is the step where an upgraded session must fit: the registry's
+// caps (sessions, per API key, per client network; draining), then the
+// memory budget's promise. It registers the session and gives it its
+// memory account, or returns the refusal the client is told.
+func (a *Acceptor) limits(sess *Session) (remove func(), refusal *protocol.Error) {
+	remove, err := a.Registry.Add(sess)
+	switch {
+	case errors.Is(err, ErrLimit):
+		return nil, protocol.Fatal(protocol.CodeSessionLimit, protocol.CloseTryAgainLater, "this server is at its session limit; retry shortly")
+	case errors.Is(err, ErrAPIKeyLimit):
+		return nil, protocol.Fatal(protocol.CodeAPIKeySessionLimit, protocol.ClosePolicyViolation,
+			"this API key holds as many sessions on this server as it may; end one first")
+	case errors.Is(err, ErrClientIPLimit):
+		return nil, protocol.Fatal(protocol.CodeClientIPSessionLimit, protocol.ClosePolicyViolation,
+			"your address holds as many sessions on this server as it may; end one first")
+	case err != nil:
+		return nil, protocol.Fatal(protocol.CodeServerDraining, protocol.CloseTryAgainLater, "this server is shutting down; retry")
+	}
+	if a.Memory != nil {
+		acct, ok := a.Memory.Open()
+		if !ok {
+			remove()
+			return nil, protocol.Fatal(protocol.CodeMemoryLimit, protocol.CloseTryAgainLater,
+				"this server's memory is promised to the sessions it holds; retry shortly (another server may have room)")
+		}
+		sess.admit(acct)
+	}
+	return remove, nil
+}
+
+// refuse answers a request before the upgrade.
+func (a *Acceptor) refuse(w http.ResponseWriter, status int, code protocol.Code, message string, retryAfter time.Duration) {
+	if a.Refuse != nil {
+		a.Refuse(w, status, code, message, retryAfter)
+		return
+	}
+	if retryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(retryAfter.Seconds()))))
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]protocol.ErrorBody{"error": {Type: protocol.ErrorTypeServer, Code: code, Message: message}})
+}
+
 // ServeHTTP admits, upgrades, registers and runs one session.
 func (a *Acceptor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	inFlight := a.inFlight()
@@ -69,13 +164,25 @@ func (a *Acceptor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			inFlight.Done()
 		}
 	}()
+	endHandshake, ok := a.beginHandshake()
+	if !ok {
+		a.refuse(w, http.StatusServiceUnavailable, protocol.CodeServerBusy,
+			"this server is busy with other connections; retry shortly", time.Second)
+		return
+	}
+	defer endHandshake()
 	var grant Grant
 	if a.Admit != nil {
-		var ok bool
 		if grant, ok = a.Admit(w, r); !ok {
 			return
 		}
 	}
+	admitted := false
+	defer func() {
+		if !admitted && grant.Release != nil {
+			grant.Release()
+		}
+	}()
 	var subprotocols []string
 	if grant.Subprotocol != "" {
 		subprotocols = []string{grant.Subprotocol}
@@ -98,16 +205,17 @@ func (a *Acceptor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	opts := a.Options
 	opts.BinaryAudio = grant.BinaryAudio || r.URL.Query().Get(AudioQueryParam) == protocol.AudioTransportBinary
 	opts.RawConn = hijacker.conn
+	opts.Identity, opts.Claims = grant.Identity, grant.Claims
 	sess := New(conn, opts)
-	remove, err := a.Registry.Add(sess)
-	switch {
-	case errors.Is(err, ErrLimit):
-		sess.Reject(protocol.Fatal(protocol.CodeSessionLimit, protocol.CloseTryAgainLater, "this server is at its session limit; retry shortly"))
-		return
-	case err != nil:
-		sess.Reject(protocol.Fatal(protocol.CodeServerDraining, protocol.CloseTryAgainLater, "this server is shutting down; retry"))
+	remove, refusal := a.limits(sess)
+	if refusal != nil {
+		// The handshake is over: a client that does not answer the close
+		// frame holds no slot meanwhile.
+		endHandshake()
+		sess.Reject(refusal)
 		return
 	}
+	admitted = true
 	// The session runs on its own goroutine so that the handler returns and
 	// net/http's per-connection state (request, buffers, a deep stack) is
 	// freed for the rest of the call.

@@ -12,6 +12,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 	"k8s.io/utils/clock"
 	testingclock "k8s.io/utils/clock/testing"
 
@@ -159,6 +160,14 @@ func TestFullTurn(t *testing.T) {
 			if got := h.counter("frames_in"); got != 5 {
 				t.Errorf("audio frames in = %v, want 5", got)
 			}
+			// One commit, one answer: one commit-to-audio latency.
+			var latency dto.Metric
+			if err := h.metrics.ResponseLatency.Write(&latency); err != nil {
+				t.Fatal(err)
+			}
+			if n := latency.GetHistogram().GetSampleCount(); n != 1 {
+				t.Errorf("response latencies observed = %d, want 1 for one commit", n)
+			}
 			if err := c.Close(websocket.StatusNormalClosure, "bye"); err != nil {
 				t.Fatalf("close: %v", err)
 			}
@@ -273,27 +282,33 @@ func TestInboundRateLimit(t *testing.T) {
 	h.waitSessions(0)
 }
 
+// TestSlowConsumerIsCutOff: output that comes faster than the client
+// takes it (a backend that talks while the client reads nothing) fills the
+// outbound queue, by its messages or by its bytes, and the session ends
+// with slow_consumer; the queue never holds more than its bounds.
 func TestSlowConsumerIsCutOff(t *testing.T) {
-	h := serve(t, func(c *session.Config) {
-		c.OutboundQueue = 8
-		c.InboundRate = 1e6
-		c.InboundBurst = 1e6
-		c.WriteTimeout = time.Minute
-	})
-	c := h.dial("", nil)
-	// Never read: every session.update makes a session.updated the client
-	// will not take, until kernel buffers and then the queue are full.
-	update := []byte(`{"type":"session.update","session":{"instructions":"` + string(bytes.Repeat([]byte("x"), 2000)) + `"}}`)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	for h.counter("errors", "slow_consumer") == 0 {
-		if err := c.Write(ctx, websocket.MessageText, update); err != nil {
-			break
-		}
+	cases := map[string]struct {
+		queue      int
+		queueBytes int64
+		message    int
+	}{
+		"by messages": {queue: 8, message: 2000},
+		"by bytes":    {queue: 1000, queueBytes: 64 << 10, message: 16 << 10},
 	}
-	testkit.Eventually(t, 20*time.Second, testkit.That("slow consumer detected", func() bool { return h.counter("errors", "slow_consumer") == 1 }))
-	h.waitSessions(0)
-	c.CloseNow()
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			b := &chattyBackend{message: tc.message}
+			h := serve(t, func(c *session.Config) {
+				c.OutboundQueue = tc.queue
+				c.OutboundQueueBytes = tc.queueBytes
+				c.WriteTimeout = time.Minute
+			}, withBackend(b))
+			c := h.dial("", nil)
+			testkit.Eventually(t, 20*time.Second, testkit.That("slow consumer detected", func() bool { return h.counter("errors", "slow_consumer") == 1 }))
+			h.waitSessions(0)
+			c.CloseNow()
+		})
+	}
 }
 
 func TestBrokenConnectionReleasesSession(t *testing.T) {

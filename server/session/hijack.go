@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"time"
 )
 
 // sessionBufferSize is the read and write buffer of a hijacked session
@@ -31,6 +32,16 @@ func (w *smallBufferWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, err
 	}
 	w.conn = conn
+	// net/http sets deadlines on the connection for its read and write
+	// timeouts, which bound ordinary requests; left in place they would
+	// end the session when they pass. net/http clears them when it hands
+	// the connection over, and so do we, rather than depend on it: the
+	// session bounds its writes itself (--write-timeout) and its silence
+	// with the idle timeout.
+	if err := conn.SetDeadline(time.Time{}); err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
 	if err := brw.Writer.Flush(); err != nil {
 		conn.Close()
 		return nil, nil, err

@@ -2,10 +2,12 @@ package session
 
 import (
 	"sync"
+	"time"
 
 	"github.com/coder/websocket"
 
 	"github.com/voicegateway/voicegateway/server/internal/msgbuf"
+	"github.com/voicegateway/voicegateway/server/memory"
 )
 
 // message is one queued outbound WebSocket message. buf, when set, is the
@@ -14,6 +16,9 @@ type message struct {
 	typ  websocket.MessageType
 	data []byte
 	buf  *[]byte
+	// size is what the message holds, counted in the outbox's bytes and
+	// the session's memory account (memory.Outbound) while it is queued.
+	size int64
 }
 
 func (m message) release() {
@@ -33,6 +38,15 @@ type outbox struct {
 	msgs   []message
 	limit  int
 	closed bool
+	// bytes are the queued messages' sizes; limitBytes bounds them (0: no
+	// bound), except that one message always fits.
+	bytes, limitBytes int64
+	// acct is the session's memory account, set before the session runs;
+	// free gives a message's bytes back to it.
+	acct *memory.Account
+	// room has room for one wake-up of a reader waiting for the queue to
+	// empty (waitRoom); take and close give it.
+	room chan struct{}
 	// timerDue is set when the session's timer fired and the writer must
 	// check the idle timeout and maximum duration.
 	timerDue bool
@@ -43,8 +57,15 @@ type outbox struct {
 	ready chan struct{}
 }
 
-func newOutbox(limit int, startWriter func()) *outbox {
-	return &outbox{limit: limit, startWriter: startWriter, ready: make(chan struct{}, 1)}
+func newOutbox(limit int, limitBytes int64, startWriter func()) *outbox {
+	return &outbox{limit: limit, limitBytes: limitBytes, startWriter: startWriter,
+		ready: make(chan struct{}, 1), room: make(chan struct{}, 1)}
+}
+
+// free gives back what a message held once it is written or dropped.
+func (o *outbox) free(m message) {
+	o.acct.Release(memory.Outbound, m.size)
+	m.release()
 }
 
 // smallQueue is the queue capacity kept between bursts.
@@ -66,10 +87,11 @@ func (o *outbox) push(m message, force bool) pushResult {
 	switch {
 	case o.closed:
 		return pushClosed
-	case len(o.msgs) >= o.limit && !force:
+	case !force && (len(o.msgs) >= o.limit || (o.limitBytes > 0 && len(o.msgs) > 0 && o.bytes+m.size > o.limitBytes)):
 		return pushFull
 	}
 	o.msgs = append(o.msgs, m)
+	o.bytes += m.size
 	o.wakeLocked()
 	return pushed
 }
@@ -110,9 +132,64 @@ func (o *outbox) close(discard bool) {
 		dropped, o.msgs = o.msgs, nil
 	}
 	o.wakeLocked()
+	o.signalRoom()
 	o.mu.Unlock()
 	for _, m := range dropped {
-		m.release()
+		o.free(m)
+	}
+}
+
+// queuedBytes is what the queue holds now.
+func (o *outbox) queuedBytes() int64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.bytes
+}
+
+// hasRoomLocked reports whether a client message may be read: the queue
+// keeps an eighth of its messages and a quarter of its bytes free for what
+// the message (and the backend meanwhile) may add.
+func (o *outbox) hasRoomLocked() bool {
+	if o.closed {
+		return true // the reader finds the session ending
+	}
+	headroom := max(1, o.limit/8)
+	return len(o.msgs)+headroom <= o.limit && (o.limitBytes == 0 || o.bytes <= o.limitBytes-o.limitBytes/4)
+}
+
+// waitRoom waits until hasRoom, at most timeout; false means the queue
+// stayed full that long: the client does not take its output.
+func (o *outbox) waitRoom(timeout time.Duration) bool {
+	o.mu.Lock()
+	ok := o.hasRoomLocked()
+	o.mu.Unlock()
+	if ok {
+		return true
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	for {
+		select {
+		case <-o.room:
+		case <-t.C:
+			o.mu.Lock()
+			defer o.mu.Unlock()
+			return o.hasRoomLocked()
+		}
+		o.mu.Lock()
+		ok := o.hasRoomLocked()
+		o.mu.Unlock()
+		if ok {
+			return true
+		}
+	}
+}
+
+// signalRoom wakes a reader waiting for room (called with mu held).
+func (o *outbox) signalRoom() {
+	select {
+	case o.room <- struct{}{}:
+	default:
 	}
 }
 
@@ -132,6 +209,8 @@ func (o *outbox) take(dst []message) (msgs []message, timerDue, closed bool) {
 		o.msgs = o.msgs[:0]
 	}
 	timerDue, o.timerDue = o.timerDue, false
+	o.bytes = 0
+	o.signalRoom()
 	return dst, timerDue, o.closed
 }
 

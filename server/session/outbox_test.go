@@ -31,7 +31,7 @@ type testOutbox struct {
 
 func newTestOutbox(limit int) *testOutbox {
 	o := &testOutbox{}
-	o.outbox = newOutbox(limit, func() { o.starts++ })
+	o.outbox = newOutbox(limit, 0, func() { o.starts++ })
 	return o
 }
 

@@ -3,6 +3,7 @@ package session
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"sync"
 )
 
@@ -12,6 +13,14 @@ var ErrLimit = errors.New("session limit reached")
 // ErrClosed means the registry no longer takes sessions (the server drains).
 var ErrClosed = errors.New("server is draining")
 
+// ErrAPIKeyLimit and ErrClientIPLimit mean the session's API key, or its
+// client address (an IPv6 client's /64), holds as many sessions as the
+// registry allows it.
+var (
+	ErrAPIKeyLimit   = errors.New("API key session limit reached")
+	ErrClientIPLimit = errors.New("client address session limit reached")
+)
+
 // Registry is the set of live sessions. It is bounded by the session limit,
 // and registering returns the function that unregisters, so a session cannot
 // be added without the code path that removes it.
@@ -20,13 +29,30 @@ type Registry struct {
 	sessions map[string]*Session
 	limit    int
 	closed   bool
+	// perAPIKey and perClientNet cap the sessions of one API key and of
+	// one client network (0: no cap); byAPIKey and byClientNet count the
+	// live ones, so they hold at most one entry per live session.
+	perAPIKey, perClientNet int
+	byAPIKey                map[string]int
+	byClientNet             map[netip.Prefix]int
 	// shrunk is closed and replaced whenever a session leaves, waking Wait.
 	shrunk chan struct{}
 }
 
 // NewRegistry returns a registry that holds at most limit sessions.
 func NewRegistry(limit int) *Registry {
-	return &Registry{sessions: make(map[string]*Session), limit: limit, shrunk: make(chan struct{})}
+	return &Registry{
+		sessions: make(map[string]*Session), limit: limit, shrunk: make(chan struct{}),
+		byAPIKey: map[string]int{}, byClientNet: map[netip.Prefix]int{},
+	}
+}
+
+// WithCredentialLimits caps the concurrent sessions of one API key (its own
+// and those of the client tokens it minted) and of one client network
+// (Identity.ClientNet); 0 means no cap. Call it before the registry is used.
+func (r *Registry) WithCredentialLimits(perAPIKey, perClientNet int) *Registry {
+	r.perAPIKey, r.perClientNet = perAPIKey, perClientNet
+	return r
 }
 
 // Add registers s. The returned remove function must be called when the
@@ -40,15 +66,39 @@ func (r *Registry) Add(s *Session) (remove func(), err error) {
 	if len(r.sessions) >= r.limit {
 		return nil, ErrLimit
 	}
+	id := s.opts.Identity
+	if id.APIKeyID != "" && r.perAPIKey > 0 && r.byAPIKey[id.APIKeyID] >= r.perAPIKey {
+		return nil, ErrAPIKeyLimit
+	}
+	if id.ClientNet.IsValid() && r.perClientNet > 0 && r.byClientNet[id.ClientNet] >= r.perClientNet {
+		return nil, ErrClientIPLimit
+	}
 	r.sessions[s.id] = s
+	if id.APIKeyID != "" {
+		r.byAPIKey[id.APIKeyID]++
+	}
+	if id.ClientNet.IsValid() {
+		r.byClientNet[id.ClientNet]++
+	}
 	var once sync.Once
-	return func() { once.Do(func() { r.remove(s.id) }) }, nil
+	return func() { once.Do(func() { r.remove(s) }) }, nil
 }
 
-func (r *Registry) remove(id string) {
+func (r *Registry) remove(s *Session) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	delete(r.sessions, id)
+	delete(r.sessions, s.id)
+	id := s.opts.Identity
+	if id.APIKeyID != "" {
+		if r.byAPIKey[id.APIKeyID]--; r.byAPIKey[id.APIKeyID] <= 0 {
+			delete(r.byAPIKey, id.APIKeyID)
+		}
+	}
+	if id.ClientNet.IsValid() {
+		if r.byClientNet[id.ClientNet]--; r.byClientNet[id.ClientNet] <= 0 {
+			delete(r.byClientNet, id.ClientNet)
+		}
+	}
 	close(r.shrunk)
 	r.shrunk = make(chan struct{})
 }

@@ -17,6 +17,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"net/netip"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -29,6 +30,7 @@ import (
 
 	"github.com/voicegateway/voicegateway/server/backend"
 	"github.com/voicegateway/voicegateway/server/internal/msgbuf"
+	"github.com/voicegateway/voicegateway/server/memory"
 	"github.com/voicegateway/voicegateway/server/metrics"
 	"github.com/voicegateway/voicegateway/server/protocol"
 )
@@ -43,6 +45,33 @@ type Config struct {
 	MaxDuration     time.Duration
 	WriteTimeout    time.Duration
 	SampleRate      int
+	// OutboundQueueBytes bounds the outbound queue's bytes as
+	// OutboundQueue bounds its messages; 0 means no byte bound.
+	OutboundQueueBytes int64
+	// MaxBufferedAudio bounds the audio the backend holds for the session
+	// (docs/protocol.md, buffer_full); 0 leaves it to the backend.
+	MaxBufferedAudio time.Duration
+}
+
+// MaxBufferedBytes is MaxBufferedAudio in bytes of PCM16 at SampleRate.
+func (c Config) MaxBufferedBytes() int64 {
+	return int64(c.MaxBufferedAudio/time.Millisecond) * int64(c.SampleRate) * 2 / 1000
+}
+
+// Identity says whose session it is, as admission found it; nothing in it
+// is secret. The limits per API key and per client network count by it,
+// and a revoked API key ends the sessions that carry its id.
+type Identity struct {
+	// APIKeyID names the API key presented, or the one that minted the
+	// client token presented; empty without authentication.
+	APIKeyID string
+	// TokenID names the client token presented, if one was.
+	TokenID string
+	// ClientIP is the client's address; ClientNet what the per-address
+	// limit counts: the address itself for IPv4, its /64 for IPv6 (one
+	// subscriber's allocation).
+	ClientIP  netip.Addr
+	ClientNet netip.Prefix
 }
 
 // Options are what a session needs besides its connection.
@@ -56,6 +85,9 @@ type Options struct {
 	BinaryAudio bool
 	// RawConn is the connection under the WebSocket; Abort closes it.
 	RawConn io.Closer
+	// Identity and Claims are set per connection from the Grant.
+	Identity Identity
+	Claims   protocol.SessionClaims
 }
 
 // ending is why a session ends and how the client is told.
@@ -82,13 +114,20 @@ type Session struct {
 	ctx    context.Context // the session's lifetime, given to the backend
 	cancel context.CancelFunc
 
-	out     *outbox
+	out *outbox
+	// acct is the session's share of the memory budget, set when it is
+	// admitted (nil for a session refused at once) and closed when it ends.
+	acct    *memory.Account
 	seq     atomic.Uint64
 	lastAct atomic.Int64 // unix nanoseconds of the last message either way
 
 	endOnce sync.Once
 	ended   chan struct{}
 	end     ending
+	// cut closes the connection of a session ended as too slow if its
+	// writer is still stuck in a write after abortCloseTimeout; Run (or
+	// Reject) stops it once the writer is out.
+	cut *time.Timer
 
 	// timer enforces the idle timeout and maximum duration; nil for
 	// rejected sessions. Run stops it.
@@ -97,6 +136,11 @@ type Session struct {
 	writers sync.WaitGroup
 
 	draining atomic.Bool
+	// committedAt is when the client last committed its audio (unix
+	// nanoseconds on the session's clock) while no answer has started yet;
+	// 0 otherwise. The first audio sent back ends the wait
+	// (voicegateway_response_latency_seconds).
+	committedAt atomic.Int64
 }
 
 // New prepares a session on an accepted connection. Nothing runs until Run
@@ -112,7 +156,7 @@ func New(conn *websocket.Conn, opts Options) *Session {
 		cancel:  cancel,
 		ended:   make(chan struct{}),
 	}
-	s.out = newOutbox(opts.Config.OutboundQueue, func() {
+	s.out = newOutbox(opts.Config.OutboundQueue, opts.Config.OutboundQueueBytes, func() {
 		s.writers.Add(1)
 		go s.writeLoop()
 	})
@@ -130,6 +174,16 @@ func New(conn *websocket.Conn, opts Options) *Session {
 // ID is the session id, also sent to the client.
 func (s *Session) ID() string { return s.id }
 
+// Identity is whose session it is.
+func (s *Session) Identity() Identity { return s.opts.Identity }
+
+// admit gives the session its share of the memory budget; it is called
+// once, before Run.
+func (s *Session) admit(acct *memory.Account) {
+	s.acct = acct
+	s.out.acct = acct
+}
+
 // Started is when the session began.
 func (s *Session) Started() time.Time { return s.started }
 
@@ -144,6 +198,14 @@ func newID() string {
 func (s *Session) Reject(e *protocol.Error) {
 	s.finish(ending{closeCode: e.CloseCode, reason: string(e.Code), event: e})
 	s.writers.Wait()
+	s.stopCut()
+}
+
+// stopCut stops the cut of a slow session's connection; the writer is out.
+func (s *Session) stopCut() {
+	if s.cut != nil {
+		s.cut.Stop()
+	}
 }
 
 // Run serves the session until it ends and everything it started has
@@ -152,13 +214,15 @@ func (s *Session) Run() {
 	m := s.opts.Metrics
 	m.SessionsActive.Inc()
 	m.SessionsTotal.Inc()
-	s.log.V(1).Info("session started", "session", s.id, "binaryAudio", s.opts.BinaryAudio)
+	s.log.V(1).Info("session started", "session", s.id, "binaryAudio", s.opts.BinaryAudio,
+		"apiKey", s.opts.Identity.APIKeyID, "token", s.opts.Identity.TokenID)
 
 	s.timer = s.opts.Clock.AfterFunc(s.untilNextCheck(), s.out.timerFired)
 
 	bconn, err := s.opts.Backend.Open(s.ctx, backend.Info{
 		SessionID: s.id, SampleRate: s.opts.Config.SampleRate, BinaryAudio: s.opts.BinaryAudio,
 		MaxMessageBytes: s.opts.Config.MaxMessageBytes, Log: s.log,
+		Memory: s.acct, MaxBufferedBytes: s.opts.Config.MaxBufferedBytes(),
 	}, (*sink)(s))
 	if err != nil {
 		s.log.Error(err, "backend unavailable", "session", s.id)
@@ -179,15 +243,19 @@ func (s *Session) Run() {
 	s.cancel()
 	// Once finished, the outbox starts no writer but the closing one.
 	s.writers.Wait()
+	s.stopCut()
 	s.timer.Stop()
 	if bconn != nil {
 		if err := bconn.Close(); err != nil {
 			s.log.Error(err, "closing backend connection", "session", s.id)
 		}
 	}
+	// Nothing the session started runs any more: what it held goes back
+	// to the budget, on every path.
+	s.acct.Close()
 	m.SessionsActive.Dec()
 	m.SessionDuration.Observe(s.opts.Clock.Since(s.started).Seconds())
-	m.SessionsClosed.WithLabelValues(strconv.Itoa(int(s.end.closeCode))).Inc()
+	m.SessionsClosed.WithLabelValues(metrics.CloseCodeLabel(int(s.end.closeCode))).Inc()
 	s.log.V(1).Info("session ended", "session", s.id, "closeCode", int(s.end.closeCode), "reason", s.end.reason)
 }
 
@@ -204,6 +272,11 @@ func (s *Session) finish(e ending) {
 			}
 		}
 		s.out.close(e.abort || e.broken)
+		if e.abort && s.opts.RawConn != nil {
+			// A writer blocked on a client that reads nothing would hold
+			// the session until --write-timeout.
+			s.cut = time.AfterFunc(abortCloseTimeout, func() { _ = s.opts.RawConn.Close() })
+		}
 		close(s.ended)
 		// Cancelling stops the backend; the connection itself stays open
 		// until the writer has sent what is queued and closed it.
@@ -257,6 +330,15 @@ func (s *Session) readLoop(bconn backend.Conn) {
 	// client). The writer's Close ends a blocked read instead.
 	readCtx := context.Background()
 	for {
+		// Backpressure: a client message may make the server answer, so
+		// the next one is read only once the outbound queue has room for
+		// answers again. A client that reads gets it as fast as it takes
+		// its output; one that does not is a slow consumer after
+		// --write-timeout, never because it sent a burst.
+		if !s.out.waitRoom(cfg.WriteTimeout) {
+			s.slowConsumer()
+			return
+		}
 		typ, r, err := s.conn.Reader(readCtx)
 		if err != nil {
 			s.readFailed(err)
@@ -301,9 +383,15 @@ func (s *Session) readLoop(bconn backend.Conn) {
 		} else {
 			ev, perr = dec.DecodeText(data)
 		}
+		if perr == nil && ev.Type == protocol.TypeSessionUpdate {
+			perr = protocol.CheckSessionClaims(ev.Session, s.opts.Claims)
+		}
 		if perr == nil {
-			if ev.Type == protocol.TypeInputAudioAppend {
+			switch ev.Type {
+			case protocol.TypeInputAudioAppend:
 				s.opts.Metrics.AudioFramesIn.Inc()
+			case protocol.TypeInputAudioCommit:
+				s.committedAt.CompareAndSwap(0, s.opts.Clock.Now().UnixNano())
 			}
 			perr = bconn.Handle(s.ctx, &ev)
 		}

@@ -1,6 +1,7 @@
 package session
 
 import (
+	"bytes"
 	"context"
 	"time"
 
@@ -8,6 +9,7 @@ import (
 
 	"github.com/voicegateway/voicegateway/server/backend"
 	"github.com/voicegateway/voicegateway/server/internal/msgbuf"
+	"github.com/voicegateway/voicegateway/server/memory"
 	"github.com/voicegateway/voicegateway/server/protocol"
 )
 
@@ -59,20 +61,20 @@ func (s *Session) writeLoop() {
 		writeCtx, cancelWrite := context.WithTimeout(context.Background(), s.opts.Config.WriteTimeout)
 		for i, m := range batch {
 			if closed && (s.end.abort || s.end.broken) {
-				m.release()
+				s.out.free(m)
 				continue
 			}
 			if err := s.write(writeCtx, m); err != nil {
 				cancelWrite()
 				for _, rest := range batch[i:] {
-					rest.release()
+					s.out.free(rest)
 				}
 				s.finish(ending{closeCode: websocket.StatusAbnormalClosure, reason: string(protocol.CodeWriteFailed),
 					event: &protocol.Error{Code: protocol.CodeWriteFailed}, broken: true})
 				s.closeConn()
 				return
 			}
-			m.release()
+			s.out.free(m)
 		}
 		cancelWrite()
 		clear(batch)
@@ -129,20 +131,50 @@ func (s *Session) pushEvent(ev protocol.Event, force bool) pushResult {
 	return s.push(message{typ: websocket.MessageText, data: data}, force)
 }
 
+// messageOverhead is what a queued message costs besides its bytes.
+const messageOverhead = 64
+
+// outboundFree is how much a session may have queued for its client and
+// still get more queued when the memory budget is spent: a client that
+// reads holds a few messages at most, so only one that has fallen behind
+// is cut off for the budget's sake.
+const outboundFree = 64 << 10
+
 // push queues m; a full queue means the client cannot keep up, which ends
-// the session (memory never grows with a slow client).
+// the session (memory never grows with a slow client). Queued bytes count
+// against the session's memory account; beyond the session's promise and
+// with the budget spent, a client that is behind counts as slow too.
 func (s *Session) push(m message, force bool) pushResult {
+	// What the message holds for the client: its bytes and a little for
+	// its place in the queue (a pooled buffer's spare room is the pool's).
+	m.size = int64(len(m.data)) + messageOverhead
+	switch {
+	case force:
+		s.acct.Force(memory.Outbound, m.size)
+	case !s.acct.Reserve(memory.Outbound, m.size):
+		if s.out.queuedBytes() >= outboundFree {
+			m.release()
+			s.slowConsumer()
+			return pushFull
+		}
+		s.acct.Force(memory.Outbound, m.size)
+	}
 	res := s.out.push(m, force)
 	switch res {
 	case pushFull:
-		m.release()
-		s.opts.Metrics.DroppedFrames.WithLabelValues("slow_consumer").Inc()
-		s.finish(ending{closeCode: protocol.ClosePolicyViolation, reason: string(protocol.CodeSlowConsumer),
-			event: &protocol.Error{Code: protocol.CodeSlowConsumer}, abort: true})
+		s.out.free(m)
+		s.slowConsumer()
 	case pushClosed:
-		m.release()
+		s.out.free(m)
 	}
 	return res
+}
+
+// slowConsumer ends the session of a client that does not take its output.
+func (s *Session) slowConsumer() {
+	s.opts.Metrics.DroppedFrames.WithLabelValues("slow_consumer").Inc()
+	s.finish(ending{closeCode: protocol.ClosePolicyViolation, reason: string(protocol.CodeSlowConsumer),
+		event: &protocol.Error{Code: protocol.CodeSlowConsumer}, abort: true})
 }
 
 // sink is the Session as its backend sees it.
@@ -155,9 +187,29 @@ func (k *sink) Event(ev protocol.Event) error {
 }
 
 func (k *sink) Raw(data []byte) error {
+	s := (*Session)(k)
+	// A relayed audio delta answers a commit as well; the message is only
+	// looked into while a commit waits for its answer.
+	answersCommit := s.committedAt.Load() != 0 && bytes.Contains(data, audioDeltaType)
 	buf := msgbuf.Get(len(data))
 	*buf = append(*buf, data...)
-	return result((*Session)(k).push(message{typ: websocket.MessageText, data: *buf, buf: buf}, false))
+	res := s.push(message{typ: websocket.MessageText, data: *buf, buf: buf}, false)
+	if res == pushed && answersCommit {
+		s.answered()
+	}
+	return result(res)
+}
+
+// audioDeltaType is how a relayed audio delta names its type.
+var audioDeltaType = []byte(`"` + protocol.TypeOutputAudioDelta + `"`)
+
+// answered records the wait from the client's commit to the first audio
+// sent back, once per commit.
+func (s *Session) answered() {
+	if at := s.committedAt.Swap(0); at != 0 {
+		waited := s.opts.Clock.Now().UnixNano() - at
+		s.opts.Metrics.ResponseLatency.Observe(time.Duration(waited).Seconds())
+	}
 }
 
 func (k *sink) Audio(ref protocol.ContentRef, pcm []byte) error {
@@ -175,6 +227,7 @@ func (k *sink) Audio(ref protocol.ContentRef, pcm []byte) error {
 	res := s.push(m, false)
 	if res == pushed {
 		s.opts.Metrics.AudioFramesOut.Inc()
+		s.answered()
 	}
 	return result(res)
 }

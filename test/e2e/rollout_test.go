@@ -3,8 +3,9 @@
 // Package e2e drives a rollout of a VoiceGateway on a real cluster (the one
 // hack/cluster-up starts; hack/e2e.sh runs this test) while sessions are held
 // open through the gateway's Service, and asserts what a caller and an
-// operator would notice. It needs the e2e build tag, so `go test ./...` never
-// runs it.
+// operator would notice; scaling_test.go then scales it in and autoscales it
+// on its sessions. It needs the e2e build tag, so `go test ./...` never runs
+// it.
 //
 // Environment: KUBECONFIG; E2E_KUBECTL (kubectl binary, default kubectl);
 // E2E_NAMESPACE (default "default"); E2E_VGW (default "demo"); E2E_API_KEY;
@@ -127,12 +128,20 @@ type caller struct {
 	rolling              *atomic.Bool
 	lastAudio            atomic.Int64 // unix nanos of the last echoed chunk, any connection
 	movedAt              atomic.Int64 // unix nanos of the last switch to a new session
+	// podURL and podMintURL, when set, are where the first session opens:
+	// one pod, by its IP (scaling_test.go); moves go through the Service.
+	podURL, podMintURL string
+	connected          atomic.Bool // a session was opened
 }
 
 func (c *caller) dial(ctx context.Context) (*sessionConn, error) {
 	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	token, err := mintToken(dctx, c.mintURL, c.apiKey, 60, c.stats)
+	url, mintURL := c.url, c.mintURL
+	if c.podURL != "" && !c.connected.Load() {
+		url, mintURL = c.podURL, c.podMintURL
+	}
+	token, err := mintToken(dctx, mintURL, c.apiKey, 60, c.stats)
 	if err != nil {
 		return nil, err
 	}
@@ -140,7 +149,7 @@ func (c *caller) dial(ctx context.Context) (*sessionConn, error) {
 	// The session is closed by the caller's Call, not with ctx: a read cut
 	// by a context would tear it down without a close handshake.
 	conn, err := voiceclient.Open(dctx, voiceclient.Options{
-		URL: c.url, Token: token, Binary: true, SampleRate: sampleRate,
+		URL: url, Token: token, Binary: true, SampleRate: sampleRate,
 		OnAudio: func(a voiceclient.Audio) { c.onAudio(sc, a.At) },
 		OnEvent: func(ev voiceclient.Event) { c.onEvent(sc, ev) },
 		OnEnd:   func(e voiceclient.End) { c.onEnd(sc, e) },
@@ -152,6 +161,7 @@ func (c *caller) dial(ctx context.Context) (*sessionConn, error) {
 	c.stats.mu.Lock()
 	c.stats.tokenConnects++
 	c.stats.mu.Unlock()
+	c.connected.Store(true)
 	sc.Conn = conn
 	return sc, nil
 }
@@ -402,6 +412,26 @@ func podStatus(ctx context.Context, ip string) (adminapi.Status, error) {
 	return admin.Status(rctx)
 }
 
+// podMetric reads one metric of a pod's /metrics (the first sample).
+func podMetric(ctx context.Context, ip, name string) (float64, error) {
+	admin, err := adminapi.NewClient(net.JoinHostPort(ip, "9090"), adminapi.ClientOptions{})
+	if err != nil {
+		return 0, err
+	}
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	text, err := admin.Metrics(rctx)
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(text), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			return strconv.ParseFloat(strings.TrimSpace(v), 64)
+		}
+	}
+	return 0, fmt.Errorf("no %s in /metrics", name)
+}
+
 func listPods(ctx context.Context) ([]podInfo, error) {
 	out, err := kubectl(ctx, "get", "pods", "-l", "app.kubernetes.io/instance="+vgwName, "-o", "json")
 	if err != nil {
@@ -558,6 +588,12 @@ func TestRollout(t *testing.T) {
 		}
 		watches[p.Metadata.Name] = &oldPodWatch{name: p.Metadata.Name, ip: p.Status.PodIP, maxSessions: st.Sessions}
 		t.Logf("old pod %s holds %d sessions", p.Metadata.Name, st.Sessions)
+		// The operator hands the container's memory limit (the CRD's
+		// default 512Mi) to the server through the downward API; half of
+		// it is the pod's memory budget.
+		if budget, err := podMetric(ctx, p.Status.PodIP, "voicegateway_memory_budget_bytes"); err != nil || budget != 256<<20 {
+			t.Errorf("memory budget of %s = %v, %v; want 256 MiB, half of its 512Mi limit", p.Metadata.Name, budget, err)
+		}
 	}
 	wctx, stopWatches := context.WithCancel(ctx)
 	defer stopWatches()

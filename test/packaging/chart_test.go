@@ -292,8 +292,10 @@ func TestHelmTemplate(t *testing.T) {
 		"defaults": {
 			release: "voicegateway",
 			check: func(t *testing.T, m manifest) {
+				// No monitoring CRDs here: no ServiceMonitor, PodMonitor or
+				// PrometheusRule; the dashboard's ConfigMap needs none.
 				want := map[string]int{"ServiceAccount": 1, "ClusterRole": 3, "ClusterRoleBinding": 1, "Role": 1,
-					"RoleBinding": 1, "Service": 1, "Deployment": 1, "NetworkPolicy": 1}
+					"RoleBinding": 1, "Service": 1, "Deployment": 1, "NetworkPolicy": 1, "ConfigMap": 1}
 				if got := m.kinds(); !maps.Equal(got, want) {
 					t.Errorf("kinds = %v, want %v", got, want)
 				}
@@ -307,7 +309,7 @@ func TestHelmTemplate(t *testing.T) {
 						*d.Spec.Replicas, c.Image, c.ImagePullPolicy, c.Command, d.Spec.Template.Spec.ServiceAccountName)
 				}
 				wantArgs := []string{"--leader-elect", "--leader-election-namespace=ns", "--health-probe-bind-address=:8081",
-					"--metrics-bind-address=:8080", "--default-image=" + defaultImage, "--max-concurrent-reconciles=4", "--zap-log-level=info"}
+					"--metrics-bind-address=:8080", "--default-image=" + defaultImage, "--max-concurrent-reconciles=4", "--log-format=json", "--log-level=info"}
 				if !slices.Equal(c.Args, wantArgs) || !slices.EqualFunc(c.Env, []corev1.EnvVar{podNamespaceEnv}, envEqual) {
 					t.Errorf("args = %q, want %q; env %+v, want only POD_NAMESPACE from the pod", c.Args, wantArgs, c.Env)
 				}
@@ -346,7 +348,7 @@ func TestHelmTemplate(t *testing.T) {
 			release: "voicegateway",
 			args:    []string{"--values", "test/packaging/testdata/values-custom.yaml"},
 			check: func(t *testing.T, m manifest) {
-				want := map[string]int{"ServiceAccount": 1, "Role": 3, "RoleBinding": 3, "Service": 1, "Deployment": 1, "NetworkPolicy": 1}
+				want := map[string]int{"ServiceAccount": 1, "Role": 3, "RoleBinding": 3, "Service": 1, "Deployment": 1, "NetworkPolicy": 1, "ConfigMap": 1}
 				if got := m.kinds(); !maps.Equal(got, want) {
 					t.Errorf("kinds = %v, want %v (%v)", got, want, m.names())
 				}
@@ -365,7 +367,7 @@ func TestHelmTemplate(t *testing.T) {
 				}
 				wantArgs := []string{"--leader-elect", "--leader-election-namespace=ns", "--health-probe-bind-address=:9444",
 					"--metrics-bind-address=:9443", "--default-image=registry.test/vg/voice-server:v9.9.9", "--namespace=team-a,team-b",
-					"--max-concurrent-reconciles=8", "--zap-log-level=debug", "--status-poll-interval=10s"}
+					"--max-concurrent-reconciles=8", "--log-format=console", "--log-level=debug", "--status-poll-interval=10s"}
 				if !slices.Equal(c.Args, wantArgs) {
 					t.Errorf("args = %q, want %q", c.Args, wantArgs)
 				}
@@ -397,6 +399,12 @@ func TestHelmTemplate(t *testing.T) {
 				m.find(t, "Service", "ns", "vgw-op-metrics", &svc)
 				if svc.Annotations["prometheus.io/scrape"] != "true" || svc.Spec.Ports[0].Port != 9443 {
 					t.Errorf("metrics Service %+v", svc)
+				}
+				var dashboard corev1.ConfigMap
+				m.find(t, "ConfigMap", "monitoring", "vgw-op-dashboard", &dashboard)
+				if dashboard.Labels["team"] != "voice" || dashboard.Labels["grafana_dashboard"] != "1" ||
+					dashboard.Annotations["grafana_folder"] != "Voice" || dashboard.Data["voicegateway.json"] == "" {
+					t.Errorf("dashboard ConfigMap labels %v annotations %v", dashboard.Labels, dashboard.Annotations)
 				}
 			},
 		},
@@ -478,11 +486,34 @@ func TestHelmTemplate(t *testing.T) {
 		"no RBAC, no metrics Service, no NetworkPolicy": {
 			release: "voicegateway",
 			args: []string{"--set", "rbac.create=false", "--set", "rbac.aggregateToDefaultRoles=false", "--set", "metrics.service.enabled=false",
-				"--set", "networkPolicy.enabled=false"},
+				"--set", "networkPolicy.enabled=false", "--set", "monitoring.grafanaDashboard.enabled=false"},
 			check: func(t *testing.T, m manifest) {
 				want := map[string]int{"ServiceAccount": 1, "Deployment": 1}
 				if got := m.kinds(); !maps.Equal(got, want) {
 					t.Errorf("kinds = %v, want %v", got, want)
+				}
+			},
+		},
+		"monitoring without the Prometheus Operator's CRDs": {
+			release: "voicegateway",
+			args:    []string{"--set", "metrics.serviceMonitor.enabled=true"},
+			check: func(t *testing.T, m manifest) {
+				for _, kind := range []string{"ServiceMonitor", "PodMonitor", "PrometheusRule"} {
+					if m.kinds()[kind] != 0 {
+						t.Errorf("a %s without its CRD: %v", kind, m.names())
+					}
+				}
+			},
+		},
+		"PodMonitor in the watched namespaces": {
+			release: "voicegateway",
+			args:    []string{"--set", "watchNamespaces={team-a,team-b}", "--api-versions", "monitoring.coreos.com/v1/PodMonitor"},
+			check: func(t *testing.T, m manifest) {
+				var monitor unstructured.Unstructured
+				m.find(t, "PodMonitor", "ns", "voicegateway-operator-voice-servers", &monitor.Object)
+				names, _, _ := unstructured.NestedStringSlice(monitor.Object, "spec", "namespaceSelector", "matchNames")
+				if !slices.Equal(names, []string{"team-a", "team-b"}) {
+					t.Errorf("PodMonitor namespaces %v, want the watched ones", names)
 				}
 			},
 		},
@@ -530,15 +561,16 @@ func TestHelmTemplateRejectsInvalidValues(t *testing.T) {
 		"unknown pull policy":     {[]string{"--set", "image.pullPolicy=Sometimes"}, []string{schemaFailure, "at '/image/pullPolicy'", "'IfNotPresent', 'Always', 'Never'"}},
 		"namespaces as a string":  {[]string{"--set", "watchNamespaces=team-a"}, []string{schemaFailure, "at '/watchNamespaces'", "want array"}},
 		"invalid namespace name":  {[]string{"--set", "watchNamespaces={Team_A}"}, []string{schemaFailure, "at '/watchNamespaces/0'"}},
-		"unknown log level":       {[]string{"--set", "logLevel=verbose"}, []string{schemaFailure, "at '/logLevel'", "'debug', 'info', 'error'"}},
+		"unknown log level":       {[]string{"--set", "logLevel=verbose"}, []string{schemaFailure, "at '/logLevel'", "'debug', 'info', 'warn', 'error'"}},
+		"unknown log format":      {[]string{"--set", "logFormat=xml"}, []string{schemaFailure, "at '/logFormat'", "'json', 'console'"}},
+		"cpu that is no quantity": {[]string{"--set", "resources.limits.cpu=abc"}, []string{schemaFailure, "at '/resources/limits/cpu'"}},
+		"negative memory":         {[]string{"--set", "resources.requests.memory=-64Mi"}, []string{schemaFailure, "at '/resources/requests/memory'"}},
 		"port out of range":       {[]string{"--set", "metrics.port=70000"}, []string{schemaFailure, "at '/metrics/port'", "maximum"}},
 		"misspelled resource key": {[]string{"--set", "resources.limit.memory=1Gi"}, []string{schemaFailure, "at '/resources'", "'limit' not allowed"}},
 		"metrics peer not a peer": {[]string{"--set", "networkPolicy.metricsFrom[0].namespace=monitoring"},
 			[]string{schemaFailure, "at '/networkPolicy/metricsFrom/0'", "'namespace' not allowed"}},
 		"replicas without leader election": {[]string{"--set", "replicaCount=2", "--set", "leaderElection.enabled=false"},
 			[]string{"replicaCount above 1 needs leaderElection.enabled: true"}},
-		"ServiceMonitor without its CRD": {[]string{"--set", "metrics.serviceMonitor.enabled=true"},
-			[]string{"needs the Prometheus Operator's ServiceMonitor CRD"}},
 		"ServiceMonitor without the Service": {[]string{"--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.service.enabled=false",
 			"--api-versions", "monitoring.coreos.com/v1/ServiceMonitor"}, []string{"metrics.serviceMonitor.enabled needs metrics.service.enabled"}},
 		"no ServiceAccount named": {[]string{"--set", "serviceAccount.create=false"},

@@ -139,6 +139,7 @@ func TestDockerfile(t *testing.T) {
 	}
 	command := goBuildCommand(t, build)
 	for _, want := range []string{"CGO_ENABLED=0", "-trimpath", "-X github.com/voicegateway/voicegateway/server/version.Version=${VERSION}",
+		"-X github.com/voicegateway/voicegateway/server/version.Commit=${COMMIT}",
 		"./cmd/manager", "./cmd/voice-server", "-o /out/"} {
 		if !strings.Contains(command, want) {
 			t.Errorf("the build command lacks %q: %s", want, command)
@@ -274,7 +275,7 @@ func imageBinaries(t *testing.T) string {
 		cmd.Dir = repoRoot
 		cmd.Env = append(os.Environ(),
 			"PATH="+filepath.Join(runtime.GOROOT(), "bin")+string(os.PathListSeparator)+os.Getenv("PATH"),
-			"VERSION="+version, "TARGETOS="+runtime.GOOS, "TARGETARCH="+runtime.GOARCH)
+			"VERSION="+version, "COMMIT=unknown", "TARGETOS="+runtime.GOOS, "TARGETARCH="+runtime.GOARCH)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			imageBuildErr = fmt.Errorf("the Dockerfile's build command: %v\n%s\n%s", err, command, out)
 		}
@@ -322,6 +323,14 @@ func TestDockerfileBuildsStaticVersionedBinaries(t *testing.T) {
 	}
 	if got := voiceServerVersion(t, filepath.Join(dir, "voice-server")); got != version {
 		t.Errorf("voice-server reports version %q, want %q", got, version)
+	}
+	// --version on both: the version, the commit and the Go version.
+	for _, name := range []string{"manager", "voice-server"} {
+		out, err := exec.Command(filepath.Join(dir, name), "--version").Output()
+		want := fmt.Sprintf("%s %s (commit unknown, %s %s/%s)\n", name, version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+		if err != nil || string(out) != want {
+			t.Errorf("%s --version: %v, %q; want %q", name, err, out, want)
+		}
 	}
 
 	out, err := exec.Command(filepath.Join(dir, "manager"), "--help").CombinedOutput()

@@ -106,7 +106,7 @@ func TestHelmInstallUpgradeUninstall(t *testing.T) {
 	c := d.Spec.Template.Spec.Containers[0]
 	defaultImage := "ghcr.io/voicegateway/voicegateway:" + meta.AppVersion
 	if c.Image != defaultImage || !slices.Contains(c.Args, "--default-image="+defaultImage) ||
-		!slices.Contains(c.Args, "--zap-log-level=info") || slices.ContainsFunc(c.Args, func(a string) bool { return strings.HasPrefix(a, "--namespace=") }) {
+		!slices.Contains(c.Args, "--log-level=info") || slices.ContainsFunc(c.Args, func(a string) bool { return strings.HasPrefix(a, "--namespace=") }) {
 		t.Errorf("installed Deployment: image %q args %q", c.Image, c.Args)
 	}
 	installed := []client.Object{
@@ -139,7 +139,7 @@ func TestHelmInstallUpgradeUninstall(t *testing.T) {
 	c = upgraded.Spec.Template.Spec.Containers[0]
 	if upgraded.Generation <= d.Generation || *upgraded.Spec.Replicas != 2 || c.Image != "ghcr.io/voicegateway/voicegateway:v0.1.1" ||
 		!slices.Contains(c.Args, "--default-image=ghcr.io/voicegateway/voicegateway:v0.1.1") ||
-		!slices.Contains(c.Args, "--zap-log-level=debug") || !slices.Contains(c.Args, "--namespace="+watched) ||
+		!slices.Contains(c.Args, "--log-level=debug") || !slices.Contains(c.Args, "--namespace="+watched) ||
 		!slices.EqualFunc(c.Env, []corev1.EnvVar{podNamespaceEnv, {Name: "GOMEMLIMIT", Value: "200MiB"}}, envEqual) {
 		t.Errorf("upgraded Deployment: generation %d (was %d) replicas %d image %q args %q env %+v",
 			upgraded.Generation, d.Generation, *upgraded.Spec.Replicas, c.Image, c.Args, c.Env)

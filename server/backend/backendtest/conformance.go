@@ -15,6 +15,8 @@ import (
 
 	"github.com/voicegateway/voicegateway/internal/testkit"
 	"github.com/voicegateway/voicegateway/server/backend"
+	"github.com/voicegateway/voicegateway/server/memory"
+	"github.com/voicegateway/voicegateway/server/metrics"
 	"github.com/voicegateway/voicegateway/server/protocol"
 )
 
@@ -37,9 +39,9 @@ type Target struct {
 	// and the openaitest stand-in behind openai), so the suite checks that
 	// it arrives unchanged.
 	EchoesAudio bool
-	// MaxBufferedAudio is how much uncommitted audio the backend holds;
-	// more is refused with invalid_event for param "audio". Zero: the
-	// backend holds none itself (a relay).
+	// MaxBufferedAudio is how much uncommitted audio the backend holds
+	// when backend.Info sets no bound; more is refused with buffer_full.
+	// Zero: the backend holds none itself (a relay).
 	MaxBufferedAudio time.Duration
 
 	// Deafen, when set, makes whatever takes session s's input stop
@@ -92,6 +94,7 @@ var checks = []struct {
 	{"InvalidInputIsReported", (*conformance).invalidInput},
 	{"CancelWithoutResponseIsHarmless", (*conformance).cancelIdle},
 	{"InputIsBounded", (*conformance).inputBounded},
+	{"BufferingIsAccounted", (*conformance).bufferingAccounted},
 	{"CloseStopsEverything", (*conformance).closeStops},
 	{"ConcurrentCloseDuringOutput", (*conformance).concurrentClose},
 	{"DrainClosesSessionsOneByOne", (*conformance).drain},
@@ -478,11 +481,9 @@ func (c *conformance) flood(s *Session, total int, stopAtRefusal bool) (accepted
 			case perr.Fatal:
 				fatal = perr
 				return
-			case perr.Code != protocol.CodeInvalidEvent:
-				c.t.Errorf("append refused with %+v, want invalid_event", *perr)
+			case perr.Code != protocol.CodeBufferFull:
+				c.t.Errorf("append refused with %+v, want buffer_full", *perr)
 				return
-			case c.tg.MaxBufferedAudio > 0 && perr.Param != "audio":
-				c.t.Errorf("append refused with %+v, want param audio", *perr)
 			}
 			refused++
 			if stopAtRefusal {
@@ -530,6 +531,57 @@ func (c *conformance) inputBounded() {
 	hear()
 	s.Close()
 	c.released("after a flood to a deaf far end")
+}
+
+// bufferingAccounted: what a backend buffers for a session is charged to
+// the session's memory account before it is held, a refused charge is a
+// non-fatal buffer_full (or, for a relay whose far end stopped reading, a
+// documented end), and Close gives everything back. The session under test
+// has only its promise: another session took the rest of the budget.
+func (c *conformance) bufferingAccounted() {
+	t := c.t
+	budget := memory.NewBudget(4*memory.Promised, metrics.New())
+	hog, _ := budget.Open()
+	acct, ok := budget.Open()
+	if !ok {
+		t.Fatal("the test's budget does not admit two sessions")
+	}
+	for hog.Reserve(memory.Audio, 4<<10) {
+	}
+	defer hog.Close()
+	defer acct.Close()
+	info := DefaultInfo()
+	info.Memory = acct
+	info.MaxBufferedBytes = 4 * memory.GuaranteedBytes // the budget, not the bound, refuses
+	s := c.open(info)
+	var hear func()
+	if c.tg.Deafen != nil {
+		hear = c.tg.Deafen(t, s)
+	}
+	accepted, refused, fatal := c.flood(s, 2<<20, false)
+	held := acct.Held(memory.Audio) + acct.Held(memory.Upstream)
+	if held > memory.GuaranteedBytes {
+		t.Errorf("the account holds %d bytes for buffers, more than the %d promised with the budget spent", held, memory.GuaranteedBytes)
+	}
+	if c.tg.MaxBufferedAudio > 0 {
+		if refused == 0 || fatal != nil {
+			t.Errorf("accepted %d bytes with only %d promised: refused %d appends (fatal: %v); want the rest refused, the session kept",
+				accepted, memory.GuaranteedBytes, refused, fatal)
+		}
+		if got := acct.Held(memory.Audio); got < int64(accepted) {
+			t.Errorf("%d bytes of audio accepted but %d charged to the session's account", accepted, got)
+		}
+	}
+	if hear != nil {
+		hear()
+	}
+	s.Close()
+	for _, k := range []memory.Kind{memory.Audio, memory.Upstream} {
+		if got := acct.Held(k); got != 0 {
+			t.Errorf("after Close the account still holds %d bytes of %s", got, k)
+		}
+	}
+	c.released("after a flood on a spent budget")
 }
 
 // closeStops: Close stops everything the connection started and waits for

@@ -15,6 +15,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/voicegateway/voicegateway/server/backend"
+	"github.com/voicegateway/voicegateway/server/memory"
 	"github.com/voicegateway/voicegateway/server/protocol"
 )
 
@@ -23,11 +24,16 @@ const Name = "echo"
 
 const (
 	chunkDuration = 20 * time.Millisecond
-	// maxBufferedSeconds bounds the input buffer and the queue of turns
-	// waiting to be echoed, so a client cannot make the gateway hold
-	// unbounded audio.
-	maxBufferedSeconds = 60
+	// defaultMaxBuffered bounds the input buffer and the queue of turns
+	// waiting to be echoed when the session sets no bound
+	// (backend.Info.MaxBufferedBytes, --max-buffered-audio), so a client
+	// cannot make the gateway hold unbounded audio.
+	defaultMaxBuffered = 60 * time.Second
 	maxPendingTurns    = 32
+	// growStep is what the input buffer grows by at least: it holds at
+	// most a quarter (and this much) more than the audio in it, and what
+	// it holds is what the session's memory account is charged.
+	growStep = 16 << 10
 )
 
 // Backend is the echo backend.
@@ -81,9 +87,18 @@ func (b *Backend) Open(ctx context.Context, info backend.Info, sink backend.Sink
 	return c, nil
 }
 
+// clip is one committed item's audio. The last item (kept for
+// response.create) and each queued turn hold a reference; the audio's
+// bytes stay charged to the session's memory account until the last
+// reference goes. refs is guarded by conn.mu.
+type clip struct {
+	audio []byte
+	refs  int
+}
+
 type turn struct {
 	itemID string
-	audio  []byte
+	clip   *clip
 }
 
 // conn is one session's echo. The reader goroutine calls Handle; a speaker
@@ -99,10 +114,11 @@ type conn struct {
 	config protocol.SessionConfig
 	done   sync.WaitGroup
 
-	// Reader-goroutine state.
+	// Reader-goroutine state. input's capacity is charged to the memory
+	// account (memory.Audio), and so is every clip's until it is dropped.
 	input      []byte
 	lastItemID string
-	lastAudio  []byte
+	last       *clip // also changed under mu, where its references are counted
 	items      int
 	responses  int
 
@@ -113,7 +129,55 @@ type conn struct {
 	cancelID int  // bumped by response.cancel; the speaker drops its turn when it changes
 }
 
-func (c *conn) maxBytes() int { return c.info.SampleRate * 2 * maxBufferedSeconds }
+// maxBytes bounds the uncommitted input and, apart, the turns waiting to
+// be played.
+func (c *conn) maxBytes() int {
+	if c.info.MaxBufferedBytes > 0 {
+		return int(c.info.MaxBufferedBytes)
+	}
+	return c.info.SampleRate * 2 * int(defaultMaxBuffered/time.Second)
+}
+
+// maxAudio is maxBytes as a duration, for messages.
+func (c *conn) maxAudio() string {
+	return (time.Duration(c.maxBytes()) * time.Second / time.Duration(c.info.SampleRate*2)).Round(100 * time.Millisecond).String()
+}
+
+// grow makes room for n more bytes of input, charging what the buffer
+// grows by to the session's memory account first.
+func (c *conn) grow(n int) *protocol.Error {
+	need := len(c.input) + n
+	if need <= cap(c.input) {
+		return nil
+	}
+	newCap := max(need, cap(c.input)+cap(c.input)/4)
+	newCap = min((newCap+growStep-1)/growStep*growStep, max(need, c.maxBytes()))
+	if !c.info.Memory.Reserve(memory.Audio, int64(newCap-cap(c.input))) {
+		return protocol.BufferFull("audio not buffered: this server's memory budget is spent; commit or clear the input audio buffer, or retry shortly")
+	}
+	grown := make([]byte, len(c.input), newCap)
+	copy(grown, c.input)
+	c.input = grown
+	return nil
+}
+
+// dropInput empties the input buffer and gives its memory back.
+func (c *conn) dropInput() {
+	c.info.Memory.Release(memory.Audio, int64(cap(c.input)))
+	c.input = nil
+}
+
+// unrefLocked drops one reference to cl (with mu held); the last one gives
+// its audio's memory back.
+func (c *conn) unrefLocked(cl *clip) {
+	if cl == nil {
+		return
+	}
+	if cl.refs--; cl.refs == 0 {
+		c.info.Memory.Release(memory.Audio, int64(cap(cl.audio)))
+		cl.audio = nil
+	}
+}
 
 // Handle implements backend.Conn.
 func (c *conn) Handle(_ context.Context, ev *protocol.ClientEvent) *protocol.Error {
@@ -122,12 +186,15 @@ func (c *conn) Handle(_ context.Context, ev *protocol.ClientEvent) *protocol.Err
 		return c.sessionUpdate(ev)
 	case protocol.TypeInputAudioAppend:
 		if len(c.input)+len(ev.Audio) > c.maxBytes() {
-			return protocol.Invalid("audio", fmt.Sprintf("input audio buffer would exceed %d s; commit or clear it", maxBufferedSeconds))
+			return protocol.BufferFull("audio not buffered: the input audio buffer would hold more than " + c.maxAudio() + "; commit or clear it")
+		}
+		if err := c.grow(len(ev.Audio)); err != nil {
+			return err
 		}
 		c.input = append(c.input, ev.Audio...)
 		return nil
 	case protocol.TypeInputAudioClear:
-		c.input = c.input[:0]
+		c.dropInput()
 		return c.emit(&protocol.AudioCleared{EventHeader: protocol.EventHeader{Type: protocol.TypeInputAudioCleared}})
 	case protocol.TypeInputAudioCommit:
 		if len(c.input) == 0 {
@@ -140,20 +207,29 @@ func (c *conn) Handle(_ context.Context, ev *protocol.ClientEvent) *protocol.Err
 			p := c.lastItemID
 			previous = &p
 		}
-		audio := append([]byte(nil), c.input...)
-		c.input = c.input[:0]
-		c.lastItemID, c.lastAudio = itemID, audio
+		// The input buffer becomes the item, with its memory: nothing is
+		// copied.
+		item := &clip{audio: c.input, refs: 1}
+		c.input = nil
+		c.mu.Lock()
+		c.unrefLocked(c.last)
+		c.last = item
+		c.mu.Unlock()
+		c.lastItemID = itemID
 		if err := c.emit(&protocol.AudioCommitted{EventHeader: protocol.EventHeader{Type: protocol.TypeInputAudioCommitted}, PreviousItemID: previous, ItemID: itemID}); err != nil {
 			return err
 		}
-		return c.enqueue(turn{itemID: itemID, audio: audio})
+		return c.enqueue(turn{itemID: itemID, clip: item})
 	case protocol.TypeResponseCreate:
-		if c.lastAudio == nil {
+		if c.last == nil {
 			return protocol.Invalid("", "nothing to echo yet: commit audio first")
 		}
-		return c.enqueue(turn{itemID: c.lastItemID, audio: c.lastAudio})
+		return c.enqueue(turn{itemID: c.lastItemID, clip: c.last})
 	case protocol.TypeResponseCancel:
 		c.mu.Lock()
+		for _, t := range c.pending {
+			c.unrefLocked(t.clip)
+		}
 		clear(c.pending) // drop the audio, not just the length
 		c.pending = c.pending[:0]
 		c.queued = 0
@@ -197,12 +273,14 @@ func (c *conn) sessionUpdate(ev *protocol.ClientEvent) *protocol.Error {
 
 func (c *conn) enqueue(t turn) *protocol.Error {
 	c.mu.Lock()
-	if len(c.pending) >= maxPendingTurns || c.queued+len(t.audio) > c.maxBytes() {
+	if len(c.pending) >= maxPendingTurns || c.queued+len(t.clip.audio) > c.maxBytes() {
 		c.mu.Unlock()
-		return protocol.Invalid("", "too many responses queued; wait for response.done or cancel")
+		return protocol.BufferFull("response not queued: " + strconv.Itoa(maxPendingTurns) + " responses or " + c.maxAudio() +
+			" of audio wait to be played; wait for response.done or cancel")
 	}
+	t.clip.refs++
 	c.pending = append(c.pending, t)
-	c.queued += len(t.audio)
+	c.queued += len(t.clip.audio)
 	if !c.speaking && c.ctx.Err() == nil {
 		c.speaking = true
 		c.done.Add(1)
@@ -239,13 +317,17 @@ func (c *conn) speak() {
 		if len(c.pending) == 0 {
 			c.pending = nil
 		}
-		c.queued -= len(t.audio)
+		c.queued -= len(t.clip.audio)
 		cancelID := c.cancelID
 		c.mu.Unlock()
-		if !c.play(t, cancelID) {
-			c.mu.Lock()
+		played := c.play(t, cancelID)
+		c.mu.Lock()
+		c.unrefLocked(t.clip)
+		if !played {
 			c.speaking = false
-			c.mu.Unlock()
+		}
+		c.mu.Unlock()
+		if !played {
 			return
 		}
 	}
@@ -254,6 +336,7 @@ func (c *conn) speak() {
 // play sends one response, paced in real time with the first chunk at once.
 // It returns false when the session is over.
 func (c *conn) play(t turn, cancelID int) bool {
+	audio := t.clip.audio // the speaker's reference keeps it
 	c.responses++
 	ref := protocol.ContentRef{ResponseID: "resp_" + strconv.Itoa(c.responses), ItemID: t.itemID + "_echo"}
 	if c.sink.Event(&protocol.ResponseEvent{EventHeader: protocol.EventHeader{Type: protocol.TypeResponseCreated}, Response: protocol.NewResponse(ref.ResponseID, protocol.ResponseStatusInProgress)}) != nil {
@@ -268,7 +351,7 @@ func (c *conn) play(t turn, cancelID int) bool {
 	ticker := c.clock.NewTicker(chunkDuration)
 	defer ticker.Stop()
 	status := protocol.ResponseStatusCompleted
-	for off := 0; off < len(t.audio); {
+	for off := 0; off < len(audio); {
 		if off > 0 {
 			select {
 			case <-c.ctx.Done():
@@ -277,13 +360,13 @@ func (c *conn) play(t turn, cancelID int) bool {
 			}
 		}
 		due := (int(c.clock.Since(start)/chunkDuration) + 1) * chunk
-		for ; off < len(t.audio) && (off == 0 || off < due); off += chunk {
+		for ; off < len(audio) && (off == 0 || off < due); off += chunk {
 			if c.cancelled(cancelID) {
 				status = protocol.ResponseStatusCancelled
 				break
 			}
-			end := min(off+chunk, len(t.audio))
-			if c.sink.Audio(ref, t.audio[off:end]) != nil {
+			end := min(off+chunk, len(audio))
+			if c.sink.Audio(ref, audio[off:end]) != nil {
 				return false
 			}
 		}
@@ -291,7 +374,7 @@ func (c *conn) play(t turn, cancelID int) bool {
 			break
 		}
 	}
-	seconds := float64(len(t.audio)) / float64(c.info.SampleRate*2)
+	seconds := float64(len(audio)) / float64(c.info.SampleRate*2)
 	transcript := fmt.Sprintf("(echo of %.2f s of audio)", seconds)
 	events := []protocol.Event{
 		&protocol.AudioDone{EventHeader: protocol.EventHeader{Type: protocol.TypeOutputAudioDone}, ContentRef: ref},
@@ -313,9 +396,19 @@ func (c *conn) cancelled(id int) bool {
 	return c.cancelID != id
 }
 
-// Close implements backend.Conn.
+// Close implements backend.Conn: it stops the speaker and gives back the
+// memory of every byte of audio the connection held.
 func (c *conn) Close() error {
 	c.cancel()
 	c.done.Wait()
+	c.dropInput()
+	c.mu.Lock()
+	for _, t := range c.pending {
+		c.unrefLocked(t.clip)
+	}
+	c.pending = nil
+	c.unrefLocked(c.last)
+	c.last = nil
+	c.mu.Unlock()
 	return nil
 }

@@ -16,6 +16,8 @@ import (
 	"github.com/voicegateway/voicegateway/server/backend"
 	"github.com/voicegateway/voicegateway/server/backend/backendtest"
 	"github.com/voicegateway/voicegateway/server/backend/echo"
+	"github.com/voicegateway/voicegateway/server/memory"
+	"github.com/voicegateway/voicegateway/server/metrics"
 	"github.com/voicegateway/voicegateway/server/protocol"
 )
 
@@ -50,6 +52,16 @@ func wantInvalid(t *testing.T, err *protocol.Error, param string) {
 	}
 	if err.Code != protocol.CodeInvalidEvent || err.Fatal || err.Param != param || err.Message == "" {
 		t.Fatalf("error = %+v, want a non-fatal invalid_event with param %q", err, param)
+	}
+}
+
+func wantBufferFull(t *testing.T, err *protocol.Error) {
+	t.Helper()
+	if err == nil {
+		t.Fatal("accepted, want buffer_full")
+	}
+	if err.Code != protocol.CodeBufferFull || err.Fatal || err.Message == "" {
+		t.Fatalf("error = %+v, want a non-fatal buffer_full", err)
 	}
 }
 
@@ -426,14 +438,14 @@ func TestOversizeBufferRejected(t *testing.T) {
 	if err := h.SendBinary(make([]byte, limit-2)); err != nil {
 		t.Fatalf("59.99 s rejected: %v", err)
 	}
-	wantInvalid(t, h.SendBinary(make([]byte, 4)), "audio")
-	wantInvalid(t, h.Send(appendMsg(make([]byte, 4))), "audio")
+	wantBufferFull(t, h.SendBinary(make([]byte, 4)))
+	wantBufferFull(t, h.Send(appendMsg(make([]byte, 4))))
 	// The rejected appends did not grow the buffer: exactly one more
 	// sample still fits, and then nothing.
 	if err := h.SendBinary([]byte{1, 2}); err != nil {
 		t.Fatalf("the last sample before 60 s rejected: %v", err)
 	}
-	wantInvalid(t, h.SendBinary([]byte{3, 4}), "audio")
+	wantBufferFull(t, h.SendBinary([]byte{3, 4}))
 
 	h.MustSend(commitMsg)
 	h.Sink.WaitChunks(t, 1)
@@ -472,11 +484,11 @@ func TestTooManyPendingTurns(t *testing.T) {
 	if accepted != 32 {
 		t.Errorf("%d turns queued, want 32", accepted)
 	}
-	wantInvalid(t, rejected, "")
+	wantBufferFull(t, rejected)
 	// A commit past the limit is refused the same way (the item is still
 	// committed; only its response is refused).
 	h.MustSend(appendMsg([]byte{1, 2}))
-	wantInvalid(t, h.Send(commitMsg), "")
+	wantBufferFull(t, h.Send(commitMsg))
 
 	// Cancelling empties the queue.
 	h.MustSend(cancelMsg)
@@ -513,8 +525,8 @@ func TestQueuedAudioBounded(t *testing.T) {
 	}
 	// 60 s are queued: neither a new turn nor a replay fits.
 	h.MustSend(appendMsg([]byte{1, 2}))
-	wantInvalid(t, h.Send(commitMsg), "")
-	wantInvalid(t, h.Send(createMsg), "")
+	wantBufferFull(t, h.Send(commitMsg))
+	wantBufferFull(t, h.Send(createMsg))
 
 	// Cancelling frees the queue.
 	h.MustSend(cancelMsg)
@@ -651,5 +663,68 @@ func TestCloseStopsSpeaker(t *testing.T) {
 				t.Errorf("events = %v: a closed session got response.done", got)
 			}
 		})
+	}
+}
+
+// TestBufferedAudioBoundAndAccount: the session's --max-buffered-audio
+// bounds the input, and every byte of audio the echo holds is charged to
+// the session's memory account while it holds it: the input as it grows,
+// a committed item until it has been played and replaced as the last one,
+// nothing after clear, cancel or Close.
+func TestBufferedAudioBoundAndAccount(t *testing.T) {
+	budget := memory.NewBudget(1<<30, metrics.New())
+	acct, _ := budget.Open()
+	defer acct.Close()
+	info := defaultInfo()
+	info.Memory = acct
+	info.MaxBufferedBytes = int64(info.SampleRate * 2 * 2) // 2 s
+	h := open(t, info, backendtest.NewSink())
+	audio := func() int64 { return acct.Held(memory.Audio) }
+
+	second := info.SampleRate * 2
+	if err := h.SendBinary(make([]byte, 2*second)); err != nil {
+		t.Fatalf("2 s refused with a 2 s bound: %v", err)
+	}
+	wantBufferFull(t, h.SendBinary([]byte{1, 2}))
+	if got := audio(); got < int64(2*second) || got > int64(2*second)+16<<10 {
+		t.Fatalf("2 s buffered, %d bytes charged", got)
+	}
+	h.MustSend(clearMsg)
+	if got := audio(); got != 0 {
+		t.Fatalf("%d bytes charged after clear", got)
+	}
+
+	// A 40 ms turn: charged while it plays, and afterwards as the last item.
+	h.MustSend(appendMsg(randomPCM(3, 2*chunkBytes(info.SampleRate))))
+	turn := audio()
+	h.MustSend(commitMsg)
+	if got := audio(); got != turn {
+		t.Fatalf("commit changed the charge from %d to %d: the item should take the buffer over", turn, got)
+	}
+	h.play(0, 2, 1)
+	if got := audio(); got != turn {
+		t.Fatalf("%d bytes charged after the turn played, want %d for the last item", got, turn)
+	}
+	// A replay queued, then cancelled, keeps only the last item.
+	h.MustSend(createMsg)
+	h.Sink.WaitChunks(t, 3)
+	h.MustSend(createMsg)
+	h.MustSend(cancelMsg)
+	h.tick()
+	h.Sink.WaitType(t, protocol.TypeResponseDone, 2)
+	if got := audio(); got != turn {
+		t.Fatalf("%d bytes charged after a cancel, want %d", got, turn)
+	}
+	// A second turn replaces the last item, whose bytes go back.
+	h.MustSend(appendMsg(randomPCM(4, chunkBytes(info.SampleRate))))
+	h.MustSend(commitMsg)
+	h.play(3, 1, 3)
+	if got := audio(); got >= 2*turn || got == 0 {
+		t.Fatalf("%d bytes charged after the second turn, want only its own", got)
+	}
+	h.MustSend(appendMsg(randomPCM(5, chunkBytes(info.SampleRate))))
+	h.Close()
+	if got := audio(); got != 0 {
+		t.Fatalf("%d bytes charged after Close", got)
 	}
 }

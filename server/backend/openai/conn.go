@@ -13,7 +13,6 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/voicegateway/voicegateway/server/backend"
-	"github.com/voicegateway/voicegateway/server/internal/msgbuf"
 	"github.com/voicegateway/voicegateway/server/protocol"
 )
 
@@ -180,7 +179,7 @@ func (c *conn) dropQueued() {
 		select {
 		case buf := <-c.queue:
 			c.dequeued(buf)
-			msgbuf.Put(buf)
+			c.release(buf)
 		default:
 			return
 		}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/voicegateway/voicegateway/server/config"
 	"github.com/voicegateway/voicegateway/server/version"
 )
 
@@ -102,6 +103,9 @@ func (b *Backend) dial(c *conn) (*websocket.Conn, error) {
 		f = dialUnreachable()
 	}
 	b.metrics.UpstreamErrors.WithLabelValues(f.kind).Inc()
-	b.log.Error(err, "upstream dial failed", "session", c.info.SessionID, "kind", f.kind, "url", b.url)
+	// The URL may carry a credential in its query; neither the URL nor the
+	// error, which may quote it, is logged as it is.
+	b.log.Error(errors.New(config.RedactIn(err.Error(), b.url)), "upstream dial failed",
+		"session", c.info.SessionID, "kind", f.kind, "url", config.RedactURL(b.url))
 	return nil, f.err
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/voicegateway/voicegateway/server/internal/msgbuf"
+	"github.com/voicegateway/voicegateway/server/memory"
 	"github.com/voicegateway/voicegateway/server/protocol"
 )
 
@@ -66,6 +67,13 @@ func appendAudioEvent(dst, pcm []byte) []byte {
 
 func (c *conn) enqueue(buf *[]byte) *protocol.Error {
 	n := int64(len(*buf))
+	// What waits for the upstream is charged to the session first; with
+	// the memory budget spent the message is refused, and the session
+	// goes on.
+	if !c.info.Memory.Reserve(memory.Upstream, n) {
+		msgbuf.Put(buf)
+		return protocol.BufferFull("message not relayed: this server's memory budget is spent; retry shortly")
+	}
 	if c.queueBytes.Add(n) <= c.maxQueueBytes {
 		// Counted before the send, so that the writer's decrement never
 		// comes first.
@@ -78,13 +86,22 @@ func (c *conn) enqueue(buf *[]byte) *protocol.Error {
 		c.b.metrics.UpstreamRelayQueue.Dec()
 	}
 	c.queueBytes.Add(-n)
+	c.info.Memory.Release(memory.Upstream, n)
 	msgbuf.Put(buf)
 	return c.fail(upstreamNotTaking())
 }
 
+// dequeued counts a message out of the queue; its memory stays charged
+// until it is written or dropped (release).
 func (c *conn) dequeued(buf *[]byte) {
 	c.queueBytes.Add(-int64(len(*buf)))
 	c.b.metrics.UpstreamRelayQueue.Dec()
+}
+
+// release gives back a message the writer is done with.
+func (c *conn) release(buf *[]byte) {
+	c.info.Memory.Release(memory.Upstream, int64(len(*buf)))
+	msgbuf.Put(buf)
 }
 
 // writeLoop sends queued client messages in order until the connection
@@ -100,7 +117,7 @@ func (c *conn) writeLoop() {
 		case buf := <-c.queue:
 			c.dequeued(buf)
 			err := c.up.Write(context.Background(), websocket.MessageText, *buf)
-			msgbuf.Put(buf)
+			c.release(buf)
 			if err != nil {
 				c.fail(upstreamLost())
 				return

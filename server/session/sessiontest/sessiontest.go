@@ -29,7 +29,19 @@ const ioTimeout = 10 * time.Second
 // every request the acceptor took. It returns the ws:// URL.
 func Serve(t testing.TB, a *session.Acceptor) string {
 	t.Helper()
-	srv := httptest.NewServer(a)
+	return ServeWith(t, a, nil)
+}
+
+// ServeWith is Serve with the test server changed by configure before it
+// starts: its HTTP settings (srv.Config: timeouts, header limits) or its
+// listener (small socket buffers).
+func ServeWith(t testing.TB, a *session.Acceptor, configure func(srv *httptest.Server)) string {
+	t.Helper()
+	srv := httptest.NewUnstartedServer(a)
+	if configure != nil {
+		configure(srv)
+	}
+	srv.Start()
 	t.Cleanup(func() {
 		srv.Close()
 		for _, s := range a.Registry.Snapshot() {

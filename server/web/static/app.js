@@ -46,6 +46,11 @@ const stats = {
   playedSamples: 0,
   droppedSamples: 0,
   cspViolations: 0,
+  // What the banner shows now ('' when hidden), its kind, and the drain
+  // notice's countdown in seconds (null when no drain is under way).
+  banner: '',
+  bannerKind: '',
+  drainCountdown: null,
 };
 window.__vgw = stats;
 
@@ -73,6 +78,11 @@ class SignalMeter {
 
 let client = null;
 let audio = null;
+// The drain notice's countdown ticker and the timer that clears the
+// "Moved" banner; both are stopped on the next notice, move or hang-up.
+let countdownTimer = null;
+let bannerTimer = null;
+const MOVED_BANNER_MS = 4000;
 let sent = new SignalMeter();
 let received = new SignalMeter();
 let lastReceiveAt = 0;
@@ -94,13 +104,44 @@ function log(text, kind = '') {
 }
 
 function banner(text, kind) {
+  clearTimeout(bannerTimer);
+  bannerTimer = null;
   ui.banner.textContent = text;
   ui.banner.className = 'banner ' + (kind || '');
   ui.banner.hidden = !text;
+  stats.banner = text;
+  stats.bannerKind = text ? (kind || 'notice') : '';
+}
+
+function stopCountdown() {
+  clearInterval(countdownTimer);
+  countdownTimer = null;
+  stats.drainCountdown = null;
+}
+
+// The drain notice counts down to the server's deadline, when calls still
+// on it are closed; the page moves long before unless the move fails.
+function startCountdown(deadline) {
+  stopCountdown();
+  const end = deadline ? Date.parse(deadline) : NaN;
+  const show = () => {
+    if (Number.isNaN(end)) {
+      stats.drainCountdown = null;
+      banner('This server is shutting down — moving your call to another one. Keep talking.', '');
+      return;
+    }
+    const left = Math.max(0, Math.ceil((end - Date.now()) / 1000));
+    stats.drainCountdown = left;
+    banner(`This server is shutting down — moving your call to another one. Keep talking. (${left} s left on this server)`, '');
+    if (left === 0) stopCountdown();
+  };
+  show();
+  countdownTimer = setInterval(show, 1000);
 }
 
 function setState(state) {
   stats.state = state;
+  ui.state.title = state === 'ended' ? 'You hung up.' : '';
   ui.state.textContent = state;
   ui.state.className = 'state ' + state;
 }
@@ -132,7 +173,11 @@ function wireAudio(io) {
 }
 
 function wireClient(c) {
-  c.addEventListener('state', (e) => setState(e.detail.state));
+  c.addEventListener('state', (e) => {
+    // After the user hung up, the client's own close is a normal end.
+    if (c !== client && e.detail.state === 'closed') return;
+    setState(e.detail.state);
+  });
   c.addEventListener('session', (e) => {
     const d = e.detail;
     stats.sessionIds.push(d.sessionId);
@@ -169,7 +214,7 @@ function wireClient(c) {
     stats.drainingEvents++;
     const d = e.detail;
     log(`gateway.draining: this server is shutting down; moving in ~${d.reconnectAfterMs} ms (deadline ${d.deadline})`, 'warn');
-    banner('This server is shutting down — moving to another one. Keep talking.', '');
+    startCountdown(d.deadline);
   });
   c.addEventListener('moved', (e) => {
     const d = e.detail;
@@ -177,7 +222,10 @@ function wireClient(c) {
     ui.moves.textContent = String(stats.moves.length);
     const text = `Moved to a new server (session id ${d.to}).`;
     log(text + (d.afterDrainingMs !== null ? ` ${d.afterDrainingMs} ms after the notice.` : ''), 'ok');
+    stopCountdown();
     banner(text + ' Keep talking.', 'moved');
+    // The move is done: the notice goes after a moment.
+    bannerTimer = setTimeout(() => banner('', ''), MOVED_BANNER_MS);
   });
   c.addEventListener('reconnecting', (e) => {
     log(`reconnecting in ${e.detail.delayMs} ms (${e.detail.reason})`, 'warn');
@@ -188,6 +236,7 @@ function wireClient(c) {
     if (stats.errors.length > MAX_LOG) stats.errors.shift();
     log(`error ${d.code}: ${d.message}`, 'error');
     if (!d.fatal) return;
+    stopCountdown();
     const hint = d.code === 'unauthorized'
       ? (ui.token.value.trim() ? ' Mint a new client token and paste it above.' : ' This gateway has authentication on: paste a client token above.')
       : '';
@@ -226,11 +275,18 @@ async function start() {
   }
 }
 
-async function stop() {
+// stop ends the call; hungUp says the user pressed the button, which is a
+// normal end, not a failure.
+async function stop(hungUp = false) {
   const c = client;
   const io = audio;
   client = null;
   audio = null;
+  stopCountdown();
+  if (hungUp && c) {
+    setState('ended');
+    banner('Call ended. Press Start talking for a new one.', 'ended');
+  }
   if (c) c.close();
   if (io) await io.stop();
   ui.talk.textContent = 'Start talking';
@@ -258,5 +314,5 @@ document.addEventListener('securitypolicyviolation', (e) => {
 takeTokenFromFragment();
 window.addEventListener('hashchange', takeTokenFromFragment);
 if (new URLSearchParams(location.search).get('processing') === 'off') ui.processing.checked = false;
-ui.talk.addEventListener('click', () => (client ? stop() : start()));
+ui.talk.addEventListener('click', () => (client ? stop(true) : start()));
 ui.talk.disabled = false;

@@ -1,0 +1,377 @@
+package observability
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"github.com/voicegateway/voicegateway/internal/testkit"
+)
+
+// exposition is what one /metrics answered: each family's type, and each
+// label's values per family.
+type exposition struct {
+	types  map[string]dto.MetricType
+	labels map[string]map[string][]string
+}
+
+// has reports whether a PromQL metric name is exported, a histogram's or
+// summary's _bucket, _sum and _count series included.
+func (e exposition) has(name string) bool {
+	if _, ok := e.types[name]; ok {
+		return true
+	}
+	for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+		if base, ok := strings.CutSuffix(name, suffix); ok {
+			if t, ok := e.types[base]; ok && (t == dto.MetricType_HISTOGRAM || t == dto.MetricType_SUMMARY) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// scrape GETs a /metrics URL and parses the text format.
+func scrape(t *testing.T, url string) exposition {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s", url, resp.Status)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("parsing %s: %v", url, err)
+	}
+	e := exposition{types: map[string]dto.MetricType{}, labels: map[string]map[string][]string{}}
+	for name, f := range families {
+		e.types[name] = f.GetType()
+		e.labels[name] = map[string][]string{}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if !slices.Contains(e.labels[name][l.GetName()], l.GetValue()) {
+					e.labels[name][l.GetName()] = append(e.labels[name][l.GetName()], l.GetValue())
+				}
+			}
+		}
+	}
+	return e
+}
+
+// documentedMetric is one row of a metric table of docs/operations.md.
+type documentedMetric struct {
+	names  []string
+	typ    string
+	labels map[string][]string
+	line   int
+}
+
+var (
+	backticked = regexp.MustCompile("`([^`]+)`")
+	labelSpec  = regexp.MustCompile("^`([a-z_]+)`:\\s*(.*)$")
+)
+
+// documentedMetrics reads the metric tables of docs/operations.md: the
+// voice server's (under "## Metrics") and the operator's (under "### The
+// operator's metrics"). A row is | `name`[, `name`] | type | labels |, the
+// labels cell "`label`: `value`, `value`; `label`: …", then optionally
+// " — " and prose.
+func documentedMetrics(t *testing.T) (server, operator []documentedMetric) {
+	t.Helper()
+	f, err := os.Open(filepath.Join(repoRoot, "docs", "operations.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var section *[]documentedMetric
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		line := sc.Text()
+		switch {
+		case line == "## Metrics":
+			section = &server
+			continue
+		case line == "### The operator's metrics":
+			section = &operator
+			continue
+		case strings.HasPrefix(line, "## "):
+			section = nil
+			continue
+		}
+		if section == nil || !strings.HasPrefix(line, "| `") {
+			continue
+		}
+		cells := strings.Split(strings.Trim(line, "|"), " | ")
+		if len(cells) != 3 {
+			t.Fatalf("docs/operations.md:%d: a metric row has three cells: %q", n, line)
+		}
+		row := documentedMetric{typ: strings.TrimSpace(cells[1]), labels: map[string][]string{}, line: n}
+		for _, m := range backticked.FindAllStringSubmatch(cells[0], -1) {
+			row.names = append(row.names, m[1])
+		}
+		spec, _, _ := strings.Cut(strings.TrimSpace(cells[2]), "—")
+		for _, part := range strings.Split(spec, ";") {
+			part = strings.TrimSpace(part)
+			if part == "" {
+				continue
+			}
+			m := labelSpec.FindStringSubmatch(part)
+			if m == nil {
+				t.Fatalf("docs/operations.md:%d: labels %q are not \"`label`: `value`, …\"", n, part)
+			}
+			for _, v := range backticked.FindAllStringSubmatch(m[2], -1) {
+				row.labels[m[1]] = append(row.labels[m[1]], v[1])
+			}
+			if len(row.labels[m[1]]) == 0 {
+				t.Fatalf("docs/operations.md:%d: label %s lists no values", n, m[1])
+			}
+		}
+		*section = append(*section, row)
+	}
+	if len(server) == 0 || len(operator) == 0 {
+		t.Fatalf("docs/operations.md: %d voice server and %d operator metric rows", len(server), len(operator))
+	}
+	return server, operator
+}
+
+// checkDocumented diffs a metric table with a fresh process's /metrics:
+// every documented metric is exported with its type and every documented
+// label value exists before any event (pre-initialized), and every
+// exported metric with the prefix is documented, its labels included.
+func checkDocumented(t *testing.T, what string, rows []documentedMetric, got exposition, prefix string) {
+	t.Helper()
+	documented := map[string]bool{}
+	for _, row := range rows {
+		for _, name := range row.names {
+			documented[name] = true
+			typ, ok := got.types[name]
+			if !ok {
+				t.Errorf("docs/operations.md:%d documents %s, which a fresh %s does not export", row.line, name, what)
+				continue
+			}
+			if want := strings.ToUpper(row.typ); typ.String() != want {
+				t.Errorf("docs/operations.md:%d: %s is a %s, documented as a %s", row.line, name, strings.ToLower(typ.String()), row.typ)
+			}
+			for label, values := range row.labels {
+				for _, v := range values {
+					if !slices.Contains(got.labels[name][label], v) {
+						t.Errorf("docs/operations.md:%d: %s{%s=%q} is not exported by a fresh %s: create it at start", row.line, name, label, v, what)
+					}
+				}
+			}
+			for label, values := range got.labels[name] {
+				if label == "le" || label == "quantile" {
+					continue
+				}
+				for _, v := range values {
+					if !slices.Contains(row.labels[label], v) {
+						t.Errorf("a fresh %s exports %s{%s=%q}, which docs/operations.md:%d does not list", what, name, label, v, row.line)
+					}
+				}
+			}
+		}
+	}
+	for name := range got.types {
+		if strings.HasPrefix(name, prefix) && !documented[name] {
+			t.Errorf("a fresh %s exports %s, which docs/operations.md's metric table does not document", what, name)
+		}
+	}
+}
+
+// operatorProcess is the manager binary running against the test's API
+// server, its metrics on a loopback port.
+type operatorProcess struct {
+	metricsAddr string
+	logPath     string
+}
+
+// startOperator runs the real operator against the API server and waits
+// until its controller has started (its reconcile counters exist).
+func startOperator(t *testing.T) operatorProcess {
+	t.Helper()
+	p := operatorProcess{metricsAddr: testkit.FreeAddr(t), logPath: filepath.Join(t.TempDir(), "manager.log")}
+	logFile, err := os.Create(p.logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(manager.Path(t), "--kubeconfig="+kubeconfig, "--metrics-bind-address="+p.metricsAddr,
+		"--health-probe-bind-address="+testkit.FreeAddr(t), "--operator-namespace=default", "--status-poll-interval=1s")
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		_ = logFile.Close()
+		close(exited)
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(30 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+		if t.Failed() {
+			data, _ := os.ReadFile(p.logPath)
+			t.Logf("manager log:\n%s", data)
+		}
+	})
+	testkit.Eventually(t, 60*time.Second, func() error {
+		select {
+		case <-exited:
+			data, _ := os.ReadFile(p.logPath)
+			t.Fatalf("the manager exited:\n%s", data)
+		default:
+		}
+		resp, err := http.Get("http://" + p.metricsAddr + "/metrics")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if !bytes.Contains(body, []byte(`controller_runtime_reconcile_errors_total{controller="voicegateway"}`)) {
+			return fmt.Errorf("the voicegateway controller has not started")
+		}
+		return nil
+	})
+	return p
+}
+
+// startVoiceServer runs a fresh voice server with the echo backend.
+func startVoiceServer(t *testing.T) *testkit.Process {
+	t.Helper()
+	return testkit.Start(t, voiceServer.Path(t), "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
+		"--insecure-no-auth", "--propagation-delay", "0s")
+}
+
+// TestMetricTablesAreWhatFreshProcessesExport diffs docs/operations.md's
+// two metric tables against the /metrics of a voice server and an
+// operator that have done nothing yet.
+func TestMetricTablesAreWhatFreshProcessesExport(t *testing.T) {
+	server, operator := documentedMetrics(t)
+	vs := startVoiceServer(t)
+	checkDocumented(t, "voice server", server, scrape(t, "http://"+vs.Admin+"/metrics"), "voicegateway_")
+	op := startOperator(t)
+	checkDocumented(t, "operator", operator, scrape(t, "http://"+op.metricsAddr+"/metrics"), "voicegateway_")
+	vs.Signal(syscall.SIGTERM)
+	if code := vs.WaitExit(30 * time.Second); code != 0 {
+		t.Errorf("voice server exit code %d", code)
+	}
+}
+
+// exportedByBoth is what a fresh voice server and operator export, for the
+// rules' and the dashboard's checks.
+func exportedByBoth(t *testing.T) (server, operator exposition) {
+	t.Helper()
+	vs := startVoiceServer(t)
+	server = scrape(t, "http://"+vs.Admin+"/metrics")
+	op := startOperator(t)
+	operator = scrape(t, "http://"+op.metricsAddr+"/metrics")
+	return server, operator
+}
+
+// checkReadsExported runs expressions through Prometheus' parser
+// (promql-metrics) and fails each that does not parse or reads a metric
+// neither process exports.
+func checkReadsExported(t *testing.T, where string, exprs []string, server, operator exposition) {
+	t.Helper()
+	if len(exprs) == 0 {
+		t.Fatalf("%s: no expressions", where)
+	}
+	for _, r := range promqlMetrics(t, exprs) {
+		if r.Error != "" {
+			t.Errorf("%s: %q does not parse: %s", where, r.Expr, r.Error)
+			continue
+		}
+		if r.Unnamed || len(r.Metrics) == 0 {
+			t.Errorf("%s: %q has a selector without a metric name", where, r.Expr)
+		}
+		for _, name := range r.Metrics {
+			if !server.has(name) && !operator.has(name) {
+				t.Errorf("%s: %q reads %s, which neither the voice server nor the operator exports", where, r.Expr, name)
+			}
+		}
+	}
+}
+
+// promqlResult is one answer of bin/tools/promql-metrics.
+type promqlResult struct {
+	Expr    string   `json:"expr"`
+	Metrics []string `json:"metrics"`
+	Unnamed bool     `json:"unnamed"`
+	Error   string   `json:"error"`
+}
+
+func promqlMetrics(t *testing.T, exprs []string) []promqlResult {
+	t.Helper()
+	in, err := jsonMarshal(exprs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := mustRun(t, toolPath(t, "tools", "promql-metrics"), in)
+	var results []promqlResult
+	if err := jsonUnmarshal(out, &results); err != nil {
+		t.Fatalf("promql-metrics: %v\n%s", err, out)
+	}
+	if len(results) != len(exprs) {
+		t.Fatalf("promql-metrics answered %d of %d expressions", len(results), len(exprs))
+	}
+	return results
+}
+
+// toolPath is a binary of bin/tools or bin/k8s; the test fails when it is
+// missing, naming the script that builds it.
+func toolPath(t *testing.T, dir, name string) string {
+	t.Helper()
+	path := filepath.Join(repoRoot, "bin", dir, name)
+	if _, err := os.Stat(path); err != nil {
+		script := "hack/build-tools.sh (make tools)"
+		if dir == "k8s" {
+			script = "hack/build-k8s-binaries.sh " + name + " (make envtest-binaries)"
+		}
+		t.Fatalf("%s is missing: run %s", path, script)
+	}
+	return path
+}
+
+// mustRun runs a command in the repository root with stdin, failing the
+// test when it fails; it returns stdout.
+func mustRun(t *testing.T, path string, stdin []byte, args ...string) []byte {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, path, args...)
+	cmd.Dir = repoRoot
+	cmd.Stdin = bytes.NewReader(stdin)
+	scratch := t.TempDir()
+	cmd.Env = append(os.Environ(), "HELM_CACHE_HOME="+scratch, "HELM_CONFIG_HOME="+scratch, "HELM_DATA_HOME="+scratch)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%s %s: %v\n%s%s", filepath.Base(path), strings.Join(args, " "), err, stdout.String(), stderr.String())
+	}
+	return stdout.Bytes()
+}
