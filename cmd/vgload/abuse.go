@@ -509,6 +509,7 @@ type abuseServer struct {
 func startAbuseServer(ctx context.Context, cfg abuseConfig, dir string) (*abuseServer, error) {
 	cmd := exec.Command(cfg.serverBin, cfg.serverArgs(dir)...)
 	cmd.Env = append(os.Environ(), "GOMEMLIMIT="+strconv.FormatInt(cfg.gomemlimit, 10))
+	dieWithParent(cmd)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return nil, err

@@ -187,6 +187,37 @@ func closeAttackers(as []*attacker) {
 	}
 }
 
+// freshHonest opens n sessions with the honest key, each from its own
+// address (198.51.100.base and up), and counts those the server still
+// holds a second later (a refusal after the upgrade, such as memory_limit,
+// closes them at once) and how the others ended; it closes them all.
+func freshHonest(ctx context.Context, env *abuseEnv, n, base int) (held int, refused map[string]int) {
+	refused = map[string]int{}
+	var as []*attacker
+	for i := range n {
+		a, why := dialAttacker(ctx, env, env.keys["honest"], "", fmt.Sprintf("198.51.100.%d", base+i), true)
+		if a == nil {
+			refused["refused "+why]++
+			continue
+		}
+		as = append(as, a)
+	}
+	select {
+	case <-time.After(time.Second):
+	case <-ctx.Done():
+	}
+	for _, a := range as {
+		select {
+		case <-a.done:
+			refused["closed: "+a.end]++
+		default:
+			held++
+		}
+	}
+	closeAttackers(as)
+	return held, refused
+}
+
 // addr is a client address of the attacker's: TEST-NET-3 for IPv4.
 func attackerAddr(n int) string { return fmt.Sprintf("203.0.%d.%d", 113+n/250, 1+n%250) }
 
@@ -238,6 +269,20 @@ func attackStuffing(ctx context.Context, env *abuseEnv) attackResult {
 				}
 			}
 		}()
+	}
+	// Honest newcomers while the stuffers hold what the budget lets them:
+	// the promises' eighth is kept for them.
+	select {
+	case <-time.After(time.Until(deadline) / 2):
+	case <-ctx.Done():
+	}
+	fresh, refused := freshHonest(ctx, env, 10, 150)
+	res.got["fresh honest session (mid-attack)"] = fresh
+	for k, v := range refused {
+		res.got["fresh honest "+k] += v
+	}
+	if fresh < 10 {
+		res.violations = append(res.violations, fmt.Sprintf("%d of 10 fresh honest sessions refused or cut mid-attack", 10-fresh))
 	}
 	wg.Wait()
 	open := 0
@@ -571,6 +616,12 @@ func attackBigHeaders(ctx context.Context, env *abuseEnv) attackResult {
 			res.violations = append(res.violations, "answered "+k)
 		}
 	}
+	// A server that closes every such connection without a word also
+	// reads nothing more, but it would leave the client guessing: the
+	// limit is a 431.
+	if res.got["HTTP 431"] == 0 {
+		res.violations = append(res.violations, "no request answered 431")
+	}
 	return res
 }
 
@@ -683,6 +734,11 @@ func attackHandshakeFlood(ctx context.Context, env *abuseEnv) attackResult {
 	}
 	if res.got["fresh honest session"] < 20 {
 		res.violations = append(res.violations, "fresh honest upgrades refused during the flood")
+	}
+	// The flood waits out the suspicious delay; beyond the waiters' cap
+	// it is refused at once, so it never holds every handshake slot.
+	if res.got["429 rate_limited"] == 0 {
+		res.violations = append(res.violations, "no upgrade refused with 429 beyond the waiters' cap")
 	}
 	closeAttackers(opened)
 	return res

@@ -275,6 +275,15 @@ func (s *Server) revokeSessions(keys *auth.KeySet) {
 	}
 }
 
+// revoked reports whether the API key a session was admitted with (or
+// the key that minted its client token) is gone from the key file. The
+// acceptor asks once the session is registered: a key file change that
+// revoked the key while the session was being admitted looked at the
+// registry before the session was in it.
+func (s *Server) revoked(id session.Identity) bool {
+	return s.keys != nil && id.APIKeyID != "" && !s.keys.Keys().HasID(id.APIKeyID)
+}
+
 // Metrics exposes the server's metrics (tests read them).
 func (s *Server) Metrics() *metrics.Server { return s.metrics }
 

@@ -42,6 +42,7 @@ func (s *Server) publicHandler() http.Handler {
 		Memory:        s.memory,
 		MaxHandshakes: s.cfg.Sessions.MaxHandshakes,
 		Refuse:        s.refuse,
+		Revoked:       s.revoked,
 	})
 	mux.HandleFunc("POST "+PathClientTokens, s.handleClientToken)
 	web.Register(mux) // the demo page at /
@@ -128,7 +129,10 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, useToken bool) (a
 				s.refuse(w, http.StatusTooManyRequests, protocol.CodeRateLimited, "too many attempts from suspicious addresses are waiting; retry later", d.Delay)
 				return admission{}, false
 			}
+			delayed := s.metrics.Admission.AuthDelayed
+			delayed.Inc()
 			slept := s.sleep(r.Context(), d.Delay)
+			delayed.Dec()
 			s.suspiciousWaiting.Add(-1)
 			if !slept {
 				return admission{}, false

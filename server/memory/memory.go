@@ -1,5 +1,6 @@
 // Package memory keeps the bytes clients can make the voice server hold —
-// buffered input audio, committed turns waiting to be played, messages
+// a client message being read, buffered input audio, committed turns
+// waiting to be played, what a session keeps of its settings, messages
 // queued for a client or for an upstream — within a budget, so that no mix
 // of clients can push the process past its memory limit and get the pod,
 // and every honest call on it, OOM-killed.
@@ -10,12 +11,22 @@
 // guaranteed buffer (GuaranteedBytes) that covers an ordinary conversation.
 // The budget counts, for every account, the larger of its promise and what
 // it holds. A new session is admitted only while the promises fit in
-// AdmitShare of the budget; buffering beyond a session's promise is granted
-// only while the budget has room and leaves the rest (100 − AdmitShare) to
-// promises, so that no hoarding keeps new sessions out. So a session that
-// talks the way people talk is never refused, whatever other clients hoard,
-// a new one finds room as long as the promises do, and what all of them
-// hold together never exceeds the budget.
+// AdmitShare of the budget and its promise fits in what the budget has
+// left; buffering beyond a session's promise, of every kind (output on its
+// way to the client included), is granted only while everything counted
+// stays within AdmitShare. So the rest of the budget (100 − AdmitShare) is
+// only ever promised: a session that talks the way people talk is never
+// refused, whatever other clients hoard, and a new one finds room for its
+// promise as long as the promises do.
+//
+// One thing passes the budget, and it is bounded: with the budget spent, a
+// session beyond its promise may still queue up to OutputGrace bytes of
+// output (a client that reads holds a few messages at most, and refusing
+// them would end it as too slow), and every session its last message, the
+// error that says why it ends (Force). What is let through so is counted
+// apart (Over): it never keeps a new session out, and what all sessions
+// hold never passes the budget by more than OutputGrace a session plus
+// each one's final message.
 //
 // An account releases everything it holds when it is closed; a session
 // closes it when it ends, on every path, so there is nothing to leak.
@@ -38,7 +49,9 @@ type Kind int
 
 const (
 	// Session is what a session costs besides its buffers (its connection
-	// buffers, goroutine stack and state), charged when it is admitted.
+	// buffers, goroutine stack and state), charged when it is admitted,
+	// and the settings a backend keeps for it (the echo backend's
+	// instructions).
 	Session Kind = iota
 	// Audio is buffered input audio and committed turns waiting to be
 	// played (the echo backend).
@@ -48,6 +61,9 @@ const (
 	// Upstream is client messages queued for an upstream (the openai
 	// backend).
 	Upstream
+	// Inbound is a client message being read, beyond the small buffer
+	// every message starts in (part of the session's own cost).
+	Inbound
 	numKinds
 )
 
@@ -56,7 +72,8 @@ func (k Kind) String() string { return metrics.MemoryKinds[k] }
 
 const (
 	// SessionBytes is charged to every session when it is admitted: an
-	// idle session holds about 25 KB (docs/benchmarks.md).
+	// idle session holds about 25 KB (docs/benchmarks.md), and a message
+	// being read starts in an 8 KiB buffer.
 	SessionBytes = 32 << 10
 	// GuaranteedBytes is the buffer every session is promised on top: a
 	// caller taking 1 s turns at 24 kHz holds up to about 150 KB (the turn
@@ -65,6 +82,11 @@ const (
 	GuaranteedBytes = 192 << 10
 	// Promised is what admission sets aside for each session.
 	Promised = SessionBytes + GuaranteedBytes
+	// OutputGrace is the output a session beyond its promise may still
+	// queue for its client when the budget is spent (ReserveOutput): a
+	// client that reads holds a few messages at most, so only one that
+	// has fallen behind is cut off for the budget's sake.
+	OutputGrace = 64 << 10
 )
 
 // Share is the part of the memory limit clients may make the server hold,
@@ -73,8 +95,8 @@ const (
 const Share = 50
 
 // AdmitShare is the part of the budget, in percent, that promises to
-// sessions may take: the rest is kept for sessions that buffer more than
-// their promise.
+// sessions, and what sessions hold beyond them, may take: the rest is only
+// ever promised, to new sessions.
 const AdmitShare = 87.5
 
 // Budget is the process's memory budget: a limit and the bytes counted
@@ -82,14 +104,18 @@ const AdmitShare = 87.5
 // nothing is refused. It is safe for concurrent use.
 type Budget struct {
 	limit int64
-	// admitLimit bounds the promises, and what is counted when an account
-	// holds more than its promise: the rest of the budget is only ever
+	// admitLimit bounds the promises, and what is counted when accounts
+	// hold more than their promises: the rest of the budget is only ever
 	// promised, so hoarders cannot keep new sessions out.
 	admitLimit int64
 	// reserved is what counts against the budget: the promises and what
-	// accounts hold beyond them; promised is the promises alone.
+	// accounts were granted beyond them; promised is the promises alone;
+	// over is what accounts were let hold beyond the budget (output to a
+	// client that reads, final messages), counted apart so that it keeps
+	// no new session out.
 	reserved atomic.Int64
 	promised atomic.Int64
+	over     atomic.Int64
 
 	reservedGauge prometheus.Gauge
 	accounted     [numKinds]prometheus.Gauge
@@ -125,8 +151,13 @@ func BudgetFor(limit int64) int64 { return limit/100*Share + limit%100*Share/100
 // Limit is the budget in bytes; 0 when there is none.
 func (b *Budget) Limit() int64 { return b.limit }
 
-// Reserved is what counts against the budget now.
-func (b *Budget) Reserved() int64 { return b.reserved.Load() }
+// Reserved is what accounts are charged now: what counts against the
+// budget, and what was let through beyond it (Over).
+func (b *Budget) Reserved() int64 { return b.reserved.Load() + b.over.Load() }
+
+// Over is what accounts were let hold beyond the budget: output for
+// clients that read while the budget was spent, and final messages.
+func (b *Budget) Over() int64 { return b.over.Load() }
 
 // MaxSessions is how many idle sessions the budget admits.
 func (b *Budget) MaxSessions() int {
@@ -138,8 +169,9 @@ func (b *Budget) MaxSessions() int {
 
 // Open admits a session: it sets its promise aside and returns its
 // account, or false when the promises would pass AdmitShare of the budget
-// or the promise does not fit in it (the caller refuses the session with
-// memory_limit).
+// or the promise does not fit in what the budget has left (the caller
+// refuses the session with memory_limit). What accounts were let hold
+// beyond the budget does not count here.
 func (b *Budget) Open() (*Account, bool) {
 	if !add(&b.promised, Promised, b.admitLimit, b.limit) {
 		b.refusedOpen.Inc()
@@ -179,10 +211,17 @@ func add(v *atomic.Int64, n, limit, budget int64) bool {
 	}
 }
 
-func (b *Budget) give(n int64) {
+// give gives back n bytes counted against the budget, and over bytes let
+// through beyond it.
+func (b *Budget) give(n, over int64) {
 	if n != 0 {
 		b.reserved.Add(-n)
-		b.reservedGauge.Sub(float64(n))
+	}
+	if over != 0 {
+		b.over.Add(-over)
+	}
+	if n+over != 0 {
+		b.reservedGauge.Sub(float64(n + over))
 	}
 }
 
@@ -196,17 +235,20 @@ type Account struct {
 	held    [numKinds]int64
 	total   int64 // the sum of held
 	promise int64 // set aside at Open
-	closed  bool
+	// over is the part of the charge let through beyond the budget
+	// (ReserveOutput, Force); it is given back first.
+	over   int64
+	closed bool
 }
 
-// charged is what the account counts against the budget.
+// charged is what the account counts: against the budget, and beyond it
+// (over).
 func (a *Account) charged() int64 { return max(a.total, a.promise) }
 
 // Reserve takes n bytes of kind k for the session. Within the session's
 // promise it always succeeds; beyond it, only while what the budget counts
-// stays within AdmitShare of it (Outbound: within the whole budget).
-// It returns false (and counts a refusal) otherwise, and once the account
-// is closed.
+// stays within AdmitShare of it. It returns false (and counts a refusal)
+// otherwise, and once the account is closed.
 func (a *Account) Reserve(k Kind, n int64) bool {
 	if a == nil || n <= 0 {
 		return true
@@ -216,17 +258,7 @@ func (a *Account) Reserve(k Kind, n int64) bool {
 	if a.closed {
 		return false
 	}
-	before := a.charged()
-	extra := max(a.total+n, a.promise) - before
-	// Beyond the promises, what is buffered stays under AdmitShare of the
-	// budget: the rest is kept for new sessions' promises. Output on its
-	// way to a client may use the rest too: it is gone as soon as the
-	// client reads, and refusing it ends the session (slow_consumer).
-	ceiling := a.b.admitLimit
-	if k == Outbound {
-		ceiling = a.b.limit
-	}
-	if extra > 0 && !a.b.take(extra, ceiling) {
+	if extra := max(a.total+n, a.promise) - a.charged(); extra > 0 && !a.b.take(extra, a.b.admitLimit) {
 		a.b.refused[k].Inc()
 		return false
 	}
@@ -234,8 +266,35 @@ func (a *Account) Reserve(k Kind, n int64) bool {
 	return true
 }
 
-// Force takes n bytes whether or not the budget has room: for the one
-// message that tells a client why its session ends.
+// ReserveOutput takes n bytes of output queued for the client. It is
+// Reserve, except that with the budget spent a session beyond its promise
+// still gets them while it holds no more than OutputGrace of output with
+// them, beyond the budget (Over). It returns false (and counts a refusal)
+// only for a session that would hold more: a client that has fallen
+// behind, which the caller ends as too slow.
+func (a *Account) ReserveOutput(n int64) bool {
+	if a == nil || n <= 0 {
+		return true
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.closed {
+		return false
+	}
+	if extra := max(a.total+n, a.promise) - a.charged(); extra > 0 && !a.b.take(extra, a.b.admitLimit) {
+		if a.held[Outbound]+n > OutputGrace {
+			a.b.refused[Outbound].Inc()
+			return false
+		}
+		a.passOver(extra)
+	}
+	a.add(Outbound, n)
+	return true
+}
+
+// Force takes n bytes whether or not the budget has room, beyond it if
+// need be (Over): for the one message that tells a client why its session
+// ends.
 func (a *Account) Force(k Kind, n int64) {
 	if a == nil || n <= 0 {
 		return
@@ -245,9 +304,17 @@ func (a *Account) Force(k Kind, n int64) {
 	if a.closed {
 		return
 	}
-	before := a.charged()
-	a.b.take(max(a.total+n, a.promise)-before, math.MaxInt64)
+	if extra := max(a.total+n, a.promise) - a.charged(); extra > 0 && !a.b.take(extra, a.b.admitLimit) {
+		a.passOver(extra)
+	}
 	a.add(k, n)
+}
+
+// passOver lets the account hold n bytes beyond the budget (with mu held).
+func (a *Account) passOver(n int64) {
+	a.over += n
+	a.b.over.Add(n)
+	a.b.reservedGauge.Add(float64(n))
 }
 
 func (a *Account) add(k Kind, n int64) {
@@ -257,7 +324,8 @@ func (a *Account) add(k Kind, n int64) {
 }
 
 // Release gives back n bytes of kind k (at most what the account holds of
-// it). After Close it does nothing: Close gave everything back.
+// it); what was let through beyond the budget goes first. After Close it
+// does nothing: Close gave everything back.
 func (a *Account) Release(k Kind, n int64) {
 	if a == nil || n <= 0 {
 		return
@@ -272,7 +340,10 @@ func (a *Account) Release(k Kind, n int64) {
 	a.held[k] -= n
 	a.total -= n
 	a.b.accounted[k].Sub(float64(n))
-	a.b.give(before - a.charged())
+	freed := before - a.charged()
+	over := min(freed, a.over)
+	a.over -= over
+	a.b.give(freed-over, over)
 }
 
 // Held is what the account holds of kind k.
@@ -287,7 +358,7 @@ func (a *Account) Held(k Kind) int64 {
 
 // Close gives back everything the account holds and its promise; later
 // reservations are refused and releases do nothing. It is safe to call
-// more than once.
+// more than once, and on a nil account.
 func (a *Account) Close() {
 	if a == nil {
 		return
@@ -298,7 +369,8 @@ func (a *Account) Close() {
 		return
 	}
 	a.closed = true
-	a.b.give(a.charged())
+	a.b.give(a.charged()-a.over, a.over)
+	a.over = 0
 	a.b.promised.Add(-a.promise)
 	for k := range numKinds {
 		a.b.accounted[k].Sub(float64(a.held[k]))

@@ -63,13 +63,22 @@ func TestReserveWithinThePromiseAlwaysSucceeds(t *testing.T) {
 	if honest.Reserve(Audio, 1) {
 		t.Fatal("a byte of audio past the honest session's promise granted from a spent budget")
 	}
-	// Output may take the eighth kept for promises, and no more.
+	// With the budget spent, output for a client that reads still gets
+	// OutputGrace beyond it, counted apart (Over), and no more: the rest
+	// of the budget stays kept for new sessions' promises.
+	// (The client read its output; audio fills the promise instead.)
+	honest.Release(Outbound, GuaranteedBytes/2)
+	if !honest.Reserve(Audio, GuaranteedBytes/2) {
+		t.Fatal("a session's promise refused while another hoards")
+	}
+	reservedBefore := b.Reserved()
 	out := int64(0)
-	for honest.Reserve(Outbound, 4<<10) {
+	for honest.ReserveOutput(4 << 10) {
 		out += 4 << 10
 	}
-	if out == 0 || b.Reserved() > b.Limit() || b.Reserved() < b.Limit()-4<<10 {
-		t.Fatalf("output took %d bytes; reserved %d of %d", out, b.Reserved(), b.Limit())
+	if out != OutputGrace || b.Over() != out || b.Reserved() != reservedBefore+out {
+		t.Fatalf("output past a spent budget took %d bytes (over %d, reserved %d from %d), want %d",
+			out, b.Over(), b.Reserved(), reservedBefore, OutputGrace)
 	}
 	if got := testutil.ToFloat64(m.Admission.MemoryRefusals.WithLabelValues("buffer")); got != 2 {
 		t.Fatalf("buffer refusals = %v, want 2", got)
@@ -77,8 +86,15 @@ func TestReserveWithinThePromiseAlwaysSucceeds(t *testing.T) {
 	if got := testutil.ToFloat64(m.Admission.MemoryRefusals.WithLabelValues("outbound")); got != 1 {
 		t.Fatalf("outbound refusals = %v, want 1", got)
 	}
+	// What passed the budget keeps no new session out: only promises do.
+	if _, ok := b.Open(); !ok {
+		t.Fatal("output let through past the budget kept a new session out")
+	}
 	// Giving back what the hog held beyond its promise makes room again.
 	honest.Release(Outbound, out)
+	if b.Over() != 0 {
+		t.Fatalf("over %d after the output was given back, want 0", b.Over())
+	}
 	hog.Release(Audio, taken)
 	if !honest.Reserve(Audio, 1) {
 		t.Fatal("released room not granted")

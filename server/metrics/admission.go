@@ -19,8 +19,11 @@ type Admission struct {
 	MemoryRefusals *prometheus.CounterVec
 
 	// HandshakesInFlight are requests on the sessions path that are not
-	// a session yet (admission, upgrade).
+	// a session yet (admission, upgrade, a refusal's close).
 	HandshakesInFlight prometheus.Gauge
+	// AuthDelayed are requests from suspicious client addresses waiting
+	// out the rate limiter's delay before they are looked at.
+	AuthDelayed prometheus.Gauge
 
 	registry *prometheus.Registry
 }
@@ -41,7 +44,7 @@ func (a Admission) RegisterTokenUses(stats func() (tracked int, evictions int64)
 }
 
 // MemoryKinds are the kind labels of voicegateway_memory_accounted_bytes.
-var MemoryKinds = []string{"session", "audio", "outbound", "upstream"}
+var MemoryKinds = []string{"session", "audio", "outbound", "upstream", "inbound"}
 
 // MemoryRefusalKinds are the what labels of voicegateway_memory_refusals_total:
 // a new session, buffering in a session, a client's outbound queue.
@@ -55,11 +58,11 @@ func newAdmission(reg *prometheus.Registry) Admission {
 		}),
 		MemoryReserved: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: namespace, Name: "memory_reserved_bytes",
-			Help: "Bytes counted against the memory budget: each session's promised bytes, or what it holds when more.",
+			Help: "Bytes counted against the memory budget: each session's promised bytes, or what it holds when more (output let through to clients that read past a spent budget included).",
 		}),
 		MemoryAccounted: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: namespace, Name: "memory_accounted_bytes",
-			Help: "Bytes sessions hold, by kind: session (per-session cost), audio (buffered input and turns), outbound (queued for clients), upstream (queued for upstreams).",
+			Help: "Bytes sessions hold, by kind: session (per-session cost and kept settings), audio (buffered input and turns), outbound (queued for clients), upstream (queued for upstreams), inbound (client messages being read).",
 		}, []string{"kind"}),
 		MemoryRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "memory_refusals_total",
@@ -69,9 +72,13 @@ func newAdmission(reg *prometheus.Registry) Admission {
 			Namespace: namespace, Name: "handshakes_in_flight",
 			Help: "Requests on the sessions path that are not a session yet (at most --max-handshakes; more are refused with server_busy).",
 		}),
+		AuthDelayed: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "auth_delayed_requests",
+			Help: "Requests from suspicious client addresses waiting out --auth-suspicious-delay (at most half of --max-handshakes; more are refused with rate_limited).",
+		}),
 		registry: reg,
 	}
-	reg.MustRegister(a.MemoryBudget, a.MemoryReserved, a.MemoryAccounted, a.MemoryRefusals, a.HandshakesInFlight)
+	reg.MustRegister(a.MemoryBudget, a.MemoryReserved, a.MemoryAccounted, a.MemoryRefusals, a.HandshakesInFlight, a.AuthDelayed)
 	for _, kind := range MemoryKinds {
 		a.MemoryAccounted.WithLabelValues(kind)
 	}

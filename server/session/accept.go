@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/voicegateway/voicegateway/server/memory"
 	"github.com/voicegateway/voicegateway/server/protocol"
@@ -74,6 +75,11 @@ type Acceptor struct {
 	// Refuse writes an HTTP refusal (the gateway's, with its metrics);
 	// nil writes the same JSON body without them.
 	Refuse func(w http.ResponseWriter, status int, code protocol.Code, message string, retryAfter time.Duration)
+	// Revoked, when set, reports whether the credential a session was
+	// admitted with has been revoked since. It is asked once the session is
+	// registered: a revocation that looks at the registry before that
+	// misses the session, and this check, which comes after, does not.
+	Revoked func(Identity) bool
 
 	own        sync.WaitGroup
 	handshakes atomic.Int64
@@ -99,45 +105,73 @@ func (a *Acceptor) beginHandshake() (end func(), ok bool) {
 		a.handshakes.Add(-1)
 		return nil, false
 	}
-	gauge := a.Options.Metrics.Admission.HandshakesInFlight
-	gauge.Inc()
+	var gauge prometheus.Gauge
+	if m := a.Options.Metrics; m != nil {
+		gauge = m.Admission.HandshakesInFlight
+		gauge.Inc()
+	}
 	var once sync.Once
 	return func() {
 		once.Do(func() {
 			a.handshakes.Add(-1)
-			gauge.Dec()
+			if gauge != nil {
+				gauge.Dec()
+			}
 		})
 	}, true
 }
 
-// limits is the step where an upgraded session must fit: the registry's
-// caps (sessions, per API key, per client network; draining), then the
-// memory budget's promise. It registers the session and gives it its
-// memory account, or returns the refusal the client is told.
+// limits is the step where an upgraded session must fit: the memory
+// budget's promise, then the registry's caps (sessions, per API key, per
+// client network; draining), which register it, then the credential's last
+// look (Revoked). The session gets its memory account before it is
+// registered: from then on revocation and the drain may reach it, and what
+// they send is charged to that account. It returns the function that
+// unregisters the session, or the refusal the client is told; a refused
+// session is unregistered and its account is closed once it is rejected
+// (Session.Reject).
 func (a *Acceptor) limits(sess *Session) (remove func(), refusal *protocol.Error) {
-	remove, err := a.Registry.Add(sess)
-	switch {
-	case errors.Is(err, ErrLimit):
-		return nil, protocol.Fatal(protocol.CodeSessionLimit, protocol.CloseTryAgainLater, "this server is at its session limit; retry shortly")
-	case errors.Is(err, ErrAPIKeyLimit):
-		return nil, protocol.Fatal(protocol.CodeAPIKeySessionLimit, protocol.ClosePolicyViolation,
-			"this API key holds as many sessions on this server as it may; end one first")
-	case errors.Is(err, ErrClientIPLimit):
-		return nil, protocol.Fatal(protocol.CodeClientIPSessionLimit, protocol.ClosePolicyViolation,
-			"your address holds as many sessions on this server as it may; end one first")
-	case err != nil:
-		return nil, protocol.Fatal(protocol.CodeServerDraining, protocol.CloseTryAgainLater, "this server is shutting down; retry")
-	}
 	if a.Memory != nil {
 		acct, ok := a.Memory.Open()
 		if !ok {
-			remove()
+			// A cap of the registry's says more (a caller at its share
+			// should not retry): it wins when both refuse.
+			if refusal := registryRefusal(a.Registry.admits(sess)); refusal != nil {
+				return nil, refusal
+			}
 			return nil, protocol.Fatal(protocol.CodeMemoryLimit, protocol.CloseTryAgainLater,
 				"this server's memory is promised to the sessions it holds; retry shortly (another server may have room)")
 		}
 		sess.admit(acct)
 	}
+	remove, err := a.Registry.Add(sess)
+	if err != nil {
+		return nil, registryRefusal(err)
+	}
+	if a.Revoked != nil && a.Revoked(sess.Identity()) {
+		remove()
+		return nil, protocol.Fatal(protocol.CodeCredentialRevoked, protocol.ClosePolicyViolation,
+			"the API key this session was opened with was revoked")
+	}
 	return remove, nil
+}
+
+// registryRefusal is what the client is told when the registry does not
+// take its session; nil for no error.
+func registryRefusal(err error) *protocol.Error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, ErrLimit):
+		return protocol.Fatal(protocol.CodeSessionLimit, protocol.CloseTryAgainLater, "this server is at its session limit; retry shortly")
+	case errors.Is(err, ErrAPIKeyLimit):
+		return protocol.Fatal(protocol.CodeAPIKeySessionLimit, protocol.ClosePolicyViolation,
+			"this API key holds as many sessions on this server as it may; end one first")
+	case errors.Is(err, ErrClientIPLimit):
+		return protocol.Fatal(protocol.CodeClientIPSessionLimit, protocol.ClosePolicyViolation,
+			"your address holds as many sessions on this server as it may; end one first")
+	}
+	return protocol.Fatal(protocol.CodeServerDraining, protocol.CloseTryAgainLater, "this server is shutting down; retry")
 }
 
 // refuse answers a request before the upgrade.
@@ -209,10 +243,12 @@ func (a *Acceptor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	sess := New(conn, opts)
 	remove, refusal := a.limits(sess)
 	if refusal != nil {
-		// The handshake is over: a client that does not answer the close
-		// frame holds no slot meanwhile.
-		endHandshake()
+		// The refusal keeps its handshake slot until the connection is
+		// closed (Reject cuts a client that does not answer its close
+		// frame after abortCloseTimeout): clients refused again and again
+		// hold at most --max-handshakes connections between them.
 		sess.Reject(refusal)
+		sess.acct.Close()
 		return
 	}
 	admitted = true

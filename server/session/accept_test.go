@@ -461,3 +461,30 @@ func TestBackendFailuresEndOnlyTheirSession(t *testing.T) {
 		})
 	}
 }
+
+// TestRevokedWhileAdmittedIsRefused: a credential revoked while its
+// session was being admitted — after Admit looked at it, before the
+// session was in the registry where revocation looks — is caught by the
+// acceptor's last look (Revoked) once the session is registered: the
+// client is told credential_revoked (1008) and nothing of it is left.
+func TestRevokedWhileAdmittedIsRefused(t *testing.T) {
+	revoked := map[string]bool{"key-gone": true}
+	h := serve(t, nil, func(a *session.Acceptor) {
+		a.Admit = func(w http.ResponseWriter, r *http.Request) (session.Grant, bool) {
+			return session.Grant{Identity: session.Identity{APIKeyID: r.URL.Query().Get("key")}}, true
+		}
+		a.Revoked = func(id session.Identity) bool { return revoked[id.APIKeyID] }
+	})
+	c := h.dial("key=key-gone", nil)
+	code, frames := sessiontest.ReadClose(t, c)
+	if code != websocket.StatusPolicyViolation || len(frames) == 0 || frames[len(frames)-1].ErrorCode() != "credential_revoked" {
+		t.Fatalf("a revoked credential's session: close %v, frames %v; want 1008 credential_revoked", code, frames)
+	}
+	h.waitSessions(0)
+	// A credential still held is admitted as before.
+	ok := h.dial("key=key-kept", nil)
+	sessiontest.ReadUntil(t, ok, "session.created")
+	h.waitSessions(1)
+	_ = ok.Close(websocket.StatusNormalClosure, "")
+	h.waitSessions(0)
+}

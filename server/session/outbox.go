@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"k8s.io/utils/clock"
 
 	"github.com/voicegateway/voicegateway/server/internal/msgbuf"
 	"github.com/voicegateway/voicegateway/server/memory"
@@ -157,21 +158,22 @@ func (o *outbox) hasRoomLocked() bool {
 	return len(o.msgs)+headroom <= o.limit && (o.limitBytes == 0 || o.bytes <= o.limitBytes-o.limitBytes/4)
 }
 
-// waitRoom waits until hasRoom, at most timeout; false means the queue
-// stayed full that long: the client does not take its output.
-func (o *outbox) waitRoom(timeout time.Duration) bool {
+// waitRoom waits until hasRoom, at most timeout on clk; false means the
+// queue stayed full that long: the client does not take its output. The
+// session's ending wakes it (close).
+func (o *outbox) waitRoom(clk clock.WithTicker, timeout time.Duration) bool {
 	o.mu.Lock()
 	ok := o.hasRoomLocked()
 	o.mu.Unlock()
 	if ok {
 		return true
 	}
-	t := time.NewTimer(timeout)
+	t := clk.NewTimer(timeout)
 	defer t.Stop()
 	for {
 		select {
 		case <-o.room:
-		case <-t.C:
+		case <-t.C():
 			o.mu.Lock()
 			defer o.mu.Unlock()
 			return o.hasRoomLocked()

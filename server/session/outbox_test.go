@@ -4,10 +4,13 @@ import (
 	"fmt"
 	"runtime/debug"
 	"testing"
+	"time"
 	"unsafe"
 
 	"github.com/coder/websocket"
+	clocktesting "k8s.io/utils/clock/testing"
 
+	"github.com/voicegateway/voicegateway/internal/testkit"
 	"github.com/voicegateway/voicegateway/server/internal/msgbuf"
 )
 
@@ -299,5 +302,41 @@ func TestOutboxCloseDiscardReleasesBuffers(t *testing.T) {
 	}
 	if found == 0 {
 		t.Errorf("none of the %d discarded messages' buffers came back to the pool", queued)
+	}
+}
+
+// TestOutboxCloseWakesWaitRoom: a reader waiting for room in a full queue
+// is woken when the session ends (Shutdown, Abort and every other end
+// close the outbox), not left waiting out its timeout; and a queue that
+// stays full until the timeout reports no room. Timers are on a fake
+// clock, so neither depends on the wall clock.
+func TestOutboxCloseWakesWaitRoom(t *testing.T) {
+	clk := clocktesting.NewFakeClock(time.Unix(0, 0))
+	o := newTestOutbox(2)
+	for i := range 2 {
+		o.push(textMessage(fmt.Sprint("message ", i)), false)
+	}
+	woke := make(chan bool, 1)
+	go func() { woke <- o.waitRoom(clk, time.Hour) }()
+	testkit.Eventually(t, 5*time.Second, testkit.That("the reader to wait on its timer", clk.HasWaiters))
+	o.close(true)
+	select {
+	case ok := <-woke:
+		if !ok {
+			t.Fatal("waitRoom on a closed outbox reported no room: the reader would end the session as slow")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("closing the outbox did not wake a reader waiting for room")
+	}
+
+	full := newTestOutbox(2)
+	for i := range 2 {
+		full.push(textMessage(fmt.Sprint("message ", i)), false)
+	}
+	go func() { woke <- full.waitRoom(clk, time.Second) }()
+	testkit.Eventually(t, 5*time.Second, testkit.That("the reader to wait on its timer", clk.HasWaiters))
+	clk.Step(time.Second)
+	if <-woke {
+		t.Fatal("a queue full until the timeout reported room")
 	}
 }

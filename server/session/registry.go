@@ -60,19 +60,10 @@ func (r *Registry) WithCredentialLimits(perAPIKey, perClientNet int) *Registry {
 func (r *Registry) Add(s *Session) (remove func(), err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.closed {
-		return nil, ErrClosed
-	}
-	if len(r.sessions) >= r.limit {
-		return nil, ErrLimit
+	if err := r.admitsLocked(s); err != nil {
+		return nil, err
 	}
 	id := s.opts.Identity
-	if id.APIKeyID != "" && r.perAPIKey > 0 && r.byAPIKey[id.APIKeyID] >= r.perAPIKey {
-		return nil, ErrAPIKeyLimit
-	}
-	if id.ClientNet.IsValid() && r.perClientNet > 0 && r.byClientNet[id.ClientNet] >= r.perClientNet {
-		return nil, ErrClientIPLimit
-	}
 	r.sessions[s.id] = s
 	if id.APIKeyID != "" {
 		r.byAPIKey[id.APIKeyID]++
@@ -82,6 +73,30 @@ func (r *Registry) Add(s *Session) (remove func(), err error) {
 	}
 	var once sync.Once
 	return func() { once.Do(func() { r.remove(s) }) }, nil
+}
+
+// admits reports the error Add would return for s now, without adding it.
+func (r *Registry) admits(s *Session) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.admitsLocked(s)
+}
+
+func (r *Registry) admitsLocked(s *Session) error {
+	if r.closed {
+		return ErrClosed
+	}
+	if len(r.sessions) >= r.limit {
+		return ErrLimit
+	}
+	id := s.opts.Identity
+	if id.APIKeyID != "" && r.perAPIKey > 0 && r.byAPIKey[id.APIKeyID] >= r.perAPIKey {
+		return ErrAPIKeyLimit
+	}
+	if id.ClientNet.IsValid() && r.perClientNet > 0 && r.byClientNet[id.ClientNet] >= r.perClientNet {
+		return ErrClientIPLimit
+	}
+	return nil
 }
 
 func (r *Registry) remove(s *Session) {

@@ -193,12 +193,22 @@ func newID() string {
 	return "sess_" + hex.EncodeToString(b[:])
 }
 
-// Reject ends a session that was never admitted (session limit, draining)
-// with an error event and close code, and waits until the connection is closed.
+// Reject ends a session that was never admitted (a limit, draining) with
+// an error event and close code, and waits until the connection is closed:
+// at most abortCloseTimeout, after which a client that has not answered
+// the close frame is cut off (the library would wait five seconds to write
+// the close and five more for the answer).
 func (s *Session) Reject(e *protocol.Error) {
+	var cut *time.Timer
+	if s.opts.RawConn != nil {
+		cut = time.AfterFunc(abortCloseTimeout, func() { _ = s.opts.RawConn.Close() })
+	}
 	s.finish(ending{closeCode: e.CloseCode, reason: string(e.Code), event: e})
 	s.writers.Wait()
 	s.stopCut()
+	if cut != nil {
+		cut.Stop()
+	}
 }
 
 // stopCut stops the cut of a slow session's connection; the writer is out.
@@ -335,7 +345,7 @@ func (s *Session) readLoop(bconn backend.Conn) {
 		// answers again. A client that reads gets it as fast as it takes
 		// its output; one that does not is a slow consumer after
 		// --write-timeout, never because it sent a burst.
-		if !s.out.waitRoom(cfg.WriteTimeout) {
+		if !s.out.waitRoom(s.opts.Clock, cfg.WriteTimeout) {
 			s.slowConsumer()
 			return
 		}
@@ -344,22 +354,21 @@ func (s *Session) readLoop(bconn backend.Conn) {
 			s.readFailed(err)
 			return
 		}
-		buf := msgbuf.Get(0)
-		n, err := msgbuf.ReadMessage(r, buf, cfg.MaxMessageBytes)
-		if err != nil {
-			msgbuf.Put(buf)
-			if errors.Is(err, msgbuf.ErrTooLarge) {
+		in := s.readMessage(r)
+		if in.err != nil && !errors.Is(in.err, msgbuf.ErrRefused) {
+			in.free()
+			if errors.Is(in.err, msgbuf.ErrTooLarge) {
 				s.Fail(protocol.Fatal(protocol.CodeFrameTooLarge, protocol.CloseMessageTooBig,
 					"message larger than "+strconv.FormatInt(cfg.MaxMessageBytes, 10)+" bytes"))
 				return
 			}
-			s.readFailed(err)
+			s.readFailed(in.err)
 			return
 		}
-		data := (*buf)[:n]
+		data := in.data()
 		s.touch()
 		if !limiter.AllowN(s.opts.Clock.Now(), 1) {
-			msgbuf.Put(buf)
+			in.free()
 			s.opts.Metrics.DroppedFrames.WithLabelValues("inbound_rate").Inc()
 			overLimit++
 			// A client that keeps sending past its budget for a whole
@@ -376,6 +385,13 @@ func (s *Session) readLoop(bconn backend.Conn) {
 			continue
 		}
 		overLimit = 0
+		if in.err != nil {
+			// Read and dropped: holding it would have passed the memory
+			// budget.
+			in.free()
+			s.reportError(protocol.BufferFull("message dropped: holding it would pass this server's memory budget; send smaller messages, or retry shortly"))
+			continue
+		}
 		var ev protocol.ClientEvent
 		var perr *protocol.Error
 		if typ == websocket.MessageBinary {
@@ -383,8 +399,8 @@ func (s *Session) readLoop(bconn backend.Conn) {
 		} else {
 			ev, perr = dec.DecodeText(data)
 		}
-		if perr == nil && ev.Type == protocol.TypeSessionUpdate {
-			perr = protocol.CheckSessionClaims(ev.Session, s.opts.Claims)
+		if perr == nil {
+			perr = protocol.CheckClaims(&ev, s.opts.Claims)
 		}
 		if perr == nil {
 			switch ev.Type {
@@ -395,7 +411,7 @@ func (s *Session) readLoop(bconn backend.Conn) {
 			}
 			perr = bconn.Handle(s.ctx, &ev)
 		}
-		msgbuf.Put(buf)
+		in.free()
 		if perr != nil {
 			if perr.EventID == "" {
 				perr.EventID = ev.EventID
@@ -412,6 +428,44 @@ func (s *Session) readLoop(bconn backend.Conn) {
 		default:
 		}
 	}
+}
+
+// inbound is one client message as read: its buffer and what the
+// session's memory account was charged for it.
+type inbound struct {
+	s       *Session
+	buf     *[]byte
+	n       int
+	charged int64
+	err     error
+}
+
+func (in *inbound) data() []byte { return (*in.buf)[:in.n] }
+
+// free gives the message's buffer back to the pool and its bytes back to
+// the account.
+func (in *inbound) free() {
+	in.s.acct.Release(memory.Inbound, in.charged)
+	msgbuf.Put(in.buf)
+}
+
+// readMessage reads one client message. It starts in a small buffer, which
+// the session's own cost covers; as the buffer grows, what it grows to
+// beyond that is charged to the session's memory account first (as
+// memory.Inbound, until free), so that clients sending large messages at
+// once cannot hold more than the budget. When the account refuses, the
+// rest of the message is read and dropped (msgbuf.ErrRefused).
+func (s *Session) readMessage(r io.Reader) inbound {
+	in := inbound{s: s, buf: msgbuf.Get(0)}
+	in.n, in.err = msgbuf.ReadMessage(r, in.buf, s.opts.Config.MaxMessageBytes, func(newCap int) bool {
+		extra := int64(newCap-msgbuf.Small) - in.charged
+		if !s.acct.Reserve(memory.Inbound, extra) {
+			return false
+		}
+		in.charged += max(extra, 0)
+		return true
+	})
+	return in
 }
 
 // readFailed classifies a read error: the client closed, or the connection broke.

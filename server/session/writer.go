@@ -134,16 +134,11 @@ func (s *Session) pushEvent(ev protocol.Event, force bool) pushResult {
 // messageOverhead is what a queued message costs besides its bytes.
 const messageOverhead = 64
 
-// outboundFree is how much a session may have queued for its client and
-// still get more queued when the memory budget is spent: a client that
-// reads holds a few messages at most, so only one that has fallen behind
-// is cut off for the budget's sake.
-const outboundFree = 64 << 10
-
 // push queues m; a full queue means the client cannot keep up, which ends
 // the session (memory never grows with a slow client). Queued bytes count
 // against the session's memory account; beyond the session's promise and
-// with the budget spent, a client that is behind counts as slow too.
+// with the budget spent, a client that already holds memory.OutputGrace of
+// output counts as slow too (memory.Account.ReserveOutput).
 func (s *Session) push(m message, force bool) pushResult {
 	// What the message holds for the client: its bytes and a little for
 	// its place in the queue (a pooled buffer's spare room is the pool's).
@@ -151,13 +146,10 @@ func (s *Session) push(m message, force bool) pushResult {
 	switch {
 	case force:
 		s.acct.Force(memory.Outbound, m.size)
-	case !s.acct.Reserve(memory.Outbound, m.size):
-		if s.out.queuedBytes() >= outboundFree {
-			m.release()
-			s.slowConsumer()
-			return pushFull
-		}
-		s.acct.Force(memory.Outbound, m.size)
+	case !s.acct.ReserveOutput(m.size):
+		m.release()
+		s.slowConsumer()
+		return pushFull
 	}
 	res := s.out.push(m, force)
 	switch res {

@@ -266,6 +266,13 @@ func (c *conn) sessionUpdate(ev *protocol.ClientEvent) *protocol.Error {
 		}
 	}
 	if update.Instructions != nil {
+		// The instructions are kept for the session (and repeated in every
+		// session.updated): what they hold is charged to its account.
+		grown := int64(len(*update.Instructions) - len(c.config.Instructions))
+		if !c.info.Memory.Reserve(memory.Session, grown) {
+			return protocol.BufferFull("session not updated: keeping these instructions would pass this server's memory budget; send shorter ones, or retry shortly")
+		}
+		c.info.Memory.Release(memory.Session, -grown)
 		c.config.Instructions = *update.Instructions
 	}
 	return c.emit(&protocol.SessionEvent{EventHeader: protocol.EventHeader{Type: protocol.TypeSessionUpdated}, Session: c.config})
@@ -397,11 +404,13 @@ func (c *conn) cancelled(id int) bool {
 }
 
 // Close implements backend.Conn: it stops the speaker and gives back the
-// memory of every byte of audio the connection held.
+// memory of every byte of audio and settings the connection held.
 func (c *conn) Close() error {
 	c.cancel()
 	c.done.Wait()
 	c.dropInput()
+	c.info.Memory.Release(memory.Session, int64(len(c.config.Instructions)))
+	c.config.Instructions = ""
 	c.mu.Lock()
 	for _, t := range c.pending {
 		c.unrefLocked(t.clip)

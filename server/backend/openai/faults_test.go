@@ -508,6 +508,20 @@ func TestUpstreamURL(t *testing.T) {
 	}
 }
 
+// TestUpstreamURLErrorsKeepSecrets: a URL refused by the backend is named
+// in the error redacted, as everywhere else a URL is logged.
+func TestUpstreamURLErrorsKeepSecrets(t *testing.T) {
+	for _, raw := range []string{
+		"https://proxy.example/v1/realtime?api_key=sk-secret-in-query",
+		"wss://proxy.example/%zz?api_key=sk-secret-in-query",
+	} {
+		_, err := upstreamURL(raw, "gpt-realtime")
+		if err == nil || strings.Contains(err.Error(), "sk-secret") {
+			t.Fatalf("upstreamURL(%q) = %v, want an error without the secret", raw, err)
+		}
+	}
+}
+
 // gatedUpstream takes data only once its gate opens.
 type gatedUpstream struct {
 	*blockingUpstream

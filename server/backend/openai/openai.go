@@ -88,14 +88,15 @@ func New(cfg config.OpenAIConfig, opts Options) (*Backend, error) {
 }
 
 // upstreamURL sets the model query parameter, replacing one already there;
-// an empty model leaves the URL as configured.
+// an empty model leaves the URL as configured. Its errors name the URL
+// redacted (config.RedactURL): url.Parse's own would quote it whole.
 func upstreamURL(raw, model string) (string, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("--openai-url %q is not a URL", config.RedactURL(raw))
 	}
 	if u.Scheme != "ws" && u.Scheme != "wss" {
-		return "", fmt.Errorf("%q is not a ws:// or wss:// URL", raw)
+		return "", fmt.Errorf("--openai-url %q is not a ws:// or wss:// URL", config.RedactURL(raw))
 	}
 	if model != "" {
 		q := u.Query()

@@ -10,8 +10,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/voicegateway/voicegateway/internal/testkit"
 	"github.com/voicegateway/voicegateway/server/backend/backendtest"
 	"github.com/voicegateway/voicegateway/server/backend/openai/openaitest"
+	"github.com/voicegateway/voicegateway/server/memory"
+	"github.com/voicegateway/voicegateway/server/metrics"
 	"github.com/voicegateway/voicegateway/server/protocol"
 )
 
@@ -298,6 +301,43 @@ func TestLargeBinaryAudioIsSplit(t *testing.T) {
 	if !bytes.Equal(up.Appended(), pcm) {
 		t.Error("the audio arrived changed")
 	}
+}
+
+// TestSplitAudioIsRefusedWhole: a binary message that goes up as several
+// appends is charged to the session's account as a whole before any part
+// is queued, so a spent budget refuses all of it (buffer_full, the session
+// goes on), never the rest of a message whose first part went up.
+func TestSplitAudioIsRefusedWhole(t *testing.T) {
+	e := newEnv(t, openaitest.Options{}, nil)
+	// Beyond its promise the session may hold 2 MiB: one append of a
+	// 2 MiB message fits, both do not.
+	budget := memory.NewBudget((2<<20+memory.Promised)*8/7+8, metrics.New()) // AdmitShare is 7/8
+	acct, _ := budget.Open()
+	defer acct.Close()
+	info := defaultInfo(true)
+	info.MaxMessageBytes = 2 * maxAppendPCM
+	info.Memory = acct
+	s := e.open(info)
+	up := e.upstreamConn(1)
+	err := s.SendBinary(pcmOf(2*maxAppendPCM, 5))
+	if err == nil || err.Code != protocol.CodeBufferFull || err.Fatal {
+		t.Fatalf("a message the budget cannot hold: %v, want a non-fatal buffer_full", err)
+	}
+	s.MustSend(`{"type":"input_audio_buffer.commit"}`)
+	if _, ok := up.WaitReceived("input_audio_buffer.commit", waitTimeout); !ok {
+		t.Fatal("commit never arrived")
+	}
+	if got := up.Appended(); len(got) != 0 {
+		t.Fatalf("%d bytes of the refused message reached the upstream", len(got))
+	}
+	// A message that fits still goes up whole.
+	pcm := pcmOf(maxAppendPCM+4800, 6)
+	if err := s.SendBinary(pcm); err != nil {
+		t.Fatalf("a message that fits: %v", err)
+	}
+	s.MustSend(`{"type":"input_audio_buffer.commit"}`)
+	testkit.Eventually(t, waitTimeout, testkit.That("the audio to reach the upstream", func() bool { return bytes.Equal(up.Appended(), pcm) }))
+	testkit.Eventually(t, waitTimeout, testkit.That("the relayed audio given back", func() bool { return acct.Held(memory.Upstream) == 0 }))
 }
 
 // TestUpstreamErrorsPassThrough: an upstream error that does not end the

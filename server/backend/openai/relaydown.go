@@ -34,7 +34,7 @@ func (c *conn) readLoop() {
 			return
 		}
 		buf := msgbuf.Get(0)
-		_, err = msgbuf.ReadMessage(r, buf, limit)
+		_, err = msgbuf.ReadMessage(r, buf, limit, nil)
 		if err != nil {
 			msgbuf.Put(buf)
 			if errors.Is(err, msgbuf.ErrTooLarge) {

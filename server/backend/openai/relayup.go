@@ -45,18 +45,37 @@ func (c *conn) Handle(_ context.Context, ev *protocol.ClientEvent) *protocol.Err
 	return c.enqueue(buf)
 }
 
-// relayAudio turns binary PCM into input_audio_buffer.append events.
+// relayAudio turns binary PCM into input_audio_buffer.append events. The
+// whole message is charged to the session's account before any part of it
+// is queued: a refusal drops all of it, never the rest of a message whose
+// first part went up.
 func (c *conn) relayAudio(pcm []byte) *protocol.Error {
+	var total int64
+	for rest := len(pcm); rest > 0; rest -= min(rest, maxAppendPCM) {
+		total += int64(appendEventSize(min(rest, maxAppendPCM)))
+	}
+	if !c.info.Memory.Reserve(memory.Upstream, total) {
+		return notRelayed()
+	}
 	for len(pcm) > 0 {
 		n := min(len(pcm), maxAppendPCM)
-		buf := msgbuf.Get(len(appendPrefix) + base64.StdEncoding.EncodedLen(n) + len(appendSuffix))
+		buf := msgbuf.Get(appendEventSize(n))
 		*buf = appendAudioEvent(*buf, pcm[:n])
-		if err := c.enqueue(buf); err != nil {
+		total -= int64(len(*buf))
+		if err := c.queueCharged(buf); err != nil {
+			// The session ends (the upstream stopped taking data): what was
+			// charged for the parts not queued goes back.
+			c.info.Memory.Release(memory.Upstream, total)
 			return err
 		}
 		pcm = pcm[n:]
 	}
 	return nil
+}
+
+// appendEventSize is the length of the append event carrying n bytes of PCM.
+func appendEventSize(n int) int {
+	return len(appendPrefix) + base64.StdEncoding.EncodedLen(n) + len(appendSuffix)
 }
 
 func appendAudioEvent(dst, pcm []byte) []byte {
@@ -65,15 +84,26 @@ func appendAudioEvent(dst, pcm []byte) []byte {
 	return append(dst, appendSuffix...)
 }
 
+func notRelayed() *protocol.Error {
+	return protocol.BufferFull("message not relayed: this server's memory budget is spent; retry shortly")
+}
+
+// enqueue charges a client message to the session's account and queues it
+// for the upstream; with the memory budget spent the message is refused,
+// and the session goes on.
 func (c *conn) enqueue(buf *[]byte) *protocol.Error {
-	n := int64(len(*buf))
-	// What waits for the upstream is charged to the session first; with
-	// the memory budget spent the message is refused, and the session
-	// goes on.
-	if !c.info.Memory.Reserve(memory.Upstream, n) {
+	if !c.info.Memory.Reserve(memory.Upstream, int64(len(*buf))) {
 		msgbuf.Put(buf)
-		return protocol.BufferFull("message not relayed: this server's memory budget is spent; retry shortly")
+		return notRelayed()
 	}
+	return c.queueCharged(buf)
+}
+
+// queueCharged queues a message already charged to the session's account. A full
+// queue means the upstream has stopped taking data, which ends the
+// session; the message is given back.
+func (c *conn) queueCharged(buf *[]byte) *protocol.Error {
+	n := int64(len(*buf))
 	if c.queueBytes.Add(n) <= c.maxQueueBytes {
 		// Counted before the send, so that the writer's decrement never
 		// comes first.

@@ -92,7 +92,7 @@ func TestReadMessage(t *testing.T) {
 			}
 			b := make([]byte, 0, tc.start)
 			buf := &b
-			n, err := ReadMessage(r, buf, tc.limit)
+			n, err := ReadMessage(r, buf, tc.limit, nil)
 			if !errors.Is(err, tc.wantErr) {
 				t.Fatalf("readMessage = %d, %v; want error %v", n, err, tc.wantErr)
 			}
@@ -120,14 +120,14 @@ func TestReadMessage(t *testing.T) {
 func TestReadMessageReusesBuffer(t *testing.T) {
 	b := make([]byte, 0, 1024)
 	buf := &b
-	if _, err := ReadMessage(bytes.NewReader(pattern(500)), buf, 4096); err != nil {
+	if _, err := ReadMessage(bytes.NewReader(pattern(500)), buf, 4096, nil); err != nil {
 		t.Fatal(err)
 	}
 	if unsafe.SliceData(*buf) != unsafe.SliceData(b) {
 		t.Error("a message that fit was read into a new buffer")
 	}
 	*buf = (*buf)[:0]
-	n, err := ReadMessage(bytes.NewReader(pattern(3000)), buf, 4096)
+	n, err := ReadMessage(bytes.NewReader(pattern(3000)), buf, 4096, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +148,7 @@ func FuzzReadMessage(f *testing.F) {
 		r := &chunkReader{data: data, size: int(chunk)%4096 + 1}
 		buf := Get(0)
 		defer Put(buf)
-		n, err := ReadMessage(r, buf, int64(limit))
+		n, err := ReadMessage(r, buf, int64(limit), nil)
 		if len(data) > int(limit) {
 			if !errors.Is(err, ErrTooLarge) {
 				t.Fatalf("%d-byte message, limit %d: got %d, %v; want ErrTooLarge", len(data), limit, n, err)
@@ -187,5 +187,75 @@ func TestBufferPool(t *testing.T) {
 		}
 		*b = append(*b, "stale"...)
 		Put(b)
+	}
+}
+
+// TestReadMessageAsksBeforeGrowing: every growth of the buffer is asked
+// for first, with the new capacity; a refused growth reads the rest of the
+// message and drops it (ErrRefused), so the next message starts where it
+// should, and a message over the limit is still ErrTooLarge.
+func TestReadMessageAsksBeforeGrowing(t *testing.T) {
+	var asked []int
+	allow := func(limit int) func(int) bool {
+		return func(newCap int) bool {
+			asked = append(asked, newCap)
+			return newCap <= limit
+		}
+	}
+	b := make([]byte, 0, Small)
+	n, err := ReadMessage(&chunkReader{data: pattern(40 << 10), size: 3000}, &b, 256<<10, allow(64<<10))
+	if err != nil || n != 40<<10 || !bytes.Equal(b[:n], pattern(40<<10)) {
+		t.Fatalf("40 KiB with growth allowed: %d, %v", n, err)
+	}
+	if want := []int{16 << 10, 32 << 10, 64 << 10}; !equalInts(asked, want) {
+		t.Fatalf("asked for %v, want %v", asked, want)
+	}
+
+	asked = nil
+	b = make([]byte, 0, Small)
+	r := &countingReader{r: &chunkReader{data: pattern(100 << 10), size: 5000}}
+	if n, err := ReadMessage(r, &b, 256<<10, allow(32<<10)); !errors.Is(err, ErrRefused) || n != 0 {
+		t.Fatalf("100 KiB with growth refused past 32 KiB: %d, %v; want ErrRefused", n, err)
+	}
+	if r.read != 100<<10 {
+		t.Fatalf("read %d bytes of the refused message, want all of it", r.read)
+	}
+	if cap(b) > 32<<10 {
+		t.Fatalf("the buffer grew to %d past the refusal", cap(b))
+	}
+
+	b = make([]byte, 0, Small)
+	if _, err := ReadMessage(&chunkReader{data: pattern(300 << 10), size: 5000}, &b, 256<<10, allow(0)); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("a refused message over the limit: %v, want ErrTooLarge", err)
+	}
+}
+
+func equalInts(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// TestSmallRequestsGetSmallBuffers: a large buffer put back is never
+// handed out for a small message, which would hold it for nothing.
+func TestSmallRequestsGetSmallBuffers(t *testing.T) {
+	for range 10 {
+		Put(Get(60 << 10))
+	}
+	for range 100 {
+		b := Get(100)
+		if cap(*b) != Small {
+			t.Fatalf("Get(100) has capacity %d, want %d", cap(*b), Small)
+		}
+		defer Put(b)
+	}
+	if b := Get(20 << 10); cap(*b) < 20<<10 {
+		t.Fatalf("Get(20 KiB) has capacity %d", cap(*b))
 	}
 }
