@@ -93,13 +93,16 @@ type Principal struct {
 type Authenticator struct {
 	Keys   *KeyStore
 	Tokens *TokenIssuer
+	// AllowAPIKeyInBrowser accepts an API key in the
+	// openai-insecure-api-key.<key> subprotocol (--allow-api-key-in-browser).
+	AllowAPIKeyInBrowser bool
 }
 
 // Authenticate finds the request's credential and verifies it. Every error
 // wraps one of ErrMissingCredentials, ErrMalformedCredentials,
 // ErrInvalidCredentials or ErrExpiredToken.
 func (a *Authenticator) Authenticate(r *http.Request) (Principal, error) {
-	cred, err := CredentialsFromRequest(r)
+	cred, err := ParseCredentials(r, a.AllowAPIKeyInBrowser)
 	if err != nil {
 		return Principal{}, err
 	}

@@ -84,10 +84,10 @@ func validateKey(key string) error {
 	if len(key) > MaxKeyLen {
 		return fmt.Errorf("key longer than %d bytes", MaxKeyLen)
 	}
-	if strings.HasPrefix(key, TokenPrefix) {
+	if prefix := tokenPrefix(key); prefix != "" {
 		// It could never be presented: the request parser reads it as a
 		// client token.
-		return fmt.Errorf("key starts with the client token prefix %q", TokenPrefix)
+		return fmt.Errorf("key starts with the client token prefix %q", prefix)
 	}
 	if !isVisibleASCII(key) {
 		return errors.New("key contains a space, control or non-ASCII character")

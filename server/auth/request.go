@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -41,6 +42,13 @@ const (
 	// a gateway client token instead.
 	SubprotocolOpenAIKeyPrefix = "openai-insecure-api-key."
 )
+
+// ErrAPIKeyInBrowser is the refusal of a long-lived API key outside the
+// Authorization header (docs/protocol.md quotes it).
+var ErrAPIKeyInBrowser = errors.New("API keys are accepted only in the Authorization header: " +
+	"in a URL or a subprotocol a browser shows them to anyone. Have your backend mint a client secret " +
+	"(POST /v1/realtime/client_secrets, an " + TokenPrefix + "… value) and connect with that, " +
+	"or start the gateway with --allow-api-key-in-browser")
 
 // Limits applied before any other work on a request.
 const (
@@ -88,7 +96,17 @@ func (c Credential) MarshalLog() any {
 // Errors wrap ErrMissingCredentials or ErrMalformedCredentials; their
 // messages never contain the credential and are safe to show the client.
 func CredentialsFromRequest(r *http.Request) (Credential, error) {
-	var found credentialCollector
+	return ParseCredentials(r, false)
+}
+
+// ParseCredentials is CredentialsFromRequest, with allowKeyInSubprotocol
+// (--allow-api-key-in-browser) accepting an API key in the
+// openai-insecure-api-key.<key> subprotocol too: the OpenAI SDKs put one
+// there when a page holds a long-lived key, which the operator may choose
+// to allow for a trusted, internal page. A key in the gateway's own
+// voicegateway.token. entry or in the URL is refused whatever it says.
+func ParseCredentials(r *http.Request, allowKeyInSubprotocol bool) (Credential, error) {
+	found := credentialCollector{allowKeyInSubprotocol: allowKeyInSubprotocol}
 
 	if values := r.Header.Values("Authorization"); len(values) > 0 {
 		if len(values) > 1 {
@@ -104,14 +122,13 @@ func CredentialsFromRequest(r *http.Request) (Credential, error) {
 	}
 
 	err := forEachSubprotocol(r.Header.Values("Sec-WebSocket-Protocol"), func(entry string) error {
-		value, ok := strings.CutPrefix(entry, SubprotocolTokenPrefix)
-		if !ok {
-			value, ok = strings.CutPrefix(entry, SubprotocolOpenAIKeyPrefix)
+		if value, ok := strings.CutPrefix(entry, SubprotocolOpenAIKeyPrefix); ok {
+			return found.addEntry(value, SourceSubprotocol, true)
 		}
-		if !ok {
-			return nil
+		if value, ok := strings.CutPrefix(entry, SubprotocolTokenPrefix); ok {
+			return found.add(value, SourceSubprotocol)
 		}
-		return found.add(value, SourceSubprotocol)
+		return nil
 	})
 	if err != nil {
 		return Credential{}, err
@@ -137,9 +154,19 @@ func CredentialsFromRequest(r *http.Request) (Credential, error) {
 type credentialCollector struct {
 	first Credential
 	ok    bool
+	// allowKeyInSubprotocol accepts an API key in the
+	// openai-insecure-api-key. entry (--allow-api-key-in-browser).
+	allowKeyInSubprotocol bool
 }
 
 func (c *credentialCollector) add(value string, source Source) error {
+	return c.addEntry(value, source, false)
+}
+
+// addEntry is add; openAIEntry says the value came from the
+// openai-insecure-api-key. subprotocol, the one place outside the
+// Authorization header where an operator may allow API keys.
+func (c *credentialCollector) addEntry(value string, source Source, openAIEntry bool) error {
 	if value == "" {
 		return malformed("empty credential in the " + string(source))
 	}
@@ -150,13 +177,11 @@ func (c *credentialCollector) add(value string, source Source) error {
 		return malformed("credential in the " + string(source) + " contains a space, control or non-ASCII character")
 	}
 	kind := KindAPIKey
-	if strings.HasPrefix(value, TokenPrefix) {
+	if IsClientToken(value) {
 		kind = KindClientToken
 	}
-	if kind == KindAPIKey && source != SourceHeader {
-		return malformed("API keys are accepted only in the Authorization header; " +
-			"in a URL or subprotocol they leak into logs and browsers. " +
-			"Have your backend mint a client token (" + TokenPrefix + "…) and connect with that")
+	if kind == KindAPIKey && source != SourceHeader && !(c.allowKeyInSubprotocol && openAIEntry) {
+		return malformed(ErrAPIKeyInBrowser.Error())
 	}
 	if c.ok {
 		if c.first.Value != value {

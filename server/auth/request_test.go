@@ -43,7 +43,33 @@ func TestCredentialsFromRequest(t *testing.T) {
 		want          Credential
 		wantErr       error
 		wantMsg       string // substring of the error message
+		allowKey      bool   // --allow-api-key-in-browser
 	}{
+		{
+			name:      "API key in OpenAI subprotocol, allowed by the operator",
+			protocols: []string{"realtime, " + SubprotocolOpenAIKeyPrefix + keyAlpha},
+			allowKey:  true,
+			want:      Credential{Kind: KindAPIKey, Value: keyAlpha, Source: SourceSubprotocol},
+		},
+		{
+			name:      "API key in the gateway's subprotocol, refused even when allowed",
+			protocols: []string{"realtime, " + SubprotocolTokenPrefix + keyAlpha},
+			allowKey:  true,
+			wantErr:   ErrMalformedCredentials,
+			wantMsg:   "--allow-api-key-in-browser",
+		},
+		{
+			name:     "API key in query, refused even when allowed",
+			rawQuery: "token=" + keyAlpha,
+			allowKey: true,
+			wantErr:  ErrMalformedCredentials,
+			wantMsg:  "only in the Authorization header",
+		},
+		{
+			name:      "legacy client token in OpenAI subprotocol",
+			protocols: []string{"realtime, " + SubprotocolOpenAIKeyPrefix + LegacyTokenPrefix + "eyJ2IjoxfQ.c2ln"},
+			want:      Credential{Kind: KindClientToken, Value: LegacyTokenPrefix + "eyJ2IjoxfQ.c2ln", Source: SourceSubprotocol},
+		},
 		// Every source and kind.
 		{
 			name:          "API key in header",
@@ -84,7 +110,7 @@ func TestCredentialsFromRequest(t *testing.T) {
 			name:          "API key in subprotocol",
 			protocols:     []string{"realtime, " + SubprotocolTokenPrefix + keyAlpha},
 			wantErr:       ErrMalformedCredentials,
-			wantMsg:       "mint a client token",
+			wantMsg:       "mint a client secret",
 			authorization: nil,
 		},
 		{
@@ -97,7 +123,7 @@ func TestCredentialsFromRequest(t *testing.T) {
 			name:     "API key in query",
 			rawQuery: "token=" + keyAlpha,
 			wantErr:  ErrMalformedCredentials,
-			wantMsg:  "mint a client token",
+			wantMsg:  "mint a client secret",
 		},
 
 		// Authorization header forms.
@@ -328,7 +354,7 @@ func TestCredentialsFromRequest(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := CredentialsFromRequest(request(tt.authorization, tt.protocols, tt.rawQuery))
+			got, err := ParseCredentials(request(tt.authorization, tt.protocols, tt.rawQuery), tt.allowKey)
 			if tt.wantErr != nil {
 				if !errors.Is(err, tt.wantErr) {
 					t.Fatalf("error = %v, want %v", err, tt.wantErr)

@@ -21,8 +21,14 @@ import (
 // Client token format and limits.
 const (
 	// TokenPrefix marks a client token; the request parser tells tokens
-	// from API keys by it.
-	TokenPrefix = "vgw_ct_"
+	// from API keys by it. It starts with ek_, the prefix of OpenAI's
+	// ephemeral keys, which the official SDKs allow in a browser without
+	// dangerouslyAllowBrowser.
+	TokenPrefix = "ek_vgw_"
+	// LegacyTokenPrefix marks the tokens of earlier releases; they are
+	// still verified, so that a token minted by a pod of the previous
+	// release during a rollout opens a session on a new one.
+	LegacyTokenPrefix = "vgw_ct_"
 	// MaxTokenLen is the longest token Verify looks at; longer input is
 	// rejected before any decoding. Mint refuses claims that do not fit.
 	MaxTokenLen = 1024
@@ -209,7 +215,9 @@ type KeySource interface {
 // token and hands that to the page — the flow of OpenAI's ephemeral client
 // secrets. The format is
 //
-//	vgw_ct_<key id>.<base64url(payload)>.<base64url(HMAC-SHA256(key, "vgw_ct_<key id>." + base64url(payload)))>
+//	ek_vgw_<key id>.<base64url(payload)>.<base64url(HMAC-SHA256(key, "ek_vgw_<key id>." + base64url(payload)))>
+//
+// (vgw_ct_ in place of ek_vgw_ for tokens of earlier releases, still verified)
 //
 // with unpadded base64url and a JSON payload (version, token ID, issued-at
 // and expires-at in Unix seconds, minting API key ID, session settings).
@@ -364,10 +372,11 @@ func sign(secret []byte, signed string) []byte {
 // anything, or "" when it names none: what a test or a log of a refused
 // token may show (the id is not secret).
 func SigningKeyID(token string) string {
-	rest, ok := strings.CutPrefix(token, TokenPrefix)
-	if !ok {
+	prefix := tokenPrefix(token)
+	if prefix == "" {
 		return ""
 	}
+	rest := token[len(prefix):]
 	id, _, ok := strings.Cut(rest, ".")
 	if !ok || !fleet.ValidKeyID(id) {
 		return ""
@@ -385,15 +394,16 @@ func (i *TokenIssuer) Verify(token string) (Claims, error) {
 	if len(token) > MaxTokenLen {
 		return Claims{}, fmt.Errorf("%w: client token longer than %d bytes", ErrMalformedCredentials, MaxTokenLen)
 	}
-	if !strings.HasPrefix(token, TokenPrefix) {
+	prefix := tokenPrefix(token)
+	if prefix == "" {
 		return Claims{}, fmt.Errorf("%w: client token must start with %q", ErrMalformedCredentials, TokenPrefix)
 	}
 	dot := strings.LastIndexByte(token, '.')
-	if dot <= len(TokenPrefix) || len(token)-dot-1 != macEncodedLen {
+	if dot <= len(prefix) || len(token)-dot-1 != macEncodedLen {
 		return Claims{}, fmt.Errorf("%w: client token is not <key id>.<payload>.<signature>", ErrMalformedCredentials)
 	}
 	signed, encodedMAC := token[:dot], token[dot+1:]
-	keyID, encodedPayload, ok := strings.Cut(signed[len(TokenPrefix):], ".")
+	keyID, encodedPayload, ok := strings.Cut(signed[len(prefix):], ".")
 	if !ok || !fleet.ValidKeyID(keyID) || encodedPayload == "" {
 		return Claims{}, fmt.Errorf("%w: client token is not <key id>.<payload>.<signature>", ErrMalformedCredentials)
 	}
@@ -454,6 +464,21 @@ func (i *TokenIssuer) Verify(token string) (Claims, error) {
 	}
 	return claims, nil
 }
+
+// tokenPrefix returns the client-token prefix value starts with, or "".
+func tokenPrefix(value string) string {
+	switch {
+	case strings.HasPrefix(value, TokenPrefix):
+		return TokenPrefix
+	case strings.HasPrefix(value, LegacyTokenPrefix):
+		return LegacyTokenPrefix
+	}
+	return ""
+}
+
+// IsClientToken reports whether a credential is shaped like a client
+// token (by its prefix only; Verify decides whether it is one).
+func IsClientToken(value string) bool { return tokenPrefix(value) != "" }
 
 // isIdentifier reports whether s holds only letters, digits and . _ : -.
 func isIdentifier(s string) bool {

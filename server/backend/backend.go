@@ -51,6 +51,11 @@ type Info struct {
 	// MaxBufferedBytes bounds the audio a backend holds for the session
 	// (--max-buffered-audio); 0 leaves it to the backend.
 	MaxBufferedBytes int64
+	// Model is the model the client asked for (the session URL's model
+	// parameter, or its client token's claim); empty when it named none.
+	// A backend that does not serve it refuses the session with
+	// protocol.CodeModelNotAllowed.
+	Model string
 }
 
 // Backend opens one backend connection per session.

@@ -54,6 +54,11 @@ type Config struct {
 	// the admin endpoints that need the token are disabled.
 	FleetSecretDir string        `json:"fleet_secret_dir"`
 	ClientTokenTTL time.Duration `json:"client_token_ttl"`
+	// AllowAPIKeyInBrowser accepts a long-lived API key in the
+	// openai-insecure-api-key.<key> subprotocol, where browsers put it
+	// and page source and devtools show it. Off: only client tokens
+	// (ek_…) are accepted there.
+	AllowAPIKeyInBrowser bool `json:"allow_api_key_in_browser"`
 	// SecretPollInterval is how often the API key file and the fleet
 	// Secret's files are read again for a rotated Secret.
 	SecretPollInterval time.Duration `json:"secret_poll_interval"`
@@ -139,6 +144,9 @@ type OpenAIConfig struct {
 	// model query parameter.
 	URL   string `json:"url"`
 	Model string `json:"model"`
+	// Models is the allowlist of models a client may ask for (?model= on
+	// the session URL, or session.update's model); empty allows Model only.
+	Models []string `json:"models"`
 	// APIKeyFile holds the key sent as Authorization: Bearer (a mounted
 	// Secret); it is polled every KeyPollInterval and a changed key is used
 	// from the next session on.

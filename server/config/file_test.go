@@ -68,6 +68,7 @@ func TestExampleFile(t *testing.T) {
 		OpenAI: OpenAIConfig{
 			URL:             "wss://api.openai.com/v1/realtime",
 			Model:           "gpt-realtime",
+			Models:          []string{"gpt-realtime", "gpt-realtime-mini"},
 			APIKeyFile:      "/etc/voicegateway/openai/api-key",
 			KeyPollInterval: 10 * time.Second,
 			DialTimeout:     5 * time.Second,

@@ -33,6 +33,9 @@ const (
 	MaxOpenAIMessageBytes = 64 << 20
 	// OpenAISampleRate is the only PCM rate the OpenAI Realtime API carries.
 	OpenAISampleRate = 24000
+	// MaxOpenAIModels bounds --openai-models: each session checks its
+	// client's choice against the list.
+	MaxOpenAIModels = 32
 	// The bounds of --max-buffered-audio: a second is too short for a
 	// turn, and a minute is what used to be fixed (2.9 MB a session).
 	MinMaxBufferedAudio = time.Second
@@ -179,6 +182,15 @@ func (c Config) Validate() error {
 		p.add("openai-max-message-bytes", "%d is out of range; use %d (64 KiB) to %d (64 MiB)",
 			o.MaxMessageBytes, MinOpenAIMessageBytes, MaxOpenAIMessageBytes)
 	}
+	if len(o.Models) > MaxOpenAIModels {
+		p.add("openai-models", "%d models listed; at most %d", len(o.Models), MaxOpenAIModels)
+	}
+	for _, m := range o.Models {
+		if !isModelName(m) {
+			p.add("openai-models", "%q is not a model name (letters, digits and . _ : -, at most 64 bytes)", m)
+			break
+		}
+	}
 	if c.Backend == BackendOpenAI {
 		if o.APIKeyFile == "" {
 			p.add("openai-api-key-file", "is required with --backend openai: name the file holding the upstream API key")
@@ -275,4 +287,35 @@ func isWildcard(host string) bool {
 	}
 	addr, err := netip.ParseAddr(host)
 	return err == nil && addr.IsUnspecified()
+}
+
+// isModelName reports whether s may be a model in --openai-models: what a
+// client token's model claim may hold (letters, digits and . _ : -, 1 to 64
+// bytes), so that every allowed model can also be claimed.
+func isModelName(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9',
+			c == '.', c == '_', c == ':', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// AllowedModels is the openai backend's allowlist: --openai-models, or
+// --openai-model alone when that is empty.
+func (o OpenAIConfig) AllowedModels() []string {
+	if len(o.Models) > 0 {
+		return o.Models
+	}
+	if o.Model != "" {
+		return []string{o.Model}
+	}
+	return nil
 }

@@ -137,7 +137,7 @@ func New(cfg config.Config, log logr.Logger, clk clock.WithTickerAndDelayedExecu
 		if err != nil {
 			return nil, err
 		}
-		s.authn = &auth.Authenticator{Keys: s.keys, Tokens: tokens}
+		s.authn = &auth.Authenticator{Keys: s.keys, Tokens: tokens, AllowAPIKeyInBrowser: cfg.AllowAPIKeyInBrowser}
 	}
 
 	for _, o := range opts {

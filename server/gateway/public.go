@@ -44,6 +44,9 @@ func (s *Server) publicHandler() http.Handler {
 		Refuse:        s.refuse,
 		Revoked:       s.revoked,
 	})
+	mux.HandleFunc("POST "+PathClientSecrets, s.handleClientSecret)
+	// The gateway's own mint endpoint of earlier releases, kept as an
+	// alias with its own body (docs/protocol.md).
 	mux.HandleFunc("POST "+PathClientTokens, s.handleClientToken)
 	web.Register(mux) // the demo page at /
 	return mux
@@ -208,6 +211,15 @@ func (s *Server) admitSession(w http.ResponseWriter, r *http.Request) (session.G
 		return session.Grant{}, false
 	}
 	p := a.principal
+	model, ok := s.requestedModel(r, p.Session.Model)
+	if !ok {
+		if a.releaseToken != nil {
+			a.releaseToken()
+		}
+		s.refuse(w, http.StatusBadRequest, protocol.CodeModelNotAllowed,
+			"the model parameter must name the model the client secret was minted for (at most 64 letters, digits and . _ : -)", 0)
+		return session.Grant{}, false
+	}
 	return session.Grant{
 		BinaryAudio: p.Session.AudioMode == protocol.AudioTransportBinary,
 		Subprotocol: auth.SubprotocolToEcho(r),
@@ -216,8 +228,43 @@ func (s *Server) admitSession(w http.ResponseWriter, r *http.Request) (session.G
 			ClientIP: a.ip, ClientNet: a.network,
 		},
 		Claims:  protocol.SessionClaims{Model: p.Session.Model, Voice: p.Session.Voice},
+		Model:   model,
 		Release: a.releaseToken,
 	}, true
+}
+
+// requestedModel is the model a session asks for: the URL's model
+// parameter (what the OpenAI SDKs send), or the client token's claim. A
+// parameter that is no model name, or that differs from the claim, is
+// refused: the token fixes the model.
+func (s *Server) requestedModel(r *http.Request, claimed string) (string, bool) {
+	values := r.URL.Query()["model"]
+	switch {
+	case len(values) == 0 || values[0] == "":
+		return claimed, true
+	case len(values) > 1, len(values[0]) > maxModelParam, !isModelName(values[0]):
+		return "", false
+	case claimed != "" && values[0] != claimed:
+		return "", false
+	}
+	return values[0], true
+}
+
+// maxModelParam bounds the session URL's model parameter.
+const maxModelParam = 64
+
+// isModelName reports whether s holds only letters, digits and . _ : -.
+func isModelName(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9',
+			c == '.', c == '_', c == ':', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 func (s *Server) sessionConfig() session.Config {
@@ -244,17 +291,8 @@ type clientTokenResponse struct {
 }
 
 func (s *Server) handleClientToken(w http.ResponseWriter, r *http.Request) {
-	if s.authn == nil {
-		s.refuse(w, http.StatusNotFound, protocol.CodeInvalidEvent, "client tokens need authentication; this server runs with --insecure-no-auth", 0)
-		return
-	}
-	a, ok := s.admit(w, r, false)
+	principal, ok := s.admitMinter(w, r)
 	if !ok {
-		return
-	}
-	principal := a.principal
-	if principal.Kind != auth.KindAPIKey {
-		s.refuse(w, http.StatusForbidden, protocol.CodeUnauthorized, "a client token cannot mint client tokens; use an API key", 0)
 		return
 	}
 	var req clientTokenRequest
@@ -273,8 +311,41 @@ func (s *Server) handleClientToken(w http.ResponseWriter, r *http.Request) {
 			"expires_in may be at most "+strconv.FormatInt(maxSec, 10)+" seconds", 0)
 		return
 	}
-	ttl := time.Duration(req.ExpiresIn) * time.Second
-	token, expires, err := s.authn.Tokens.Mint(ttl, auth.Claims{KeyID: principal.KeyID, Session: req.Session})
+	if !s.modelAllowed(req.Session.Model) {
+		s.refuse(w, http.StatusBadRequest, protocol.CodeModelNotAllowed, s.modelRefusal(req.Session.Model), 0)
+		return
+	}
+	token, expires, ok := s.mint(w, principal, time.Duration(req.ExpiresIn)*time.Second, req.Session)
+	if !ok {
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_ = json.NewEncoder(w).Encode(clientTokenResponse{Value: token, ExpiresAt: expires.Unix()})
+}
+
+// admitMinter is the admission of both mint endpoints: authentication on,
+// the checks every public request passes, and an API key (a client token
+// cannot mint another).
+func (s *Server) admitMinter(w http.ResponseWriter, r *http.Request) (auth.Principal, bool) {
+	if s.authn == nil {
+		s.refuse(w, http.StatusNotFound, protocol.CodeInvalidEvent, "client tokens need authentication; this server runs with --insecure-no-auth", 0)
+		return auth.Principal{}, false
+	}
+	a, ok := s.admit(w, r, false)
+	if !ok {
+		return auth.Principal{}, false
+	}
+	if a.principal.Kind != auth.KindAPIKey {
+		s.refuse(w, http.StatusForbidden, protocol.CodeUnauthorized, "a client token cannot mint client tokens; use an API key", 0)
+		return auth.Principal{}, false
+	}
+	return a.principal, true
+}
+
+// mint signs a client token for principal, or writes the refusal.
+func (s *Server) mint(w http.ResponseWriter, principal auth.Principal, ttl time.Duration, claims auth.SessionClaims) (string, time.Time, bool) {
+	token, expires, err := s.authn.Tokens.Mint(ttl, auth.Claims{KeyID: principal.KeyID, Session: claims})
 	switch {
 	case errors.Is(err, auth.ErrNoSigningKey):
 		// Logged once a minute at most: every mint fails alike until the
@@ -284,15 +355,13 @@ func (s *Server) handleClientToken(w http.ResponseWriter, r *http.Request) {
 			s.log.Error(err, "Cannot mint a client token")
 		}
 		s.refuse(w, http.StatusServiceUnavailable, protocol.CodeInternal, "no client-token signing key is active on this server", 0)
-		return
+		return "", time.Time{}, false
 	case err != nil:
 		s.refuse(w, http.StatusBadRequest, protocol.CodeInvalidEvent, err.Error(), 0)
-		return
+		return "", time.Time{}, false
 	}
 	s.metrics.ClientTokensMinted.Inc()
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	_ = json.NewEncoder(w).Encode(clientTokenResponse{Value: token, ExpiresAt: expires.Unix()})
+	return token, expires, true
 }
 
 // httpErrorLog routes net/http's own error log through the structured logger.

@@ -170,9 +170,8 @@ func (d *Decoder) DecodeText(data []byte) (ClientEvent, *Error) {
 		if err != nil {
 			return ev, Invalid("audio", "audio is not valid base64")
 		}
-		if m%2 != 0 {
-			return ev, Invalid("audio", "audio must be whole PCM16 samples (an even number of bytes)")
-		}
+		// Whole samples are the backend's concern: PCM16 takes two bytes a
+		// sample, G.711 (which the openai backend relays) one.
 		ev.Audio = d.audio[:m]
 	case TypeSessionUpdate:
 		if !isJSONObject(f.session) {

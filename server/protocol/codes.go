@@ -1,6 +1,10 @@
 package protocol
 
-import "github.com/coder/websocket"
+import (
+	"strconv"
+
+	"github.com/coder/websocket"
+)
 
 // Code is a stable, documented error code carried in error events, close
 // reasons and metrics labels. Clients switch on it, so values never change.
@@ -41,6 +45,7 @@ const (
 	CodeAPIKeySessionLimit   Code = "api_key_session_limit"   // 1008: the API key holds --max-sessions-per-key sessions here
 	CodeClientIPSessionLimit Code = "client_ip_session_limit" // 1008: the client address (IPv6: its /64) holds --max-sessions-per-ip
 	CodeCredentialRevoked    Code = "credential_revoked"      // 1008: the API key the session was opened with was removed
+	CodeModelNotAllowed      Code = "model_not_allowed"       // 1008 (or HTTP 400 at a mint): a model outside --openai-models
 )
 
 // AllCodes lists every code, for metrics pre-registration and documentation tests.
@@ -52,7 +57,7 @@ var AllCodes = []Code{
 	CodeUpstreamUnauthorized, CodeUpstreamClosed, CodeUpstreamStalled,
 	CodeUpstreamProtocolError, CodeSessionExpired,
 	CodeServerBusy, CodeMemoryLimit, CodeBufferFull, CodeAPIKeySessionLimit,
-	CodeClientIPSessionLimit, CodeCredentialRevoked,
+	CodeClientIPSessionLimit, CodeCredentialRevoked, CodeModelNotAllowed,
 }
 
 // Close codes the gateway uses (RFC 6455 section 7.4 and the IANA registry).
@@ -106,4 +111,14 @@ func Fatal(code Code, closeCode websocket.StatusCode, message string) *Error {
 		t = ErrorTypeServer
 	}
 	return &Error{Code: code, Type: t, Message: message, Fatal: true, CloseCode: closeCode}
+}
+
+// ModelNotAllowedMessage is the message of a model_not_allowed refusal; it
+// quotes the model only when it is short enough to be one.
+func ModelNotAllowedMessage(model string) string {
+	name := "this model"
+	if len(model) <= 64 {
+		name = "the model " + strconv.Quote(model)
+	}
+	return name + " is not served by this gateway; ask for one of the models its operator allows (--openai-models)"
 }

@@ -68,8 +68,10 @@ func FuzzDecodeText(f *testing.F) {
 		}
 		switch ev.Type {
 		case TypeInputAudioAppend:
-			if len(ev.Audio)%2 != 0 {
-				t.Fatalf("accepted %d bytes of audio, not whole samples", len(ev.Audio))
+			// Whole samples are the backend's concern (G.711 has one
+			// byte a sample); the audio is never more than the message.
+			if len(ev.Audio) > len(data) {
+				t.Fatalf("decoded %d bytes of audio from a %d-byte message", len(ev.Audio), len(data))
 			}
 		case TypeSessionUpdate:
 			if !isJSONObject(ev.Session) || len(ev.Session) > maxSessionObjectLength {

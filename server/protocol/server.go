@@ -24,6 +24,8 @@ const (
 	TypeError                   = "error"
 	TypeGatewayDraining         = "gateway.draining"
 	AudioFormatPCM              = "audio/pcm"
+	AudioFormatPCMU             = "audio/pcmu" // G.711 µ-law, 8 kHz, one byte a sample
+	AudioFormatPCMA             = "audio/pcma" // G.711 A-law
 	ResponseStatusInProgress    = "in_progress"
 	ResponseStatusCompleted     = "completed"
 	ResponseStatusCancelled     = "cancelled"

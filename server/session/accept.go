@@ -34,6 +34,10 @@ type Grant struct {
 	// Claims are what a client token fixes for the session; a
 	// session.update may not change them.
 	Claims protocol.SessionClaims
+	// Model is the model the client asked for: the URL's model parameter,
+	// or the client token's model claim (admission refuses the two
+	// differing).
+	Model string
 	// Release, when set, gives back what admission took for the session
 	// (a use of a client token) if the request does not become one: the
 	// upgrade failed or a limit refused it.
@@ -239,7 +243,7 @@ func (a *Acceptor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	opts := a.Options
 	opts.BinaryAudio = grant.BinaryAudio || r.URL.Query().Get(AudioQueryParam) == protocol.AudioTransportBinary
 	opts.RawConn = hijacker.conn
-	opts.Identity, opts.Claims = grant.Identity, grant.Claims
+	opts.Identity, opts.Claims, opts.Model = grant.Identity, grant.Claims, grant.Model
 	sess := New(conn, opts)
 	remove, refusal := a.limits(sess)
 	if refusal != nil {

@@ -88,6 +88,10 @@ type Options struct {
 	// Identity and Claims are set per connection from the Grant.
 	Identity Identity
 	Claims   protocol.SessionClaims
+	// Model is the model the client asked for (?model= or the client
+	// token's claim), set per connection from the Grant; the backend
+	// decides whether it serves it.
+	Model string
 }
 
 // ending is why a session ends and how the client is told.
@@ -233,6 +237,7 @@ func (s *Session) Run() {
 		SessionID: s.id, SampleRate: s.opts.Config.SampleRate, BinaryAudio: s.opts.BinaryAudio,
 		MaxMessageBytes: s.opts.Config.MaxMessageBytes, Log: s.log,
 		Memory: s.acct, MaxBufferedBytes: s.opts.Config.MaxBufferedBytes(),
+		Model: s.opts.Model,
 	}, (*sink)(s))
 	if err != nil {
 		s.log.Error(err, "backend unavailable", "session", s.id)

@@ -402,7 +402,7 @@ func (c *conformance) sessionUpdate() {
 		t.Errorf("session.updated instructions = %v, want the update's", got)
 	}
 	refused := []struct{ msg, param string }{
-		{`{"type":"session.update","event_id":"c-2","session":{"instructions":"x","audio":{"input":{"format":{"type":"audio/pcmu"}}}}}`, "session.audio"},
+		{`{"type":"session.update","event_id":"c-2","session":{"instructions":"x","audio":{"input":{"format":{"type":"audio/pcm","rate":16000}}}}}`, "session.audio"},
 		{`{"type":"session.update","event_id":"c-3","session":{"audio":{"output":{"format":{"type":"audio/pcm","rate":8000}}}}}`, "session.audio"},
 		{`{"type":"session.update","event_id":"c-4","session":{"audio":"pcm"}}`, "session"},
 	}

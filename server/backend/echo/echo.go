@@ -185,6 +185,9 @@ func (c *conn) Handle(_ context.Context, ev *protocol.ClientEvent) *protocol.Err
 	case protocol.TypeSessionUpdate:
 		return c.sessionUpdate(ev)
 	case protocol.TypeInputAudioAppend:
+		if len(ev.Audio)%2 != 0 {
+			return protocol.Invalid("audio", "audio must be whole PCM16 samples (an even number of bytes)")
+		}
 		if len(c.input)+len(ev.Audio) > c.maxBytes() {
 			return protocol.BufferFull("audio not buffered: the input audio buffer would hold more than " + c.maxAudio() + "; commit or clear it")
 		}

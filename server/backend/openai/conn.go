@@ -55,6 +55,13 @@ type conn struct {
 
 	up  upstream
 	raw *rawConn
+	// url is the upstream endpoint of this session: the configured one,
+	// with the client's model when it asked for an allowed one.
+	url string
+	// byteAudio is set once a session.update asked for G.711 output
+	// (audio/pcmu, audio/pcma): one byte a sample, so an audio delta of an
+	// odd length is whole samples.
+	byteAudio atomic.Bool
 
 	// queue carries client messages to the writer; queueBytes counts
 	// their bytes against maxQueueBytes.

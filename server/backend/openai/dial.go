@@ -68,7 +68,7 @@ func (b *Backend) dial(c *conn) (*websocket.Conn, error) {
 	dialCtx, cancel := context.WithTimeout(c.ctx, b.cfg.DialTimeout)
 	defer cancel()
 	dialCtx = context.WithValue(dialCtx, rawConnKey{}, c.raw)
-	up, resp, err := websocket.Dial(dialCtx, b.url, &websocket.DialOptions{
+	up, resp, err := websocket.Dial(dialCtx, c.url, &websocket.DialOptions{
 		HTTPClient: b.client,
 		HTTPHeader: http.Header{
 			"Authorization": {"Bearer " + b.key.Value()},
@@ -105,7 +105,7 @@ func (b *Backend) dial(c *conn) (*websocket.Conn, error) {
 	b.metrics.UpstreamErrors.WithLabelValues(f.kind).Inc()
 	// The URL may carry a credential in its query; neither the URL nor the
 	// error, which may quote it, is logged as it is.
-	b.log.Error(errors.New(config.RedactIn(err.Error(), b.url)), "upstream dial failed",
-		"session", c.info.SessionID, "kind", f.kind, "url", config.RedactURL(b.url))
+	b.log.Error(errors.New(config.RedactIn(err.Error(), c.url)), "upstream dial failed",
+		"session", c.info.SessionID, "kind", f.kind, "url", config.RedactURL(c.url))
 	return nil, f.err
 }

@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -32,6 +33,7 @@ import (
 	"github.com/voicegateway/voicegateway/server/backend"
 	"github.com/voicegateway/voicegateway/server/config"
 	"github.com/voicegateway/voicegateway/server/metrics"
+	"github.com/voicegateway/voicegateway/server/protocol"
 )
 
 // Name is the backend's configured name.
@@ -106,6 +108,13 @@ func upstreamURL(raw, model string) (string, error) {
 	return u.String(), nil
 }
 
+// allowed reports whether a client may ask for model (--openai-models;
+// --openai-model alone when that is empty; anything when both are).
+func (b *Backend) allowed(model string) bool {
+	list := b.cfg.AllowedModels()
+	return len(list) == 0 || slices.Contains(list, model)
+}
+
 // Name implements backend.Backend.
 func (b *Backend) Name() string { return Name }
 
@@ -123,7 +132,17 @@ func (b *Backend) Run(ctx context.Context) error {
 // dial timeout and by ctx, the session's lifetime) and starts relaying. A
 // failure is returned as the *protocol.Error the client is told.
 func (b *Backend) Open(ctx context.Context, info backend.Info, sink backend.Sink) (backend.Conn, error) {
+	// A model outside the allowlist is refused before anything is dialled:
+	// the upstream never hears of the session.
+	if info.Model != "" && !b.allowed(info.Model) {
+		return nil, protocol.Fatal(protocol.CodeModelNotAllowed, protocol.ClosePolicyViolation, protocol.ModelNotAllowedMessage(info.Model))
+	}
 	c := newConn(ctx, b, info, sink)
+	c.url = b.url
+	if info.Model != "" && info.Model != b.cfg.Model {
+		// The configured URL parsed in New; only the model differs.
+		c.url, _ = upstreamURL(b.cfg.URL, info.Model)
+	}
 	started := time.Now()
 	up, err := b.dial(c)
 	if err != nil {

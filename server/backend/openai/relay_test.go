@@ -230,16 +230,20 @@ func TestSessionUpdateOwnedFields(t *testing.T) {
 		name      string
 		session   string
 		wantParam string // empty: relayed
+		wantCode  protocol.Code
 	}{
 		{name: "instructions only", session: `{"type":"realtime","instructions":"hi"}`},
 		{name: "the gateway's format", session: `{"audio":{"input":{"format":{"type":"audio/pcm","rate":24000}},"output":{"format":{"type":"audio/pcm"},"voice":"marin"}}}`},
 		{name: "the gateway's model", session: `{"model":"gpt-realtime"}`},
 		{name: "beta pcm16", session: `{"input_audio_format":"pcm16","output_audio_format":"pcm16"}`},
 		{name: "input at 16 kHz", session: `{"audio":{"input":{"format":{"type":"audio/pcm","rate":16000}}}}`, wantParam: "session.audio.input.format"},
-		{name: "output in G.711", session: `{"audio":{"output":{"format":{"type":"audio/pcmu"}}}}`, wantParam: "session.audio.output.format"},
+		{name: "output in G.711", session: `{"audio":{"output":{"format":{"type":"audio/pcmu"}}}}`},
+		{name: "input in G.711 A-law", session: `{"audio":{"input":{"format":{"type":"audio/pcma"}}}}`},
+		{name: "an unknown format", session: `{"audio":{"output":{"format":{"type":"audio/opus"}}}}`, wantParam: "session.audio.output.format"},
 		{name: "format of the wrong shape", session: `{"audio":{"input":{"format":"pcm16"}}}`, wantParam: "session.audio.input.format"},
-		{name: "beta G.711", session: `{"input_audio_format":"g711_ulaw"}`, wantParam: "session.input_audio_format"},
-		{name: "another model", session: `{"model":"gpt-realtime-mini"}`, wantParam: "session.model"},
+		{name: "beta G.711", session: `{"input_audio_format":"g711_ulaw"}`},
+		{name: "beta of another kind", session: `{"input_audio_format":"opus"}`, wantParam: "session.input_audio_format"},
+		{name: "another model", session: `{"model":"gpt-realtime-mini"}`, wantParam: "session.model", wantCode: protocol.CodeModelNotAllowed},
 		{name: "model of the wrong type", session: `{"model":7}`, wantParam: "session"},
 	}
 	for _, tt := range tests {
@@ -261,7 +265,11 @@ func TestSessionUpdateOwnedFields(t *testing.T) {
 				}
 				return
 			}
-			if err == nil || err.Fatal || err.Code != protocol.CodeInvalidEvent || err.Param != tt.wantParam {
+			wantCode := tt.wantCode
+			if wantCode == "" {
+				wantCode = protocol.CodeInvalidEvent
+			}
+			if err == nil || err.Fatal || err.Code != wantCode || err.Param != tt.wantParam {
 				t.Fatalf("Handle = %+v, want a non-fatal invalid_event for %s", err, tt.wantParam)
 			}
 			if relayed {

@@ -111,7 +111,7 @@ func (c *conn) relayAudioDelta() *fault {
 	case err != nil:
 		f := upstreamMalformed("audio delta is not valid base64")
 		return &f
-	case n%2 != 0:
+	case n%2 != 0 && !c.byteAudio.Load():
 		f := upstreamMalformed("audio delta is not whole PCM16 samples")
 		return &f
 	case n == 0:

@@ -36,8 +36,15 @@ func (c *conn) Handle(_ context.Context, ev *protocol.ClientEvent) *protocol.Err
 		return c.relayAudio(ev.Audio)
 	}
 	if ev.Type == protocol.TypeSessionUpdate {
-		if err := checkSessionUpdate(ev.Session, c.b.cfg.Model, c.info.SampleRate); err != nil {
+		output, err := checkSessionUpdate(ev.Session, c.b.allowed, c.info.SampleRate)
+		if err != nil {
 			return err
+		}
+		switch output {
+		case formatPCM:
+			c.byteAudio.Store(false)
+		case formatG711:
+			c.byteAudio.Store(true)
 		}
 	}
 	buf := msgbuf.Get(len(ev.Raw))
@@ -213,12 +220,21 @@ func (c *conn) ping() {
 	}()
 }
 
+// Output audio formats a session.update may set.
+const (
+	formatUnchanged = iota
+	formatPCM
+	formatG711
+)
+
 // checkSessionUpdate refuses a session.update that would change what the
-// gateway owns: the audio format (the binary fast path and the sample rate
-// announced in session.created depend on it) and the model the operator
-// chose. Fields set to the gateway's own values pass; the event itself is
-// relayed unchanged.
-func checkSessionUpdate(session json.RawMessage, model string, rate int) *protocol.Error {
+// gateway owns: the PCM rate (the binary fast path and the sample rate
+// announced in session.created depend on it) and the models the operator
+// allows. PCM at the gateway's rate and the G.711 formats (audio/pcmu,
+// audio/pcma, which telephony apps use and which pass through byte for
+// byte) are accepted; the event itself is relayed unchanged. It reports
+// the output format the update sets.
+func checkSessionUpdate(session json.RawMessage, allowed func(model string) bool, rate int) (int, *protocol.Error) {
 	type direction struct {
 		Format json.RawMessage `json:"format"`
 	}
@@ -233,45 +249,71 @@ func checkSessionUpdate(session json.RawMessage, model string, rate int) *protoc
 		OutputAudioFormat json.RawMessage `json:"output_audio_format"`
 	}
 	if err := json.Unmarshal(session, &update); err != nil {
-		return protocol.Invalid("session", "session object has a field of the wrong type")
+		return formatUnchanged, protocol.Invalid("session", "session object has a field of the wrong type")
 	}
-	if update.Model != nil && model != "" && *update.Model != model {
-		return protocol.Invalid("session.model", "this gateway serves the model "+strconv.Quote(model)+" only")
+	if update.Model != nil && !allowed(*update.Model) {
+		return formatUnchanged, &protocol.Error{Code: protocol.CodeModelNotAllowed, Type: protocol.ErrorTypeInvalidRequest,
+			Param: "session.model", Message: protocol.ModelNotAllowedMessage(*update.Model)}
 	}
-	formatMessage := "this gateway carries " + protocol.AudioFormatPCM + " at " + strconv.Itoa(rate) + " Hz only"
+	formatMessage := "this gateway carries " + protocol.AudioFormatPCM + " at " + strconv.Itoa(rate) + " Hz, " +
+		protocol.AudioFormatPCMU + " and " + protocol.AudioFormatPCMA + " only"
+	output := formatUnchanged
 	if update.Audio != nil {
-		for _, d := range []struct {
+		for i, d := range []struct {
 			param string
 			dir   *direction
 		}{{"session.audio.input.format", update.Audio.Input}, {"session.audio.output.format", update.Audio.Output}} {
-			if d.dir != nil && !isGatewayFormat(d.dir.Format, rate) {
-				return protocol.Invalid(d.param, formatMessage)
+			if d.dir == nil || len(d.dir.Format) == 0 {
+				continue
+			}
+			f := gaFormat(d.dir.Format, rate)
+			if f == formatUnchanged {
+				return formatUnchanged, protocol.Invalid(d.param, formatMessage)
+			}
+			if i == 1 {
+				output = f
 			}
 		}
 	}
-	for _, d := range []struct {
+	for i, d := range []struct {
 		param string
 		raw   json.RawMessage
 	}{{"session.input_audio_format", update.InputAudioFormat}, {"session.output_audio_format", update.OutputAudioFormat}} {
-		if len(d.raw) > 0 && string(d.raw) != `"pcm16"` {
-			return protocol.Invalid(d.param, formatMessage)
+		if len(d.raw) == 0 {
+			continue
+		}
+		var f int
+		switch string(d.raw) {
+		case `"pcm16"`:
+			f = formatPCM
+		case `"g711_ulaw"`, `"g711_alaw"`:
+			f = formatG711
+		default:
+			return formatUnchanged, protocol.Invalid(d.param, formatMessage)
+		}
+		if i == 1 {
+			output = f
 		}
 	}
-	return nil
+	return output, nil
 }
 
-// isGatewayFormat reports whether a GA audio format object is absent or
-// PCM at the gateway's rate (a missing rate means the default, 24 kHz).
-func isGatewayFormat(raw json.RawMessage, rate int) bool {
-	if len(raw) == 0 {
-		return true
-	}
+// gaFormat classifies a GA audio format object: PCM at the gateway's rate
+// (a missing rate means the default, 24 kHz), G.711, or neither
+// (formatUnchanged).
+func gaFormat(raw json.RawMessage, rate int) int {
 	var f struct {
 		Type string `json:"type"`
 		Rate *int   `json:"rate"`
 	}
 	if json.Unmarshal(raw, &f) != nil {
-		return false
+		return formatUnchanged
 	}
-	return f.Type == protocol.AudioFormatPCM && (f.Rate == nil || *f.Rate == rate)
+	switch {
+	case f.Type == protocol.AudioFormatPCM && (f.Rate == nil || *f.Rate == rate):
+		return formatPCM
+	case f.Type == protocol.AudioFormatPCMU || f.Type == protocol.AudioFormatPCMA:
+		return formatG711
+	}
+	return formatUnchanged
 }

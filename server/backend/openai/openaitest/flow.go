@@ -88,7 +88,8 @@ func (c *Conn) sessionUpdate(raw json.RawMessage, eventID any) {
 			if !ok {
 				continue
 			}
-			if f["type"] != "audio/pcm" || (f["rate"] != nil && f["rate"] != float64(SampleRate)) {
+			pcm := f["type"] == "audio/pcm" && (f["rate"] == nil || f["rate"] == float64(SampleRate))
+			if !pcm && f["type"] != "audio/pcmu" && f["type"] != "audio/pcma" {
 				c.sendError("invalid_value", "Invalid audio format.", "session.audio."+dir+".format", eventID)
 				return
 			}
