@@ -106,8 +106,13 @@ func TestBrowserTalksThroughDrain(t *testing.T) {
 	}
 	refusedShot := browser.screenshot(ctx, "demo-page-unauthorized.png")
 
-	// With a client token minted by "the app's backend" it talks.
-	token := mintToken(t, first, 10*time.Minute, true)
+	// With a client secret minted by "the app's backend" the OpenAI way
+	// (POST /v1/realtime/client_secrets with its API key), presented by the
+	// page in the openai-insecure-api-key subprotocol, it talks.
+	token := mintClientSecret(t, first, 600)
+	if !strings.HasPrefix(token, "ek_") {
+		t.Fatalf("client secret %q… does not start with ek_, which the OpenAI SDKs require in a browser", token[:min(len(token), 8)])
+	}
 	browser.startTalking(ctx, service.url()+"/?processing=off#token="+token)
 	location, err := chromedp.Run(ctx, chromedp.Evaluate[string](`location.href`))
 	if err != nil {
@@ -376,6 +381,33 @@ type serviceProxy struct {
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
 	closed bool
+}
+
+// mintClientSecret is an app's backend minting a client secret for its page
+// with POST /v1/realtime/client_secrets, in OpenAI's request shape.
+func mintClientSecret(t *testing.T, p *process, seconds int) string {
+	t.Helper()
+	body := fmt.Sprintf(`{"expires_after":{"anchor":"created_at","seconds":%d},"session":{"type":"realtime","instructions":"echo"}}`, seconds)
+	req, err := http.NewRequest(http.MethodPost, "http://"+p.public+"/v1/realtime/client_secrets", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+testAPIKey)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := (&http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var secret struct {
+		Value     string         `json:"value"`
+		ExpiresAt int64          `json:"expires_at"`
+		Session   map[string]any `json:"session"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&secret); err != nil || resp.StatusCode != http.StatusOK || secret.Value == "" || secret.ExpiresAt == 0 {
+		t.Fatalf("POST /v1/realtime/client_secrets: HTTP %d, %v", resp.StatusCode, err)
+	}
+	return secret.Value
 }
 
 func startServiceProxy(t *testing.T, backends ...*process) *serviceProxy {

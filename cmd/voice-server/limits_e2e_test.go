@@ -67,7 +67,12 @@ func TestMemoryBudgetHoldsUnderStuffing(t *testing.T) {
 	var wg sync.WaitGroup
 	var refused, kept, stuffed atomic.Int64
 	conns := make([]*websocket.Conn, stuffers)
+	// Loud noise: the echo's turn detection keeps no silence it will not
+	// commit, so a stuffer has to "speak" to be buffered.
 	chunk := make([]byte, 128<<10)
+	for i := range chunk {
+		chunk[i] = byte(i*7 + i>>3)
+	}
 	for i := range stuffers {
 		c, _, err := p.dial(ctx, true)
 		if err != nil {
@@ -113,6 +118,13 @@ func TestMemoryBudgetHoldsUnderStuffing(t *testing.T) {
 					return
 				default:
 				}
+			}
+			// Every write may be in the socket buffers before the server
+			// has read far enough to refuse: its refusal still comes.
+			select {
+			case <-full:
+				refused.Add(1)
+			case <-time.After(10 * time.Second):
 			}
 			kept.Add(1)
 		}()

@@ -232,6 +232,13 @@ func Dial(ctx context.Context, opts Options) (*Conn, error) {
 	c.binary.Store(opts.Binary)
 	if opts.PlainEcho {
 		close(c.ready)
+	} else {
+		// A caller that commits its own turns, as an OpenAI Realtime app
+		// doing push-to-talk does: turn detection off, so that a commit
+		// only commits and response.create (sent with each commit) asks
+		// for the echo. Written before any frame, it is read before any.
+		// A failed write shows as the connection's end to the reader.
+		_ = ws.Write(ctx, websocket.MessageText, manualTurnsMessage)
 	}
 	go c.read()
 	return c, nil
@@ -347,9 +354,11 @@ func (c *Conn) played() bool { return c.framesEchoed.Load() >= c.framesSent.Load
 
 // Messages the client sends besides audio.
 var (
-	commitMessage = []byte(`{"type":"input_audio_buffer.commit"}`)
-	appendPrefix  = []byte(`{"type":"input_audio_buffer.append","audio":"`)
-	jsonStringEnd = []byte(`"}`)
+	commitMessage         = []byte(`{"type":"input_audio_buffer.commit"}`)
+	responseCreateMessage = []byte(`{"type":"response.create"}`)
+	manualTurnsMessage    = []byte(`{"type":"session.update","session":{"audio":{"input":{"turn_detection":null}}}}`)
+	appendPrefix          = []byte(`{"type":"input_audio_buffer.append","audio":"`)
+	jsonStringEnd         = []byte(`"}`)
 )
 
 // SendAudio sends pcm as one binary message or input_audio_buffer.append
@@ -381,9 +390,13 @@ func appendAudioEvent(dst, pcm []byte) []byte {
 	return append(dst, jsonStringEnd...)
 }
 
-// Commit sends input_audio_buffer.commit.
+// Commit ends a turn: input_audio_buffer.commit, then response.create (the
+// session runs with turn detection off, see Dial).
 func (c *Conn) Commit(ctx context.Context) error {
-	return c.ws.Write(ctx, websocket.MessageText, commitMessage)
+	if err := c.ws.Write(ctx, websocket.MessageText, commitMessage); err != nil || c.opts.PlainEcho {
+		return err
+	}
+	return c.ws.Write(ctx, websocket.MessageText, responseCreateMessage)
 }
 
 // Send sends one message as it is (an invalid event, an oversized one).

@@ -10,12 +10,18 @@ import (
 
 // Client event types (OpenAI Realtime GA names).
 const (
-	TypeSessionUpdate      = "session.update"
-	TypeInputAudioAppend   = "input_audio_buffer.append"
-	TypeInputAudioCommit   = "input_audio_buffer.commit"
-	TypeInputAudioClear    = "input_audio_buffer.clear"
-	TypeResponseCreate     = "response.create"
-	TypeResponseCancel     = "response.cancel"
+	TypeSessionUpdate    = "session.update"
+	TypeInputAudioAppend = "input_audio_buffer.append"
+	TypeInputAudioCommit = "input_audio_buffer.commit"
+	TypeInputAudioClear  = "input_audio_buffer.clear"
+	TypeResponseCreate   = "response.create"
+	TypeResponseCancel   = "response.cancel"
+	// Conversation events: the echo backend answers them, relays pass
+	// them on; the decoder leaves them to the backend (Raw).
+	TypeItemCreate         = "conversation.item.create"
+	TypeItemRetrieve       = "conversation.item.retrieve"
+	TypeItemDelete         = "conversation.item.delete"
+	TypeItemTruncate       = "conversation.item.truncate"
 	maxEventIDLength       = 128
 	maxTypeLength          = 128
 	maxResponseIDLength    = 128

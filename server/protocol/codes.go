@@ -46,6 +46,9 @@ const (
 	CodeClientIPSessionLimit Code = "client_ip_session_limit" // 1008: the client address (IPv6: its /64) holds --max-sessions-per-ip
 	CodeCredentialRevoked    Code = "credential_revoked"      // 1008: the API key the session was opened with was removed
 	CodeModelNotAllowed      Code = "model_not_allowed"       // 1008 (or HTTP 400 at a mint): a model outside --openai-models
+	// OpenAI's own code for a response.cancel with no response active
+	// (echo; the openai backend passes the upstream's on).
+	CodeResponseCancelNotActive Code = "response_cancel_not_active"
 )
 
 // AllCodes lists every code, for metrics pre-registration and documentation tests.
@@ -57,7 +60,7 @@ var AllCodes = []Code{
 	CodeUpstreamUnauthorized, CodeUpstreamClosed, CodeUpstreamStalled,
 	CodeUpstreamProtocolError, CodeSessionExpired,
 	CodeServerBusy, CodeMemoryLimit, CodeBufferFull, CodeAPIKeySessionLimit,
-	CodeClientIPSessionLimit, CodeCredentialRevoked, CodeModelNotAllowed,
+	CodeClientIPSessionLimit, CodeCredentialRevoked, CodeModelNotAllowed, CodeResponseCancelNotActive,
 }
 
 // Close codes the gateway uses (RFC 6455 section 7.4 and the IANA registry).

@@ -279,3 +279,95 @@ func appendJSONString(dst []byte, s string) []byte {
 }
 
 func appendInt(dst []byte, n int64) []byte { return strconv.AppendInt(dst, n, 10) }
+
+// Server event types of the conversation and of a response's parts, as the
+// GA API names them (the echo backend emits them; relays pass them on).
+const (
+	TypeSpeechStarted    = "input_audio_buffer.speech_started"
+	TypeSpeechStopped    = "input_audio_buffer.speech_stopped"
+	TypeItemAdded        = "conversation.item.added"
+	TypeItemDone         = "conversation.item.done"
+	TypeItemRetrieved    = "conversation.item.retrieved"
+	TypeItemDeleted      = "conversation.item.deleted"
+	TypeItemTruncated    = "conversation.item.truncated"
+	TypeOutputItemAdded  = "response.output_item.added"
+	TypeOutputItemDone   = "response.output_item.done"
+	TypeContentPartAdded = "response.content_part.added"
+	TypeContentPartDone  = "response.content_part.done"
+	ItemStatusCompleted  = "completed"
+	ItemStatusInProgress = "in_progress"
+	ItemStatusIncomplete = "incomplete"
+	ContentInputAudio    = "input_audio"
+	ContentInputText     = "input_text"
+	ContentOutputAudio   = "output_audio"
+	ContentPartAudio     = "audio"
+	itemObject           = "realtime.item"
+	itemTypeMessage      = "message"
+	RoleUser             = "user"
+	RoleAssistant        = "assistant"
+	RoleSystem           = "system"
+)
+
+// ContentPart is one part of an item's content.
+type ContentPart struct {
+	Type       string  `json:"type"`
+	Text       *string `json:"text,omitempty"`
+	Transcript *string `json:"transcript"`
+}
+
+// Item is a conversation item (a message), reduced to what clients read.
+type Item struct {
+	ID      string        `json:"id"`
+	Object  string        `json:"object"`
+	Type    string        `json:"type"`
+	Role    string        `json:"role"`
+	Status  string        `json:"status"`
+	Content []ContentPart `json:"content"`
+}
+
+// NewItem returns a message item.
+func NewItem(id, role, status string, content ...ContentPart) Item {
+	if content == nil {
+		content = []ContentPart{}
+	}
+	return Item{ID: id, Object: itemObject, Type: itemTypeMessage, Role: role, Status: status, Content: content}
+}
+
+// SpeechEvent is input_audio_buffer.speech_started (AudioStartMS) or
+// speech_stopped (AudioEndMS).
+type SpeechEvent struct {
+	EventHeader
+	AudioStartMS *int64 `json:"audio_start_ms,omitempty"`
+	AudioEndMS   *int64 `json:"audio_end_ms,omitempty"`
+	ItemID       string `json:"item_id"`
+}
+
+// ItemEvent is conversation.item.added, .done or .retrieved.
+type ItemEvent struct {
+	EventHeader
+	PreviousItemID *string `json:"previous_item_id,omitempty"`
+	Item           Item    `json:"item"`
+}
+
+// ItemIDEvent is conversation.item.deleted or .truncated.
+type ItemIDEvent struct {
+	EventHeader
+	ItemID       string `json:"item_id"`
+	ContentIndex *int   `json:"content_index,omitempty"`
+	AudioEndMS   *int64 `json:"audio_end_ms,omitempty"`
+}
+
+// OutputItemEvent is response.output_item.added or .done.
+type OutputItemEvent struct {
+	EventHeader
+	ResponseID  string `json:"response_id"`
+	OutputIndex int    `json:"output_index"`
+	Item        Item   `json:"item"`
+}
+
+// ContentPartEvent is response.content_part.added or .done.
+type ContentPartEvent struct {
+	EventHeader
+	ContentRef
+	Part ContentPart `json:"part"`
+}

@@ -152,8 +152,13 @@ func TestFullTurn(t *testing.T) {
 					types = append(types, f.Type())
 				}
 			}
-			want := []string{"input_audio_buffer.committed", "response.created", "response.output_audio.done",
-				"response.output_audio_transcript.delta", "response.output_audio_transcript.done", "response.done"}
+			// The echo's default turn detection hears the tone as speech;
+			// the commit ends the turn and a response with the GA API's
+			// full event set answers it.
+			want := []string{"input_audio_buffer.speech_started", "input_audio_buffer.committed", "conversation.item.added", "conversation.item.done",
+				"response.created", "response.output_item.added", "conversation.item.added", "response.content_part.added",
+				"response.output_audio.done", "response.output_audio_transcript.delta", "response.output_audio_transcript.done",
+				"response.content_part.done", "response.output_item.done", "conversation.item.done", "response.done"}
 			if !equalStrings(types, want) {
 				t.Fatalf("event order = %v, want %v", types, want)
 			}
@@ -204,7 +209,7 @@ func TestRejectedMessagesKeepSession(t *testing.T) {
 		{name: "no type", typ: websocket.MessageText, message: `{"event_id":"x"}`, param: "type"},
 		{name: "bad base64", typ: websocket.MessageText, message: `{"type":"input_audio_buffer.append","audio":"@@@"}`, param: "audio"},
 		{name: "odd binary", typ: websocket.MessageBinary, message: "abc", param: "audio"},
-		{name: "unknown type for echo", typ: websocket.MessageText, message: `{"type":"conversation.item.create","event_id":"e9"}`, param: "type"},
+		{name: "unknown type for echo", typ: websocket.MessageText, message: `{"type":"conversation.no_such_event","event_id":"e9"}`, param: "type"},
 		{name: "commit empty buffer", typ: websocket.MessageText, message: `{"type":"input_audio_buffer.commit"}`},
 	}
 	h := serve(t, nil)

@@ -1,13 +1,16 @@
-// Package echo is the built-in backend: it answers each committed audio
-// buffer with the same audio, paced in real time as 20 ms
-// response.output_audio.delta chunks, plus a transcript. It needs no key and
-// no network, so the whole gateway path can be exercised anywhere.
+// Package echo is the built-in backend: it behaves like the OpenAI Realtime
+// API with a model that says back what it heard. Server VAD (an energy
+// detector honouring threshold, prefix_padding_ms, silence_duration_ms,
+// create_response and interrupt_response) turns speech into committed
+// items; each response echoes the latest user item's audio, paced in real
+// time as 20 ms response.output_audio.delta chunks, with the GA API's full
+// event set around it (docs/protocol.md lists it event by event). It needs
+// no key and no network, so the whole gateway path can be exercised
+// anywhere, by the official SDKs too.
 package echo
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
 	"strconv"
 	"sync"
 	"time"
@@ -50,23 +53,22 @@ func (b *Backend) Name() string { return Name }
 // Open implements backend.Backend.
 func (b *Backend) Open(ctx context.Context, info backend.Info, sink backend.Sink) (backend.Conn, error) {
 	ctx, cancel := context.WithCancel(ctx)
+	model := Name
+	if info.Model != "" {
+		// Any model is "served": the echo stands in for whichever the
+		// client's code names.
+		model = info.Model
+	}
+	vad := defaultVAD
 	c := &conn{
 		ctx:    ctx,
 		cancel: cancel,
 		clock:  b.clock,
 		info:   info,
 		sink:   sink,
-		config: protocol.SessionConfig{
-			Type:             "realtime",
-			Object:           "realtime.session",
-			ID:               info.SessionID,
-			Model:            Name,
-			OutputModalities: []string{"audio"},
-			Audio: protocol.SessionAudio{
-				Input:  protocol.SessionAudioDirection{Format: protocol.AudioFormat{Type: protocol.AudioFormatPCM, Rate: info.SampleRate}},
-				Output: protocol.SessionAudioDirection{Format: protocol.AudioFormat{Type: protocol.AudioFormatPCM, Rate: info.SampleRate}},
-			},
-		},
+		model:  model,
+		vad:    &vad,
+		det:    newDetector(info.SampleRate, vad),
 	}
 	transport := protocol.AudioTransportBase64
 	if info.BinaryAudio {
@@ -74,7 +76,7 @@ func (b *Backend) Open(ctx context.Context, info backend.Info, sink backend.Sink
 	}
 	err := sink.Event(&protocol.SessionEvent{
 		EventHeader: protocol.EventHeader{Type: protocol.TypeSessionCreated},
-		Session:     c.config,
+		Session:     c.sessionObject(),
 		Gateway: &protocol.GatewayInfo{
 			SessionID: info.SessionID, AudioTransport: transport,
 			SampleRate: info.SampleRate, MaxMessageSize: info.MaxMessageBytes,
@@ -87,18 +89,21 @@ func (b *Backend) Open(ctx context.Context, info backend.Info, sink backend.Sink
 	return c, nil
 }
 
-// clip is one committed item's audio. The last item (kept for
-// response.create) and each queued turn hold a reference; the audio's
-// bytes stay charged to the session's memory account until the last
-// reference goes. refs is guarded by conn.mu.
+// clip is what a response echoes: one user item's audio, or its text. The
+// latest user item (kept for response.create) and each queued turn hold a
+// reference; the audio's bytes stay charged to the session's memory account
+// until the last reference goes. refs is guarded by conn.mu.
 type clip struct {
 	audio []byte
+	text  string // a text item's text (its bytes charged like audio)
 	refs  int
 }
 
+// turn is one response waiting to be played.
 type turn struct {
-	itemID string
-	clip   *clip
+	responseID string
+	itemID     string // the assistant item the response adds
+	clip       *clip
 }
 
 // conn is one session's echo. The reader goroutine calls Handle; a speaker
@@ -111,22 +116,26 @@ type conn struct {
 	clock  clock.WithTicker
 	info   backend.Info
 	sink   backend.Sink
-	config protocol.SessionConfig
+	model  string
 	done   sync.WaitGroup
 
 	// Reader-goroutine state. input's capacity is charged to the memory
 	// account (memory.Audio), and so is every clip's until it is dropped.
-	input      []byte
-	lastItemID string
-	last       *clip // also changed under mu, where its references are counted
-	items      int
-	responses  int
+	input        []byte
+	instructions string // charged as memory.Session
+	vad          *vadConfig
+	det          detector
+	userItems    int
+	responses    int
 
 	mu       sync.Mutex
+	last     *clip // the latest user item's content; its references are counted under mu
 	pending  []turn
 	speaking bool // a speaker goroutine is running
+	active   bool // a response is being played
 	queued   int  // bytes of audio in pending, bounded by maxBytes
 	cancelID int  // bumped by response.cancel; the speaker drops its turn when it changes
+	conv     conversation
 }
 
 // maxBytes bounds the uncommitted input and, apart, the turns waiting to
@@ -168,15 +177,24 @@ func (c *conn) dropInput() {
 }
 
 // unrefLocked drops one reference to cl (with mu held); the last one gives
-// its audio's memory back.
+// its memory back.
 func (c *conn) unrefLocked(cl *clip) {
 	if cl == nil {
 		return
 	}
 	if cl.refs--; cl.refs == 0 {
-		c.info.Memory.Release(memory.Audio, int64(cap(cl.audio)))
-		cl.audio = nil
+		c.info.Memory.Release(memory.Audio, int64(cap(cl.audio)+len(cl.text)))
+		cl.audio, cl.text = nil, ""
 	}
+}
+
+// setLast makes cl (one reference held by the caller) the latest user
+// item's content.
+func (c *conn) setLast(cl *clip) {
+	c.mu.Lock()
+	c.unrefLocked(c.last)
+	c.last = cl
+	c.mu.Unlock()
 }
 
 // Handle implements backend.Conn.
@@ -185,100 +203,160 @@ func (c *conn) Handle(_ context.Context, ev *protocol.ClientEvent) *protocol.Err
 	case protocol.TypeSessionUpdate:
 		return c.sessionUpdate(ev)
 	case protocol.TypeInputAudioAppend:
-		if len(ev.Audio)%2 != 0 {
-			return protocol.Invalid("audio", "audio must be whole PCM16 samples (an even number of bytes)")
-		}
-		if len(c.input)+len(ev.Audio) > c.maxBytes() {
-			return protocol.BufferFull("audio not buffered: the input audio buffer would hold more than " + c.maxAudio() + "; commit or clear it")
-		}
-		if err := c.grow(len(ev.Audio)); err != nil {
-			return err
-		}
-		c.input = append(c.input, ev.Audio...)
-		return nil
+		return c.appendAudio(ev.Audio)
 	case protocol.TypeInputAudioClear:
 		c.dropInput()
+		c.det.reset()
 		return c.emit(&protocol.AudioCleared{EventHeader: protocol.EventHeader{Type: protocol.TypeInputAudioCleared}})
 	case protocol.TypeInputAudioCommit:
 		if len(c.input) == 0 {
 			return protocol.Invalid("", "input audio buffer is empty; append audio before committing")
 		}
-		c.items++
-		itemID := "item_" + strconv.Itoa(c.items)
-		var previous *string
-		if c.lastItemID != "" {
-			p := c.lastItemID
-			previous = &p
-		}
-		// The input buffer becomes the item, with its memory: nothing is
-		// copied.
-		item := &clip{audio: c.input, refs: 1}
-		c.input = nil
-		c.mu.Lock()
-		c.unrefLocked(c.last)
-		c.last = item
-		c.mu.Unlock()
-		c.lastItemID = itemID
-		if err := c.emit(&protocol.AudioCommitted{EventHeader: protocol.EventHeader{Type: protocol.TypeInputAudioCommitted}, PreviousItemID: previous, ItemID: itemID}); err != nil {
-			return err
-		}
-		return c.enqueue(turn{itemID: itemID, clip: item})
+		c.det.reset()
+		return c.commit()
 	case protocol.TypeResponseCreate:
-		if c.last == nil {
-			return protocol.Invalid("", "nothing to echo yet: commit audio first")
-		}
-		return c.enqueue(turn{itemID: c.lastItemID, clip: c.last})
+		return c.respond()
 	case protocol.TypeResponseCancel:
-		c.mu.Lock()
-		for _, t := range c.pending {
-			c.unrefLocked(t.clip)
+		if !c.cancelResponses() {
+			return &protocol.Error{Code: protocol.CodeResponseCancelNotActive, Type: protocol.ErrorTypeInvalidRequest,
+				Message: "Cancellation failed: no active response found."}
 		}
-		clear(c.pending) // drop the audio, not just the length
-		c.pending = c.pending[:0]
-		c.queued = 0
-		c.cancelID++
-		c.mu.Unlock()
 		return nil
+	case protocol.TypeItemCreate:
+		return c.itemCreate(ev.Raw)
+	case protocol.TypeItemRetrieve, protocol.TypeItemDelete, protocol.TypeItemTruncate:
+		return c.itemByID(ev.Type, ev.Raw)
 	}
 	return protocol.Invalid("type", "unknown event type "+strconv.Quote(ev.Type)+" for the echo backend")
 }
 
-func (c *conn) sessionUpdate(ev *protocol.ClientEvent) *protocol.Error {
-	type direction struct {
-		Format *protocol.AudioFormat `json:"format"`
+// appendAudio adds audio to the input buffer and runs turn detection over
+// it: speech_started, and after enough quiet speech_stopped, a commit and
+// (create_response) a response. Without speech, only the last
+// prefix_padding_ms are kept, as the real API keeps no audio it will not
+// commit.
+func (c *conn) appendAudio(pcm []byte) *protocol.Error {
+	if len(pcm)%2 != 0 {
+		return protocol.Invalid("audio", "audio must be whole PCM16 samples (an even number of bytes)")
 	}
-	var update struct {
-		Instructions *string `json:"instructions"`
-		Audio        *struct {
-			Input  *direction `json:"input"`
-			Output *direction `json:"output"`
-		} `json:"audio"`
+	// Checked for the whole append before turn detection sees any of it,
+	// so that refused audio leaves no trace.
+	if len(c.input)+len(pcm) > c.maxBytes() {
+		return protocol.BufferFull("audio not buffered: the input audio buffer would hold more than " + c.maxAudio() + "; commit or clear it")
 	}
-	if err := json.Unmarshal(ev.Session, &update); err != nil {
-		return protocol.Invalid("session", "session object has a field of the wrong type")
-	}
-	if update.Audio != nil {
-		for _, d := range []*direction{update.Audio.Input, update.Audio.Output} {
-			if d == nil || d.Format == nil {
-				continue
-			}
-			f := d.Format
-			if (f.Type != "" && f.Type != protocol.AudioFormatPCM) || (f.Rate != 0 && f.Rate != c.info.SampleRate) {
-				return protocol.Invalid("session.audio", fmt.Sprintf("this gateway carries %s at %d Hz only", protocol.AudioFormatPCM, c.info.SampleRate))
+	for len(pcm) > 0 {
+		n := len(pcm)
+		var res vadResult
+		if c.vad != nil {
+			res, n = c.det.feed(pcm, *c.vad)
+		}
+		if err := c.grow(n); err != nil {
+			return err
+		}
+		c.input = append(c.input, pcm[:n]...)
+		pcm = pcm[n:]
+		if res.started {
+			if err := c.speechStarted(res.startMS); err != nil {
+				return err
 			}
 		}
-	}
-	if update.Instructions != nil {
-		// The instructions are kept for the session (and repeated in every
-		// session.updated): what they hold is charged to its account.
-		grown := int64(len(*update.Instructions) - len(c.config.Instructions))
-		if !c.info.Memory.Reserve(memory.Session, grown) {
-			return protocol.BufferFull("session not updated: keeping these instructions would pass this server's memory budget; send shorter ones, or retry shortly")
+		if res.stopped {
+			id := c.nextUserItemID()
+			if err := c.emit(&protocol.SpeechEvent{EventHeader: protocol.EventHeader{Type: protocol.TypeSpeechStopped}, AudioEndMS: &res.endMS, ItemID: id}); err != nil {
+				return err
+			}
+			if err := c.commit(); err != nil {
+				return err
+			}
+			continue
 		}
-		c.info.Memory.Release(memory.Session, -grown)
-		c.config.Instructions = *update.Instructions
+		if c.vad != nil && !c.det.speaking {
+			c.trimToPadding()
+		}
 	}
-	return c.emit(&protocol.SessionEvent{EventHeader: protocol.EventHeader{Type: protocol.TypeSessionUpdated}, Session: c.config})
+	return nil
+}
+
+// speechStarted reports the start of speech and, with interrupt_response,
+// cancels what is playing: the caller talks over the echo.
+func (c *conn) speechStarted(startMS int64) *protocol.Error {
+	if c.vad.InterruptResponse {
+		c.cancelResponses()
+	}
+	return c.emit(&protocol.SpeechEvent{EventHeader: protocol.EventHeader{Type: protocol.TypeSpeechStarted}, AudioStartMS: &startMS, ItemID: c.nextUserItemID()})
+}
+
+// trimToPadding drops all but the last prefix_padding_ms of input: quiet
+// audio before speech is never committed whole.
+func (c *conn) trimToPadding() {
+	keep := c.info.SampleRate * 2 * c.vad.PrefixPaddingMS / 1000
+	keep -= keep % 2
+	if drop := len(c.input) - keep; drop > 0 {
+		n := copy(c.input, c.input[drop:])
+		c.input = c.input[:n]
+	}
+}
+
+func (c *conn) nextUserItemID() string { return "item_" + strconv.Itoa(c.userItems+1) }
+
+// commit turns the input buffer into a user item: committed, then the
+// item added and done; a response follows when turn detection is on with
+// create_response. With turn detection off a commit only commits, and
+// response.create answers.
+func (c *conn) commit() *protocol.Error {
+	c.userItems++
+	itemID := "item_" + strconv.Itoa(c.userItems)
+	// The input buffer becomes the item, with its memory: nothing is
+	// copied.
+	cl := &clip{audio: c.input, refs: 1}
+	c.input = nil
+	c.setLast(cl)
+	item := protocol.NewItem(itemID, protocol.RoleUser, protocol.ItemStatusCompleted,
+		protocol.ContentPart{Type: protocol.ContentInputAudio})
+	previous := c.addItem(item)
+	if err := c.emit(&protocol.AudioCommitted{EventHeader: protocol.EventHeader{Type: protocol.TypeInputAudioCommitted}, PreviousItemID: previous, ItemID: itemID}); err != nil {
+		return err
+	}
+	if err := c.emitItems(previous, item); err != nil {
+		return err
+	}
+	if c.vad != nil && c.vad.CreateResponse {
+		return c.respond()
+	}
+	return nil
+}
+
+// respond queues a response to the latest user item (an empty one when
+// there is none yet, as the real API answers an empty conversation too).
+func (c *conn) respond() *protocol.Error {
+	c.mu.Lock()
+	cl := c.last
+	c.mu.Unlock()
+	if cl == nil {
+		cl = &clip{}
+	}
+	n := strconv.Itoa(c.responses + 1)
+	if err := c.enqueue(turn{responseID: "resp_" + n, itemID: "item_echo_" + n, clip: cl}); err != nil {
+		return err
+	}
+	c.responses++
+	return nil
+}
+
+// cancelResponses stops the response playing and drops the queued ones;
+// it reports whether there was any.
+func (c *conn) cancelResponses() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	any := c.active || len(c.pending) > 0
+	for _, t := range c.pending {
+		c.unrefLocked(t.clip)
+	}
+	clear(c.pending) // drop the audio, not just the length
+	c.pending = c.pending[:0]
+	c.queued = 0
+	c.cancelID++
+	return any
 }
 
 func (c *conn) enqueue(t turn) *protocol.Error {
@@ -309,111 +387,14 @@ func (c *conn) emit(ev protocol.Event) *protocol.Error {
 	return nil
 }
 
-// speak plays queued turns one after another until none is left or the
-// session ends. The decision to stop is taken under mu, where enqueue
-// decides to start a speaker, so a turn is never left without one.
-func (c *conn) speak() {
-	defer c.done.Done()
-	for {
-		c.mu.Lock()
-		if len(c.pending) == 0 || c.ctx.Err() != nil {
-			c.speaking = false
-			c.mu.Unlock()
-			return
-		}
-		t := c.pending[0]
-		c.pending[0] = turn{} // the backing array must not keep played audio alive
-		c.pending = c.pending[1:]
-		if len(c.pending) == 0 {
-			c.pending = nil
-		}
-		c.queued -= len(t.clip.audio)
-		cancelID := c.cancelID
-		c.mu.Unlock()
-		played := c.play(t, cancelID)
-		c.mu.Lock()
-		c.unrefLocked(t.clip)
-		if !played {
-			c.speaking = false
-		}
-		c.mu.Unlock()
-		if !played {
-			return
-		}
-	}
-}
-
-// play sends one response, paced in real time with the first chunk at once.
-// It returns false when the session is over.
-func (c *conn) play(t turn, cancelID int) bool {
-	audio := t.clip.audio // the speaker's reference keeps it
-	c.responses++
-	ref := protocol.ContentRef{ResponseID: "resp_" + strconv.Itoa(c.responses), ItemID: t.itemID + "_echo"}
-	if c.sink.Event(&protocol.ResponseEvent{EventHeader: protocol.EventHeader{Type: protocol.TypeResponseCreated}, Response: protocol.NewResponse(ref.ResponseID, protocol.ResponseStatusInProgress)}) != nil {
-		return false
-	}
-	chunk := c.info.SampleRate * 2 * int(chunkDuration/time.Millisecond) / 1000
-	// Chunks follow a fixed schedule from the response's start: chunk i
-	// is due at i×20 ms. A ticker drops ticks when the core is busy, so on
-	// each tick every chunk that is due goes out; a late tick is caught
-	// up instead of delaying the rest of the response.
-	start := c.clock.Now()
-	ticker := c.clock.NewTicker(chunkDuration)
-	defer ticker.Stop()
-	status := protocol.ResponseStatusCompleted
-	for off := 0; off < len(audio); {
-		if off > 0 {
-			select {
-			case <-c.ctx.Done():
-				return false
-			case <-ticker.C():
-			}
-		}
-		due := (int(c.clock.Since(start)/chunkDuration) + 1) * chunk
-		for ; off < len(audio) && (off == 0 || off < due); off += chunk {
-			if c.cancelled(cancelID) {
-				status = protocol.ResponseStatusCancelled
-				break
-			}
-			end := min(off+chunk, len(audio))
-			if c.sink.Audio(ref, audio[off:end]) != nil {
-				return false
-			}
-		}
-		if status == protocol.ResponseStatusCancelled {
-			break
-		}
-	}
-	seconds := float64(len(audio)) / float64(c.info.SampleRate*2)
-	transcript := fmt.Sprintf("(echo of %.2f s of audio)", seconds)
-	events := []protocol.Event{
-		&protocol.AudioDone{EventHeader: protocol.EventHeader{Type: protocol.TypeOutputAudioDone}, ContentRef: ref},
-		&protocol.TranscriptDelta{EventHeader: protocol.EventHeader{Type: protocol.TypeOutputTranscriptDelta}, ContentRef: ref, Delta: transcript},
-		&protocol.TranscriptDone{EventHeader: protocol.EventHeader{Type: protocol.TypeOutputTranscriptDone}, ContentRef: ref, Transcript: transcript},
-		&protocol.ResponseEvent{EventHeader: protocol.EventHeader{Type: protocol.TypeResponseDone}, Response: protocol.NewResponse(ref.ResponseID, status)},
-	}
-	for _, ev := range events {
-		if c.sink.Event(ev) != nil {
-			return false
-		}
-	}
-	return true
-}
-
-func (c *conn) cancelled(id int) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.cancelID != id
-}
-
 // Close implements backend.Conn: it stops the speaker and gives back the
 // memory of every byte of audio and settings the connection held.
 func (c *conn) Close() error {
 	c.cancel()
 	c.done.Wait()
 	c.dropInput()
-	c.info.Memory.Release(memory.Session, int64(len(c.config.Instructions)))
-	c.config.Instructions = ""
+	c.info.Memory.Release(memory.Session, int64(len(c.instructions)))
+	c.instructions = ""
 	c.mu.Lock()
 	for _, t := range c.pending {
 		c.unrefLocked(t.clip)
@@ -421,6 +402,7 @@ func (c *conn) Close() error {
 	c.pending = nil
 	c.unrefLocked(c.last)
 	c.last = nil
+	c.conv.drop(c.info.Memory)
 	c.mu.Unlock()
 	return nil
 }

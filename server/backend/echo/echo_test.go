@@ -90,14 +90,19 @@ func TestOpenSendsSessionCreated(t *testing.T) {
 			}
 			ev := h.Sink.Last().Object
 			rate := float64(tt.info.SampleRate)
-			format := map[string]any{"format": map[string]any{"type": "audio/pcm", "rate": rate}}
+			format := map[string]any{"type": "audio/pcm", "rate": rate}
+			vad := map[string]any{"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300.0, "silence_duration_ms": 500.0,
+				"create_response": true, "interrupt_response": true}
 			want := map[string]any{
 				"type":     "session.created",
 				"event_id": "event_1",
 				"session": map[string]any{
 					"type": "realtime", "object": "realtime.session", "id": tt.info.SessionID, "model": "echo",
 					"output_modalities": []any{"audio"}, "instructions": "",
-					"audio": map[string]any{"input": format, "output": format},
+					"audio": map[string]any{
+						"input":  map[string]any{"format": format, "turn_detection": vad},
+						"output": map[string]any{"format": format, "voice": "echo"},
+					},
 				},
 				"gateway": map[string]any{
 					"session_id": tt.info.SessionID, "audio_transport": tt.wantTransport,
@@ -230,8 +235,14 @@ func TestEchoesCommittedAudio(t *testing.T) {
 				}
 				off = end
 			}
-			if n := len(h.Sink.Types()); n != 1 {
-				t.Fatalf("append sent events: %v", h.Sink.Types())
+			// Loud audio is speech to the default turn detection; it has
+			// not stopped when the client commits.
+			wantAppend := []string{protocol.TypeSessionCreated, protocol.TypeSpeechStarted}
+			if tt.inputBytes < 2*tt.rate/100 {
+				wantAppend = wantAppend[:1] // less than one 10 ms frame: no speech seen
+			}
+			if got := h.Sink.Types(); !reflect.DeepEqual(got, wantAppend) {
+				t.Fatalf("append sent events: %v", got)
 			}
 			h.MustSend(commitMsg)
 
@@ -266,7 +277,7 @@ func TestEchoesCommittedAudio(t *testing.T) {
 			for _, c := range chunks {
 				sizes = append(sizes, len(c.PCM))
 				got = append(got, c.PCM...)
-				if c.Ref != (protocol.ContentRef{ResponseID: "resp_1", ItemID: "item_1_echo"}) {
+				if c.Ref != (protocol.ContentRef{ResponseID: "resp_1", ItemID: "item_echo_1"}) {
 					t.Errorf("chunk ref = %+v", c.Ref)
 				}
 			}
@@ -278,9 +289,14 @@ func TestEchoesCommittedAudio(t *testing.T) {
 			}
 
 			wantTypes := []string{
-				protocol.TypeSessionCreated, protocol.TypeInputAudioCommitted, protocol.TypeResponseCreated,
+				protocol.TypeSessionCreated, protocol.TypeSpeechStarted,
+				protocol.TypeInputAudioCommitted, protocol.TypeItemAdded, protocol.TypeItemDone,
+				protocol.TypeResponseCreated, protocol.TypeOutputItemAdded, protocol.TypeItemAdded, protocol.TypeContentPartAdded,
 				protocol.TypeOutputAudioDone, protocol.TypeOutputTranscriptDelta, protocol.TypeOutputTranscriptDone,
-				protocol.TypeResponseDone,
+				protocol.TypeContentPartDone, protocol.TypeOutputItemDone, protocol.TypeItemDone, protocol.TypeResponseDone,
+			}
+			if got := h.Sink.Events(); len(got) > 0 && got[1].Type != protocol.TypeSpeechStarted {
+				wantTypes = append(wantTypes[:1], wantTypes[2:]...) // less than one 10 ms frame: no speech seen
 			}
 			if got := h.Sink.Types(); !reflect.DeepEqual(got, wantTypes) {
 				t.Fatalf("events = %v, want %v", got, wantTypes)
@@ -293,7 +309,7 @@ func TestEchoesCommittedAudio(t *testing.T) {
 				t.Errorf("transcript delta %q, done %q, want %q", delta["delta"], tdone["transcript"], transcript)
 			}
 			for _, ev := range []map[string]any{delta, tdone, adone} {
-				if ev["response_id"] != "resp_1" || ev["item_id"] != "item_1_echo" || ev["output_index"] != 0.0 || ev["content_index"] != 0.0 {
+				if ev["response_id"] != "resp_1" || ev["item_id"] != "item_echo_1" || ev["output_index"] != 0.0 || ev["content_index"] != 0.0 {
 					t.Errorf("%s locates the wrong content: %v", ev["type"], ev)
 				}
 			}
@@ -303,7 +319,7 @@ func TestEchoesCommittedAudio(t *testing.T) {
 			h.MustSend(appendMsg(second))
 			h.MustSend(commitMsg)
 			committed = h.Sink.WaitType(t, protocol.TypeInputAudioCommitted, 2).Object
-			if committed["item_id"] != "item_2" || committed["previous_item_id"] != "item_1" {
+			if committed["item_id"] != "item_2" || committed["previous_item_id"] != "item_echo_1" {
 				t.Errorf("second committed = %v", committed)
 			}
 			done = h.play(len(chunks), 1, 2)
@@ -311,7 +327,7 @@ func TestEchoesCommittedAudio(t *testing.T) {
 				t.Errorf("second response.done = %v", done)
 			}
 			last := h.Sink.Chunks()[len(chunks)]
-			if !bytes.Equal(last.PCM, second) || last.Ref.ItemID != "item_2_echo" || last.Ref.ResponseID != "resp_2" {
+			if !bytes.Equal(last.PCM, second) || last.Ref.ItemID != "item_echo_2" || last.Ref.ResponseID != "resp_2" {
 				t.Errorf("second turn echoed %+v", last)
 			}
 		})
@@ -320,22 +336,27 @@ func TestEchoesCommittedAudio(t *testing.T) {
 
 func TestResponseCreateReplaysLastTurn(t *testing.T) {
 	h := open(t, defaultInfo(), backendtest.NewSink())
-	wantInvalid(t, h.Send(createMsg), "")
+	// Before any turn, a response is answered too (with nothing to echo).
+	h.MustSend(createMsg)
+	if tdone := h.Sink.WaitType(t, protocol.TypeOutputTranscriptDone, 1).Object; tdone["transcript"] != "(nothing to echo yet)" {
+		t.Errorf("first response says %q", tdone["transcript"])
+	}
+	h.Sink.WaitType(t, protocol.TypeResponseDone, 1)
 	input := randomPCM(1, 960+2)
 	h.MustSend(appendMsg(input))
 	h.MustSend(commitMsg)
-	h.play(0, 2, 1)
+	h.play(0, 2, 2)
 
 	h.MustSend(`{"type":"response.create","response":{"instructions":"again"}}`)
-	done := h.play(2, 2, 2)
-	if resp := done["response"].(map[string]any); resp["id"] != "resp_2" || resp["status"] != "completed" {
+	done := h.play(2, 2, 3)
+	if resp := done["response"].(map[string]any); resp["id"] != "resp_3" || resp["status"] != "completed" {
 		t.Errorf("response.done = %v", done)
 	}
 	chunks := h.Sink.Chunks()
 	if got := append(append([]byte(nil), chunks[2].PCM...), chunks[3].PCM...); !bytes.Equal(got, input) {
 		t.Error("response.create did not replay the last committed audio")
 	}
-	if chunks[2].Ref.ItemID != "item_1_echo" {
+	if chunks[2].Ref.ItemID != "item_echo_3" {
 		t.Errorf("replay ref = %+v", chunks[2].Ref)
 	}
 	if n := h.Sink.Count(protocol.TypeInputAudioCommitted); n != 1 {
@@ -407,23 +428,24 @@ func TestCancelMidResponse(t *testing.T) {
 
 func TestCancelDropsQueuedTurns(t *testing.T) {
 	h := open(t, defaultInfo(), backendtest.NewSink())
+	h.manual()
 	h.MustSend(appendMsg(randomPCM(6, 3*960)))
-	h.MustSend(commitMsg)
+	h.turn()
 	h.Sink.WaitChunks(t, 1)
 	h.MustSend(appendMsg(randomPCM(7, 960)))
-	h.MustSend(commitMsg) // item_2, queued behind item_1
+	h.turn() // item_2, queued behind item_1
 	h.MustSend(cancelMsg)
 	h.tick()
 	h.Sink.WaitType(t, protocol.TypeResponseDone, 1)
 
 	h.MustSend(appendMsg([]byte{9, 9}))
-	h.MustSend(commitMsg) // item_3
+	h.turn() // item_3
 	done := h.play(1, 1, 2)
-	if resp := done["response"].(map[string]any); resp["id"] != "resp_2" || resp["status"] != "completed" {
+	if resp := done["response"].(map[string]any); resp["id"] != "resp_3" || resp["status"] != "completed" {
 		t.Errorf("response.done = %v", done)
 	}
 	chunks := h.Sink.Chunks()
-	if len(chunks) != 2 || chunks[1].Ref.ItemID != "item_3_echo" {
+	if len(chunks) != 2 || chunks[1].Ref.ItemID != "item_echo_3" {
 		t.Errorf("after the cancel the echo played %+v, want only item_3", chunks[1:])
 	}
 }
@@ -433,6 +455,7 @@ func TestOversizeBufferRejected(t *testing.T) {
 	info := defaultInfo()
 	info.SampleRate = rate
 	h := open(t, info, backendtest.NewSink())
+	h.manual()
 	limit := rate * 2 * 60 // 60 s of PCM16
 
 	if err := h.SendBinary(make([]byte, limit-2)); err != nil {
@@ -447,7 +470,7 @@ func TestOversizeBufferRejected(t *testing.T) {
 	}
 	wantBufferFull(t, h.SendBinary([]byte{3, 4}))
 
-	h.MustSend(commitMsg)
+	h.turn()
 	h.Sink.WaitChunks(t, 1)
 	h.MustSend(cancelMsg)
 	h.tick()
@@ -468,8 +491,9 @@ func TestOversizeBufferRejected(t *testing.T) {
 
 func TestTooManyPendingTurns(t *testing.T) {
 	h := open(t, defaultInfo(), backendtest.NewSink())
+	h.manual()
 	h.MustSend(appendMsg(randomPCM(8, 2*960)))
-	h.MustSend(commitMsg)
+	h.turn()
 	h.Sink.WaitChunks(t, 1) // the speaker holds the first turn; the queue is empty
 
 	accepted := 0
@@ -485,10 +509,10 @@ func TestTooManyPendingTurns(t *testing.T) {
 		t.Errorf("%d turns queued, want 32", accepted)
 	}
 	wantBufferFull(t, rejected)
-	// A commit past the limit is refused the same way (the item is still
-	// committed; only its response is refused).
+	// A commit still commits: with turn detection off it asks for no
+	// response.
 	h.MustSend(appendMsg([]byte{1, 2}))
-	wantBufferFull(t, h.Send(commitMsg))
+	h.MustSend(commitMsg)
 
 	// Cancelling empties the queue.
 	h.MustSend(cancelMsg)
@@ -496,7 +520,7 @@ func TestTooManyPendingTurns(t *testing.T) {
 	h.Sink.WaitType(t, protocol.TypeResponseDone, 1)
 	h.MustSend(createMsg)
 	done := h.play(1, 1, 2)
-	if resp := done["response"].(map[string]any); resp["id"] != "resp_2" || resp["status"] != "completed" {
+	if resp := done["response"].(map[string]any); resp["id"] != "resp_34" || resp["status"] != "completed" {
 		t.Errorf("response.done = %v", done)
 	}
 	if n := h.Sink.Count(protocol.TypeResponseCreated); n != 2 {
@@ -511,21 +535,22 @@ func TestQueuedAudioBounded(t *testing.T) {
 	info := defaultInfo()
 	info.SampleRate = rate
 	h := open(t, info, backendtest.NewSink())
+	h.manual()
 	half := rate * 2 * 30 // 30 s of PCM16
 
 	h.MustSend(appendMsg(randomPCM(12, 2*640)))
-	h.MustSend(commitMsg)
+	h.turn()
 	h.Sink.WaitChunks(t, 1) // playing; the queue is empty
 
 	for range 2 {
 		if err := h.SendBinary(make([]byte, half)); err != nil {
 			t.Fatal(err)
 		}
-		h.MustSend(commitMsg)
+		h.turn()
 	}
 	// 60 s are queued: neither a new turn nor a replay fits.
 	h.MustSend(appendMsg([]byte{1, 2}))
-	wantBufferFull(t, h.Send(commitMsg))
+	h.MustSend(commitMsg)
 	wantBufferFull(t, h.Send(createMsg))
 
 	// Cancelling frees the queue.
@@ -535,7 +560,7 @@ func TestQueuedAudioBounded(t *testing.T) {
 	if err := h.SendBinary(make([]byte, 2*half)); err != nil {
 		t.Fatal(err)
 	}
-	h.MustSend(commitMsg)
+	h.turn()
 	h.Sink.WaitChunks(t, 2)
 	h.MustSend(cancelMsg)
 	h.tick()
@@ -551,7 +576,7 @@ func TestQueuedAudioBounded(t *testing.T) {
 func TestUnknownEventRejected(t *testing.T) {
 	h := open(t, defaultInfo(), backendtest.NewSink())
 	for _, msg := range []string{
-		`{"type":"conversation.item.create","item":{"type":"message"}}`,
+		`{"type":"conversation.no_such_event"}`,
 		`{"type":"session.created"}`,
 		`{"type":"gateway.draining"}`,
 	} {
@@ -679,6 +704,7 @@ func TestBufferedAudioBoundAndAccount(t *testing.T) {
 	info.Memory = acct
 	info.MaxBufferedBytes = int64(info.SampleRate * 2 * 2) // 2 s
 	h := open(t, info, backendtest.NewSink())
+	h.manual()
 	audio := func() int64 { return acct.Held(memory.Audio) }
 
 	second := info.SampleRate * 2
@@ -697,7 +723,7 @@ func TestBufferedAudioBoundAndAccount(t *testing.T) {
 	// A 40 ms turn: charged while it plays, and afterwards as the last item.
 	h.MustSend(appendMsg(randomPCM(3, 2*chunkBytes(info.SampleRate))))
 	turn := audio()
-	h.MustSend(commitMsg)
+	h.turn()
 	if got := audio(); got != turn {
 		t.Fatalf("commit changed the charge from %d to %d: the item should take the buffer over", turn, got)
 	}
@@ -717,7 +743,7 @@ func TestBufferedAudioBoundAndAccount(t *testing.T) {
 	}
 	// A second turn replaces the last item, whose bytes go back.
 	h.MustSend(appendMsg(randomPCM(4, chunkBytes(info.SampleRate))))
-	h.MustSend(commitMsg)
+	h.turn()
 	h.play(3, 1, 3)
 	if got := audio(); got >= 2*turn || got == 0 {
 		t.Fatalf("%d bytes charged after the second turn, want only its own", got)

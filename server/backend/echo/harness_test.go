@@ -65,3 +65,20 @@ func (h *harness) play(first, n int, done int) map[string]any {
 	}
 	return h.Sink.WaitType(h.T, protocol.TypeResponseDone, done).Object
 }
+
+// manual turns turn detection off, as an app that commits and asks for
+// responses itself does: a commit then only commits.
+func (h *harness) manual() {
+	h.T.Helper()
+	n := h.Sink.Count(protocol.TypeSessionUpdated)
+	h.MustSend(`{"type":"session.update","session":{"audio":{"input":{"turn_detection":null}}}}`)
+	h.Sink.WaitType(h.T, protocol.TypeSessionUpdated, n+1)
+}
+
+// turn commits the input buffer and asks for a response (turn detection
+// off).
+func (h *harness) turn() {
+	h.T.Helper()
+	h.MustSend(commitMsg)
+	h.MustSend(createMsg)
+}

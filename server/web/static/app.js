@@ -238,7 +238,7 @@ function wireClient(c) {
     if (!d.fatal) return;
     stopCountdown();
     const hint = d.code === 'unauthorized'
-      ? (ui.token.value.trim() ? ' Mint a new client token and paste it above.' : ' This gateway has authentication on: paste a client token above.')
+      ? (ui.token.value.trim() ? ' Mint a new client secret and paste it above.' : ' This gateway has authentication on: paste a client secret (ek_…) above.')
       : '';
     banner(`Stopped — ${d.code}: ${d.message}.${hint}`, 'error');
   });
@@ -257,7 +257,15 @@ async function start() {
     stats.audioState = audio.state;
     wireAudio(audio);
     const token = ui.token.value.trim();
-    client = new VoiceGatewayClient({ token: token || null });
+    // The OpenAI login flow: a client secret (ek_…) minted by the app's
+    // backend with POST /v1/realtime/client_secrets, pasted or handed in
+    // the fragment, or fetched for every connection from a same-origin
+    // endpoint named by ?client_secret_url=/path (the page may connect to
+    // its own origin only). The page commits every 500 ms and asks for each
+    // echo itself: you hear yourself half a second later.
+    const secretPath = new URLSearchParams(location.search).get('client_secret_url') || '';
+    const clientSecretUrl = secretPath.startsWith('/') && !secretPath.startsWith('//') ? secretPath : '';
+    client = new VoiceGatewayClient({ token: token || null, clientSecretUrl, commitEveryMs: 500 });
     wireClient(client);
     ui.talk.textContent = 'Hang up';
     ui.talk.classList.add('stop');

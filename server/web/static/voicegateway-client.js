@@ -31,7 +31,9 @@ const RECONNECT_CODES = new Set([CloseCode.GOING_AWAY, CloseCode.ABNORMAL, Close
 // Handshake refusals (HTTP status of a refused upgrade) worth retrying.
 const RETRY_CODES = new Set(['server_draining', 'session_limit', 'rate_limited', 'network']);
 
-const TOKEN_SUBPROTOCOL_PREFIX = 'voicegateway.token.';
+// OpenAI's browser login: the ephemeral key (a client secret, ek_…) rides in
+// this subprotocol next to 'realtime', as the official SDKs send it.
+const TOKEN_SUBPROTOCOL_PREFIX = 'openai-insecure-api-key.';
 const PROTOCOL_NAME = 'realtime';
 const MAX_BUFFERED_BYTES = 1 << 20; // audio is dropped (and counted) rather than queued beyond this
 const MAX_HELD_SAMPLES_SECONDS = 10; // new server's audio held while the old one finishes its turn
@@ -39,6 +41,7 @@ const MAX_HELD_SAMPLES_SECONDS = 10; // new server's audio held while the old on
 const DEFAULTS = Object.freeze({
   url: '',
   token: null,
+  clientSecretUrl: '',
   audio: 'binary',
   commitEveryMs: 'auto',
   reconnect: Object.freeze({ baseDelayMs: 250, maxDelayMs: 10000, maxAttempts: Infinity }),
@@ -74,9 +77,15 @@ export class VoiceGatewayClient extends EventTarget {
    * @param {string} [options.url] WebSocket URL of /v1/realtime; default: the page's own origin.
    * @param {string|(() => (string|Promise<string>))|null} [options.token] a client token, or a
    *   function returning one (called for every connection, so it can mint a fresh token).
+   * @param {string} [options.clientSecretUrl] your backend's endpoint that mints a client secret:
+   *   POSTed {"session":{"type":"realtime"}} before every connection, it answers as
+   *   POST /v1/realtime/client_secrets does ({value, expires_at, session}), usually by calling it
+   *   with your API key. The OpenAI login flow; takes the place of options.token.
    * @param {'binary'|'base64'} [options.audio] audio transport; default binary.
-   * @param {number|'auto'} [options.commitEveryMs] commit the input buffer after this much audio;
-   *   0 never (commit() yourself); 'auto' 500 ms unless the session has server-side turn detection.
+   * @param {number|'auto'} [options.commitEveryMs] commit the input buffer after this much audio
+   *   (the client then turns the server's turn detection off and asks for each response itself);
+   *   0 never (commit() yourself); 'auto' 500 ms unless the session has server-side turn detection,
+   *   which then decides when a turn ends.
    */
   constructor(options = {}) {
     super();
@@ -185,7 +194,7 @@ export class VoiceGatewayClient extends EventTarget {
       if (this.#closed) return null;
       // A token from a function may have expired in the app's hands: one
       // more try with a fresh one.
-      const renew = result.code === 'unauthorized' && typeof this.#opts.token === 'function' && !renewedToken;
+      const renew = result.code === 'unauthorized' && (typeof this.#opts.token === 'function' || this.#opts.clientSecretUrl) && !renewedToken;
       if (renew) renewedToken = true;
       if (!renew && !RETRY_CODES.has(result.code)) {
         this.#fatal(result.code, result.message, result.closeCode);
@@ -204,7 +213,8 @@ export class VoiceGatewayClient extends EventTarget {
   async #open() {
     let token = this.#opts.token;
     try {
-      if (typeof token === 'function') token = await token();
+      if (this.#opts.clientSecretUrl) token = await this.#mintClientSecret();
+      else if (typeof token === 'function') token = await token();
     } catch (err) {
       return { code: 'unauthorized', message: 'could not get a client token: ' + (err && err.message ? err.message : err) };
     }
@@ -227,6 +237,22 @@ export class VoiceGatewayClient extends EventTarget {
       return await this.#diagnose(url, token, outcome);
     }
     return { code: outcome.code || 'network', message: outcome.message || 'connection failed', closeCode: outcome.closeCode };
+  }
+
+  // #mintClientSecret asks the app's backend for a client secret, in the
+  // shapes of OpenAI's POST /v1/realtime/client_secrets (and of its beta,
+  // {client_secret: {value}}).
+  async #mintClientSecret() {
+    if (!this.#opts.fetch) throw new Error('no fetch() to reach options.clientSecretUrl');
+    const resp = await this.#opts.fetch(this.#opts.clientSecretUrl, {
+      method: 'POST', headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ session: { type: 'realtime' } }),
+    });
+    if (!resp.ok) throw new Error('the client secret endpoint answered HTTP ' + resp.status);
+    const body = await resp.json();
+    const value = body && (body.value || (body.client_secret && body.client_secret.value));
+    if (typeof value !== 'string' || !value) throw new Error('the client secret endpoint answered no value');
+    return value;
   }
 
   // A browser hides why a WebSocket handshake failed (it reports only
@@ -422,6 +448,18 @@ export class VoiceGatewayClient extends EventTarget {
     return ms > 0 ? Math.round(c.sampleRate * ms / 1000) : 0;
   }
 
+  // _sessionCreated decides who ends turns on a new session: with a commit
+  // interval the client does, so the server's turn detection goes off and
+  // every commit asks for its response, as an OpenAI app doing
+  // push-to-talk does.
+  _sessionCreated(c) {
+    if (this.#commitEverySamples(c) > 0 && c.serverTurnDetection) {
+      c.send({ type: 'session.update', session: { audio: { input: { turn_detection: null } } } });
+      c.serverTurnDetection = false;
+      c.manualTurns = true;
+    }
+  }
+
   #fatal(code, message, closeCode) {
     const err = new Error(message);
     err.code = code;
@@ -486,6 +524,7 @@ class Connection {
     this.transport = 'base64';
     this.session = null;
     this.serverTurnDetection = false;
+    this.manualTurns = false; // turn detection turned off: each commit asks for its response
     this.created = false;
     this.opened = false;
     this.uncommitted = 0; // samples appended since the last commit
@@ -509,6 +548,7 @@ class Connection {
     if (!this.created || this.uncommitted === 0) return;
     const eventId = 'vgwc_commit_' + ++this.commits;
     this.send({ type: 'input_audio_buffer.commit', event_id: eventId });
+    if (this.manualTurns) this.send({ type: 'response.create', event_id: 'vgwc_response_' + this.commits });
     this.uncommitted = 0;
     this.awaiting++;
     this.inFlight.add(eventId);
@@ -540,6 +580,7 @@ class Connection {
         this.session = s;
         this.serverTurnDetection = Boolean(input.turn_detection || s.turn_detection);
         this.created = true;
+        this.client._sessionCreated(this);
         this.settle({ ok: true });
         break;
       }
