@@ -18,7 +18,7 @@ PLATFORMS ?= linux/amd64,linux/arm64
 ENVTEST_BINARIES ?= etcd kube-apiserver kube-controller-manager kubectl helm
 export KUBEBUILDER_ASSETS := $(BIN)/k8s
 
-.PHONY: all build run demo-drain test test-short bench bench-go bench-load soak soak-short abuse fuzz lint fmt vet clean \
+.PHONY: compat all build run demo-drain test test-short bench bench-go bench-load soak soak-short abuse fuzz lint fmt vet clean \
 	envtest-binaries tools controller-gen generate manifests run-manager scale-test image image-push image-oci image-publish \
 	chart chart-push helm-lint
 
@@ -71,6 +71,14 @@ abuse: ## Every known attack on a real voice server under GOMEMLIMIT=256MiB, 20 
 
 soak: ## Long session churn (SOAK_DURATION=2h); prints heap MB/day and goroutines/day
 	hack/soak.sh $(SOAK_DURATION)
+
+# The official openai npm SDK, pinned by test/compat/package-lock.json, against
+# a real voice server (echo backend) behind TLS. npm ci runs only when the
+# lock file changed since the last install, so it runs offline once installed.
+compat: ## The official openai SDK against a real voice server: one line per scenario with the events seen
+	@cd test/compat && if ! cmp -s package-lock.json node_modules/.vgw-installed-lock 2>/dev/null; then \
+	  npm ci --no-audit --no-fund --prefer-offline && cp package-lock.json node_modules/.vgw-installed-lock; fi
+	$(GO) run ./hack/compat --dir test/compat
 
 fuzz: ## Run each fuzz target briefly (FUZZTIME=15s)
 	@set -e; for pkg in $$($(GO) list ./server/...); do \
