@@ -238,6 +238,7 @@ func serverConfig(vg *vgv1.VoiceGateway) (config.Config, error) {
 		cfg.APIKeysFile = fleetDir + "/" + fleet.APIKeysFile
 	}
 	cfg.InsecureNoAuth = spec.Auth.InsecureNoAuth
+	cfg.AllowAPIKeyInBrowser = spec.Auth.AllowAPIKeyInBrowser
 	cfg.DebugEndpoints = spec.DebugEndpoints
 	cfg.ClientTokenTTL = spec.Auth.ClientTokenTTL.Duration
 	cfg.LogLevel = spec.LogLevel
@@ -276,6 +277,7 @@ func serverConfig(vg *vgv1.VoiceGateway) (config.Config, error) {
 			cfg.OpenAI.URL = b.OpenAI.URL
 		}
 		cfg.OpenAI.Model = b.OpenAI.Model
+		cfg.OpenAI.Models = slices.Clone(b.OpenAI.Models)
 		if b.OpenAI.APIKeySecretRef != nil {
 			cfg.OpenAI.APIKeyFile = openAIKeyDir + "/" + openAIKeyFile
 		}

@@ -248,7 +248,8 @@ func TestSamplesProduceObjects(t *testing.T) {
 		}
 
 		cfg := loadServerConfig(t, &objs.configMap)
-		if cfg.Backend != config.BackendOpenAI || cfg.OpenAI.Model != "gpt-realtime" ||
+		if cfg.Backend != config.BackendOpenAI || cfg.OpenAI.Model != "gpt-realtime" || cfg.AllowAPIKeyInBrowser ||
+			!slices.Equal(cfg.OpenAI.Models, []string{"gpt-realtime", "gpt-realtime-mini"}) ||
 			cfg.OpenAI.APIKeyFile != "/etc/voicegateway/openai/api-key" || cfg.OpenAI.URL != config.DefaultOpenAIURL {
 			t.Errorf("openai settings = %+v (backend %q)", cfg.OpenAI, cfg.Backend)
 		}
@@ -730,6 +731,12 @@ func TestInvalidSpecsAreRejected(t *testing.T) {
 				gw.Spec.Auth = vgv1.AuthSpec{APIKeysSecretRef: keys, InsecureNoAuth: true}
 			},
 			want: "auth.apiKeysSecretRef and auth.insecureNoAuth cannot both be set",
+		},
+		"openai model that is no name": {
+			modify: func(gw *vgv1.VoiceGateway) {
+				gw.Spec.Backend.OpenAI = &vgv1.OpenAIBackendSpec{Models: []string{"gpt realtime"}}
+			},
+			want: "spec.backend.openai.models[0]",
 		},
 		"client token ttl too long": {
 			modify: func(gw *vgv1.VoiceGateway) { gw.Spec.Auth.ClientTokenTTL = d("1h") },

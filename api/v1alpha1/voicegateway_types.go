@@ -307,6 +307,18 @@ type OpenAIBackendSpec struct {
 	// +optional
 	Model string `json:"model,omitempty"`
 
+	// Models a client may ask for, with the session URL's model parameter
+	// (the OpenAI SDKs send it), a client secret's session.model or a
+	// session.update. A model outside the list is refused with
+	// model_not_allowed before anything is dialled. Empty allows Model only.
+	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=64
+	// +kubebuilder:validation:items:Pattern=`^[A-Za-z0-9._:-]+$`
+	// +listType=set
+	// +optional
+	Models []string `json:"models,omitempty"`
+
 	// URL of the upstream Realtime endpoint. Empty means OpenAI's.
 	// +kubebuilder:validation:MaxLength=2048
 	// +kubebuilder:validation:XValidation:rule="self.matches('^wss?://[^/]+')",message="backend.openai.url must be a ws:// or wss:// URL with a host, e.g. wss://api.openai.com/v1/realtime"
@@ -364,6 +376,15 @@ type AuthSpec struct {
 	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$') || (duration(self) >= duration('1h') && duration(self) <= duration('8760h'))",message="auth.keyRotationPeriod must be between 1h and 8760h (a year)"
 	// +optional
 	KeyRotationPeriod *metav1.Duration `json:"keyRotationPeriod,omitempty"`
+
+	// AllowAPIKeyInBrowser accepts a long-lived API key in the
+	// openai-insecure-api-key.<key> WebSocket subprotocol, where the OpenAI
+	// SDKs put one in a browser and where anyone with the page's devtools
+	// can read it. Off, only short-lived client secrets (ek_…, minted with
+	// POST /v1/realtime/client_secrets) are accepted there.
+	// +kubebuilder:default=false
+	// +optional
+	AllowAPIKeyInBrowser bool `json:"allowApiKeyInBrowser"`
 
 	// InsecureNoAuth lets anyone open a session. For test clusters only.
 	// +kubebuilder:default=false

@@ -85,6 +85,7 @@ var (
 	RejectionCodes = []protocol.Code{
 		protocol.CodeUnauthorized, protocol.CodeRateLimited, protocol.CodeServerDraining,
 		protocol.CodeInvalidEvent, protocol.CodeInternal, protocol.CodeServerBusy,
+		protocol.CodeModelNotAllowed,
 	}
 )
 
