@@ -244,7 +244,12 @@ func attackStuffing(ctx context.Context, env *abuseEnv) attackResult {
 		}
 		as[i] = a
 	}
+	// Loud noise: the echo's turn detection keeps no silence it will not
+	// commit, so a stuffer has to "speak" to be buffered at all.
 	chunk := make([]byte, 128<<10)
+	for i := range chunk {
+		chunk[i] = byte(i*7 + i>>3)
+	}
 	deadline := time.Now().Add(env.cfg.duration)
 	var pushed atomic.Int64
 	for _, a := range as {

@@ -187,9 +187,11 @@ func mintToken(ctx context.Context, mintURL, apiKey string, ttlSeconds int, stat
 // the mints over the pods as it spreads the sessions.
 var mintClient = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 
-// signingKeyID is the key id a client token names: vgw_ct_<key id>.<...>.
+// signingKeyID is the key id a client token names: ek_vgw_<key id>.<...>
+// (vgw_ct_<key id>.<...> from earlier releases).
 func signingKeyID(token string) string {
-	id, _, _ := strings.Cut(strings.TrimPrefix(token, "vgw_ct_"), ".")
+	token = strings.TrimPrefix(strings.TrimPrefix(token, "ek_vgw_"), "vgw_ct_")
+	id, _, _ := strings.Cut(token, ".")
 	return id
 }
 
