@@ -10,6 +10,10 @@ import OpenAI from 'openai';
 import { VERSION } from 'openai/version';
 import { OpenAIRealtimeWS } from 'openai/realtime/ws';
 import { OpenAIRealtimeWebSocket } from 'openai/realtime/websocket';
+import http from 'node:http';
+// The gateway's own browser client (the demo page's), run here on Node's
+// native WebSocket and fetch, as a page runs it.
+import { VoiceGatewayClient } from '../../server/web/static/voicegateway-client.js';
 
 const baseURL = process.env.VGW_BASE_URL;
 const apiKey = process.env.VGW_API_KEY;
@@ -232,6 +236,52 @@ const scenarios = {
     await s.until('response.done');
     return s;
   },
+};
+
+// The gateway's web client, as a page uses it: clientSecretUrl names the
+// app's backend, which mints with the SDK's clientSecrets.create; the client
+// logs in with the secret in the subprotocol and talks, committing itself.
+scenarios['web-client-secret-url'] = async () => {
+  const minted = [];
+  const backend = http.createServer(async (req, res) => {
+    try {
+      const secret = await node().realtime.clientSecrets.create({ session: { type: 'realtime', model: MODEL } });
+      minted.push(secret.value);
+      res.writeHead(200, { 'Content-Type': 'application/json', 'Cache-Control': 'no-store' });
+      res.end(JSON.stringify(secret));
+    } catch (err) {
+      res.writeHead(502).end(String(err));
+    }
+  });
+  await new Promise((resolve) => backend.listen(0, '127.0.0.1', resolve));
+  const url = new URL(baseURL);
+  url.protocol = 'wss:';
+  url.pathname += '/realtime';
+  const client = new VoiceGatewayClient({
+    url: url.toString(), audio: 'base64', commitEveryMs: 200,
+    clientSecretUrl: `http://127.0.0.1:${backend.address().port}/session`,
+  });
+  const events = [];
+  let received = 0;
+  client.addEventListener('server-event', (e) => events.push(e.detail.event));
+  client.addEventListener('audio', (e) => { received += e.detail.pcm.length; });
+  const s = { events, types: () => Session.prototype.types.call({ events }), close: () => client.close() };
+  try {
+    await client.connect();
+    const pcm = tone(400);
+    for (let off = 0; off < pcm.length; off += 960) {
+      client.sendAudio(new Int16Array(pcm.buffer.slice(pcm.byteOffset + off, pcm.byteOffset + Math.min(off + 960, pcm.length))));
+    }
+    const deadline = Date.now() + 10000;
+    while (!events.some((e) => e.type === 'response.done') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    assert(minted.length === 1 && minted[0].startsWith('ek_'), `minted ${minted.length} secrets`);
+    assert(events.some((e) => e.type === 'response.done'), 'no response.done');
+    assert(received > 0, 'no audio came back');
+    assert(!events.some((e) => e.type === 'input_audio_buffer.speech_started'), 'turn detection stayed on although the client commits');
+  } finally {
+    backend.close();
+  }
+  return s;
 };
 
 let failed = 0;
