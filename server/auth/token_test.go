@@ -589,3 +589,37 @@ func TestKeyRefreshOnUnknownKey(t *testing.T) {
 		t.Errorf("refresh asked %d times, want 3 (one per token naming an unknown key)", refreshes)
 	}
 }
+
+// TestLegacyPrefixVerifies: a token of an earlier release (vgw_ct_…, signed
+// over that prefix) still verifies, so that a rollout strands none; the same
+// token with its prefix swapped does not (the MAC covers the prefix).
+func TestLegacyPrefixVerifies(t *testing.T) {
+	clk := newFakeClock()
+	issuer, err := NewTokenIssuer(testKeyring(t), clk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	token, _, err := issuer.Mint(0, Claims{Session: SessionClaims{Model: "gpt-realtime"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(token, "ek_") || !IsClientToken(token) {
+		t.Fatalf("token %.12s… does not start with ek_", token)
+	}
+	// Re-sign the same key id and payload under the legacy prefix.
+	rest := strings.TrimPrefix(token, TokenPrefix)
+	signed := LegacyTokenPrefix + rest[:strings.LastIndexByte(rest, '.')]
+	key := issuer.keys.Value().lookup(SigningKeyID(token))
+	legacy := signed + "." + b64.EncodeToString(sign(key.secret, signed))
+	claims, err := issuer.Verify(legacy)
+	if err != nil || claims.Session.Model != "gpt-realtime" {
+		t.Fatalf("legacy token: %+v, %v", claims, err)
+	}
+	if SigningKeyID(legacy) != SigningKeyID(token) {
+		t.Errorf("key ids %q and %q differ", SigningKeyID(legacy), SigningKeyID(token))
+	}
+	swapped := LegacyTokenPrefix + rest
+	if _, err := issuer.Verify(swapped); !errors.Is(err, ErrInvalidCredentials) {
+		t.Errorf("a token with its prefix swapped: %v, want invalid", err)
+	}
+}
