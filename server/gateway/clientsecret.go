@@ -163,11 +163,13 @@ func (s *Server) handleClientSecret(w http.ResponseWriter, r *http.Request) {
 	}
 	req, err := parseClientSecretRequest(body, s.authn.Tokens.MaxTTL(), s.defaultModel())
 	if err != nil {
-		s.refuse(w, http.StatusBadRequest, protocol.CodeInvalidEvent, err.Error(), 0)
+		var bad *errBadMint
+		errors.As(err, &bad)
+		s.refuseParam(w, http.StatusBadRequest, protocol.CodeInvalidEvent, bad.param, bad.message, 0)
 		return
 	}
 	if !s.modelAllowed(req.claims.Model) {
-		s.refuse(w, http.StatusBadRequest, protocol.CodeModelNotAllowed, s.modelRefusal(req.claims.Model), 0)
+		s.refuseParam(w, http.StatusBadRequest, protocol.CodeModelNotAllowed, "session.model", s.modelRefusal(req.claims.Model), 0)
 		return
 	}
 	token, expires, ok := s.mint(w, principal, req.ttl, req.claims)

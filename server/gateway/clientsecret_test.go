@@ -154,8 +154,13 @@ func TestClientSecretsModelAllowlist(t *testing.T) {
 	}
 	h.mintSecret(testAPIKey, `{"session":{"model":"gpt-realtime"}}`)
 	r := h.post(PathClientSecrets, bearer(testAPIKey), `{"session":{"model":"gpt-realtime-mini"}}`)
-	if code, _, _ := r.errorBody(t); r.status != http.StatusBadRequest || code != "model_not_allowed" {
-		t.Errorf("HTTP %d %s, want 400 model_not_allowed", r.status, r.body)
+	if code, _, _ := r.errorBody(t); r.status != http.StatusBadRequest || code != "model_not_allowed" ||
+		!strings.Contains(string(r.body), `"param":"session.model"`) {
+		t.Errorf("HTTP %d %s, want 400 model_not_allowed naming session.model", r.status, r.body)
+	}
+	r = h.post(PathClientSecrets, bearer(testAPIKey), `{"expires_after":{"anchor":"first_use"}}`)
+	if !strings.Contains(string(r.body), `"param":"expires_after.anchor"`) {
+		t.Errorf("HTTP %d %s, want the refusal naming expires_after.anchor", r.status, r.body)
 	}
 }
 

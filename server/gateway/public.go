@@ -59,6 +59,11 @@ type httpError struct {
 }
 
 func (s *Server) refuse(w http.ResponseWriter, status int, code protocol.Code, message string, retryAfter time.Duration) {
+	s.refuseParam(w, status, code, "", message, retryAfter)
+}
+
+// refuseParam is refuse naming the request field to blame (OpenAI's param).
+func (s *Server) refuseParam(w http.ResponseWriter, status int, code protocol.Code, param, message string, retryAfter time.Duration) {
 	s.metrics.UpgradesRejected.WithLabelValues(string(code)).Inc()
 	if retryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(retryAfter.Seconds()))))
@@ -72,7 +77,11 @@ func (s *Server) refuse(w http.ResponseWriter, status int, code protocol.Code, m
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(httpError{Error: protocol.ErrorBody{Type: typ, Code: code, Message: message}})
+	body := protocol.ErrorBody{Type: typ, Code: code, Message: message}
+	if param != "" {
+		body.Param = &param
+	}
+	_ = json.NewEncoder(w).Encode(httpError{Error: body})
 }
 
 // admission is who a request comes from: its credential's principal and
