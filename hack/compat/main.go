@@ -98,7 +98,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer term.close()
 
-	cmd := exec.CommandContext(ctx, *node, "--experimental-websocket", "compat.mjs")
+	// Node 20 has its WebSocket behind a flag; later ones have it on (and
+	// may not know the flag).
+	nodeArgs := []string{"compat.mjs"}
+	if exec.CommandContext(ctx, *node, "-e", "process.exit(typeof WebSocket === 'undefined' ? 1 : 0)").Run() != nil {
+		nodeArgs = append([]string{"--experimental-websocket"}, nodeArgs...)
+	}
+	cmd := exec.CommandContext(ctx, *node, nodeArgs...)
 	cmd.Dir = *dir
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	cmd.Env = append(os.Environ(),

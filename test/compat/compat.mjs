@@ -161,7 +161,9 @@ const scenarios = {
       check();
     });
     assert(s.count('session.created') === 0, 'a session opened with an API key in the subprotocol');
-    s.events.push({ type: `refused (${s.closed !== null ? 'close ' + s.closed : 'error'})` });
+    // A browser (and Node's WebSocket) hides the 401; the SDK reports the failed handshake.
+    const why = s.lastError && s.lastError.message ? s.lastError.message.replace(/\s+/g, '_') : 'closed';
+    s.events.push({ type: `handshake_refused(${why})` });
     return s;
   },
 
