@@ -247,6 +247,13 @@ func (a *Acceptor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	sess := New(conn, opts)
 	remove, refusal := a.limits(sess)
 	if refusal != nil {
+		// What admission took (a client token's use) goes back at once,
+		// before the close handshake: a client that saw the refusal and
+		// retries must find it given back.
+		if grant.Release != nil {
+			grant.Release()
+			grant.Release = nil
+		}
 		// The refusal keeps its handshake slot until the connection is
 		// closed (Reject cuts a client that does not answer its close
 		// frame after abortCloseTimeout): clients refused again and again
