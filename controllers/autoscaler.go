@@ -156,7 +156,12 @@ func decideScale(in scaleInputs, w *scaleWindow) scaleDecision {
 		w.entries = []scaleEntry{{replicas: min(max(d.current, a.MinReplicas), a.MaxReplicas), until: in.now}}
 	}
 	d.desired, d.wakeAt = w.observe(in.now, d.recommended, a.ScaleDownStabilizationWindow.Duration)
-	// Above maxReplicas the bound applies at once.
+	// The window may remember counts from before the bounds changed (a
+	// lower maxReplicas, a higher minReplicas): the bounds win over it.
+	if clamped := min(max(d.desired, a.MinReplicas), a.MaxReplicas); clamped != d.desired {
+		d.desired, d.wakeAt = clamped, time.Time{}
+	}
+	// Outside the bounds they apply at once.
 	if d.desired < d.current && d.current <= a.MaxReplicas {
 		switch {
 		case !in.complete:
