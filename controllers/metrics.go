@@ -9,8 +9,9 @@ import (
 const (
 	// DrainAllEnded: every session of the pod ended before it went.
 	DrainAllEnded = "all_ended"
-	// DrainSessionsLeft: the pod stopped with sessions still open (the drain
-	// deadline closed them with 1012, or the pod was killed).
+	// DrainSessionsLeft: the pod went at or after its drain deadline with
+	// sessions still open (the deadline closed them with 1012, or the pod
+	// was killed). A pod that stops before its deadline ended its sessions.
 	DrainSessionsLeft = "sessions_left"
 )
 
@@ -21,7 +22,7 @@ const (
 // registry, which the manager serves on its metrics endpoint.
 var drainsFinished = prometheus.NewCounterVec(prometheus.CounterOpts{
 	Name: "voicegateway_operator_drains_total",
-	Help: "Drains of voice server pods that ended, by result: all_ended (every session ended before the pod went) or sessions_left (the pod stopped with sessions open).",
+	Help: "Drains of voice server pods that ended, by result: all_ended (every session ended before the pod went) or sessions_left (the pod went at or after its drain deadline with sessions open).",
 }, []string{"result"})
 
 func init() {
