@@ -286,11 +286,15 @@ func (r *VoiceGatewayReconciler) autoscale(ctx context.Context, s *scope) error 
 	body := fmt.Sprintf(`{"metadata":{"resourceVersion":%q},"spec":{"replicas":%d}}`, s.gateway.ResourceVersion, d.desired)
 	if err := r.Client.SubResource("scale").Patch(ctx, s.gateway, client.RawPatch(types.MergePatchType, []byte(body)),
 		client.WithSubResourceBody(&autoscalingv1.Scale{}), client.FieldOwner(FieldOwnerAutoscaler)); err != nil {
-		if !apierrors.IsConflict(err) {
+		if apierrors.IsConflict(err) {
 			// A conflict only means this pass read an older VoiceGateway
-			// than the API server has; the retry decides again.
-			s.fail(ReasonApplyFailed, "writing spec.replicas through the scale subresource failed; retrying")
+			// than the API server has (a user's edit, the last status
+			// write): no error, no event, the next pass decides again on
+			// the newer one.
+			s.requeueAt(0)
+			return nil
 		}
+		s.fail(ReasonApplyFailed, "writing spec.replicas through the scale subresource failed; retrying")
 		return fmt.Errorf("scaling to %d replicas: %w", d.desired, err)
 	}
 	s.gateway.Spec.Replicas = ptr.To(d.desired)

@@ -4,22 +4,26 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	vgv1 "github.com/voicegateway/voicegateway/api/v1alpha1"
 	"github.com/voicegateway/voicegateway/controllers"
@@ -495,4 +499,89 @@ func conditionOf(gw *vgv1.VoiceGateway, conditionType string) metav1.Condition {
 		}
 	}
 	return metav1.Condition{}
+}
+
+// TestScaleConflictRequeuesQuietly: a 409 on the autoscaler's write of
+// spec.replicas (the pass read an older VoiceGateway than the API server
+// has) is no error: no reconcile error, no Degraded condition, no event;
+// the next pass scales.
+func TestScaleConflictRequeuesQuietly(t *testing.T) {
+	ctx := context.Background()
+	namespace := newNamespace(t)
+	var conflicts atomic.Int32
+	startOperator(t, namespace, managerOptions{wrap: func(rt http.RoundTripper) http.RoundTripper {
+		return roundTripper(func(req *http.Request) (*http.Response, error) {
+			if req.Method == http.MethodPatch && strings.HasSuffix(req.URL.Path, "/voicegateways/conflicted/scale") && conflicts.Add(1) <= 3 {
+				body := `{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"Conflict","code":409,` +
+					`"message":"Operation cannot be fulfilled on voicegateways.voicegateway.dev \"conflicted\": the object has been modified"}`
+				return &http.Response{StatusCode: http.StatusConflict, Header: http.Header{"Content-Type": []string{"application/json"}},
+					Body: io.NopCloser(strings.NewReader(body)), Request: req}, nil
+			}
+			return rt.RoundTrip(req)
+		})
+	}})
+	errorsBefore := reconcileErrors(t)
+
+	gw := newGateway(namespace, "conflicted")
+	gw.Spec.Replicas = ptr.To(int32(1))
+	gw.Spec.Autoscaling = vgv1.AutoscalingSpec{Enabled: true, MinReplicas: 3, MaxReplicas: 5}
+	if err := k8s.Create(ctx, gw); err != nil {
+		t.Fatal(err)
+	}
+	key := client.ObjectKeyFromObject(gw)
+	testkit.Eventually(t, 20*time.Second, func() error {
+		if got := *getGateway(t, key).Spec.Replicas; got != 3 {
+			return fmt.Errorf("spec.replicas %d, want minReplicas 3 (scale writes refused so far: %d)", got, conflicts.Load())
+		}
+		return nil
+	})
+	if n := conflicts.Load(); n < 4 {
+		t.Fatalf("%d scale writes, want 3 refused and the fourth through", n)
+	}
+	if after := reconcileErrors(t); after != errorsBefore {
+		t.Errorf("reconcile errors went from %v to %v: a conflict must requeue quietly", errorsBefore, after)
+	}
+	for _, c := range getGateway(t, key).Status.Conditions {
+		if c.Type == "Degraded" && c.Status == metav1.ConditionTrue {
+			t.Errorf("Degraded %s: %s", c.Reason, c.Message)
+		}
+	}
+	var events eventsv1.EventList
+	if err := k8s.List(ctx, &events, client.InNamespace(namespace)); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range events.Items {
+		if e.Type == corev1.EventTypeWarning {
+			t.Errorf("warning event %s: %s", e.Reason, e.Note)
+		}
+	}
+}
+
+type roundTripper func(*http.Request) (*http.Response, error)
+
+func (f roundTripper) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
+
+// reconcileErrors is controller-runtime's count of the voicegateway
+// controller's reconcile errors (the tests of this package run one at a
+// time, so the difference is one test's).
+func reconcileErrors(t *testing.T) float64 {
+	t.Helper()
+	families, err := metrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := 0.0
+	for _, f := range families {
+		if f.GetName() != "controller_runtime_reconcile_errors_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "controller" && l.GetValue() == "voicegateway" {
+					total += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return total
 }

@@ -243,6 +243,8 @@ func (r *VoiceGatewayReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		if reterr != nil {
 			// An error retries with backoff; a result beside it is ignored.
 			result = ctrl.Result{}
+		} else if s.requeueAfter > 0 && (result.RequeueAfter <= 0 || s.requeueAfter < result.RequeueAfter) {
+			result.RequeueAfter = s.requeueAfter
 		}
 	}()
 
@@ -433,6 +435,12 @@ func (r *VoiceGatewayReconciler) updateStatus(ctx context.Context, s *scope) err
 	if err := r.applyStatus(ctx, s.gateway, next); err != nil {
 		if apierrors.IsNotFound(err) {
 			return nil // deleted meanwhile: nothing to report on
+		}
+		if apierrors.IsConflict(err) {
+			// Written meanwhile: the next pass computes it again from the
+			// newer VoiceGateway, quietly.
+			s.requeueAt(0)
+			return nil
 		}
 		return fmt.Errorf("writing the status: %w", err)
 	}
