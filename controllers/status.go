@@ -33,11 +33,14 @@ const (
 	ReasonRolloutStalled = "RolloutStalled"
 
 	// Degraded
-	ReasonAsExpected     = "AsExpected"
-	ReasonInvalidSpec    = "InvalidSpec"
-	ReasonSecretNotFound = "SecretNotFound"
-	ReasonApplyFailed    = "ApplyFailed"
-	ReasonReplicaFailure = "ReplicaFailure"
+	ReasonAsExpected  = "AsExpected"
+	ReasonInvalidSpec = "InvalidSpec"
+	// ReasonInvalidPodTemplate: spec.podTemplate is not a JSON object, or
+	// holds a value of the wrong type for a pod template.
+	ReasonInvalidPodTemplate = "InvalidPodTemplate"
+	ReasonSecretNotFound     = "SecretNotFound"
+	ReasonApplyFailed        = "ApplyFailed"
+	ReasonReplicaFailure     = "ReplicaFailure"
 	// ReasonFleetSecretNotOwned: a Secret has the fleet Secret's name and
 	// is not controlled by the VoiceGateway.
 	ReasonFleetSecretNotOwned = "FleetSecretNotOwned"

@@ -323,7 +323,11 @@ func (r *VoiceGatewayReconciler) applyObjects(ctx context.Context, s *scope) err
 	hash := configHash(configMap.Data[configFileKey], referencedSecrets(s.gateway), s.inputs)
 	deployment := desiredDeployment(s.gateway, r.Options, hash)
 	if err := applyPodTemplate(deployment, s.gateway.Spec.PodTemplate); err != nil {
-		s.fail(ReasonInvalidSpec, err.Error())
+		reason := ReasonInvalidSpec
+		if errors.As(err, new(errInvalidPodTemplate)) {
+			reason = ReasonInvalidPodTemplate
+		}
+		s.fail(reason, err.Error())
 		return reconcile.TerminalError(err)
 	}
 	sessions, _ := fleetSessions(s.pods, s.reports)
