@@ -301,7 +301,8 @@ func autoscalingState(t *testing.T, key types.NamespacedName) (scalingState, *vg
 // after the last high recommendation (checked a second before its end),
 // fall to what the window allows the moment it ends (a wake-up, with no
 // new poll result), and never leave minReplicas..maxReplicas; the
-// Deployment follows, with a surge sized by the sessions; ScaledUp and
+// Deployment follows (its surge, chosen when its pod template was, stays:
+// no rollout); ScaledUp and
 // ScaledDown say so.
 func TestAutoscalerFollowsASessionCurve(t *testing.T) {
 	ctx := context.Background()
@@ -358,13 +359,13 @@ func TestAutoscalerFollowsASessionCurve(t *testing.T) {
 	at(poll, 0, 0, scalingState{replicas: 2, desired: 2, recommended: 1})
 	// A rush: up at once, at the first poll.
 	at(poll, 20, 15, scalingState{replicas: 4, desired: 4, recommended: 4})
-	deploymentReplicas(4, "4")
+	deploymentReplicas(4, "1")
 	waitForEvent(t, namespace, controllers.EventScaledUp, "Scaled up from 2 to 4 pods: 35 sessions, 10 per pod targeted")
 	// Fewer: held.
 	at(poll, 6, 6, scalingState{replicas: 4, desired: 4, recommended: 2})
 	// More than maxReplicas would hold: 5.
 	at(poll, 30, 25, scalingState{replicas: 5, desired: 5, recommended: 5})
-	deploymentReplicas(5, "5")
+	deploymentReplicas(5, "1")
 	// The calls end: held for the window from now.
 	at(poll, 3, 2, scalingState{replicas: 5, desired: 5, recommended: 1})
 	lastHigh := clk.Now()
@@ -584,4 +585,90 @@ func reconcileErrors(t *testing.T) float64 {
 		}
 	}
 	return total
+}
+
+// TestSurgeChangesOnlyWithARollout: the Deployment's maxSurge is chosen
+// from the sessions when the pod template changes (a rollout), and kept
+// while only the sessions move: a session poll never rewrites the
+// Deployment.
+func TestSurgeChangesOnlyWithARollout(t *testing.T) {
+	ctx := context.Background()
+	namespace := newNamespace(t)
+	ipA, ipB := "127.0.0.46", "127.0.0.47"
+	pods := startFakePods(t, ipA, ipB)
+	const poll = 5 * time.Second
+	op, clk := startClockedOperator(t, namespace, pods, poll)
+
+	gw := newGateway(namespace, "surge")
+	gw.Spec.Replicas = ptr.To(int32(4))
+	gw.Spec.Autoscaling.TargetSessionsPerPod = ptr.To(int32(10))
+	if err := k8s.Create(ctx, gw); err != nil {
+		t.Fatal(err)
+	}
+	key := client.ObjectKeyFromObject(gw)
+	waitForObjects(t, key)
+	createPod(t, namespace, gw.Name, "surge-a", ipA)
+	createPod(t, namespace, gw.Name, "surge-b", ipB)
+	pods.settle(t, clk, poll, ipA, ipB)
+	waitForSessions(t, key, 0)
+
+	surge := func(want string) int64 {
+		t.Helper()
+		var generation int64
+		testkit.Eventually(t, 10*time.Second, func() error {
+			var objs ownedObjects
+			if err := getObjects(key, &objs); err != nil {
+				return err
+			}
+			generation = objs.deployment.Generation
+			if got := objs.deployment.Spec.Strategy.RollingUpdate.MaxSurge.String(); got != want {
+				return fmt.Errorf("maxSurge %s, want %s", got, want)
+			}
+			return nil
+		})
+		return generation
+	}
+	deploymentWrites := func() []string {
+		var out []string
+		for _, w := range op.writes.Writes() {
+			if strings.Contains(w, "/deployments/") {
+				out = append(out, w)
+			}
+		}
+		return out
+	}
+	idle := surge("1") // a quarter of 4
+
+	// The sessions rise, then fall: polled, reported, the Deployment
+	// untouched.
+	op.writes.Reset()
+	for _, n := range []int{20, 15, 3} {
+		pods.set(map[string]int{ipA: n, ipB: n})
+		pods.step(t, clk, poll, ipA, ipB)
+		waitForSessions(t, key, int32(2*n))
+	}
+	if got := surge("1"); got != idle {
+		t.Errorf("the Deployment's generation went from %d to %d with the sessions alone", idle, got)
+	}
+	if writes := deploymentWrites(); len(writes) != 0 {
+		t.Errorf("Deployment writes while only the sessions moved: %v", writes)
+	}
+
+	// 35 sessions, then a rollout: the surge is what they need at 10 a pod.
+	pods.set(map[string]int{ipA: 20, ipB: 15})
+	pods.step(t, clk, poll, ipA, ipB)
+	waitForSessions(t, key, 35)
+	patch := client.MergeFrom(gw.DeepCopy())
+	gw.Spec.PodAnnotations = map[string]string{"rollout": "1"}
+	if err := k8s.Patch(ctx, gw, patch); err != nil {
+		t.Fatal(err)
+	}
+	rolled := surge("4")
+	// And kept through the rollout while the sessions move.
+	pods.set(map[string]int{ipA: 1, ipB: 0})
+	pods.step(t, clk, poll, ipA, ipB)
+	waitForSessions(t, key, 1)
+	if got := surge("4"); got != rolled {
+		t.Errorf("the Deployment's generation went from %d to %d with the sessions alone", rolled, got)
+	}
 }

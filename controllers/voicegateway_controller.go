@@ -38,6 +38,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
@@ -94,6 +95,9 @@ type VoiceGatewayReconciler struct {
 	// autoscalers keeps each autoscaled VoiceGateway's scale-down window
 	// (autoscaler.go).
 	autoscalers *autoscalers
+	// surges keeps the rollout surge chosen for each VoiceGateway's pod
+	// template (rollout.go).
+	surges *surges
 	// wakeups brings a VoiceGateway back at a moment on Clock.
 	wakeups *wakeups
 	// declined remembers the rotation request last declined per
@@ -228,6 +232,7 @@ func (r *VoiceGatewayReconciler) Reconcile(ctx context.Context, req ctrl.Request
 			r.Poller.ForgetGateway(req.NamespacedName)
 			r.costs.forget(req.NamespacedName)
 			r.autoscalers.forget(req.NamespacedName)
+			r.surges.forget(req.NamespacedName)
 			r.wakeups.forget(req.NamespacedName)
 			return ctrl.Result{}, nil
 		}
@@ -330,8 +335,15 @@ func (r *VoiceGatewayReconciler) applyObjects(ctx context.Context, s *scope) err
 		s.fail(reason, err.Error())
 		return reconcile.TerminalError(err)
 	}
-	sessions, _ := fleetSessions(s.pods, s.reports)
-	setRolloutSurge(deployment, rolloutSurge(*s.gateway.Spec.Replicas, sessions, targetSessionsPerPod(s.gateway.Spec)))
+	var current *appsv1.Deployment
+	var cached appsv1.Deployment
+	if err := r.Client.Get(ctx, s.key, &cached); err == nil && metav1.IsControlledBy(&cached, s.gateway) {
+		current = &cached
+	}
+	r.surges.choose(s.key, deployment, current, func() intstr.IntOrString {
+		sessions, _ := fleetSessions(s.pods, s.reports)
+		return rolloutSurge(*s.gateway.Spec.Replicas, sessions, targetSessionsPerPod(s.gateway.Spec))
+	})
 	objects := []client.Object{
 		desiredServiceAccount(s.gateway),
 		configMap,
