@@ -207,6 +207,8 @@ func TestKustomizeServerSideApply(t *testing.T) {
 		"clusterrolebinding.rbac.authorization.k8s.io/voicegateway-manager-rolebinding serverside-applied",
 		"role.rbac.authorization.k8s.io/voicegateway-leader-election-role serverside-applied",
 		"deployment.apps/voicegateway-controller-manager serverside-applied",
+		"validatingadmissionpolicy.admissionregistration.k8s.io/voicegateway-pod-patch-policy serverside-applied",
+		"validatingadmissionpolicybinding.admissionregistration.k8s.io/voicegateway-pod-patch-policy serverside-applied",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("kubectl apply output lacks %q:\n%s", want, out)
@@ -230,6 +232,10 @@ func TestKustomizeServerSideApply(t *testing.T) {
 	if missing, extra := diffPermissions(permissions(t, role.Rules), permissions(t, rulesOfFile(t, "config/rbac/role.yaml"))); len(missing)+len(extra) > 0 {
 		t.Errorf("installed ClusterRole: missing %v, extra %v", missing, extra)
 	}
+	// The operator's pod patches: the deletion cost only.
+	createNamespace(t, "vgw-kustomize-pods")
+	checkPodPatchesLimited(t, impersonating(t, "voicegateway-system", "voicegateway-controller-manager"), "vgw-kustomize-pods")
+
 	crd, err := getCRD(ctx)
 	if err != nil {
 		t.Fatal(err)
