@@ -233,6 +233,7 @@ func (r *VoiceGatewayReconciler) Reconcile(ctx context.Context, req ctrl.Request
 			r.costs.forget(req.NamespacedName)
 			r.autoscalers.forget(req.NamespacedName)
 			r.surges.forget(req.NamespacedName)
+			forgetGatewayMetrics(req.NamespacedName)
 			r.wakeups.forget(req.NamespacedName)
 			return ctrl.Result{}, nil
 		}
@@ -386,6 +387,7 @@ func (r *VoiceGatewayReconciler) observePods(ctx context.Context, s *scope) erro
 		return fmt.Errorf("listing pods: %w", err)
 	}
 	s.pods = pods.Items
+	observeGatewayMetrics(s.key, s.pods)
 	return nil
 }
 
@@ -508,7 +510,7 @@ func (r *VoiceGatewayReconciler) recordDrainEvents(gateway *vgv1.VoiceGateway, n
 	for _, e := range drainEvents(gateway.Status.Draining, next.Draining, reports, now) {
 		r.Recorder.Eventf(regarding, nil, corev1.EventTypeNormal, e.reason, "Drain", "%s", e.message)
 		if e.reason == EventDrainFinished {
-			countDrainFinished(e.sessionsLeft)
+			countDrainFinished(client.ObjectKeyFromObject(gateway), e.sessionsLeft)
 		}
 	}
 }

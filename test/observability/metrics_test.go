@@ -21,7 +21,10 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	vgv1 "github.com/voicegateway/voicegateway/api/v1alpha1"
 	"github.com/voicegateway/voicegateway/internal/testkit"
 )
 
@@ -84,7 +87,10 @@ type documentedMetric struct {
 	names  []string
 	typ    string
 	labels map[string][]string
-	line   int
+	// perObject are labels whose values are the objects' the series are
+	// about (a VoiceGateway's namespace and name), not a fixed list.
+	perObject []string
+	line      int
 }
 
 var (
@@ -144,7 +150,12 @@ func documentedMetrics(t *testing.T) (server, operator []documentedMetric) {
 				row.labels[m[1]] = append(row.labels[m[1]], v[1])
 			}
 			if len(row.labels[m[1]]) == 0 {
-				t.Fatalf("docs/operations.md:%d: label %s lists no values", n, m[1])
+				// A label of the object the series is about ("`voicegateway`:
+				// its name"): any value, one series set per object.
+				if !strings.Contains(m[2], "VoiceGateway") && !strings.Contains(m[2], "its name") {
+					t.Fatalf("docs/operations.md:%d: label %s lists no values and names no object", n, m[1])
+				}
+				row.perObject = append(row.perObject, m[1])
 			}
 		}
 		*section = append(*section, row)
@@ -180,8 +191,13 @@ func checkDocumented(t *testing.T, what string, rows []documentedMetric, got exp
 					}
 				}
 			}
+			for _, label := range row.perObject {
+				if len(got.labels[name][label]) == 0 {
+					t.Errorf("docs/operations.md:%d: %s has no series with the label %s", row.line, name, label)
+				}
+			}
 			for label, values := range got.labels[name] {
-				if label == "le" || label == "quantile" {
+				if label == "le" || label == "quantile" || slices.Contains(row.perObject, label) {
 					continue
 				}
 				for _, v := range values {
@@ -255,6 +271,33 @@ func startOperator(t *testing.T) operatorProcess {
 		body, _ := io.ReadAll(resp.Body)
 		if !bytes.Contains(body, []byte(`controller_runtime_reconcile_errors_total{controller="voicegateway"}`)) {
 			return fmt.Errorf("the voicegateway controller has not started")
+		}
+		return nil
+	})
+	// The operator's own series are per VoiceGateway: one to reconcile,
+	// in a namespace of its own.
+	ctx := context.Background()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "metrics-"}}
+	if err := k8s.Create(ctx, ns); err != nil {
+		t.Fatal(err)
+	}
+	gw := &vgv1.VoiceGateway{ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: "demo"},
+		Spec: vgv1.VoiceGatewaySpec{Auth: vgv1.AuthSpec{InsecureNoAuth: true}}}
+	if err := k8s.Create(ctx, gw); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), ns) })
+	testkit.Eventually(t, 60*time.Second, func() error {
+		resp, err := http.Get("http://" + p.metricsAddr + "/metrics")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		for _, want := range []string{"voicegateway_operator_drains_total{", "voicegateway_operator_pods_running{"} {
+			if !bytes.Contains(body, []byte(want+`namespace="`+ns.Name+`"`)) {
+				return fmt.Errorf("no %s series for the VoiceGateway yet", want)
+			}
 		}
 		return nil
 	})
@@ -543,7 +586,8 @@ func TestReadChecksCatchWrongLabels(t *testing.T) {
 		`voicegateway_errors_total{code="unauthorised"}`,
 		`voicegateway_errors_total{code=~"unauth.*|nope"} and voicegateway_errors_total{code=~"nope"}`,
 		`sum by (voicegateway_name) (voicegateway_errors_total)`,
-		`voicegateway_operator_drains_total{voicegateway="demo"}`,
+		`voicegateway_operator_drains_total{code="x"}`,
+		`voicegateway_operator_pods_running{pod_name="x"}`,
 		`voicegateway_operator_drains_total{result="cut"}`,
 	}
 	for _, expr := range wrong {
@@ -553,7 +597,7 @@ func TestReadChecksCatchWrongLabels(t *testing.T) {
 	}
 	right := []string{
 		`sum by (namespace, voicegateway, code) (rate(voicegateway_errors_total{code=~"unauthorized|rate_limited", pod!=""}[5m]))`,
-		`voicegateway_operator_drains_total{result="sessions_left", service="x"}`,
+		`voicegateway_operator_drains_total{result="sessions_left", service="x", voicegateway="demo"}`,
 		`up{job="x"} == 0`,
 	}
 	for _, expr := range right {
