@@ -91,8 +91,10 @@ func checkPodPatchesLimited(t *testing.T, cfg *rest.Config, namespace string) {
 			t.Errorf("patching %s with the operator's rights: %v, want refused by the pod patch policy", what, err)
 		}
 	}
+	// As the operator writes it: the annotation and the pod's UID (a
+	// precondition).
 	for _, cost := range []string{"8", "0", "16"} {
-		if err := patch(`{"metadata":{"annotations":{"controller.kubernetes.io/pod-deletion-cost":"` + cost + `"}}}`); err != nil {
+		if err := patch(`{"metadata":{"uid":"` + string(pod.UID) + `","annotations":{"controller.kubernetes.io/pod-deletion-cost":"` + cost + `"}}}`); err != nil {
 			t.Errorf("the deletion cost %s: %v", cost, err)
 		}
 	}
