@@ -504,15 +504,17 @@ func conditionOf(gw *vgv1.VoiceGateway, conditionType string) metav1.Condition {
 
 // TestScaleConflictRequeuesQuietly: a 409 on the autoscaler's write of
 // spec.replicas (the pass read an older VoiceGateway than the API server
-// has) is no error: no reconcile error, no Degraded condition, no event;
-// the next pass scales.
+// has), or on the status write, is no error: no reconcile error, no
+// Degraded condition, no event; the next pass writes.
 func TestScaleConflictRequeuesQuietly(t *testing.T) {
 	ctx := context.Background()
 	namespace := newNamespace(t)
-	var conflicts atomic.Int32
+	var conflicts, statusConflicts atomic.Int32
 	startOperator(t, namespace, managerOptions{wrap: func(rt http.RoundTripper) http.RoundTripper {
 		return roundTripper(func(req *http.Request) (*http.Response, error) {
-			if req.Method == http.MethodPatch && strings.HasSuffix(req.URL.Path, "/voicegateways/conflicted/scale") && conflicts.Add(1) <= 3 {
+			scale := req.Method == http.MethodPatch && strings.HasSuffix(req.URL.Path, "/voicegateways/conflicted/scale") && conflicts.Add(1) <= 3
+			status := req.Method == http.MethodPatch && strings.HasSuffix(req.URL.Path, "/voicegateways/conflicted/status") && statusConflicts.Add(1) <= 2
+			if scale || status {
 				body := `{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"Conflict","code":409,` +
 					`"message":"Operation cannot be fulfilled on voicegateways.voicegateway.dev \"conflicted\": the object has been modified"}`
 				return &http.Response{StatusCode: http.StatusConflict, Header: http.Header{"Content-Type": []string{"application/json"}},
@@ -538,6 +540,15 @@ func TestScaleConflictRequeuesQuietly(t *testing.T) {
 	})
 	if n := conflicts.Load(); n < 4 {
 		t.Fatalf("%d scale writes, want 3 refused and the fourth through", n)
+	}
+	testkit.Eventually(t, 20*time.Second, func() error {
+		if a := getGateway(t, key).Status.Autoscaling; a == nil || a.DesiredReplicas != 3 {
+			return fmt.Errorf("status.autoscaling %+v, want desired 3 (status writes refused so far: %d)", a, statusConflicts.Load())
+		}
+		return nil
+	})
+	if n := statusConflicts.Load(); n < 3 {
+		t.Fatalf("%d status writes, want 2 refused and the third through", n)
 	}
 	if after := reconcileErrors(t); after != errorsBefore {
 		t.Errorf("reconcile errors went from %v to %v: a conflict must requeue quietly", errorsBefore, after)
