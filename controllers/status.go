@@ -33,11 +33,14 @@ const (
 	ReasonRolloutStalled = "RolloutStalled"
 
 	// Degraded
-	ReasonAsExpected     = "AsExpected"
-	ReasonInvalidSpec    = "InvalidSpec"
-	ReasonSecretNotFound = "SecretNotFound"
-	ReasonApplyFailed    = "ApplyFailed"
-	ReasonReplicaFailure = "ReplicaFailure"
+	ReasonAsExpected  = "AsExpected"
+	ReasonInvalidSpec = "InvalidSpec"
+	// ReasonInvalidPodTemplate: spec.podTemplate is not a JSON object, or
+	// holds a value of the wrong type for a pod template.
+	ReasonInvalidPodTemplate = "InvalidPodTemplate"
+	ReasonSecretNotFound     = "SecretNotFound"
+	ReasonApplyFailed        = "ApplyFailed"
+	ReasonReplicaFailure     = "ReplicaFailure"
 	// ReasonFleetSecretNotOwned: a Secret has the fleet Secret's name and
 	// is not controlled by the VoiceGateway.
 	ReasonFleetSecretNotOwned = "FleetSecretNotOwned"
@@ -297,9 +300,17 @@ func drainEvents(prev, next []vgv1.DrainingPod, reports []PodReport, now time.Ti
 			took = now.Sub(p.Since.Time).Round(time.Second).String()
 		}
 		message := fmt.Sprintf("Pod %s drained in %s: all its sessions ended", p.Pod, took)
-		left := !answering[p.Pod]
-		if left {
+		// A server that stopped answering (or a pod gone) before its
+		// deadline exited because its last sessions ended between two
+		// polls: a draining server leaves early only when it is empty.
+		// Sessions are left only when it went at or after the deadline
+		// (or with the deadline unknown) still reporting some.
+		left := !answering[p.Pod] && p.Sessions > 0 && (p.Deadline == nil || !now.Before(p.Deadline.Time))
+		switch {
+		case left:
 			message = fmt.Sprintf("Pod %s stopped after draining for %s; it last reported %d sessions open", p.Pod, took, p.Sessions)
+		case !answering[p.Pod] && p.Sessions > 0:
+			message = fmt.Sprintf("Pod %s drained in %s: it stopped before its deadline, its sessions ended", p.Pod, took)
 		}
 		events = append(events, podEvent{p.Pod, drainEvent{reason: EventDrainFinished, message: message, sessionsLeft: left}})
 	}

@@ -180,11 +180,23 @@ func TestDrainEvents(t *testing.T) {
 	}
 	reports := []PodReport{{Name: "ended"}, {Name: "still"}, {Name: "new"}, {Name: "exited", Stopped: true}}
 	prev = append(prev, vgv1.DrainingPod{Pod: "exited", Sessions: 2, Since: &since})
+	// Stopped before the deadline: its last calls ended between two polls.
+	later := metav1.NewTime(now.Add(time.Second))
+	reports = append(reports, PodReport{Name: "early", Stopped: true}, PodReport{Name: "empty", Stopped: true}, PodReport{Name: "late", Stopped: true})
+	prev = append(prev, vgv1.DrainingPod{Pod: "early", Sessions: 3, Since: &since, Deadline: &later})
+	// Stopped with none reported: nothing was cut.
+	prev = append(prev, vgv1.DrainingPod{Pod: "empty", Sessions: 0, Since: &since})
+	// Stopped at its deadline with sessions: cut.
+	at := metav1.NewTime(now)
+	prev = append(prev, vgv1.DrainingPod{Pod: "late", Sessions: 5, Since: &since, Deadline: &at})
 	got := drainEvents(prev, next, reports, now)
 	want := []drainEvent{
+		{EventDrainFinished, "Pod early drained in 42s: it stopped before its deadline, its sessions ended", false},
+		{EventDrainFinished, "Pod empty drained in 42s: all its sessions ended", false},
 		{EventDrainFinished, "Pod ended drained in 42s: all its sessions ended", false},
 		{EventDrainFinished, "Pod exited stopped after draining for 42s; it last reported 2 sessions open", true},
 		{EventDrainFinished, "Pod killed stopped after draining for 42s; it last reported 4 sessions open", true},
+		{EventDrainFinished, "Pod late stopped after draining for 42s; it last reported 5 sessions open", true},
 		{EventDrainStarted, "Pod new began draining with 7 sessions, deadline 2026-01-01T00:01:00Z", false},
 	}
 	if len(got) != len(want) {

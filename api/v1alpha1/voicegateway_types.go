@@ -20,6 +20,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
@@ -186,15 +187,21 @@ type VoiceGatewaySpec struct {
 	// topology spread constraints by topology key; tolerations, affinity,
 	// the priority class and other fields replace. The selector labels, the
 	// config hash and the server container's image, command, arguments,
-	// ports, probes and preStop hook stay the operator's. It is merged after
-	// the fields above (nodeSelector, tolerations, affinity, ...), so it
-	// wins over them. Not validated here: a wrong field fails the
-	// Deployment's apply (condition Degraded, reason ApplyFailed).
+	// ports, probes, preStop hook, security context, memory-limit env and
+	// the operator's volumes and mounts stay the operator's, as do the
+	// pods' service account and termination grace period: a null or a
+	// $patch directive cannot remove them. It is merged after the fields
+	// above (nodeSelector, tolerations, affinity, ...), so it wins over
+	// them. Not validated here: a value of the wrong type is condition
+	// Degraded, reason InvalidPodTemplate; a wrong field fails the
+	// Deployment's apply (condition Degraded, reason ApplyFailed). Kept as
+	// raw JSON, so that one VoiceGateway's bad podTemplate cannot stop the
+	// operator reading the others.
 	// +kubebuilder:pruning:PreserveUnknownFields
 	// +kubebuilder:validation:Schemaless
 	// +kubebuilder:validation:Type=object
 	// +optional
-	PodTemplate *corev1.PodTemplateSpec `json:"podTemplate,omitempty"`
+	PodTemplate *runtime.RawExtension `json:"podTemplate,omitempty"`
 
 	// Autoscaling scales the pods on their live sessions. Off by default;
 	// when on, the operator owns spec.replicas (docs/operations.md,

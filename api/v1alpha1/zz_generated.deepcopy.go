@@ -24,7 +24,7 @@ import (
 	"k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	runtime "k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
@@ -486,7 +486,7 @@ func (in *VoiceGatewaySpec) DeepCopyInto(out *VoiceGatewaySpec) {
 	in.NetworkPolicy.DeepCopyInto(&out.NetworkPolicy)
 	if in.PodTemplate != nil {
 		in, out := &in.PodTemplate, &out.PodTemplate
-		*out = new(v1.PodTemplateSpec)
+		*out = new(runtime.RawExtension)
 		(*in).DeepCopyInto(*out)
 	}
 	in.Autoscaling.DeepCopyInto(&out.Autoscaling)

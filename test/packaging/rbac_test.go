@@ -384,6 +384,9 @@ func TestChartRBACRunsTheOperatorAndGrantsNothingMore(t *testing.T) {
 					t.Errorf("in namespace %s the operator lacks %v and may also %v", namespace, missing, extra)
 				}
 			}
+			// Its patch on pods writes the deletion cost, nothing else
+			// (the chart's ValidatingAdmissionPolicy), with its own token.
+			checkPodPatchesLimited(t, operatorConfig, tc.gateways)
 		})
 	}
 }
