@@ -114,6 +114,15 @@ func TestMemoryBudgetHoldsUnderStuffing(t *testing.T) {
 				default:
 				}
 			}
+			// Everything is sent, maybe still in the sockets' buffers
+			// (loopback buffers hold megabytes): the server's answer comes
+			// once it has read that far.
+			select {
+			case <-full:
+				refused.Add(1)
+			case <-time.After(30 * time.Second):
+			case <-ctx.Done():
+			}
 			kept.Add(1)
 		}()
 	}

@@ -273,6 +273,16 @@ func Load(args []string, getenv func(string) string) (Config, error) {
 	if err := final.Parse(args); err != nil {
 		return Config{}, err
 	}
+	// --dev is --log-format console: of the two, the one given at the
+	// later layer wins, so that a command line saying --log-format json
+	// is obeyed in an environment that sets VOICEGATEWAY_DEV.
+	switch {
+	case flagWasSet(final, "dev"):
+	case flagWasSet(final, "log-format"):
+		cfg.Dev = false
+	case getenv(EnvPrefix+"LOG_FORMAT") != "" && getenv(EnvPrefix+"DEV") == "":
+		cfg.Dev = false
+	}
 
 	if err := cfg.Validate(); err != nil {
 		return Config{}, err

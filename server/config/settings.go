@@ -61,7 +61,7 @@ var settings = []setting{
 		usage: "json (lines for a log pipeline) or console (lines a person reads)",
 		bind:  func(c *Config) value { return stringVar(&c.LogFormat) }},
 	{flag: "dev", key: "dev",
-		usage: "the same as --log-format console",
+		usage: "the same as --log-format console (given with --log-format, the one from the later layer wins: flags over the environment over the file)",
 		bind:  func(c *Config) value { return boolVar(&c.Dev) }},
 	{flag: "log-level", key: "log_level", arg: "level",
 		usage: "least severe level logged: debug, info, warn or error",
