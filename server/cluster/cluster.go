@@ -443,3 +443,14 @@ func (w *logWriter) Write(b []byte) (int, error) {
 	}
 	return len(b), nil
 }
+
+// Status is the replica's view of the fleet for /status.
+func (p *Peer) Status() (members int, digest string, settled bool) {
+	names := p.Members()
+	h := sha256.New()
+	for _, n := range names {
+		h.Write([]byte(n))
+		h.Write([]byte{0})
+	}
+	return len(names), fmt.Sprintf("%x", h.Sum(nil)[:8]), p.Settled()
+}

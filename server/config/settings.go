@@ -141,6 +141,19 @@ var settings = []setting{
 		usage: "tracker state is read from this file at start if it exists and written at shutdown, so blocks survive a rollout",
 		bind:  func(c *Config) value { return stringVar(&c.RateLimit.StateFile) }},
 
+	{flag: "cluster-listen", key: "cluster.listen", arg: "host:port",
+		usage: "gossip address (UDP and TCP) shared with the other replicas, so that a block decided on one holds on all and survives rollouts (docs/operations.md, \"The fleet's limiter\"); needs --fleet-secret-dir, whose fleet-key encrypts it; empty: this process limits alone",
+		bind:  func(c *Config) value { return stringVar(&c.Cluster.Listen) }},
+	{flag: "cluster-advertise", key: "cluster.advertise", arg: "host:port",
+		usage: "gossip address the other replicas reach this one at (the pod IP); empty derives it from --cluster-listen",
+		bind:  func(c *Config) value { return stringVar(&c.Cluster.Advertise) }},
+	{flag: "cluster-peers", key: "cluster.peers", arg: "host:port,...",
+		usage: "other replicas' gossip addresses, or DNS names resolved to them again on every join attempt (the headless Service); the flag may be repeated",
+		bind:  func(c *Config) value { return listVar(&c.Cluster.Peers) }},
+	{flag: "cluster-settle-timeout", key: "cluster.settle_timeout",
+		usage: "longest wait for a peer's limiter state before readiness; a replica that finds no peer is ready at once",
+		bind:  func(c *Config) value { return durationVar(&c.Cluster.SettleTimeout) }},
+
 	{flag: "drain-timeout", key: "drain.timeout",
 		usage: "from the start of termination (preStop or SIGTERM) to the drain deadline, when the sessions left are closed with 1012; the pod's terminationGracePeriodSeconds must be at least this plus --exit-margin",
 		bind:  func(c *Config) value { return durationVar(&c.Drain.Timeout) }},
@@ -185,6 +198,7 @@ var groups = []struct{ key, title string }{
 	{"", "Server"},
 	{"sessions", "Sessions"},
 	{"rate_limit", "Failed-authentication rate limit"},
+	{"cluster", "The fleet's shared rate limiter (gossip)"},
 	{"drain", "Drain on termination"},
 	{"openai", "OpenAI Realtime backend (--backend openai)"},
 }

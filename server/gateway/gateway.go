@@ -29,6 +29,7 @@ import (
 	"github.com/voicegateway/voicegateway/server/backend/echo"
 	"github.com/voicegateway/voicegateway/server/backend/openai"
 	"github.com/voicegateway/voicegateway/server/clientip"
+	"github.com/voicegateway/voicegateway/server/cluster"
 	"github.com/voicegateway/voicegateway/server/config"
 	"github.com/voicegateway/voicegateway/server/fleet"
 	"github.com/voicegateway/voicegateway/server/lifecycle"
@@ -56,6 +57,10 @@ type Server struct {
 	drainer  *lifecycle.Drainer
 	budget   lifecycle.StopBudget
 	limiter  *ratelimit.Limiter
+	// peer shares the limiter's state with the fleet (nil without
+	// --cluster-listen); fleetKey is the fleet Secret's fleet-key.
+	peer     *cluster.Peer
+	fleetKey []byte
 	authn    *auth.Authenticator // nil with --insecure-no-auth
 	keys     *auth.KeyStore
 	// tokenKeys and adminToken follow the mounted fleet Secret; both are
@@ -122,6 +127,22 @@ func New(cfg config.Config, log logr.Logger, clk clock.WithTickerAndDelayedExecu
 	if keySource, err = s.loadFleetSecret(); err != nil {
 		return nil, fmt.Errorf("--fleet-secret-dir: %w", err)
 	}
+	// The exit margin's shares; the gossip hand-off takes half of the
+	// exit's.
+	s.budget = lifecycle.NewStopBudget(cfg.Drain.ExitMargin)
+	clusterMetrics := cluster.NewMetrics()
+	s.metrics.Registry.MustRegister(clusterMetrics)
+	if cl := cfg.Cluster; cl.Listen != "" {
+		if s.fleetKey == nil {
+			return nil, fmt.Errorf("--cluster-listen: the fleet Secret in %s holds no %s; gossip is never sent unencrypted", cfg.FleetSecretDir, fleet.FleetKeyFile)
+		}
+		if s.peer, err = cluster.New(cluster.Config{
+			Listen: cl.Listen, Advertise: cl.Advertise, Peers: cl.Peers, FleetKey: s.fleetKey,
+			SettleTimeout: cl.SettleTimeout, HandoffTimeout: s.budget.Exit / 2,
+		}, s.limiter, clusterMetrics, log.WithName("cluster")); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.InsecureNoAuth {
 		// Logged at error level so that it stands out in any log pipeline.
 		log.Error(nil, "AUTHENTICATION IS OFF (--insecure-no-auth): anyone who reaches this port can open sessions; use only on a local machine")
@@ -183,8 +204,7 @@ func New(cfg config.Config, log logr.Logger, clk clock.WithTickerAndDelayedExecu
 	}
 	d := cfg.Drain
 	// Close handshakes, cutting the peers that ignore them, closing the
-	// listeners and exiting all fit in the exit margin.
-	s.budget = lifecycle.NewStopBudget(d.ExitMargin)
+	// listeners and exiting all fit in the exit margin (s.budget, above).
 	s.drainer = lifecycle.NewDrainer(lifecycle.Config{
 		DrainTimeout: d.Timeout, PropagationDelay: d.PropagationDelay,
 		NotifyWindow: d.NotifyWindow, ReconnectAfter: d.ReconnectAfter,
@@ -218,7 +238,7 @@ func (s *Server) loadFleetSecret() (auth.KeySource, error) {
 	case err != nil:
 		return nil, err
 	default:
-		if _, err := fleet.ParseFleetKey(data); err != nil {
+		if s.fleetKey, err = fleet.ParseFleetKey(data); err != nil {
 			return nil, err
 		}
 	}
@@ -326,6 +346,12 @@ func (s *Server) Process(public, adminLn net.Listener) *lifecycle.Process {
 		adminOpts.RefreshAdminToken = func() bool { return s.adminToken.Refresh(s.clock.Now(), refreshInterval) }
 	}
 	loops := []func(context.Context) error{s.limiter.Run}
+	if s.peer != nil {
+		// The loops stop after the drain; the peer then hands the state
+		// on and leaves within half the exit budget.
+		loops = append(loops, s.peer.Run)
+		adminOpts.Cluster = s.peer
+	}
 	if s.keys != nil {
 		loops = append(loops, func(ctx context.Context) error {
 			return s.keys.Watch(ctx, s.cfg.SecretPollInterval, s.clock, s.log.WithName("keys"))
