@@ -331,6 +331,7 @@ func (r *VoiceGatewayReconciler) applyObjects(ctx context.Context, s *scope) err
 		configMap,
 		deployment,
 		desiredService(s.gateway),
+		desiredPeersService(s.gateway),
 		desiredPodDisruptionBudget(s.gateway),
 	}
 	if networkPolicyEnabled(s.gateway) {
