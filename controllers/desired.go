@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"math"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -70,6 +71,10 @@ const (
 	openAIKeyDir  = "/etc/voicegateway/openai"
 	openAIKeyFile = "api-key"
 	stateDir      = "/var/lib/voicegateway"
+	// peersDir holds the peers ConfigMap's file: the gossip addresses of
+	// the VoiceGateway's pods, written by the operator.
+	peersDir     = "/etc/voicegateway/peers"
+	peersFileKey = "peers"
 	// fleetDir is where the whole fleet Secret is mounted: the server finds
 	// token-keys.json, admin-token, fleet-key and api-keys there.
 	fleetDir = "/etc/voicegateway/fleet"
@@ -278,6 +283,8 @@ func serverConfig(vg *vgv1.VoiceGateway) (config.Config, error) {
 	// API, because the file is the same for every pod).
 	cfg.Cluster.Listen = ":" + strconv.Itoa(int(GossipPort))
 	cfg.Cluster.Peers = []string{PeersServiceName(vg) + "." + vg.Namespace + ".svc:" + strconv.Itoa(int(GossipPort))}
+	// Where Services have no DNS, the pods' addresses from the operator.
+	cfg.Cluster.PeersFile = peersDir + "/" + peersFileKey
 	// On the pod's emptyDir, the state survives a restart of the container
 	// inside the pod: the fallback of a replica that has no peer to hand
 	// it to (docs/operations.md, "The fleet's limiter").
@@ -374,6 +381,33 @@ func desiredPeersService(vg *vgv1.VoiceGateway) *corev1.Service {
 	}
 }
 
+// desiredPeersConfigMap lists the gossip addresses of the VoiceGateway's
+// pods, for the servers' --cluster-peers-file: the headless Service's DNS
+// name finds the peers where the cluster has DNS for Services; this file
+// does everywhere. It is outside the config hash, so a pod coming or going
+// never rolls the others; the kubelet refreshes the mounted file, and a
+// starting pod mounts the list as it is then (the pods already running,
+// which it needs to join).
+func desiredPeersConfigMap(vg *vgv1.VoiceGateway, pods []corev1.Pod) *corev1.ConfigMap {
+	var addrs []string
+	for i := range pods {
+		if ip := pods[i].Status.PodIP; ip != "" {
+			addrs = append(addrs, net.JoinHostPort(ip, strconv.Itoa(int(GossipPort))))
+		}
+	}
+	slices.Sort(addrs)
+	addrs = slices.Compact(addrs)
+	data := "# The gossip addresses of " + vg.Name + "'s pods, written by the operator.\n"
+	for _, a := range addrs {
+		data += a + "\n"
+	}
+	return &corev1.ConfigMap{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
+		ObjectMeta: objectMeta(vg, PeersServiceName(vg)),
+		Data:       map[string]string{peersFileKey: data},
+	}
+}
+
 // desiredPodDisruptionBudget keeps node drains from taking more pods at
 // once than spec.disruption allows. Pods that are not ready may always be
 // evicted: they hold no calls, and keeping them would block node drains.
@@ -419,6 +453,12 @@ func desiredDeployment(vg *vgv1.VoiceGateway, opts BuildOptions, configHash stri
 		{Name: "state", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptr.To(resource.MustParse("64Mi"))}}},
 		{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptr.To(resource.MustParse("64Mi"))}}},
 	}
+	// The peers list, optional so that a pod may start before it exists.
+	volumes = append(volumes, corev1.Volume{Name: "peers", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+		LocalObjectReference: corev1.LocalObjectReference{Name: PeersServiceName(vg)},
+		Items:                []corev1.KeyToPath{{Key: peersFileKey, Path: peersFileKey}},
+		Optional:             ptr.To(true),
+	}}})
 	// The whole fleet Secret, without subPath or items: the kubelet updates
 	// such a mount in place when the Secret changes (a subPath mount never
 	// changes), which is how a key rotation reaches running pods.
@@ -431,6 +471,7 @@ func desiredDeployment(vg *vgv1.VoiceGateway, opts BuildOptions, configHash stri
 		{Name: "state", MountPath: stateDir},
 		{Name: "tmp", MountPath: "/tmp"},
 		{Name: "fleet", MountPath: fleetDir, ReadOnly: true},
+		{Name: "peers", MountPath: peersDir, ReadOnly: true},
 	}
 	if ref := spec.Auth.APIKeysSecretRef; ref != nil {
 		volumes = append(volumes, secretVolume("api-keys", ref, apiKeysFile))

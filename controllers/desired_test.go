@@ -475,9 +475,18 @@ func TestDesiredPeersService(t *testing.T) {
 		t.Errorf("ports = %+v, want gossip on TCP and UDP %d", svc.Spec.Ports, GossipPort)
 	}
 
+	pods := []corev1.Pod{{Status: corev1.PodStatus{PodIP: "10.0.0.9"}}, {Status: corev1.PodStatus{PodIP: "10.0.0.2"}}, {}, {Status: corev1.PodStatus{PodIP: "fd00::1"}}}
+	cm := desiredPeersConfigMap(gw, pods)
+	if cm.Name != "gw-peers" || !strings.HasSuffix(cm.Data["peers"], "\n10.0.0.2:7946\n10.0.0.9:7946\n[fd00::1]:7946\n") {
+		t.Errorf("peers ConfigMap %s = %q, want the pods' gossip addresses, sorted", cm.Name, cm.Data["peers"])
+	}
+
 	cfg, err := serverConfig(gw)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if cfg.Cluster.PeersFile != "/etc/voicegateway/peers/peers" {
+		t.Errorf("peers file %q", cfg.Cluster.PeersFile)
 	}
 	if cfg.Cluster.Listen != ":7946" || !slices.Equal(cfg.Cluster.Peers, []string{"gw-peers.ns.svc:7946"}) {
 		t.Errorf("cluster settings = %+v, want gossip on :7946 joining gw-peers.ns.svc:7946", cfg.Cluster)

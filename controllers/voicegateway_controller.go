@@ -332,6 +332,7 @@ func (r *VoiceGatewayReconciler) applyObjects(ctx context.Context, s *scope) err
 		deployment,
 		desiredService(s.gateway),
 		desiredPeersService(s.gateway),
+		desiredPeersConfigMap(s.gateway, s.pods),
 		desiredPodDisruptionBudget(s.gateway),
 	}
 	if networkPolicyEnabled(s.gateway) {

@@ -23,6 +23,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log"
 	"net"
 	"os"
@@ -35,6 +36,8 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/hashicorp/memberlist"
+
+	"github.com/voicegateway/voicegateway/internal/boundedfile"
 
 	"github.com/voicegateway/voicegateway/server/ratelimit"
 )
@@ -79,6 +82,10 @@ type Config struct {
 	// Peers are host:port entries: addresses, or names resolved again on
 	// every join attempt (the headless Service).
 	Peers []string
+	// PeersFile, when set, is read again on every join attempt for more
+	// entries, one host:port a line ('#' comments): the operator writes
+	// its pods' addresses there, for clusters without DNS for Services.
+	PeersFile string
 	// FleetKey is the fleet Secret's fleet-key; the gossip key is derived
 	// from it. Required: gossip is never unencrypted.
 	FleetKey []byte
@@ -275,12 +282,14 @@ func (p *Peer) Run(ctx context.Context) error {
 // join resolves the peers and joins those found; a join is a push/pull
 // with each of them, so a replica that joined holds their state.
 func (p *Peer) join(ctx context.Context, ml *memberlist.Memberlist, start time.Time) {
-	addrs, resolved := p.resolve(ctx, ml.LocalNode())
+	addrs, answered := p.resolve(ctx, ml.LocalNode())
 	switch {
 	case len(addrs) > 0:
 		began := time.Now()
 		n, err := ml.Join(addrs)
-		if n > 0 {
+		// A join through an address that reached this replica itself
+		// (a Service's address) took nobody's state.
+		if n > 0 && ml.NumMembers() > 1 {
 			if !p.settled.Load() {
 				p.log.Info("joined the fleet; its state is merged", "members", ml.NumMembers(), "took", time.Since(began).String())
 				p.settled.Store(true)
@@ -289,8 +298,8 @@ func (p *Peer) join(ctx context.Context, ml *memberlist.Memberlist, start time.T
 		}
 		p.metrics.joinFailures.Add(1)
 		p.log.V(1).Info("no peer answered a join", "peers", addrs, "error", err)
-	case resolved && !p.settled.Load():
-		// The names resolve, to this replica alone: the first of a fleet.
+	case answered && !p.settled.Load():
+		// The sources name this replica alone: the first of a fleet.
 		p.log.Info("no other replica found; serving alone until one joins")
 		p.settled.Store(true)
 		return
@@ -302,12 +311,24 @@ func (p *Peer) join(ctx context.Context, ml *memberlist.Memberlist, start time.T
 }
 
 // resolve turns the peer entries into addresses other than self's. It
-// reports resolved=true when every entry resolved (possibly to self only).
+// reports answered=true when a source answered (a name resolved, the peers
+// file was read): with no address besides self's, this replica is alone.
 func (p *Peer) resolve(ctx context.Context, self *memberlist.Node) ([]string, bool) {
 	selfAddr := self.Address()
 	var out []string
-	resolved := true
-	for _, entry := range p.cfg.Peers {
+	answered := false
+	entries := p.cfg.Peers
+	if p.cfg.PeersFile != "" {
+		fromFile, err := readPeersFile(p.cfg.PeersFile)
+		switch {
+		case err == nil:
+			answered = true
+			entries = append(slices.Clip(entries), fromFile...)
+		case !errors.Is(err, fs.ErrNotExist):
+			p.log.Error(err, "reading the peers file", "path", p.cfg.PeersFile)
+		}
+	}
+	for _, entry := range entries {
 		host, port, err := net.SplitHostPort(entry)
 		if err != nil {
 			host, port = entry, strconv.Itoa(DefaultPort)
@@ -320,11 +341,11 @@ func (p *Peer) resolve(ctx context.Context, self *memberlist.Node) ([]string, bo
 			ips, err = net.DefaultResolver.LookupHost(lctx, host)
 			cancel()
 			if err != nil || len(ips) == 0 {
-				resolved = false
 				p.log.V(1).Info("peer name does not resolve yet", "name", host, "error", err)
 				continue
 			}
 		}
+		answered = true
 		for _, ip := range ips {
 			a := net.JoinHostPort(ip, port)
 			if a != selfAddr && !slices.Contains(out, a) {
@@ -332,7 +353,33 @@ func (p *Peer) resolve(ctx context.Context, self *memberlist.Node) ([]string, bo
 			}
 		}
 	}
-	return out, resolved
+	return out, answered
+}
+
+// Bounds of the peers file.
+const (
+	maxPeersFileBytes = 64 << 10
+	maxPeersFromFile  = 256
+)
+
+// readPeersFile reads up to maxPeersFromFile entries of a peers file.
+func readPeersFile(path string) ([]string, error) {
+	data, err := boundedfile.Read(path, maxPeersFileBytes)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if len(out) == maxPeersFromFile {
+			break
+		}
+		out = append(out, line)
+	}
+	return out, nil
 }
 
 // handoff pushes the state to up to two live peers with a last push/pull,

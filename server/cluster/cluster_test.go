@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -50,13 +52,19 @@ type replica struct {
 
 func startReplica(t *testing.T, key []byte, peers []string, addr string) *replica {
 	t.Helper()
+	return startReplicaWith(t, Config{Listen: addr, Peers: peers, FleetKey: key})
+}
+
+func startReplicaWith(t *testing.T, cfg Config) *replica {
+	t.Helper()
+	addr := cfg.Listen
 	l, err := ratelimit.New(ratelimit.Config{BlockAfter: 10, SuspiciousAfter: 5}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	m := NewMetrics()
-	p, err := New(Config{Listen: addr, Peers: peers, FleetKey: key, SettleTimeout: 2 * time.Second,
-		JoinInterval: 200 * time.Millisecond, HandoffTimeout: time.Second, NodeName: "test"}, l, m, testLogger(t))
+	cfg.SettleTimeout, cfg.JoinInterval, cfg.HandoffTimeout, cfg.NodeName = 2*time.Second, 200*time.Millisecond, time.Second, "test"
+	p, err := New(cfg, l, m, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,4 +268,23 @@ func FuzzDecode(f *testing.F) {
 		_ = decodeMessage(b, &r)
 		_, _ = decodeState(b, func(*ratelimit.Record) {})
 	})
+}
+
+// TestPeersFile: a replica finds its peers in a file read again on every
+// attempt (the operator's list where Services have no DNS); an empty file
+// means it is the first, ready at once.
+func TestPeersFile(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "peers")
+	if err := os.WriteFile(file, []byte("# none yet\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	first := startReplicaWith(t, Config{Listen: freePort(t), PeersFile: file, FleetKey: testKey})
+	if took := waitFor(t, time.Second, "the first settles alone", first.peer.Settled); took > 500*time.Millisecond {
+		t.Errorf("the first replica took %v to settle with an empty peers file", took)
+	}
+	if err := os.WriteFile(file, []byte("# the pods\n"+first.addr+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	second := startReplicaWith(t, Config{Listen: freePort(t), PeersFile: file, Peers: []string{"no-such-name.invalid:7946"}, FleetKey: testKey})
+	waitFor(t, 5*time.Second, "the second joins through the file", func() bool { return len(second.peer.Members()) == 2 })
 }

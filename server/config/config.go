@@ -132,6 +132,9 @@ type ClusterConfig struct {
 	// Peers are host:port entries, addresses or DNS names (the headless
 	// Service), resolved again on every join attempt.
 	Peers []string `json:"peers"`
+	// PeersFile is read again on every join attempt for more host:port
+	// entries, one a line (the operator's list of its pods).
+	PeersFile string `json:"peers_file"`
 	// SettleTimeout bounds the wait for a peer's state before readiness.
 	SettleTimeout time.Duration `json:"settle_timeout"`
 }

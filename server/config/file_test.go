@@ -61,6 +61,7 @@ func TestExampleFile(t *testing.T) {
 		Cluster: ClusterConfig{
 			Listen:        ":7946",
 			Peers:         []string{"demo-peers.default.svc:7946"},
+			PeersFile:     "/etc/voicegateway/peers/peers",
 			SettleTimeout: 15 * time.Second,
 		},
 		Drain: DrainConfig{

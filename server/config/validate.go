@@ -157,8 +157,8 @@ func (c Config) Validate() error {
 		if cl.Advertise != "" {
 			p.address("cluster-advertise", cl.Advertise)
 		}
-	} else if len(cl.Peers) > 0 || cl.Advertise != "" {
-		p.add("cluster-listen", "is required with --cluster-peers or --cluster-advertise: name the gossip address, e.g. :7946")
+	} else if len(cl.Peers) > 0 || cl.Advertise != "" || cl.PeersFile != "" {
+		p.add("cluster-listen", "is required with --cluster-peers, --cluster-peers-file or --cluster-advertise: name the gossip address, e.g. :7946")
 	}
 	p.positive("cluster-settle-timeout", cl.SettleTimeout)
 

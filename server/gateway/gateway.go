@@ -137,7 +137,7 @@ func New(cfg config.Config, log logr.Logger, clk clock.WithTickerAndDelayedExecu
 			return nil, fmt.Errorf("--cluster-listen: the fleet Secret in %s holds no %s; gossip is never sent unencrypted", cfg.FleetSecretDir, fleet.FleetKeyFile)
 		}
 		if s.peer, err = cluster.New(cluster.Config{
-			Listen: cl.Listen, Advertise: cl.Advertise, Peers: cl.Peers, FleetKey: s.fleetKey,
+			Listen: cl.Listen, Advertise: cl.Advertise, Peers: cl.Peers, PeersFile: cl.PeersFile, FleetKey: s.fleetKey,
 			SettleTimeout: cl.SettleTimeout, HandoffTimeout: s.budget.Exit / 2,
 		}, s.limiter, clusterMetrics, log.WithName("cluster")); err != nil {
 			return nil, err

@@ -313,10 +313,11 @@ func TestChartRBACRunsTheOperatorAndGrantsNothingMore(t *testing.T) {
 				if err := k8s.List(ctx, &list, client.InNamespace(tc.gateways), client.MatchingLabels{controllers.LabelManagedBy: controllers.ManagedBy}); err != nil {
 					t.Fatal(err)
 				}
-				// Two Services: the sessions' and the headless one of the
-				// fleet's gossip.
+				// Two Services, the sessions' and the headless one of the
+				// fleet's gossip; two ConfigMaps, the settings and the
+				// gossip peers.
 				want := 1
-				if gvk.Kind == "Service" {
+				if gvk.Kind == "Service" || gvk.Kind == "ConfigMap" {
 					want = 2
 				}
 				if len(list.Items) != want {
