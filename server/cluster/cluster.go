@@ -100,6 +100,9 @@ type Config struct {
 	// NodeName is this replica's name before a random suffix (the host
 	// name when empty).
 	NodeName string
+	// PushPullInterval is the anti-entropy period (0: 30 s); benchmarks
+	// shorten it.
+	PushPullInterval time.Duration
 }
 
 // GossipKey derives memberlist's AES-256 key from the fleet key with HKDF
@@ -435,6 +438,9 @@ func (p *Peer) memberlistConfig() (*memberlist.Config, error) {
 	c.GossipVerifyIncoming, c.GossipVerifyOutgoing = true, true
 	c.GossipInterval, c.GossipNodes = gossipInterval, gossipNodes
 	c.PushPullInterval = pushPullInterval
+	if p.cfg.PushPullInterval > 0 {
+		c.PushPullInterval = p.cfg.PushPullInterval
+	}
 	// One TCP exchange may take at most half the hand-off budget, so the
 	// last push/pull and the leave both fit in it.
 	c.TCPTimeout = min(c.TCPTimeout, max(p.cfg.HandoffTimeout/2, 100*time.Millisecond))

@@ -22,7 +22,9 @@ import (
 var testKey = bytes.Repeat([]byte{7}, 32)
 
 // freePort returns a loopback port free for both UDP and TCP.
-func freePort(t *testing.T) string {
+func freePort(t *testing.T) string { return freePortTB(t) }
+
+func freePortTB(t testing.TB) string {
 	t.Helper()
 	for range 20 {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -57,8 +59,13 @@ func startReplica(t *testing.T, key []byte, peers []string, addr string) *replic
 
 func startReplicaWith(t *testing.T, cfg Config) *replica {
 	t.Helper()
+	return startReplicaCfg(t, cfg, ratelimit.Config{BlockAfter: 10, SuspiciousAfter: 5})
+}
+
+func startReplicaCfg(t testing.TB, cfg Config, lcfg ratelimit.Config) *replica {
+	t.Helper()
 	addr := cfg.Listen
-	l, err := ratelimit.New(ratelimit.Config{BlockAfter: 10, SuspiciousAfter: 5}, nil)
+	l, err := ratelimit.New(lcfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +94,7 @@ func startReplicaWith(t *testing.T, cfg Config) *replica {
 
 // testLogger logs to t until the test ends: memberlist's timer goroutines
 // may log once more after Shutdown returns.
-func testLogger(t *testing.T) logr.Logger {
+func testLogger(t testing.TB) logr.Logger {
 	var mu sync.Mutex
 	done := false
 	t.Cleanup(func() {
@@ -105,6 +112,11 @@ func testLogger(t *testing.T) logr.Logger {
 }
 
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) time.Duration {
+	t.Helper()
+	return waitForTB(t, timeout, what, cond)
+}
+
+func waitForTB(t testing.TB, timeout time.Duration, what string, cond func() bool) time.Duration {
 	t.Helper()
 	start := time.Now()
 	for !cond() {
