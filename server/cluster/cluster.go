@@ -16,6 +16,7 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"crypto/hkdf"
 	"crypto/rand"
@@ -89,6 +90,10 @@ type Config struct {
 	// FleetKey is the fleet Secret's fleet-key; the gossip key is derived
 	// from it. Required: gossip is never unencrypted.
 	FleetKey []byte
+	// FleetKeySource, when set, is asked for the fleet key again every
+	// JoinInterval: a changed key becomes the primary gossip key, the
+	// previous one is kept for decryption, older ones are dropped.
+	FleetKeySource func() []byte
 	// SettleTimeout bounds the wait for a peer's state before the server
 	// reports ready.
 	SettleTimeout time.Duration
@@ -129,6 +134,11 @@ type Peer struct {
 	settled  atomic.Bool
 	blocks   *memberlist.TransmitLimitedQueue
 	failures *memberlist.TransmitLimitedQueue
+	// keyring is memberlist's; fleetKey and previousKey are the fleet keys
+	// its primary and previous gossip keys derive from. Used by Run only.
+	keyring     *memberlist.Keyring
+	fleetKey    []byte
+	previousKey []byte
 	// mergeMu serialises merges of full states, which may arrive from
 	// several push/pulls at once, so that their buffers are not decoded
 	// in parallel for nothing.
@@ -272,6 +282,7 @@ func (p *Peer) Run(ctx context.Context) error {
 		if !p.settled.Load() || ml.NumMembers() < 2 {
 			p.join(ctx, ml, start)
 		}
+		p.rotateKey()
 		p.metrics.members.Store(int64(ml.NumMembers()))
 		p.metrics.health.Store(int64(ml.GetHealthScore()))
 		interval := p.cfg.JoinInterval
@@ -319,7 +330,8 @@ func (p *Peer) join(ctx context.Context, ml *memberlist.Memberlist, start time.T
 func (p *Peer) resolve(ctx context.Context, self *memberlist.Node) ([]string, bool) {
 	selfAddr := self.Address()
 	var out []string
-	answered := false
+	// No source at all: nobody to wait for.
+	answered := len(p.cfg.Peers) == 0 && p.cfg.PeersFile == ""
 	entries := p.cfg.Peers
 	if p.cfg.PeersFile != "" {
 		fromFile, err := readPeersFile(p.cfg.PeersFile)
@@ -418,6 +430,7 @@ func (p *Peer) memberlistConfig() (*memberlist.Config, error) {
 	if err != nil {
 		return nil, err
 	}
+	p.keyring, p.fleetKey = keyring, p.cfg.FleetKey
 	host, port, err := splitHostPort(p.cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("--cluster-listen: %w", err)
@@ -447,6 +460,42 @@ func (p *Peer) memberlistConfig() (*memberlist.Config, error) {
 	c.Delegate = &delegate{p: p}
 	c.Logger = log.New(&logWriter{log: p.log.WithName("memberlist"), metrics: p.metrics}, "", 0)
 	return c, nil
+}
+
+// rotateKey follows a changed fleet key: its gossip key becomes primary,
+// the previous one stays for decrypting peers that have not changed yet
+// (the kubelet updates each pod's Secret volume in its own time), and any
+// older one is removed. Keys are never logged.
+func (p *Peer) rotateKey() {
+	if p.cfg.FleetKeySource == nil {
+		return
+	}
+	next := p.cfg.FleetKeySource()
+	if len(next) == 0 || bytes.Equal(next, p.fleetKey) {
+		return
+	}
+	key, err := GossipKey(next)
+	if err == nil {
+		err = p.keyring.AddKey(key)
+	}
+	if err == nil {
+		err = p.keyring.UseKey(key)
+	}
+	if err != nil {
+		p.log.Error(err, "the fleet key changed but cannot be used for gossip; keeping the current one")
+		return
+	}
+	p.previousKey, p.fleetKey = p.fleetKey, next
+	keep := [][]byte{key}
+	if prev, err := GossipKey(p.previousKey); err == nil {
+		keep = append(keep, prev)
+	}
+	for _, k := range p.keyring.GetKeys() {
+		if !slices.ContainsFunc(keep, func(kk []byte) bool { return bytes.Equal(k, kk) }) {
+			_ = p.keyring.RemoveKey(k)
+		}
+	}
+	p.log.Info("the fleet key changed: gossip is sealed with the new key, the previous one still opens", "keys", len(p.keyring.GetKeys()))
 }
 
 func splitHostPort(hostport string) (string, int, error) {

@@ -199,6 +199,9 @@ func TestOtherKeyCannotJoin(t *testing.T) {
 	if d := a.limiter.Check(ip); d.Verdict != ratelimit.Allow {
 		t.Errorf("state from another key was taken: %+v", d)
 	}
+	if a.metrics.logErrors.Load() == 0 {
+		t.Error("the stranger's packets were not counted among memberlist's errors")
+	}
 }
 
 // TestHostileMessagesDropped: corrupt, oversized and unknown-version
@@ -299,4 +302,36 @@ func TestPeersFile(t *testing.T) {
 	}
 	second := startReplicaWith(t, Config{Listen: freePort(t), PeersFile: file, Peers: []string{"no-such-name.invalid:7946"}, FleetKey: testKey})
 	waitFor(t, 5*time.Second, "the second joins through the file", func() bool { return len(second.peer.Members()) == 2 })
+}
+
+// TestFleetKeyRotation: a changed fleet key becomes the gossip key on each
+// replica in its own time, and the fleet keeps sharing blocks through it.
+func TestFleetKeyRotation(t *testing.T) {
+	var mu sync.Mutex
+	keys := [2][]byte{testKey, testKey}
+	source := func(i int) func() []byte {
+		return func() []byte {
+			mu.Lock()
+			defer mu.Unlock()
+			return keys[i]
+		}
+	}
+	a := startReplicaWith(t, Config{Listen: freePort(t), FleetKey: testKey, FleetKeySource: source(0)})
+	b := startReplicaWith(t, Config{Listen: freePort(t), Peers: []string{a.addr}, FleetKey: testKey, FleetKeySource: source(1)})
+	waitFor(t, 5*time.Second, "two members", func() bool { return len(a.peer.Members()) == 2 && len(b.peer.Members()) == 2 })
+	rotated := bytes.Repeat([]byte{8}, 32)
+	for i := range keys {
+		mu.Lock()
+		keys[i] = rotated
+		mu.Unlock()
+		time.Sleep(500 * time.Millisecond)
+	}
+	ip := netip.MustParseAddr("192.0.2.99")
+	for range 10 {
+		b.limiter.Failure(ip)
+	}
+	waitFor(t, 2*time.Second, "the block through the rotated key", func() bool { return a.limiter.Check(ip).Verdict == ratelimit.Block })
+	if n := len(a.peer.Members()); n != 2 {
+		t.Errorf("members after the rotation: %d", n)
+	}
 }

@@ -61,8 +61,10 @@ type Server struct {
 	// --cluster-listen); fleetKey is the fleet Secret's fleet-key.
 	peer     *cluster.Peer
 	fleetKey []byte
-	authn    *auth.Authenticator // nil with --insecure-no-auth
-	keys     *auth.KeyStore
+	// fleetKeyFile follows the mounted fleet-key while the peer gossips.
+	fleetKeyFile *auth.SecretFile[[]byte]
+	authn        *auth.Authenticator // nil with --insecure-no-auth
+	keys         *auth.KeyStore
 	// tokenKeys and adminToken follow the mounted fleet Secret; both are
 	// nil without --fleet-secret-dir, adminToken also when the directory
 	// holds no admin-token.
@@ -136,8 +138,12 @@ func New(cfg config.Config, log logr.Logger, clk clock.WithTickerAndDelayedExecu
 		if s.fleetKey == nil {
 			return nil, fmt.Errorf("--cluster-listen: the fleet Secret in %s holds no %s; gossip is never sent unencrypted", cfg.FleetSecretDir, fleet.FleetKeyFile)
 		}
+		if s.fleetKeyFile, err = auth.NewSecretFile(filepath.Join(cfg.FleetSecretDir, fleet.FleetKeyFile), fleet.ParseFleetKey); err != nil {
+			return nil, fmt.Errorf("--cluster-listen: %w", err)
+		}
 		if s.peer, err = cluster.New(cluster.Config{
-			Listen: cl.Listen, Advertise: cl.Advertise, Peers: cl.Peers, PeersFile: cl.PeersFile, FleetKey: s.fleetKey,
+			FleetKeySource: s.fleetKeyFile.Value,
+			Listen:         cl.Listen, Advertise: cl.Advertise, Peers: cl.Peers, PeersFile: cl.PeersFile, FleetKey: s.fleetKey,
 			SettleTimeout: cl.SettleTimeout, HandoffTimeout: s.budget.Exit / 2,
 		}, s.limiter, clusterMetrics, log.WithName("cluster")); err != nil {
 			return nil, err
@@ -349,7 +355,9 @@ func (s *Server) Process(public, adminLn net.Listener) *lifecycle.Process {
 	if s.peer != nil {
 		// The loops stop after the drain; the peer then hands the state
 		// on and leaves within half the exit budget.
-		loops = append(loops, s.peer.Run)
+		loops = append(loops, s.peer.Run, func(ctx context.Context) error {
+			return s.fleetKeyFile.Watch(ctx, s.cfg.SecretPollInterval, s.clock, s.log.WithName("fleet-key"))
+		})
 		adminOpts.Cluster = s.peer
 	}
 	if s.keys != nil {
