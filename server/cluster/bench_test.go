@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
+
 	"github.com/voicegateway/voicegateway/server/ratelimit"
 )
 
@@ -172,4 +174,31 @@ func TestFloodStaysWithinCap(t *testing.T) {
 	runtime.ReadMemStats(&ms)
 	t.Logf("1M failures over 3 replicas capped at %d: within the cap on all 3; gossip %.0f KB/s for all 3 over %v (%.0f KB/s per replica); %d queued changes dropped at the queue bound",
 		maxTracked, float64(broadcast)/elapsed.Seconds()/1e3, elapsed.Round(time.Millisecond), float64(broadcast)/elapsed.Seconds()/3e3, dropped)
+}
+
+// BenchmarkFailureGossiped is a failed authentication with the fleet on:
+// the limiter's Failure plus the change encoded and queued for gossip.
+func BenchmarkFailureGossiped(b *testing.B) {
+	l, err := ratelimit.New(ratelimit.Config{BlockAfter: 65535, SuspiciousAfter: 65535}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := New(Config{Listen: "127.0.0.1:1", FleetKey: testKey}, l, NewMetrics(), logr.Discard()); err != nil {
+		b.Fatal(err)
+	}
+	b.Run("existing_ip", func(b *testing.B) {
+		ip := nthIP(1)
+		b.ReportAllocs()
+		for b.Loop() {
+			l.Failure(ip)
+		}
+	})
+	b.Run("new_ips", func(b *testing.B) {
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			l.Failure(nthIP(i % 1_000_000))
+			i++
+		}
+	})
 }

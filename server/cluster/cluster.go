@@ -225,6 +225,21 @@ func (p *Peer) queue(c ratelimit.Change) {
 		q = p.blocks
 	}
 	q.QueueBroadcast(b)
+	if c.Blocked {
+		// A block that starts here goes to every member at once, beside
+		// the gossip that repeats it: the next gossip round is up to
+		// 200 ms away. Blocks start rarely (once per address per block
+		// duration), so this costs a few datagrams, not a flood.
+		if ml := p.ml.Load(); ml != nil {
+			for _, n := range ml.Members() {
+				if n.Name != p.name && n.State == memberlist.StateAlive {
+					if err := ml.SendBestEffort(n, b.msg); err == nil {
+						p.metrics.sentBytes[trafficBroadcast].Add(uint64(len(b.msg)))
+					}
+				}
+			}
+		}
+	}
 	if n := q.NumQueued(); n > maxQueued {
 		q.Prune(maxQueued)
 		p.metrics.queueDropped.Add(uint64(n - maxQueued))
