@@ -231,11 +231,15 @@ func (l *Limiter) Merge(r *Record) bool {
 		if c.Origin == 0 || c.Origin == l.origin || nLive == len(live) {
 			continue
 		}
-		pc := peerCounter{origin: c.Origin, newestSlot: c.NewestSlot - l.slotShift, slots: c.Slots}
-		// A ring from the future (clock skew) counts as ending now.
-		if pc.newestSlot > nowSlot {
-			pc.newestSlot = nowSlot
+		// Compared on the wall-clock numbering first, so that no value
+		// from the wire can overflow the shift: a ring that ended before
+		// the window holds nothing, one from the future (clock skew)
+		// counts as ending now.
+		wallNowSlot := nowSlot + l.slotShift
+		if c.NewestSlot <= wallNowSlot-slotCount {
+			continue
 		}
+		pc := peerCounter{origin: c.Origin, newestSlot: min(c.NewestSlot, wallNowSlot) - l.slotShift, slots: c.Slots}
 		if (&peerCounts{pc}).failures(nowSlot) == 0 {
 			continue
 		}

@@ -1,6 +1,7 @@
 package ratelimit
 
 import (
+	"math"
 	"net/netip"
 	"testing"
 	"time"
@@ -144,6 +145,19 @@ func TestMergeRefusesWhatCannotBeTrusted(t *testing.T) {
 	slots[0] = 60000
 	if l.Merge(&Record{IP: self, Counters: []Counter{{Origin: 1, NewestSlot: 0, Slots: slots}}}) {
 		t.Error("a record holding only the local origin's counter was taken")
+	}
+	for i, newest := range []int64{math.MinInt64, math.MaxInt64, -1} {
+		slots := [SlotCount]uint16{60000, 60000, 60000, 60000, 60000, 60000, 60000, 60000}
+		ip := netip.AddrFrom4([4]byte{192, 0, 2, byte(10 + i)})
+		l.Merge(&Record{IP: ip, Counters: []Counter{{Origin: 7, NewestSlot: newest, Slots: slots}}})
+		if newest == math.MaxInt64 {
+			// From the future: counted as now, and it blocks.
+			if d := l.Check(ip); d.Verdict != Block {
+				t.Errorf("a ring from the future did not count as now: %+v", d)
+			}
+		} else if d := l.Check(ip); d.Verdict != Allow {
+			t.Errorf("a ring ending at slot %d counted: %+v", newest, d)
+		}
 	}
 	for i := range 10 * cfg.MaxTracked {
 		l.Merge(&Record{IP: nthAddr(i), SuspiciousUntil: wall + int64(time.Second)})
