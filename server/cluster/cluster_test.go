@@ -278,10 +278,20 @@ func FuzzDecode(f *testing.F) {
 	st, _ := encodeState([]ratelimit.Record{{IP: netip.MustParseAddr("192.0.2.1"), Counters: []ratelimit.Counter{{Origin: 3}}}})
 	f.Add(st)
 	f.Add([]byte{1, 2, 0, 0, 0, 1})
+	l, err := ratelimit.New(ratelimit.Config{MaxTracked: 64}, nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	l.Replicate(1, nil)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var r ratelimit.Record
-		_ = decodeMessage(b, &r)
-		_, _ = decodeState(b, func(*ratelimit.Record) {})
+		if decodeMessage(b, &r) == nil {
+			l.Merge(&r)
+		}
+		_, _ = decodeState(b, func(r *ratelimit.Record) { l.Merge(r) })
+		if n := l.Stats().Tracked; n > 64 {
+			t.Fatalf("merged input grew the table to %d, cap 64", n)
+		}
 	})
 }
 
