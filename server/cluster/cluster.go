@@ -285,6 +285,7 @@ func (p *Peer) Run(ctx context.Context) error {
 	}()
 
 	start := time.Now()
+	ticks := 0
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
@@ -294,8 +295,12 @@ func (p *Peer) Run(ctx context.Context) error {
 			return nil
 		case <-timer.C:
 		}
-		if !p.settled.Load() || ml.NumMembers() < 2 {
+		ticks++
+		switch {
+		case !p.settled.Load() || ml.NumMembers() < 2:
 			p.join(ctx, ml, start)
+		case ticks%healEvery == 0:
+			p.heal(ctx, ml)
 		}
 		p.rotateKey()
 		p.metrics.members.Store(int64(ml.NumMembers()))
@@ -336,6 +341,34 @@ func (p *Peer) join(ctx context.Context, ml *memberlist.Memberlist, start time.T
 	if !p.settled.Load() && time.Since(start) >= p.cfg.SettleTimeout {
 		p.log.Info("no peer's state within the settle timeout; serving with the state held", "settleTimeout", p.cfg.SettleTimeout.String())
 		p.settled.Store(true)
+	}
+}
+
+// healEvery: every this many join intervals a replica in a fleet looks for
+// peers its sources name that it does not see alive, and joins them: two
+// sides of a healed partition that each kept several members merge.
+const healEvery = 5
+
+// heal joins the peers the sources name that are not alive members.
+func (p *Peer) heal(ctx context.Context, ml *memberlist.Memberlist) {
+	addrs, _ := p.resolve(ctx, ml.LocalNode())
+	alive := map[string]bool{}
+	for _, n := range ml.Members() {
+		if n.State == memberlist.StateAlive {
+			alive[n.Address()] = true
+		}
+	}
+	var missing []string
+	for _, a := range addrs {
+		if !alive[a] {
+			missing = append(missing, a)
+		}
+	}
+	if len(missing) == 0 {
+		return
+	}
+	if n, _ := ml.Join(missing); n > 0 {
+		p.log.Info("joined peers it did not see (a healed partition or a missed join)", "peers", n, "members", ml.NumMembers())
 	}
 }
 

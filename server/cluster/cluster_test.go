@@ -345,3 +345,52 @@ func TestFleetKeyRotation(t *testing.T) {
 		t.Errorf("members after the rotation: %d", n)
 	}
 }
+
+// TestPartitionHeals: two sides that each kept limiting on their own (two
+// replicas each, a block on one side) merge when their sources name each
+// other again, and the block holds on all four.
+func TestPartitionHeals(t *testing.T) {
+	fileA, fileB := filepath.Join(t.TempDir(), "a"), filepath.Join(t.TempDir(), "b")
+	addrs := []string{freePort(t), freePort(t), freePort(t), freePort(t)}
+	write := func(file string, list ...string) {
+		if err := os.WriteFile(file, []byte(strings.Join(list, "\n")+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(fileA, addrs[:2]...)
+	write(fileB, addrs[2:]...)
+	var rs []*replica
+	for i, a := range addrs {
+		file := fileA
+		if i >= 2 {
+			file = fileB
+		}
+		rs = append(rs, startReplicaWith(t, Config{Listen: a, PeersFile: file, FleetKey: testKey}))
+	}
+	waitFor(t, 5*time.Second, "two sides of two", func() bool {
+		for _, r := range rs {
+			if len(r.peer.Members()) != 2 {
+				return false
+			}
+		}
+		return true
+	})
+	ip := netip.MustParseAddr("198.51.100.200")
+	for range 10 {
+		rs[0].limiter.Failure(ip)
+	}
+	waitFor(t, time.Second, "the block on side A", func() bool { return rs[1].limiter.Check(ip).Verdict == ratelimit.Block })
+	if rs[2].limiter.Check(ip).Verdict == ratelimit.Block {
+		t.Fatal("the block crossed the partition")
+	}
+	write(fileB, addrs...)
+	took := waitFor(t, 10*time.Second, "one fleet of four with the block", func() bool {
+		for _, r := range rs {
+			if len(r.peer.Members()) != 4 || r.limiter.Check(ip).Verdict != ratelimit.Block {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("the sides merged %v after their sources named each other", took)
+}
