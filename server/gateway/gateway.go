@@ -432,6 +432,13 @@ func (s *Server) importLimiterState(path string) error {
 		s.log.Error(err, "ignoring unreadable rate limiter state", "path", path)
 		return nil
 	}
+	if s.cfg.Cluster.Listen != "" {
+		// With gossip the peers hold this replica's earlier failure
+		// counts under its previous origin: taking them from the file too
+		// would count them twice. Blocks and suspicion merge by maximum
+		// and are taken.
+		st.ExportedAt = time.Time{}
+	}
 	n, err := s.limiter.Import(st)
 	if err != nil {
 		// Readable entries are kept; the rest are named by the error.
