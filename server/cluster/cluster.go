@@ -137,6 +137,7 @@ type Peer struct {
 	// keyring is memberlist's; fleetKey and previousKey are the fleet keys
 	// its primary and previous gossip keys derive from. Used by Run only.
 	keyring     *memberlist.Keyring
+	transport   *boundedTransport
 	fleetKey    []byte
 	previousKey []byte
 	// mergeMu serialises merges of full states, which may arrive from
@@ -271,6 +272,7 @@ func (p *Peer) Run(ctx context.Context) error {
 	}
 	ml, err := memberlist.Create(mcfg)
 	if err != nil {
+		_ = p.transport.Shutdown()
 		return fmt.Errorf("--cluster-listen %s: %w", p.cfg.Listen, err)
 	}
 	p.ml.Store(ml)
@@ -449,6 +451,9 @@ func readPeersFile(path string) ([]string, error) {
 // then leaves, all within HandoffTimeout.
 func (p *Peer) handoff(ml *memberlist.Memberlist) {
 	deadline := time.Now().Add(p.cfg.HandoffTimeout)
+	// Every stream of this replica, the push/pulls in flight included,
+	// ends by the deadline.
+	p.transport.bound(deadline)
 	var to []string
 	for _, n := range ml.Members() {
 		if n.Name != p.name && n.State == memberlist.StateAlive && len(to) < 2 {
@@ -502,11 +507,14 @@ func (p *Peer) memberlistConfig() (*memberlist.Config, error) {
 	if p.cfg.PushPullInterval > 0 {
 		c.PushPullInterval = p.cfg.PushPullInterval
 	}
-	// One TCP exchange may take at most half the hand-off budget, so the
-	// last push/pull and the leave both fit in it.
-	c.TCPTimeout = min(c.TCPTimeout, max(p.cfg.HandoffTimeout/2, 100*time.Millisecond))
+	// memberlist's TCP timeout (10 s) stays for ordinary push/pulls of
+	// large states; the hand-off bounds its own streams (transport.go).
 	c.Delegate = &delegate{p: p}
 	c.Logger = log.New(&logWriter{log: p.log.WithName("memberlist"), metrics: p.metrics}, "", 0)
+	if p.transport, err = newBoundedTransport(c.BindAddr, c.BindPort, c.Logger); err != nil {
+		return nil, fmt.Errorf("--cluster-listen %s: %w", p.cfg.Listen, err)
+	}
+	c.Transport = p.transport
 	return c, nil
 }
 
