@@ -130,6 +130,8 @@ func computeStatus(prev vgv1.VoiceGatewayStatus, in statusInputs, now metav1.Tim
 		}
 	}
 
+	next.Fleet = fleetMembership(in.pods)
+
 	for _, c := range []metav1.Condition{
 		availableCondition(in, next),
 		progressingCondition(in, next),
@@ -140,6 +142,34 @@ func computeStatus(prev vgv1.VoiceGatewayStatus, in statusInputs, now metav1.Tim
 		meta.SetStatusCondition(&next.Conditions, c)
 	}
 	return next
+}
+
+// fleetMembership compares what the pods that answer (draining ones too:
+// they gossip until they exit) see of the gossip: they agree when each sees
+// the same members (the same digest of their names), as many as there are
+// pods reporting.
+func fleetMembership(pods []PodReport) *vgv1.FleetMembership {
+	var fm *vgv1.FleetMembership
+	digest := ""
+	for _, pod := range pods {
+		if !pod.Reported || pod.Stopped || pod.Cluster == nil {
+			continue
+		}
+		c := pod.Cluster
+		if fm == nil {
+			fm = &vgv1.FleetMembership{Members: int32(c.Members), Agree: true}
+			digest = c.MembersDigest
+		}
+		fm.Reporting++
+		if c.MembersDigest != digest {
+			fm.Agree = false
+		}
+		fm.Members = min(fm.Members, int32(c.Members))
+	}
+	if fm != nil && fm.Members != fm.Reporting {
+		fm.Agree = false
+	}
+	return fm
 }
 
 func drainingPod(pod PodReport) vgv1.DrainingPod {

@@ -350,6 +350,8 @@ func (r *VoiceGatewayReconciler) applyObjects(ctx context.Context, s *scope) err
 		configMap,
 		deployment,
 		desiredService(s.gateway),
+		desiredPeersService(s.gateway),
+		desiredPeersConfigMap(s.gateway, s.pods),
 		desiredPodDisruptionBudget(s.gateway),
 	}
 	if networkPolicyEnabled(s.gateway) {

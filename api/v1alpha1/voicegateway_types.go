@@ -676,6 +676,11 @@ type VoiceGatewayStatus struct {
 	// +optional
 	Draining []DrainingPod `json:"draining,omitempty"`
 
+	// Fleet is the pods' gossip membership (the shared rate limiter), as
+	// their admin status endpoints report it; absent until a pod reports.
+	// +optional
+	Fleet *FleetMembership `json:"fleet,omitempty"`
+
 	// FleetSecretName is the Secret that holds the fleet's keys, mounted
 	// by every pod.
 	// +optional
@@ -699,6 +704,19 @@ type VoiceGatewayStatus struct {
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
 }
 
+// FleetMembership is what the running pods see of each other's gossip.
+type FleetMembership struct {
+	// Members is the number of members every reporting pod sees alive when
+	// they agree, else the fewest any of them sees.
+	Members int32 `json:"members"`
+	// Reporting is the number of pods whose membership is known (draining
+	// pods too: they gossip until they exit).
+	Reporting int32 `json:"reporting"`
+	// Agree is true when every reporting pod sees the same members and
+	// that is all of them: the fleet shares one limiter state.
+	Agree bool `json:"agree"`
+}
+
 // VoiceGateway runs voice server pods that hold realtime voice sessions and
 // drain them without cutting calls when the pods are replaced.
 //
@@ -712,6 +730,8 @@ type VoiceGatewayStatus struct {
 // +kubebuilder:printcolumn:name="Sessions",type=integer,JSONPath=`.status.sessions`,description="Live sessions over all pods"
 // +kubebuilder:printcolumn:name="Draining",type=integer,JSONPath=`.status.drainingSessions`,description="Sessions still held by terminating pods"
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:printcolumn:name="Members",type=integer,JSONPath=`.status.fleet.members`,priority=1,description="Gossip members each pod sees (the shared rate limiter)"
+// +kubebuilder:printcolumn:name="Fleet-agrees",type=boolean,JSONPath=`.status.fleet.agree`,priority=1,description="Every running pod sees the same members"
 // +kubebuilder:printcolumn:name="Available",type=string,JSONPath=`.status.conditions[?(@.type=="Available")].status`,priority=1
 // +kubebuilder:printcolumn:name="Degraded",type=string,JSONPath=`.status.conditions[?(@.type=="Degraded")].status`,priority=1,description="True when the operator cannot make the pods match the spec (kubectl describe says why)"
 type VoiceGateway struct {
