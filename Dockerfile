@@ -32,6 +32,12 @@ RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache
     go build -trimpath -ldflags "-s -w -X github.com/voicegateway/voicegateway/server/version.Version=${VERSION} -X github.com/voicegateway/voicegateway/server/version.Commit=${COMMIT}" \
       -o /out/ ./cmd/manager ./cmd/voice-server
 
+# The base is named by tag, not digest: the tag follows distroless' rebuilds
+# with security fixes, and a digest is only worth pinning once resolved
+# against the registry (crane digest gcr.io/distroless/static:nonroot). To
+# pin, write the same gcr.io/distroless/static:nonroot@sha256:... here and
+# in hack/image's DefaultBase (test/packaging keeps the two equal) and
+# refresh it with each base update.
 FROM gcr.io/distroless/static:nonroot
 ARG VERSION=dev
 LABEL org.opencontainers.image.title="voicegateway" \

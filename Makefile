@@ -149,15 +149,22 @@ image-publish: ## Build the image for $(PLATFORMS) without Docker and push it as
 		--tag $(IMG) --push
 
 # The chart's version is the app version without its "v": chart 0.2.0 ships
-# the operator v0.2.0 (a test keeps Chart.yaml so). A VERSION that is no
-# release (a commit) packages Chart.yaml's appVersion. CHART_REPO is an OCI
-# registry path; log in first with `helm registry login`.
-CHART_APP_VERSION = $(shell v='$(VERSION)'; if echo "$$v" | grep -Eq '^v[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?$$'; then echo "$$v"; \
-	else awk '$$1 == "appVersion:" { print $$2; exit }' $(CHART)/Chart.yaml; fi)
+# the operator v0.2.0 (a test keeps Chart.yaml so). Only a release is
+# packaged: VERSION (git describe --tags --dirty) must be exactly a tag
+# vMAJOR.MINOR.PATCH[-PRERELEASE] on a clean tree; a commit past a tag
+# (v0.1.0-3-gabc1234), a dirty tree or an untagged commit is refused, so
+# that no chart is ever published under a release's version with other
+# content. CHART_REPO is an OCI registry path; log in first with
+# `helm registry login`.
+CHART_APP_VERSION = $(VERSION)
 CHART_VERSION = $(patsubst v%,%,$(CHART_APP_VERSION))
 CHART_OUT ?= $(BIN)/chart
 CHART_REPO ?= oci://ghcr.io/voicegateway/charts
-chart: ## helm package the chart into bin/chart/ (version = VERSION without its v)
+chart: ## helm package the chart into bin/chart/ (VERSION must be a release tag; chart version = VERSION without its v)
+	@v='$(VERSION)'; if ! echo "$$v" | grep -Eq '^v[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?$$' || \
+	  echo "$$v" | grep -Eq -- '-dirty$$|-[0-9]+-g[0-9a-f]{4,}$$'; then \
+	  echo "make chart: VERSION=$$v is not a release. The chart is packaged only at a release tag (vMAJOR.MINOR.PATCH[-PRERELEASE]) on a clean tree, as its version; commit and tag (git tag v1.2.3), or name the release: make chart VERSION=v1.2.3" >&2; \
+	  exit 2; fi
 	@GO=$(GO) hack/build-k8s-binaries.sh helm >/dev/null
 	$(BIN)/k8s/helm package $(CHART) --version $(CHART_VERSION) --app-version $(CHART_APP_VERSION) --destination $(CHART_OUT)
 

@@ -156,7 +156,12 @@ func decideScale(in scaleInputs, w *scaleWindow) scaleDecision {
 		w.entries = []scaleEntry{{replicas: min(max(d.current, a.MinReplicas), a.MaxReplicas), until: in.now}}
 	}
 	d.desired, d.wakeAt = w.observe(in.now, d.recommended, a.ScaleDownStabilizationWindow.Duration)
-	// Above maxReplicas the bound applies at once.
+	// The window may remember counts from before the bounds changed (a
+	// lower maxReplicas, a higher minReplicas): the bounds win over it.
+	if clamped := min(max(d.desired, a.MinReplicas), a.MaxReplicas); clamped != d.desired {
+		d.desired, d.wakeAt = clamped, time.Time{}
+	}
+	// Outside the bounds they apply at once.
 	if d.desired < d.current && d.current <= a.MaxReplicas {
 		switch {
 		case !in.complete:
@@ -281,11 +286,15 @@ func (r *VoiceGatewayReconciler) autoscale(ctx context.Context, s *scope) error 
 	body := fmt.Sprintf(`{"metadata":{"resourceVersion":%q},"spec":{"replicas":%d}}`, s.gateway.ResourceVersion, d.desired)
 	if err := r.Client.SubResource("scale").Patch(ctx, s.gateway, client.RawPatch(types.MergePatchType, []byte(body)),
 		client.WithSubResourceBody(&autoscalingv1.Scale{}), client.FieldOwner(FieldOwnerAutoscaler)); err != nil {
-		if !apierrors.IsConflict(err) {
+		if apierrors.IsConflict(err) {
 			// A conflict only means this pass read an older VoiceGateway
-			// than the API server has; the retry decides again.
-			s.fail(ReasonApplyFailed, "writing spec.replicas through the scale subresource failed; retrying")
+			// than the API server has (a user's edit, the last status
+			// write): no error, no event, the next pass decides again on
+			// the newer one.
+			s.requeueAt(0)
+			return nil
 		}
+		s.fail(ReasonApplyFailed, "writing spec.replicas through the scale subresource failed; retrying")
 		return fmt.Errorf("scaling to %d replicas: %w", d.desired, err)
 	}
 	s.gateway.Spec.Replicas = ptr.To(d.desired)

@@ -38,6 +38,27 @@ func deletionCost(sessions int) int32 {
 	return int32(1) << (bits.Len(uint(sessions)) - 1)
 }
 
+// stickyDeletionCost is the deletion cost a pod whose cost is now current
+// should have for its sessions, with hysteresis: a cost goes up as soon as
+// the sessions reach the next bucket, but comes down only when they fall
+// below three quarters of the current bucket's floor, so that a pod whose
+// load hovers at a boundary (7, 8, 7, 8 sessions) keeps its cost instead
+// of being written each interval. An empty pod always goes to 0, the first
+// to be removed; a current value that is no bucket (set by someone else) is
+// replaced by the plain bucket.
+func stickyDeletionCost(current string, sessions int) int32 {
+	want := deletionCost(sessions)
+	cur, err := strconv.ParseInt(current, 10, 32)
+	if err != nil || sessions <= 0 || cur <= 0 || cur&(cur-1) != 0 || int32(cur) <= want {
+		return want
+	}
+	// Above the plain bucket: keep it while sessions >= 3/4 of it.
+	if 4*int64(sessions) >= 3*cur {
+		return int32(cur)
+	}
+	return want
+}
+
 // costWrite is one deletion cost the operator wrote on a pod.
 type costWrite struct {
 	uid   types.UID
@@ -70,11 +91,11 @@ func planDeletionCosts(pods []corev1.Pod, reports []PodReport, last map[string]c
 		if pod.DeletionTimestamp != nil || !ok || !report.Reported || report.Terminating {
 			continue
 		}
-		want := strconv.Itoa(int(deletionCost(report.Sessions)))
 		current, set := pod.Annotations[corev1.PodDeletionCost]
 		if !set {
 			current = "0"
 		}
+		want := strconv.Itoa(int(stickyDeletionCost(current, report.Sessions)))
 		if current == want {
 			continue
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"math"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -50,9 +51,18 @@ const (
 	containerName = "voice-server"
 	httpPortName  = "http"
 	adminPortName = "admin"
+	// gossipPortName (TCP) and gossipUDPPortName carry the fleet's gossip.
+	gossipPortName    = "gossip"
+	gossipUDPPortName = "gossip-udp"
 	// HTTPPort and AdminPort are the container ports the server listens on.
 	HTTPPort  int32 = 8080
 	AdminPort int32 = 9090
+	// GossipPort is the port of the fleet's gossip, UDP and TCP: the shared
+	// rate limiter (server/cluster).
+	GossipPort int32 = 7946
+	// podIPEnv holds the pod's IP (downward API), which the server
+	// advertises to its peers as its gossip address.
+	podIPEnv = "POD_IP"
 
 	configDir     = "/etc/voicegateway/config"
 	configFileKey = "config.yaml"
@@ -61,6 +71,10 @@ const (
 	openAIKeyDir  = "/etc/voicegateway/openai"
 	openAIKeyFile = "api-key"
 	stateDir      = "/var/lib/voicegateway"
+	// peersDir holds the peers ConfigMap's file: the gossip addresses of
+	// the VoiceGateway's pods, written by the operator.
+	peersDir     = "/etc/voicegateway/peers"
+	peersFileKey = "peers"
 	// fleetDir is where the whole fleet Secret is mounted: the server finds
 	// token-keys.json, admin-token, fleet-key and api-keys there.
 	fleetDir = "/etc/voicegateway/fleet"
@@ -125,6 +139,10 @@ func commonLabels(vg *vgv1.VoiceGateway) map[string]string {
 
 // configMapName is the name of the ConfigMap holding the server settings.
 func configMapName(vg *vgv1.VoiceGateway) string { return vg.Name + "-config" }
+
+// PeersServiceName is the headless Service through which the pods of a
+// VoiceGateway find each other for gossip.
+func PeersServiceName(vg *vgv1.VoiceGateway) string { return vg.Name + "-peers" }
 
 // drainTiming is the drain budget derived from spec.drain
 // (docs/operations.md): the server's drain deadline comes drainTimeout
@@ -260,9 +278,17 @@ func serverConfig(vg *vgv1.VoiceGateway) (config.Config, error) {
 	cfg.RateLimit.BlockAfter = int(rl.BlockAfter)
 	cfg.RateLimit.MaxTracked = int(rl.MaxTracked)
 	cfg.RateLimit.TrustedProxies = slices.Clone(rl.TrustedProxies)
+	// The fleet shares the limiter by gossip, found through the headless
+	// Service and encrypted with the fleet Secret's fleet-key; the pod
+	// advertises its own IP (an environment variable, set from the downward
+	// API, because the file is the same for every pod).
+	cfg.Cluster.Listen = ":" + strconv.Itoa(int(GossipPort))
+	cfg.Cluster.Peers = []string{PeersServiceName(vg) + "." + vg.Namespace + ".svc:" + strconv.Itoa(int(GossipPort))}
+	// Where Services have no DNS, the pods' addresses from the operator.
+	cfg.Cluster.PeersFile = peersDir + "/" + peersFileKey
 	// On the pod's emptyDir, the state survives a restart of the container
-	// inside the pod. Nothing hands it to other pods yet (docs/operations.md,
-	// the rate limiter).
+	// inside the pod: the fallback of a replica that has no peer to hand
+	// it to (docs/operations.md, "The fleet's limiter").
 	cfg.RateLimit.StateFile = stateDir + "/ratelimit.json"
 
 	timing := drainTimingOf(spec.Drain)
@@ -336,6 +362,54 @@ func desiredService(vg *vgv1.VoiceGateway) *corev1.Service {
 	}
 }
 
+// desiredPeersService is the headless Service the pods find each other
+// through for gossip. It publishes not-ready addresses: a starting pod must
+// find its peers before it is ready (it takes their limiter state first),
+// and a draining one must stay reachable while it hands its state on.
+func desiredPeersService(vg *vgv1.VoiceGateway) *corev1.Service {
+	return &corev1.Service{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Service"},
+		ObjectMeta: objectMeta(vg, PeersServiceName(vg)),
+		Spec: corev1.ServiceSpec{
+			Type:                     corev1.ServiceTypeClusterIP,
+			ClusterIP:                corev1.ClusterIPNone,
+			PublishNotReadyAddresses: true,
+			Selector:                 SelectorLabels(vg.Name),
+			Ports: []corev1.ServicePort{
+				{Name: gossipPortName, Protocol: corev1.ProtocolTCP, Port: GossipPort, TargetPort: intstr.FromString(gossipPortName)},
+				{Name: gossipUDPPortName, Protocol: corev1.ProtocolUDP, Port: GossipPort, TargetPort: intstr.FromString(gossipUDPPortName)},
+			},
+		},
+	}
+}
+
+// desiredPeersConfigMap lists the gossip addresses of the VoiceGateway's
+// pods, for the servers' --cluster-peers-file: the headless Service's DNS
+// name finds the peers where the cluster has DNS for Services; this file
+// does everywhere. It is outside the config hash, so a pod coming or going
+// never rolls the others; the kubelet refreshes the mounted file, and a
+// starting pod mounts the list as it is then (the pods already running,
+// which it needs to join).
+func desiredPeersConfigMap(vg *vgv1.VoiceGateway, pods []corev1.Pod) *corev1.ConfigMap {
+	var addrs []string
+	for i := range pods {
+		if ip := pods[i].Status.PodIP; ip != "" {
+			addrs = append(addrs, net.JoinHostPort(ip, strconv.Itoa(int(GossipPort))))
+		}
+	}
+	slices.Sort(addrs)
+	addrs = slices.Compact(addrs)
+	data := "# The gossip addresses of " + vg.Name + "'s pods, written by the operator.\n"
+	for _, a := range addrs {
+		data += a + "\n"
+	}
+	return &corev1.ConfigMap{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
+		ObjectMeta: objectMeta(vg, PeersServiceName(vg)),
+		Data:       map[string]string{peersFileKey: data},
+	}
+}
+
 // desiredPodDisruptionBudget keeps node drains from taking more pods at
 // once than spec.disruption allows. Pods that are not ready may always be
 // evicted: they hold no calls, and keeping them would block node drains.
@@ -381,6 +455,12 @@ func desiredDeployment(vg *vgv1.VoiceGateway, opts BuildOptions, configHash stri
 		{Name: "state", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptr.To(resource.MustParse("64Mi"))}}},
 		{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptr.To(resource.MustParse("64Mi"))}}},
 	}
+	// The peers list, optional so that a pod may start before it exists.
+	volumes = append(volumes, corev1.Volume{Name: "peers", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+		LocalObjectReference: corev1.LocalObjectReference{Name: PeersServiceName(vg)},
+		Items:                []corev1.KeyToPath{{Key: peersFileKey, Path: peersFileKey}},
+		Optional:             ptr.To(true),
+	}}})
 	// The whole fleet Secret, without subPath or items: the kubelet updates
 	// such a mount in place when the Secret changes (a subPath mount never
 	// changes), which is how a key rotation reaches running pods.
@@ -393,6 +473,7 @@ func desiredDeployment(vg *vgv1.VoiceGateway, opts BuildOptions, configHash stri
 		{Name: "state", MountPath: stateDir},
 		{Name: "tmp", MountPath: "/tmp"},
 		{Name: "fleet", MountPath: fleetDir, ReadOnly: true},
+		{Name: "peers", MountPath: peersDir, ReadOnly: true},
 	}
 	if ref := spec.Auth.APIKeysSecretRef; ref != nil {
 		volumes = append(volumes, secretVolume("api-keys", ref, apiKeysFile))
@@ -416,6 +497,8 @@ func desiredDeployment(vg *vgv1.VoiceGateway, opts BuildOptions, configHash stri
 		Ports: []corev1.ContainerPort{
 			{Name: httpPortName, ContainerPort: HTTPPort, Protocol: corev1.ProtocolTCP},
 			{Name: adminPortName, ContainerPort: AdminPort, Protocol: corev1.ProtocolTCP},
+			{Name: gossipPortName, ContainerPort: GossipPort, Protocol: corev1.ProtocolTCP},
+			{Name: gossipUDPPortName, ContainerPort: GossipPort, Protocol: corev1.ProtocolUDP},
 		},
 		// Readiness fails the moment termination begins; liveness stays
 		// healthy through the drain, since restarting a draining pod would
@@ -469,6 +552,14 @@ func desiredDeployment(vg *vgv1.VoiceGateway, opts BuildOptions, configHash stri
 			ValueFrom: &corev1.EnvVarSource{ResourceFieldRef: &corev1.ResourceFieldSelector{
 				ContainerName: containerName, Resource: "limits.memory",
 			}},
+		}, {
+			// The gossip address peers reach this pod at: its own IP, which
+			// the shared ConfigMap cannot hold.
+			Name:      podIPEnv,
+			ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.podIP"}},
+		}, {
+			Name:  config.EnvPrefix + "CLUSTER_ADVERTISE",
+			Value: "$(" + podIPEnv + "):" + strconv.Itoa(int(GossipPort)),
 		}},
 	}
 
@@ -557,10 +648,16 @@ func desiredNetworkPolicy(vg *vgv1.VoiceGateway, opts BuildOptions) *networkingv
 			MatchLabels: map[string]string{corev1.LabelMetadataName: opts.OperatorNamespace},
 		}})
 	}
-	// The fleet itself, for the rate limiter's state that its pods are to
-	// share (docs/design.md, "The fleet"); nothing calls a peer's admin
-	// port yet.
-	adminFrom = append(adminFrom, networkingv1.NetworkPolicyPeer{PodSelector: &metav1.LabelSelector{MatchLabels: SelectorLabels(vg.Name)}})
+	// The fleet itself: its pods gossip the rate limiter's state on the
+	// gossip port (below); nothing calls a peer's admin port, which stays
+	// open to them as it was.
+	fleetPods := networkingv1.NetworkPolicyPeer{PodSelector: &metav1.LabelSelector{MatchLabels: SelectorLabels(vg.Name)}}
+	adminFrom = append(adminFrom, fleetPods)
+	udp := corev1.ProtocolUDP
+	gossipPorts := []networkingv1.NetworkPolicyPort{
+		{Protocol: &tcp, Port: ptr.To(intstr.FromInt32(GossipPort))},
+		{Protocol: &udp, Port: ptr.To(intstr.FromInt32(GossipPort))},
+	}
 	for _, peer := range np.AdminFrom {
 		adminFrom = append(adminFrom, *peer.DeepCopy())
 	}
@@ -578,6 +675,8 @@ func desiredNetworkPolicy(vg *vgv1.VoiceGateway, opts BuildOptions) *networkingv
 				// No peers: from anywhere.
 				{Ports: port(HTTPPort), From: from},
 				{Ports: port(AdminPort), From: adminFrom},
+				// Gossip from the fleet's own pods only.
+				{Ports: gossipPorts, From: []networkingv1.NetworkPolicyPeer{*fleetPods.DeepCopy()}},
 			},
 		},
 	}

@@ -372,8 +372,16 @@ func TestDesiredNetworkPolicy(t *testing.T) {
 				!slices.Equal(np.Spec.PolicyTypes, []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}) {
 				t.Errorf("selector %v policy types %v", np.Spec.PodSelector, np.Spec.PolicyTypes)
 			}
-			if len(np.Spec.Ingress) != 2 {
+			if len(np.Spec.Ingress) != 3 {
 				t.Fatalf("ingress = %+v, want a rule per port", np.Spec.Ingress)
+			}
+			gossip := np.Spec.Ingress[2]
+			if len(gossip.Ports) != 2 || gossip.Ports[0].Port.IntValue() != 7946 || *gossip.Ports[0].Protocol != corev1.ProtocolTCP ||
+				gossip.Ports[1].Port.IntValue() != 7946 || *gossip.Ports[1].Protocol != corev1.ProtocolUDP {
+				t.Errorf("gossip rule ports = %+v, want TCP and UDP 7946", gossip.Ports)
+			}
+			if !equality.Semantic.DeepEqual(gossip.From, []networkingv1.NetworkPolicyPeer{fleetPeer}) {
+				t.Errorf("gossip rule from = %+v, want the fleet's own pods only", gossip.From)
 			}
 			for i, want := range []struct {
 				port  int
@@ -449,5 +457,56 @@ func TestToApplyUnstructuredDropsNullsAndStatus(t *testing.T) {
 	walk("", u.Object)
 	if u.GetKind() != "Deployment" || u.GetAPIVersion() != "apps/v1" {
 		t.Errorf("kind %s %s", u.GetAPIVersion(), u.GetKind())
+	}
+}
+
+func TestDesiredPeersService(t *testing.T) {
+	gw := testGateway(nil)
+	svc := desiredPeersService(gw)
+	if svc.Name != "gw-peers" || svc.Namespace != "ns" || svc.OwnerReferences[0].UID != gw.UID || svc.Labels[LabelManagedBy] != ManagedBy {
+		t.Errorf("metadata = %+v", svc.ObjectMeta)
+	}
+	if svc.Spec.ClusterIP != corev1.ClusterIPNone || !svc.Spec.PublishNotReadyAddresses ||
+		!equality.Semantic.DeepEqual(svc.Spec.Selector, SelectorLabels("gw")) {
+		t.Errorf("spec = %+v, want headless, publishing not-ready addresses, selecting the fleet's pods", svc.Spec)
+	}
+	if len(svc.Spec.Ports) != 2 || svc.Spec.Ports[0].Port != GossipPort || svc.Spec.Ports[0].Protocol != corev1.ProtocolTCP ||
+		svc.Spec.Ports[1].Port != GossipPort || svc.Spec.Ports[1].Protocol != corev1.ProtocolUDP {
+		t.Errorf("ports = %+v, want gossip on TCP and UDP %d", svc.Spec.Ports, GossipPort)
+	}
+
+	pods := []corev1.Pod{{Status: corev1.PodStatus{PodIP: "10.0.0.9"}}, {Status: corev1.PodStatus{PodIP: "10.0.0.2"}}, {}, {Status: corev1.PodStatus{PodIP: "fd00::1"}}}
+	cm := desiredPeersConfigMap(gw, pods)
+	if cm.Name != "gw-peers" || !strings.HasSuffix(cm.Data["peers"], "\n10.0.0.2:7946\n10.0.0.9:7946\n[fd00::1]:7946\n") {
+		t.Errorf("peers ConfigMap %s = %q, want the pods' gossip addresses, sorted", cm.Name, cm.Data["peers"])
+	}
+
+	cfg, err := serverConfig(gw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Cluster.PeersFile != "/etc/voicegateway/peers/peers" {
+		t.Errorf("peers file %q", cfg.Cluster.PeersFile)
+	}
+	if cfg.Cluster.Listen != ":7946" || !slices.Equal(cfg.Cluster.Peers, []string{"gw-peers.ns.svc:7946"}) {
+		t.Errorf("cluster settings = %+v, want gossip on :7946 joining gw-peers.ns.svc:7946", cfg.Cluster)
+	}
+	c := desiredDeployment(gw, BuildOptions{}, "hash").Spec.Template.Spec.Containers[0]
+	var advertise, podIP bool
+	for _, e := range c.Env {
+		advertise = advertise || e.Name == "VOICEGATEWAY_CLUSTER_ADVERTISE" && e.Value == "$(POD_IP):7946"
+		podIP = podIP || e.Name == "POD_IP" && e.ValueFrom != nil && e.ValueFrom.FieldRef.FieldPath == "status.podIP"
+	}
+	if !advertise || !podIP {
+		t.Errorf("env = %+v, want POD_IP from the downward API and the advertise address built on it", c.Env)
+	}
+	var gossipPorts int
+	for _, p := range c.Ports {
+		if p.ContainerPort == GossipPort {
+			gossipPorts++
+		}
+	}
+	if gossipPorts != 2 {
+		t.Errorf("ports = %+v, want the gossip port on TCP and UDP", c.Ports)
 	}
 }

@@ -458,8 +458,12 @@ func TestNetworkPolicy(t *testing.T) {
 		!slices.Equal(np.PolicyTypes, []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}) || len(np.Egress) != 0 {
 		t.Errorf("policy selects %+v for %v, want the gateway's pods, ingress only", np.PodSelector, np.PolicyTypes)
 	}
-	if len(np.Ingress) != 2 {
+	if len(np.Ingress) != 3 {
 		t.Fatalf("ingress rules %+v, want one per port", np.Ingress)
+	}
+	if g := np.Ingress[2]; len(g.Ports) != 2 || g.Ports[0].Port.IntValue() != 7946 || len(g.From) != 1 ||
+		!mapsEqual(g.From[0].PodSelector.MatchLabels, podSelector) {
+		t.Errorf("gossip rule %+v, want port 7946 from the fleet's pods only", g)
 	}
 	public, admin := np.Ingress[0], np.Ingress[1]
 	if len(public.Ports) != 1 || public.Ports[0].Port.IntValue() != 8080 || len(public.From) != 0 {

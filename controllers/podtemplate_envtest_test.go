@@ -2,8 +2,10 @@ package controllers_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -169,9 +171,86 @@ spec:
 		return nil
 	})
 	gw := getGateway(t, client.ObjectKeyFromObject(u))
-	if gw.Spec.PodTemplate == nil || gw.Spec.PodTemplate.Spec.NodeSelector["pool"] != "silver" {
-		t.Errorf("the stored podTemplate %+v", gw.Spec.PodTemplate)
+	var stored corev1.PodTemplateSpec
+	if gw.Spec.PodTemplate == nil {
+		t.Fatal("no stored podTemplate")
 	}
+	if err := json.Unmarshal(gw.Spec.PodTemplate.Raw, &stored); err != nil || stored.Spec.NodeSelector["pool"] != "silver" {
+		t.Errorf("the stored podTemplate %s: %v", gw.Spec.PodTemplate.Raw, err)
+	}
+}
+
+// TestPodTemplateCannotBreakThePods: a podTemplate that gives no containers
+// (only labels), or nulls the server's container list, still gets the
+// voice-server container with what the operator owns; one whose values
+// have the wrong type is Degraded/InvalidPodTemplate, and the other
+// VoiceGateways of the namespace are reconciled all the same (the operator
+// still reads them all).
+func TestPodTemplateCannotBreakThePods(t *testing.T) {
+	ctx := context.Background()
+	namespace := newNamespace(t)
+	startOperator(t, namespace, managerOptions{})
+
+	plain := newGateway(namespace, "plain")
+	if err := k8s.Create(ctx, plain); err != nil {
+		t.Fatal(err)
+	}
+	base := waitForObjects(t, client.ObjectKeyFromObject(plain)).deployment.Spec.Template.Spec
+
+	create := func(name, podTemplate string) *unstructured.Unstructured {
+		t.Helper()
+		u := &unstructured.Unstructured{}
+		if err := yaml.Unmarshal([]byte(`
+apiVersion: voicegateway.dev/v1alpha1
+kind: VoiceGateway
+metadata:
+  name: `+name+`
+spec:
+  auth: {insecureNoAuth: true}
+  podTemplate: `+podTemplate), &u.Object); err != nil {
+			t.Fatal(err)
+		}
+		u.SetNamespace(namespace)
+		if err := k8s.Create(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+		return u
+	}
+	labelsOnly := create("labels-only", `{metadata: {labels: {team: voice}}}`)
+	nulled := create("nulled", `{spec: {containers: null, volumes: null, serviceAccountName: other, terminationGracePeriodSeconds: 1}}`)
+	wrongType := create("wrong-type", `{spec: {containers: "voice-server"}}`)
+
+	for _, u := range []*unstructured.Unstructured{labelsOnly, nulled} {
+		pod := waitForObjects(t, client.ObjectKeyFromObject(u)).deployment.Spec.Template.Spec
+		if len(pod.Containers) != 1 || pod.Containers[0].Name != "voice-server" || pod.Containers[0].Image != testImage {
+			t.Errorf("%s: containers %v, want the voice-server", u.GetName(), containerNames(pod.Containers))
+			continue
+		}
+		if pod.ServiceAccountName != u.GetName() || *pod.TerminationGracePeriodSeconds != *base.TerminationGracePeriodSeconds ||
+			len(pod.Volumes) != len(base.Volumes) || len(pod.Containers[0].VolumeMounts) != len(base.Containers[0].VolumeMounts) ||
+			pod.Containers[0].SecurityContext == nil {
+			t.Errorf("%s: service account %q, grace %d, %d volumes, %d mounts, security context %v: want the operator's",
+				u.GetName(), pod.ServiceAccountName, *pod.TerminationGracePeriodSeconds, len(pod.Volumes),
+				len(pod.Containers[0].VolumeMounts), pod.Containers[0].SecurityContext)
+		}
+	}
+
+	testkit.Eventually(t, 30*time.Second, func() error {
+		gw := getGateway(t, client.ObjectKeyFromObject(wrongType))
+		for _, c := range gw.Status.Conditions {
+			if c.Type == "Degraded" && c.Status == "True" && c.Reason == controllers.ReasonInvalidPodTemplate &&
+				strings.Contains(c.Message, "spec.podTemplate") {
+				return nil
+			}
+		}
+		return fmt.Errorf("conditions %+v, want Degraded %s", gw.Status.Conditions, controllers.ReasonInvalidPodTemplate)
+	})
+	// The operator still reads and reconciles the namespace.
+	later := newGateway(namespace, "later")
+	if err := k8s.Create(ctx, later); err != nil {
+		t.Fatal(err)
+	}
+	waitForObjects(t, client.ObjectKeyFromObject(later))
 }
 
 func containerNames(cs []corev1.Container) []string {

@@ -45,6 +45,9 @@ type PodReport struct {
 	Stopped       bool
 	DrainStarted  *time.Time
 	DrainDeadline *time.Time
+	// Cluster is the pod's view of the fleet's gossip; nil when it does
+	// not report one.
+	Cluster *adminapi.Cluster
 }
 
 // PollerOptions tune the SessionPoller.
@@ -312,6 +315,7 @@ func (p *SessionPoller) pollOnce(ctx context.Context) error {
 			next.Draining = status.Draining
 			next.DrainStarted = status.DrainStarted
 			next.DrainDeadline = status.DrainDeadline
+			next.Cluster = status.Cluster
 		case refused[i] && next.Terminating:
 			// Its sessions ended and it exited; the pod object may stay a
 			// while longer.
@@ -365,7 +369,8 @@ func sameReport(a, b PodReport) bool {
 	return a.Name == b.Name && a.Terminating == b.Terminating && a.Reported == b.Reported &&
 		a.Sessions == b.Sessions && a.Draining == b.Draining && a.Stopped == b.Stopped &&
 		sameTime(a.DeletionDeadline, b.DeletionDeadline) &&
-		sameTime(a.DrainStarted, b.DrainStarted) && sameTime(a.DrainDeadline, b.DrainDeadline)
+		sameTime(a.DrainStarted, b.DrainStarted) && sameTime(a.DrainDeadline, b.DrainDeadline) &&
+		(a.Cluster == nil) == (b.Cluster == nil) && (a.Cluster == nil || *a.Cluster == *b.Cluster)
 }
 
 func sameTime(a, b *time.Time) bool {

@@ -4,22 +4,26 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	vgv1 "github.com/voicegateway/voicegateway/api/v1alpha1"
 	"github.com/voicegateway/voicegateway/controllers"
@@ -297,7 +301,8 @@ func autoscalingState(t *testing.T, key types.NamespacedName) (scalingState, *vg
 // after the last high recommendation (checked a second before its end),
 // fall to what the window allows the moment it ends (a wake-up, with no
 // new poll result), and never leave minReplicas..maxReplicas; the
-// Deployment follows, with a surge sized by the sessions; ScaledUp and
+// Deployment follows (its surge, chosen when its pod template was, stays:
+// no rollout); ScaledUp and
 // ScaledDown say so.
 func TestAutoscalerFollowsASessionCurve(t *testing.T) {
 	ctx := context.Background()
@@ -354,13 +359,13 @@ func TestAutoscalerFollowsASessionCurve(t *testing.T) {
 	at(poll, 0, 0, scalingState{replicas: 2, desired: 2, recommended: 1})
 	// A rush: up at once, at the first poll.
 	at(poll, 20, 15, scalingState{replicas: 4, desired: 4, recommended: 4})
-	deploymentReplicas(4, "4")
+	deploymentReplicas(4, "1")
 	waitForEvent(t, namespace, controllers.EventScaledUp, "Scaled up from 2 to 4 pods: 35 sessions, 10 per pod targeted")
 	// Fewer: held.
 	at(poll, 6, 6, scalingState{replicas: 4, desired: 4, recommended: 2})
 	// More than maxReplicas would hold: 5.
 	at(poll, 30, 25, scalingState{replicas: 5, desired: 5, recommended: 5})
-	deploymentReplicas(5, "5")
+	deploymentReplicas(5, "1")
 	// The calls end: held for the window from now.
 	at(poll, 3, 2, scalingState{replicas: 5, desired: 5, recommended: 1})
 	lastHigh := clk.Now()
@@ -495,4 +500,186 @@ func conditionOf(gw *vgv1.VoiceGateway, conditionType string) metav1.Condition {
 		}
 	}
 	return metav1.Condition{}
+}
+
+// TestScaleConflictRequeuesQuietly: a 409 on the autoscaler's write of
+// spec.replicas (the pass read an older VoiceGateway than the API server
+// has), or on the status write, is no error: no reconcile error, no
+// Degraded condition, no event; the next pass writes.
+func TestScaleConflictRequeuesQuietly(t *testing.T) {
+	ctx := context.Background()
+	namespace := newNamespace(t)
+	var conflicts, statusConflicts atomic.Int32
+	startOperator(t, namespace, managerOptions{wrap: func(rt http.RoundTripper) http.RoundTripper {
+		return roundTripper(func(req *http.Request) (*http.Response, error) {
+			scale := req.Method == http.MethodPatch && strings.HasSuffix(req.URL.Path, "/voicegateways/conflicted/scale") && conflicts.Add(1) <= 3
+			status := req.Method == http.MethodPatch && strings.HasSuffix(req.URL.Path, "/voicegateways/conflicted/status") && statusConflicts.Add(1) <= 2
+			if scale || status {
+				body := `{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"Conflict","code":409,` +
+					`"message":"Operation cannot be fulfilled on voicegateways.voicegateway.dev \"conflicted\": the object has been modified"}`
+				return &http.Response{StatusCode: http.StatusConflict, Header: http.Header{"Content-Type": []string{"application/json"}},
+					Body: io.NopCloser(strings.NewReader(body)), Request: req}, nil
+			}
+			return rt.RoundTrip(req)
+		})
+	}})
+	errorsBefore := reconcileErrors(t)
+
+	gw := newGateway(namespace, "conflicted")
+	gw.Spec.Replicas = ptr.To(int32(1))
+	gw.Spec.Autoscaling = vgv1.AutoscalingSpec{Enabled: true, MinReplicas: 3, MaxReplicas: 5}
+	if err := k8s.Create(ctx, gw); err != nil {
+		t.Fatal(err)
+	}
+	key := client.ObjectKeyFromObject(gw)
+	testkit.Eventually(t, 20*time.Second, func() error {
+		if got := *getGateway(t, key).Spec.Replicas; got != 3 {
+			return fmt.Errorf("spec.replicas %d, want minReplicas 3 (scale writes refused so far: %d)", got, conflicts.Load())
+		}
+		return nil
+	})
+	if n := conflicts.Load(); n < 4 {
+		t.Fatalf("%d scale writes, want 3 refused and the fourth through", n)
+	}
+	testkit.Eventually(t, 20*time.Second, func() error {
+		if a := getGateway(t, key).Status.Autoscaling; a == nil || a.DesiredReplicas != 3 {
+			return fmt.Errorf("status.autoscaling %+v, want desired 3 (status writes refused so far: %d)", a, statusConflicts.Load())
+		}
+		return nil
+	})
+	if n := statusConflicts.Load(); n < 3 {
+		t.Fatalf("%d status writes, want 2 refused and the third through", n)
+	}
+	if after := reconcileErrors(t); after != errorsBefore {
+		t.Errorf("reconcile errors went from %v to %v: a conflict must requeue quietly", errorsBefore, after)
+	}
+	for _, c := range getGateway(t, key).Status.Conditions {
+		if c.Type == "Degraded" && c.Status == metav1.ConditionTrue {
+			t.Errorf("Degraded %s: %s", c.Reason, c.Message)
+		}
+	}
+	var events eventsv1.EventList
+	if err := k8s.List(ctx, &events, client.InNamespace(namespace)); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range events.Items {
+		if e.Type == corev1.EventTypeWarning {
+			t.Errorf("warning event %s: %s", e.Reason, e.Note)
+		}
+	}
+}
+
+type roundTripper func(*http.Request) (*http.Response, error)
+
+func (f roundTripper) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
+
+// reconcileErrors is controller-runtime's count of the voicegateway
+// controller's reconcile errors (the tests of this package run one at a
+// time, so the difference is one test's).
+func reconcileErrors(t *testing.T) float64 {
+	t.Helper()
+	families, err := metrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := 0.0
+	for _, f := range families {
+		if f.GetName() != "controller_runtime_reconcile_errors_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "controller" && l.GetValue() == "voicegateway" {
+					total += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return total
+}
+
+// TestSurgeChangesOnlyWithARollout: the Deployment's maxSurge is chosen
+// from the sessions when the pod template changes (a rollout), and kept
+// while only the sessions move: a session poll never rewrites the
+// Deployment.
+func TestSurgeChangesOnlyWithARollout(t *testing.T) {
+	ctx := context.Background()
+	namespace := newNamespace(t)
+	ipA, ipB := "127.0.0.46", "127.0.0.47"
+	pods := startFakePods(t, ipA, ipB)
+	const poll = 5 * time.Second
+	op, clk := startClockedOperator(t, namespace, pods, poll)
+
+	gw := newGateway(namespace, "surge")
+	gw.Spec.Replicas = ptr.To(int32(4))
+	gw.Spec.Autoscaling.TargetSessionsPerPod = ptr.To(int32(10))
+	if err := k8s.Create(ctx, gw); err != nil {
+		t.Fatal(err)
+	}
+	key := client.ObjectKeyFromObject(gw)
+	waitForObjects(t, key)
+	createPod(t, namespace, gw.Name, "surge-a", ipA)
+	createPod(t, namespace, gw.Name, "surge-b", ipB)
+	pods.settle(t, clk, poll, ipA, ipB)
+	waitForSessions(t, key, 0)
+
+	surge := func(want string) int64 {
+		t.Helper()
+		var generation int64
+		testkit.Eventually(t, 10*time.Second, func() error {
+			var objs ownedObjects
+			if err := getObjects(key, &objs); err != nil {
+				return err
+			}
+			generation = objs.deployment.Generation
+			if got := objs.deployment.Spec.Strategy.RollingUpdate.MaxSurge.String(); got != want {
+				return fmt.Errorf("maxSurge %s, want %s", got, want)
+			}
+			return nil
+		})
+		return generation
+	}
+	deploymentWrites := func() []string {
+		var out []string
+		for _, w := range op.writes.Writes() {
+			if strings.Contains(w, "/deployments/") {
+				out = append(out, w)
+			}
+		}
+		return out
+	}
+	idle := surge("1") // a quarter of 4
+
+	// The sessions rise, then fall: polled, reported, the Deployment
+	// untouched.
+	op.writes.Reset()
+	for _, n := range []int{20, 15, 3} {
+		pods.set(map[string]int{ipA: n, ipB: n})
+		pods.step(t, clk, poll, ipA, ipB)
+		waitForSessions(t, key, int32(2*n))
+	}
+	if got := surge("1"); got != idle {
+		t.Errorf("the Deployment's generation went from %d to %d with the sessions alone", idle, got)
+	}
+	if writes := deploymentWrites(); len(writes) != 0 {
+		t.Errorf("Deployment writes while only the sessions moved: %v", writes)
+	}
+
+	// 35 sessions, then a rollout: the surge is what they need at 10 a pod.
+	pods.set(map[string]int{ipA: 20, ipB: 15})
+	pods.step(t, clk, poll, ipA, ipB)
+	waitForSessions(t, key, 35)
+	patch := client.MergeFrom(gw.DeepCopy())
+	gw.Spec.PodAnnotations = map[string]string{"rollout": "1"}
+	if err := k8s.Patch(ctx, gw, patch); err != nil {
+		t.Fatal(err)
+	}
+	rolled := surge("4")
+	// And kept through the rollout while the sessions move.
+	pods.set(map[string]int{ipA: 1, ipB: 0})
+	pods.step(t, clk, poll, ipA, ipB)
+	waitForSessions(t, key, 1)
+	if got := surge("4"); got != rolled {
+		t.Errorf("the Deployment's generation went from %d to %d with the sessions alone", rolled, got)
+	}
 }

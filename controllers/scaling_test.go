@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -76,6 +77,17 @@ func TestPlanDeletionCosts(t *testing.T) {
 		"just written, the cache behind: nothing": {
 			pod: costPod("a", "u", "2", false), report: reported("a", 5),
 			last: &costWrite{uid: "u", value: "4", at: now.Add(-time.Second)},
+		},
+		"hovering just under a boundary it reached: kept (hysteresis)": {
+			pod: costPod("a", "u", "8", false), report: reported("a", 6),
+			last: &costWrite{uid: "u", value: "8", at: now.Add(-time.Hour)},
+		},
+		"below three quarters of the bucket: down": {
+			pod: costPod("a", "u", "8", false), report: reported("a", 5),
+			last: &costWrite{uid: "u", value: "8", at: now.Add(-time.Hour)}, want: []string{"a=4"},
+		},
+		"down two buckets at once": {
+			pod: costPod("a", "u", "16", false), report: reported("a", 3), want: []string{"a=2"},
 		},
 		"back to empty: written 0": {
 			pod: costPod("a", "u", "4", false), report: reported("a", 0), want: []string{"a=0"},
@@ -245,5 +257,64 @@ func TestRolloutSurge(t *testing.T) {
 		if got := rolloutSurge(tc.replicas, tc.sessions, 700); got.IntValue() != int(tc.want) {
 			t.Errorf("%s: surge %s, want %d", name, got.String(), tc.want)
 		}
+	}
+}
+
+// TestDecideScaleClampsAWindowFromOlderBounds: a window that remembers a
+// count above a maxReplicas lowered since (or below a minReplicas raised
+// since) does not hold the fleet outside the bounds.
+func TestDecideScaleClampsAWindowFromOlderBounds(t *testing.T) {
+	t0 := time.Date(2026, 1, 2, 3, 0, 0, 0, time.UTC)
+	spec := autoscaled(2, func(a *vgv1.AutoscalingSpec) {
+		a.MinReplicas, a.MaxReplicas = 1, 10
+		a.TargetSessionsPerPod = ptr.To(int32(10))
+	})
+	w := &scaleWindow{}
+	if d := decideScale(scaleInputs{now: t0, spec: spec, sessions: 80, complete: true}, w); d.desired != 8 {
+		t.Fatalf("80 sessions at 10 a pod: desired %d, want 8", d.desired)
+	}
+	// maxReplicas lowered to 4 while the window still holds 8.
+	spec.Replicas = ptr.To(int32(8))
+	spec.Autoscaling.MaxReplicas = 4
+	for _, sessions := range []int{80, 10} {
+		d := decideScale(scaleInputs{now: t0.Add(10 * time.Second), spec: spec, sessions: sessions, complete: true}, w)
+		if d.desired != 4 {
+			t.Errorf("%d sessions, 8 replicas, maxReplicas lowered to 4: desired %d, want 4", sessions, d.desired)
+		}
+	}
+	// Inside the bounds, a pod unknown holds the fleet; outside, not.
+	spec.Replicas = ptr.To(int32(6))
+	if d := decideScale(scaleInputs{now: t0.Add(20 * time.Second), spec: spec, sessions: 10}, w); d.desired != 4 {
+		t.Errorf("6 replicas over maxReplicas 4, a pod unknown: desired %d, want 4", d.desired)
+	}
+	// minReplicas raised above what is running.
+	spec.Replicas = ptr.To(int32(2))
+	spec.Autoscaling.MinReplicas, spec.Autoscaling.MaxReplicas = 3, 4
+	if d := decideScale(scaleInputs{now: t0.Add(30 * time.Second), spec: spec, complete: true}, &scaleWindow{}); d.desired != 3 {
+		t.Errorf("2 replicas under minReplicas 3: desired %d, want 3", d.desired)
+	}
+}
+
+// TestDeletionCostDoesNotFlapAtABoundary: a pod whose sessions hover around
+// a bucket boundary (7, 8, 7, 8 …) is written once, when it first reaches
+// the bucket, however long it hovers, and once more only when its load
+// really falls.
+func TestDeletionCostDoesNotFlapAtABoundary(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	const interval = 30 * time.Second
+	pod := costPod("a", "u", "4", false)
+	last := map[string]costWrite{}
+	var writes []string
+	for i, sessions := range []int{7, 8, 7, 8, 7, 6, 8, 7, 6, 7, 8, 5, 4, 5} {
+		now = now.Add(time.Minute) // never held back by the interval
+		planned, _ := planDeletionCosts([]corev1.Pod{pod}, []PodReport{{Name: "a", Reported: true, Sessions: sessions}}, last, now, interval)
+		for _, w := range planned {
+			writes = append(writes, fmt.Sprintf("%d:%s", i, w.value))
+			pod.Annotations[corev1.PodDeletionCost] = w.value
+			last["a"] = costWrite{uid: w.uid, value: w.value, at: now}
+		}
+	}
+	if want := []string{"1:8", "11:4"}; !slices.Equal(writes, want) {
+		t.Errorf("writes (step:cost) %v, want %v", writes, want)
 	}
 }

@@ -72,6 +72,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 		KeyActivationDelay:      opts.KeyActivationDelay,
 		costs:                   newDeletionCosts(opts.DeletionCostInterval),
 		autoscalers:             newAutoscalers(),
+		surges:                  newSurges(),
 		wakeups:                 newWakeups(opts.Clock, opts.WakeupResolution),
 	}
 	return reconciler.setupWithManager(ctx, mgr)

@@ -33,11 +33,14 @@ const (
 	ReasonRolloutStalled = "RolloutStalled"
 
 	// Degraded
-	ReasonAsExpected     = "AsExpected"
-	ReasonInvalidSpec    = "InvalidSpec"
-	ReasonSecretNotFound = "SecretNotFound"
-	ReasonApplyFailed    = "ApplyFailed"
-	ReasonReplicaFailure = "ReplicaFailure"
+	ReasonAsExpected  = "AsExpected"
+	ReasonInvalidSpec = "InvalidSpec"
+	// ReasonInvalidPodTemplate: spec.podTemplate is not a JSON object, or
+	// holds a value of the wrong type for a pod template.
+	ReasonInvalidPodTemplate = "InvalidPodTemplate"
+	ReasonSecretNotFound     = "SecretNotFound"
+	ReasonApplyFailed        = "ApplyFailed"
+	ReasonReplicaFailure     = "ReplicaFailure"
 	// ReasonFleetSecretNotOwned: a Secret has the fleet Secret's name and
 	// is not controlled by the VoiceGateway.
 	ReasonFleetSecretNotOwned = "FleetSecretNotOwned"
@@ -127,6 +130,8 @@ func computeStatus(prev vgv1.VoiceGatewayStatus, in statusInputs, now metav1.Tim
 		}
 	}
 
+	next.Fleet = fleetMembership(in.pods)
+
 	for _, c := range []metav1.Condition{
 		availableCondition(in, next),
 		progressingCondition(in, next),
@@ -137,6 +142,34 @@ func computeStatus(prev vgv1.VoiceGatewayStatus, in statusInputs, now metav1.Tim
 		meta.SetStatusCondition(&next.Conditions, c)
 	}
 	return next
+}
+
+// fleetMembership compares what the pods that answer (draining ones too:
+// they gossip until they exit) see of the gossip: they agree when each sees
+// the same members (the same digest of their names), as many as there are
+// pods reporting.
+func fleetMembership(pods []PodReport) *vgv1.FleetMembership {
+	var fm *vgv1.FleetMembership
+	digest := ""
+	for _, pod := range pods {
+		if !pod.Reported || pod.Stopped || pod.Cluster == nil {
+			continue
+		}
+		c := pod.Cluster
+		if fm == nil {
+			fm = &vgv1.FleetMembership{Members: int32(c.Members), Agree: true}
+			digest = c.MembersDigest
+		}
+		fm.Reporting++
+		if c.MembersDigest != digest {
+			fm.Agree = false
+		}
+		fm.Members = min(fm.Members, int32(c.Members))
+	}
+	if fm != nil && fm.Members != fm.Reporting {
+		fm.Agree = false
+	}
+	return fm
 }
 
 func drainingPod(pod PodReport) vgv1.DrainingPod {
@@ -297,9 +330,17 @@ func drainEvents(prev, next []vgv1.DrainingPod, reports []PodReport, now time.Ti
 			took = now.Sub(p.Since.Time).Round(time.Second).String()
 		}
 		message := fmt.Sprintf("Pod %s drained in %s: all its sessions ended", p.Pod, took)
-		left := !answering[p.Pod]
-		if left {
+		// A server that stopped answering (or a pod gone) before its
+		// deadline exited because its last sessions ended between two
+		// polls: a draining server leaves early only when it is empty.
+		// Sessions are left only when it went at or after the deadline
+		// (or with the deadline unknown) still reporting some.
+		left := !answering[p.Pod] && p.Sessions > 0 && (p.Deadline == nil || !now.Before(p.Deadline.Time))
+		switch {
+		case left:
 			message = fmt.Sprintf("Pod %s stopped after draining for %s; it last reported %d sessions open", p.Pod, took, p.Sessions)
+		case !answering[p.Pod] && p.Sessions > 0:
+			message = fmt.Sprintf("Pod %s drained in %s: it stopped before its deadline, its sessions ended", p.Pod, took)
 		}
 		events = append(events, podEvent{p.Pod, drainEvent{reason: EventDrainFinished, message: message, sessionsLeft: left}})
 	}

@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	vgv1 "github.com/voicegateway/voicegateway/api/v1alpha1"
+	"github.com/voicegateway/voicegateway/server/admin/adminapi"
 )
 
 func deployment(generation, observed int64, replicas, ready, updated int32, conditions ...appsv1.DeploymentCondition) *appsv1.Deployment {
@@ -180,11 +181,23 @@ func TestDrainEvents(t *testing.T) {
 	}
 	reports := []PodReport{{Name: "ended"}, {Name: "still"}, {Name: "new"}, {Name: "exited", Stopped: true}}
 	prev = append(prev, vgv1.DrainingPod{Pod: "exited", Sessions: 2, Since: &since})
+	// Stopped before the deadline: its last calls ended between two polls.
+	later := metav1.NewTime(now.Add(time.Second))
+	reports = append(reports, PodReport{Name: "early", Stopped: true}, PodReport{Name: "empty", Stopped: true}, PodReport{Name: "late", Stopped: true})
+	prev = append(prev, vgv1.DrainingPod{Pod: "early", Sessions: 3, Since: &since, Deadline: &later})
+	// Stopped with none reported: nothing was cut.
+	prev = append(prev, vgv1.DrainingPod{Pod: "empty", Sessions: 0, Since: &since})
+	// Stopped at its deadline with sessions: cut.
+	at := metav1.NewTime(now)
+	prev = append(prev, vgv1.DrainingPod{Pod: "late", Sessions: 5, Since: &since, Deadline: &at})
 	got := drainEvents(prev, next, reports, now)
 	want := []drainEvent{
+		{EventDrainFinished, "Pod early drained in 42s: it stopped before its deadline, its sessions ended", false},
+		{EventDrainFinished, "Pod empty drained in 42s: all its sessions ended", false},
 		{EventDrainFinished, "Pod ended drained in 42s: all its sessions ended", false},
 		{EventDrainFinished, "Pod exited stopped after draining for 42s; it last reported 2 sessions open", true},
 		{EventDrainFinished, "Pod killed stopped after draining for 42s; it last reported 4 sessions open", true},
+		{EventDrainFinished, "Pod late stopped after draining for 42s; it last reported 5 sessions open", true},
 		{EventDrainStarted, "Pod new began draining with 7 sessions, deadline 2026-01-01T00:01:00Z", false},
 	}
 	if len(got) != len(want) {
@@ -199,5 +212,37 @@ func TestDrainEvents(t *testing.T) {
 		if strings.Contains(e.message, "%!") {
 			t.Errorf("bad format: %s", e.message)
 		}
+	}
+}
+
+func TestFleetMembership(t *testing.T) {
+	pod := func(name string, members int, digest string) PodReport {
+		return PodReport{Name: name, Reported: true, Cluster: &adminapi.Cluster{Members: members, MembersDigest: digest, Settled: true}}
+	}
+	tests := map[string]struct {
+		pods []PodReport
+		want *vgv1.FleetMembership
+	}{
+		"no pod reports gossip": {pods: []PodReport{{Name: "a", Reported: true}}},
+		"all see all":           {pods: []PodReport{pod("a", 3, "x"), pod("b", 3, "x"), pod("c", 3, "x")}, want: &vgv1.FleetMembership{Members: 3, Reporting: 3, Agree: true}},
+		"one sees another fleet": {
+			pods: []PodReport{pod("a", 3, "x"), pod("b", 3, "x"), pod("c", 1, "y")},
+			want: &vgv1.FleetMembership{Members: 1, Reporting: 3},
+		},
+		"same view, a pod missing from it": {
+			pods: []PodReport{pod("a", 2, "x"), pod("b", 2, "x"), pod("c", 2, "x")},
+			want: &vgv1.FleetMembership{Members: 2, Reporting: 3},
+		},
+		"stopped pods do not count": {
+			pods: []PodReport{pod("a", 2, "x"), pod("b", 2, "x"), {Name: "c", Reported: true, Stopped: true, Terminating: true}},
+			want: &vgv1.FleetMembership{Members: 2, Reporting: 2, Agree: true},
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			if got := fleetMembership(tc.pods); !equality.Semantic.DeepEqual(got, tc.want) {
+				t.Errorf("fleetMembership = %+v, want %+v", got, tc.want)
+			}
+		})
 	}
 }

@@ -3,6 +3,7 @@ package controllers_test
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"regexp"
 	"strings"
@@ -69,6 +70,9 @@ type managerOptions struct {
 	clock clock.WithTicker
 	// deletionCostInterval is Options.DeletionCostInterval.
 	deletionCostInterval time.Duration
+	// wrap, when set, wraps the operator's transport to the API server
+	// (inside the request log), to answer some requests itself.
+	wrap func(http.RoundTripper) http.RoundTripper
 }
 
 // operator is a running manager with the VoiceGateway controller, scoped to
@@ -84,6 +88,9 @@ func startOperator(t *testing.T, namespace string, opts managerOptions) *operato
 	writes := &testenv.RequestLog{}
 	cfg := rest.CopyConfig(testConfig)
 	cfg.WrapTransport = writes.Wrap
+	if opts.wrap != nil {
+		cfg.WrapTransport = func(rt http.RoundTripper) http.RoundTripper { return writes.Wrap(opts.wrap(rt)) }
+	}
 
 	cacheOpts := controllers.CacheOptions(namespace)
 	if opts.syncPeriod > 0 {

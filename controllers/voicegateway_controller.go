@@ -38,6 +38,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
@@ -94,6 +95,9 @@ type VoiceGatewayReconciler struct {
 	// autoscalers keeps each autoscaled VoiceGateway's scale-down window
 	// (autoscaler.go).
 	autoscalers *autoscalers
+	// surges keeps the rollout surge chosen for each VoiceGateway's pod
+	// template (rollout.go).
+	surges *surges
 	// wakeups brings a VoiceGateway back at a moment on Clock.
 	wakeups *wakeups
 	// declined remembers the rotation request last declined per
@@ -228,6 +232,8 @@ func (r *VoiceGatewayReconciler) Reconcile(ctx context.Context, req ctrl.Request
 			r.Poller.ForgetGateway(req.NamespacedName)
 			r.costs.forget(req.NamespacedName)
 			r.autoscalers.forget(req.NamespacedName)
+			r.surges.forget(req.NamespacedName)
+			forgetGatewayMetrics(req.NamespacedName)
 			r.wakeups.forget(req.NamespacedName)
 			return ctrl.Result{}, nil
 		}
@@ -243,6 +249,8 @@ func (r *VoiceGatewayReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		if reterr != nil {
 			// An error retries with backoff; a result beside it is ignored.
 			result = ctrl.Result{}
+		} else if s.requeueAfter > 0 && (result.RequeueAfter <= 0 || s.requeueAfter < result.RequeueAfter) {
+			result.RequeueAfter = s.requeueAfter
 		}
 	}()
 
@@ -321,16 +329,29 @@ func (r *VoiceGatewayReconciler) applyObjects(ctx context.Context, s *scope) err
 	hash := configHash(configMap.Data[configFileKey], referencedSecrets(s.gateway), s.inputs)
 	deployment := desiredDeployment(s.gateway, r.Options, hash)
 	if err := applyPodTemplate(deployment, s.gateway.Spec.PodTemplate); err != nil {
-		s.fail(ReasonInvalidSpec, err.Error())
+		reason := ReasonInvalidSpec
+		if errors.As(err, new(errInvalidPodTemplate)) {
+			reason = ReasonInvalidPodTemplate
+		}
+		s.fail(reason, err.Error())
 		return reconcile.TerminalError(err)
 	}
-	sessions, _ := fleetSessions(s.pods, s.reports)
-	setRolloutSurge(deployment, rolloutSurge(*s.gateway.Spec.Replicas, sessions, targetSessionsPerPod(s.gateway.Spec)))
+	var current *appsv1.Deployment
+	var cached appsv1.Deployment
+	if err := r.Client.Get(ctx, s.key, &cached); err == nil && metav1.IsControlledBy(&cached, s.gateway) {
+		current = &cached
+	}
+	r.surges.choose(s.key, deployment, current, func() intstr.IntOrString {
+		sessions, _ := fleetSessions(s.pods, s.reports)
+		return rolloutSurge(*s.gateway.Spec.Replicas, sessions, targetSessionsPerPod(s.gateway.Spec))
+	})
 	objects := []client.Object{
 		desiredServiceAccount(s.gateway),
 		configMap,
 		deployment,
 		desiredService(s.gateway),
+		desiredPeersService(s.gateway),
+		desiredPeersConfigMap(s.gateway, s.pods),
 		desiredPodDisruptionBudget(s.gateway),
 	}
 	if networkPolicyEnabled(s.gateway) {
@@ -368,6 +389,7 @@ func (r *VoiceGatewayReconciler) observePods(ctx context.Context, s *scope) erro
 		return fmt.Errorf("listing pods: %w", err)
 	}
 	s.pods = pods.Items
+	observeGatewayMetrics(s.key, s.pods)
 	return nil
 }
 
@@ -434,6 +456,12 @@ func (r *VoiceGatewayReconciler) updateStatus(ctx context.Context, s *scope) err
 		if apierrors.IsNotFound(err) {
 			return nil // deleted meanwhile: nothing to report on
 		}
+		if apierrors.IsConflict(err) {
+			// Written meanwhile: the next pass computes it again from the
+			// newer VoiceGateway, quietly.
+			s.requeueAt(0)
+			return nil
+		}
 		return fmt.Errorf("writing the status: %w", err)
 	}
 	r.recordDrainEvents(s.gateway, next, reports, now)
@@ -484,7 +512,7 @@ func (r *VoiceGatewayReconciler) recordDrainEvents(gateway *vgv1.VoiceGateway, n
 	for _, e := range drainEvents(gateway.Status.Draining, next.Draining, reports, now) {
 		r.Recorder.Eventf(regarding, nil, corev1.EventTypeNormal, e.reason, "Drain", "%s", e.message)
 		if e.reason == EventDrainFinished {
-			countDrainFinished(e.sessionsLeft)
+			countDrainFinished(client.ObjectKeyFromObject(gateway), e.sessionsLeft)
 		}
 	}
 }

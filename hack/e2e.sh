@@ -4,12 +4,13 @@
 #   install of the chart (the operator as a pod, the observability pack) -> kubectl apply of the echo sample -> sessions held open through
 #   the Service while the VoiceGateway rolls to a new image tag, with the
 #   assertions of test/e2e (go test -tags e2e) -> a session-aware scale-in and
-#   autoscaling on sessions (test/e2e) -> kubectl delete vgw (garbage
+#   autoscaling on sessions (test/e2e) -> a block that survives kubectl
+#   rollout restart on every pod (test/e2e) -> kubectl delete vgw (garbage
 #   collection) -> helm uninstall -> teardown (hack/cluster-down).
 # The teardown runs on failure too; E2E_KEEP=1 leaves the cluster up.
 # Captured output and the phase times: bin/e2e/ (phases.md, rollout-report.json,
 # kubectl-get-vgw-w.txt, scale-in-report.json, kubectl-get-vgw-w-scale-in.txt,
-# autoscaling-report.json, the component logs of the run).
+# autoscaling-report.json, fleet-block-report.json, the component logs of the run).
 set -euo pipefail
 source "$(dirname "$0")/cluster/common.sh"
 
@@ -120,6 +121,14 @@ E2E_KUBECTL="$K8S_BIN/kubectl" E2E_API_KEY="$API_KEY" E2E_OUT="$OUT" \
 	"$OUT/e2e.test" -test.v -test.count=1 -test.timeout 15m -test.run '^(TestScaleIn|TestAutoscaling)$' 2>&1 | tee "$OUT/scaling-test.txt"
 [[ ${PIPESTATUS[0]} -eq 0 ]]
 phase "scale-in + autoscaling on sessions (test/e2e)"
+
+# The fleet's rate limiter: an address blocked through the Service of a
+# VoiceGateway of its own is blocked on every pod, before and after
+# `kubectl rollout restart` (test/e2e/fleet_test.go; fleet-block-report.json).
+E2E_KUBECTL="$K8S_BIN/kubectl" E2E_OUT="$OUT" \
+	"$OUT/e2e.test" -test.v -test.count=1 -test.timeout 9m -test.run '^TestBlockSurvivesRolloutRestart$' 2>&1 | tee "$OUT/fleet-test.txt"
+[[ ${PIPESTATUS[0]} -eq 0 ]]
+phase "a block through the Service survives kubectl rollout restart on every pod (test/e2e)"
 
 # Garbage collection: every object the operator made is owned by the
 # VoiceGateway and goes with it.

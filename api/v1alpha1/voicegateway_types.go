@@ -20,6 +20,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
@@ -186,15 +187,21 @@ type VoiceGatewaySpec struct {
 	// topology spread constraints by topology key; tolerations, affinity,
 	// the priority class and other fields replace. The selector labels, the
 	// config hash and the server container's image, command, arguments,
-	// ports, probes and preStop hook stay the operator's. It is merged after
-	// the fields above (nodeSelector, tolerations, affinity, ...), so it
-	// wins over them. Not validated here: a wrong field fails the
-	// Deployment's apply (condition Degraded, reason ApplyFailed).
+	// ports, probes, preStop hook, security context, memory-limit env and
+	// the operator's volumes and mounts stay the operator's, as do the
+	// pods' service account and termination grace period: a null or a
+	// $patch directive cannot remove them. It is merged after the fields
+	// above (nodeSelector, tolerations, affinity, ...), so it wins over
+	// them. Not validated here: a value of the wrong type is condition
+	// Degraded, reason InvalidPodTemplate; a wrong field fails the
+	// Deployment's apply (condition Degraded, reason ApplyFailed). Kept as
+	// raw JSON, so that one VoiceGateway's bad podTemplate cannot stop the
+	// operator reading the others.
 	// +kubebuilder:pruning:PreserveUnknownFields
 	// +kubebuilder:validation:Schemaless
 	// +kubebuilder:validation:Type=object
 	// +optional
-	PodTemplate *corev1.PodTemplateSpec `json:"podTemplate,omitempty"`
+	PodTemplate *runtime.RawExtension `json:"podTemplate,omitempty"`
 
 	// Autoscaling scales the pods on their live sessions. Off by default;
 	// when on, the operator owns spec.replicas (docs/operations.md,
@@ -690,6 +697,11 @@ type VoiceGatewayStatus struct {
 	// +optional
 	Draining []DrainingPod `json:"draining,omitempty"`
 
+	// Fleet is the pods' gossip membership (the shared rate limiter), as
+	// their admin status endpoints report it; absent until a pod reports.
+	// +optional
+	Fleet *FleetMembership `json:"fleet,omitempty"`
+
 	// FleetSecretName is the Secret that holds the fleet's keys, mounted
 	// by every pod.
 	// +optional
@@ -713,6 +725,19 @@ type VoiceGatewayStatus struct {
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
 }
 
+// FleetMembership is what the running pods see of each other's gossip.
+type FleetMembership struct {
+	// Members is the number of members every reporting pod sees alive when
+	// they agree, else the fewest any of them sees.
+	Members int32 `json:"members"`
+	// Reporting is the number of pods whose membership is known (draining
+	// pods too: they gossip until they exit).
+	Reporting int32 `json:"reporting"`
+	// Agree is true when every reporting pod sees the same members and
+	// that is all of them: the fleet shares one limiter state.
+	Agree bool `json:"agree"`
+}
+
 // VoiceGateway runs voice server pods that hold realtime voice sessions and
 // drain them without cutting calls when the pods are replaced.
 //
@@ -726,6 +751,8 @@ type VoiceGatewayStatus struct {
 // +kubebuilder:printcolumn:name="Sessions",type=integer,JSONPath=`.status.sessions`,description="Live sessions over all pods"
 // +kubebuilder:printcolumn:name="Draining",type=integer,JSONPath=`.status.drainingSessions`,description="Sessions still held by terminating pods"
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:printcolumn:name="Members",type=integer,JSONPath=`.status.fleet.members`,priority=1,description="Gossip members each pod sees (the shared rate limiter)"
+// +kubebuilder:printcolumn:name="Fleet-agrees",type=boolean,JSONPath=`.status.fleet.agree`,priority=1,description="Every running pod sees the same members"
 // +kubebuilder:printcolumn:name="Available",type=string,JSONPath=`.status.conditions[?(@.type=="Available")].status`,priority=1
 // +kubebuilder:printcolumn:name="Degraded",type=string,JSONPath=`.status.conditions[?(@.type=="Degraded")].status`,priority=1,description="True when the operator cannot make the pods match the spec (kubectl describe says why)"
 type VoiceGateway struct {

@@ -252,7 +252,9 @@ func TestRunServesAndReconciles(t *testing.T) {
 		t.Fatalf("kubectl get vgw -o wide: %v\n%s", err, out)
 	}
 	lines = strings.Split(strings.TrimSpace(string(out)), "\n")
-	if len(lines) != 2 || !slices.Equal(strings.Fields(lines[0])[6:], []string{"AVAILABLE", "DEGRADED"}) || strings.Fields(lines[1])[7] != "False" {
+	// (MEMBERS and FLEET-AGREES are empty until a pod reports.)
+	if len(lines) != 2 || !slices.Equal(strings.Fields(lines[0])[6:], []string{"MEMBERS", "FLEET-AGREES", "AVAILABLE", "DEGRADED"}) ||
+		!strings.HasSuffix(strings.TrimSpace(lines[1]), " False") {
 		t.Errorf("kubectl get vgw -o wide:\n%s", out)
 	}
 

@@ -78,11 +78,14 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return err
 	}
 	// Everything it says goes to stderr, after the listening line, as the
-	// voice server logs; stdout stays empty.
+	// voice server logs; stdout stays empty. The servers inherit the
+	// environment, so their log format is set by flags, which win over
+	// VOICEGATEWAY_LOG_FORMAT and VOICEGATEWAY_DEV: the demo reads their
+	// JSON lines.
 	d := &demo{
 		bin: *bin, out: stderr,
 		args: []string{"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--backend", "echo", "--insecure-no-auth",
-			"--log-level", "info", "--drain-timeout", drainTimeout.String(), "--exit-margin", "3s",
+			"--log-format", "json", "--dev=false", "--log-level", "info", "--drain-timeout", drainTimeout.String(), "--exit-margin", "3s",
 			"--propagation-delay", "1s", "--notify-window", "1s", "--reconnect-after", "500ms"},
 		probe: &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}},
 	}

@@ -57,7 +57,8 @@ import (
 const (
 	module = "github.com/voicegateway/voicegateway"
 	// DefaultBase is the Dockerfile's final stage's base (a test keeps them
-	// equal).
+	// equal), by tag: see the Dockerfile for why, and how to pin a digest
+	// in both places.
 	DefaultBase = "gcr.io/distroless/static:nonroot"
 	// scratchBase asks for the minimal base layer made here.
 	scratchBase = "scratch"

@@ -10,10 +10,17 @@
 // a time and reports the distribution of the time from create to
 // reconciled. It counts the operator's write requests during the burst,
 // while the pods report, and in a quiet period afterwards, in which the
-// poller keeps polling every pod and nothing may be written.
+// poller keeps polling every pod and nothing may be written. Then two
+// phases of moving load, each with its writes counted by kind: bucket
+// churn, in which every busy pod's sessions cross a deletion-cost bucket
+// boundary back and forth at each poll (7, 8, 7, 8 …: the hysteresis writes
+// 8 once and keeps it), and autoscaling, in which -autoscaled
+// VoiceGateways with spec.autoscaling on see their sessions rise and fall
+// (one scale write up, one down after the stabilization window, each).
 //
 //	go run ./hack/scale-test            # or: make scale-test
 //	go run ./hack/scale-test -n 1000 -samples 200 -concurrency 4
+//	go run ./hack/scale-test -n 50 -samples 5 -churn 20s -autoscaled 10
 package main
 
 import (
@@ -61,12 +68,16 @@ func main() {
 	quiet := flag.Duration("quiet", 10*time.Second, "quiet period after the burst in which writes are counted")
 	podsPerGateway := flag.Int("pods-per-gateway", 2, "pods given to each VoiceGateway of the burst (0: none)")
 	sessions := flag.Int("sessions", 3, "sessions the first pod of each VoiceGateway reports")
+	churn := flag.Duration("churn", 30*time.Second, "bucket churn phase: busy pods' sessions cross a bucket boundary at each poll for this long (0: skip)")
+	autoscaled := flag.Int("autoscaled", 100, "VoiceGateways with spec.autoscaling on, whose sessions rise and fall (0: skip)")
+	costInterval := flag.Duration("deletion-cost-interval", controllers.DefaultDeletionCostInterval, "the operator's --deletion-cost-interval")
 	flag.Parse()
-	if *n*(*podsPerGateway) > 250*250 {
+	if (*n+*autoscaled)*(*podsPerGateway) > 250*250 {
 		fmt.Fprintln(os.Stderr, "scale-test: at most 62,500 pods (loopback addresses 127.1.0.1–127.250.250.250)")
 		os.Exit(2)
 	}
-	if err := run(*n, *samples, *workers, *concurrency, *quiet, *podsPerGateway, *sessions); err != nil {
+	if err := run(config{n: *n, samples: *samples, workers: *workers, concurrency: *concurrency, quiet: *quiet, podsPerGateway: *podsPerGateway,
+		sessions: *sessions, churn: *churn, autoscaled: *autoscaled, costInterval: *costInterval}); err != nil {
 		fmt.Fprintln(os.Stderr, "scale-test:", err)
 		os.Exit(1)
 	}
@@ -172,7 +183,18 @@ func gateway(name string) *vgv1.VoiceGateway {
 	}
 }
 
-func run(n, samples, workers, concurrency int, quiet time.Duration, podsPerGateway, sessions int) error {
+// config is the run's flags.
+type config struct {
+	n, samples, workers, concurrency int
+	quiet                            time.Duration
+	podsPerGateway, sessions         int
+	churn                            time.Duration
+	autoscaled                       int
+	costInterval                     time.Duration
+}
+
+func run(c config) error {
+	n, samples, workers, concurrency, quiet, podsPerGateway, sessions := c.n, c.samples, c.workers, c.concurrency, c.quiet, c.podsPerGateway, c.sessions
 	ctrl.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.Level(zapcore.ErrorLevel)))
 	fmt.Printf("starting kube-apiserver and etcd...\n")
 	env, cfg, err := testenv.Start()
@@ -216,6 +238,7 @@ func run(n, samples, workers, concurrency int, quiet time.Duration, podsPerGatew
 	operator.Build.DefaultImage = "registry.test/voicegateway:scale"
 	operator.MaxConcurrentReconciles = concurrency
 	operator.Poller.AdminPort = admin.port
+	operator.DeletionCostInterval = c.costInterval
 	if err := controllers.Setup(ctx, mgr, operator); err != nil {
 		return err
 	}
@@ -272,7 +295,7 @@ func run(n, samples, workers, concurrency int, quiet time.Duration, podsPerGatew
 	var podsTook time.Duration
 	if podsPerGateway > 0 {
 		fmt.Printf("creating %d pods (%d per VoiceGateway), the first of each with %d sessions...\n", n*podsPerGateway, podsPerGateway, sessions)
-		if err := createPods(ctx, direct, n, podsPerGateway, workers); err != nil {
+		if err := createPods(ctx, direct, "burst-", 0, n, podsPerGateway, workers); err != nil {
 			return err
 		}
 		want := 0
@@ -300,6 +323,103 @@ func run(n, samples, workers, concurrency int, quiet time.Duration, podsPerGatew
 	if quietWrites > 0 {
 		recent := writes.Writes()
 		fmt.Printf("writes in the quiet period (last 20): %q\n", recent[max(0, len(recent)-20):])
+	}
+
+	// Phase 2b: bucket churn. Each busy pod goes to 7 sessions (a new
+	// bucket: one write each, once the interval since its last write has
+	// passed), then hovers 8, 7, 8 … at each poll, across the boundary of
+	// the bucket 8: the hysteresis writes 8 once and keeps it.
+	var churnWrites writeCounts
+	churnSteps, busyPods := 0, 0
+	if c.churn > 0 && podsPerGateway > 0 && sessions > 0 {
+		busyPods = n
+		fmt.Printf("bucket churn for %s: %d busy pods at 7, then 8, 7, 8 … sessions, a step every poll (%s)...\n", c.churn, busyPods, operator.Poller.Interval)
+		writes.Reset()
+		admin.setLoad(func(index int) int {
+			if index >= n*podsPerGateway || index%podsPerGateway != 0 {
+				return 0
+			}
+			return 7
+		})
+		// The move to 7 is written once the last write's interval is over.
+		time.Sleep(max(c.costInterval, operator.Poller.Interval) + 2*operator.Poller.Interval)
+		end := time.Now().Add(c.churn)
+		for time.Now().Before(end) {
+			churnSteps++
+			hover := 7 + churnSteps%2
+			admin.setLoad(func(index int) int {
+				if index >= n*podsPerGateway || index%podsPerGateway != 0 {
+					return 0
+				}
+				return hover
+			})
+			time.Sleep(operator.Poller.Interval)
+		}
+		churnWrites = countWrites(writes)
+	}
+
+	// Phase 2c: autoscaling on sessions. Each autoscaled VoiceGateway has
+	// one pod per -pods-per-gateway, at 2 sessions a pod targeted: the
+	// sessions rise (up at once, one scale write), then end (down after
+	// the window, one more).
+	var upWrites, downWrites writeCounts
+	var upTook, downTook time.Duration
+	if c.autoscaled > 0 && podsPerGateway > 0 {
+		const window = 10 * time.Second
+		fmt.Printf("autoscaling: %d VoiceGateways (min 1, max 4, 2 sessions a pod, window %s), each with %d pods...\n", c.autoscaled, window, podsPerGateway)
+		for i := range c.autoscaled {
+			gw := gateway("auto-" + strconv.Itoa(i))
+			one := int32(1)
+			gw.Spec.Replicas = &one
+			gw.Spec.Autoscaling = vgv1.AutoscalingSpec{Enabled: true, MinReplicas: 1, MaxReplicas: 4, TargetSessionsPerPod: ptrTo(int32(2)),
+				ScaleDownStabilizationWindow: &metav1.Duration{Duration: window}}
+			if err := direct.Create(ctx, gw); err != nil {
+				return err
+			}
+		}
+		first := n * podsPerGateway
+		load := func(perPod int) {
+			admin.setLoad(func(index int) int {
+				if index >= first {
+					return perPod
+				}
+				if index%podsPerGateway == 0 && c.churn == 0 {
+					return sessions
+				}
+				if index%podsPerGateway == 0 {
+					return 7 // where the churn left them
+				}
+				return 0
+			})
+		}
+		load(0)
+		if err := createPods(ctx, direct, "auto-", first, c.autoscaled, podsPerGateway, workers); err != nil {
+			return err
+		}
+		// First sight: the window starts from the replicas there are.
+		if err := waitForReplicas(ctx, direct, c.autoscaled, 1, 5*time.Minute); err != nil {
+			return err
+		}
+		time.Sleep(2 * operator.Poller.Interval)
+		writes.Reset()
+		t0 := time.Now()
+		load(3) // 3 sessions on each pod: 3·pods/2 pods wanted
+		want := int32(min(4, (3*podsPerGateway+1)/2))
+		if err := waitForReplicas(ctx, direct, c.autoscaled, want, 5*time.Minute); err != nil {
+			return err
+		}
+		upTook = time.Since(t0)
+		time.Sleep(2 * time.Second)
+		upWrites = countWrites(writes)
+		writes.Reset()
+		t0 = time.Now()
+		load(0)
+		if err := waitForReplicas(ctx, direct, c.autoscaled, 1, 5*time.Minute); err != nil {
+			return err
+		}
+		downTook = time.Since(t0)
+		time.Sleep(2 * time.Second)
+		downWrites = countWrites(writes)
 	}
 
 	// Phase 3: one new VoiceGateway at a time while n exist.
@@ -338,6 +458,14 @@ func run(n, samples, workers, concurrency int, quiet time.Duration, podsPerGatew
 	}
 	fmt.Printf("| operator writes in %s of quiet (%d pods polled every %s, %d polls) | %d |\n",
 		quiet, n*podsPerGateway, operator.Poller.Interval, admin.pollsIn(quiet), quietWrites)
+	if churnSteps > 0 {
+		fmt.Printf("| bucket churn: %d busy pods to 7 sessions, then %d steps of 8, 7, 8 … (deletion-cost interval %s; 2 cost writes a pod expected: 7, then 8 once; the status follows the sessions) | %s |\n",
+			busyPods, churnSteps, c.costInterval, churnWrites)
+	}
+	if c.autoscaled > 0 && podsPerGateway > 0 {
+		fmt.Printf("| autoscaling up: %d VoiceGateways, sessions 0 → 3 a pod, all scaled in %s | %s |\n", c.autoscaled, upTook.Round(time.Millisecond), upWrites)
+		fmt.Printf("| autoscaling down: sessions → 0, all back to 1 replica (window 10s) in %s | %s |\n", downTook.Round(time.Millisecond), downWrites)
+	}
 	fmt.Printf("| one new VoiceGateway while %d exist, create → reconciled (%d samples) | p50 %s, p90 %s, p99 %s, max %s |\n",
 		n, samples, pct(latencies, 50), pct(latencies, 90), pct(latencies, 99), latencies[len(latencies)-1].Round(time.Millisecond))
 	fmt.Printf("| Go heap in use after GC (operator + test client in one process) | %.1f MiB |\n", float64(mem.HeapInuse)/(1<<20))
@@ -349,15 +477,16 @@ func podIP(i int) string {
 	return fmt.Sprintf("127.%d.%d.%d", 1+i/(250*250), 1+(i/250)%250, 1+i%250)
 }
 
-// createPods gives each burst VoiceGateway its pods, running at their
-// loopback addresses, as the Deployment controller and the kubelet would.
-func createPods(ctx context.Context, c client.Client, n, perGateway, workers int) error {
+// createPods gives each of n VoiceGateways named prefix+number its pods,
+// running at their loopback addresses (numbered from first), as the
+// Deployment controller and the kubelet would.
+func createPods(ctx context.Context, c client.Client, prefix string, first, n, perGateway, workers int) error {
 	indexes := make(chan int)
 	group, groupCtx := errgroup.WithContext(ctx)
 	for range workers {
 		group.Go(func() error {
 			for i := range indexes {
-				gw := "burst-" + strconv.Itoa(i/perGateway)
+				gw := prefix + strconv.Itoa(i/perGateway)
 				labels := controllers.SelectorLabels(gw)
 				labels[controllers.LabelManagedBy] = controllers.ManagedBy
 				pod := &corev1.Pod{
@@ -367,7 +496,7 @@ func createPods(ctx context.Context, c client.Client, n, perGateway, workers int
 				if err := c.Create(groupCtx, pod); err != nil {
 					return err
 				}
-				ip := podIP(i)
+				ip := podIP(first + i)
 				pod.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}},
 					Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}
 				if err := c.Status().Update(groupCtx, pod); err != nil {
@@ -387,6 +516,64 @@ func createPods(ctx context.Context, c client.Client, n, perGateway, workers int
 	return group.Wait()
 }
 
+// writeCounts are the operator's writes by what they wrote.
+type writeCounts struct {
+	costs, scales, deployments, statuses, events, other int
+}
+
+func (w writeCounts) String() string {
+	return fmt.Sprintf("%d writes: %d deletion costs, %d scale, %d Deployment, %d status, %d events, %d other",
+		w.costs+w.scales+w.deployments+w.statuses+w.events+w.other, w.costs, w.scales, w.deployments, w.statuses, w.events, w.other)
+}
+
+func countWrites(log *testenv.RequestLog) writeCounts {
+	var w writeCounts
+	for _, line := range log.Writes() {
+		switch {
+		case strings.Contains(line, "/pods/"):
+			w.costs++
+		case strings.HasSuffix(line, "/scale"):
+			w.scales++
+		case strings.HasSuffix(line, "/status"):
+			w.statuses++
+		case strings.Contains(line, "/deployments/"):
+			w.deployments++
+		case strings.Contains(line, "/events"):
+			w.events++
+		default:
+			w.other++
+		}
+	}
+	return w
+}
+
+// waitForReplicas waits until every autoscaled VoiceGateway's spec.replicas
+// is want.
+func waitForReplicas(ctx context.Context, c client.Client, count int, want int32, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		var list vgv1.VoiceGatewayList
+		if err := c.List(ctx, &list, client.InNamespace(namespace)); err != nil {
+			return err
+		}
+		at := 0
+		for _, gw := range list.Items {
+			if strings.HasPrefix(gw.Name, "auto-") && gw.Spec.Replicas != nil && *gw.Spec.Replicas == want {
+				at++
+			}
+		}
+		if at == count {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("after %s: %d of %d autoscaled VoiceGateways at %d replicas", timeout, at, count, want)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func ptrTo[T any](v T) *T { return &v }
+
 // podPatches counts the operator's writes to pods (deletion costs).
 func podPatches(log *testenv.RequestLog) int {
 	count := 0
@@ -402,16 +589,24 @@ func podPatches(log *testenv.RequestLog) int {
 // loopback addresses: the pod is the address dialled. The first pod of
 // each VoiceGateway ("-0") holds sessions, the others none.
 type fakeAdmin struct {
-	port     int
-	server   *http.Server
-	done     chan struct{}
-	sessions int
+	port   int
+	server *http.Server
+	done   chan struct{}
 	// perGateway is the pods per VoiceGateway.
 	perGateway int
 
-	mu    sync.Mutex
+	mu sync.Mutex
+	// load is each pod's sessions, by its index.
+	load  func(index int) int
 	seen  map[string]bool
 	polls []time.Time
+}
+
+// setLoad changes the sessions each pod reports from now on.
+func (a *fakeAdmin) setLoad(load func(index int) int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.load = load
 }
 
 func startFakeAdmin(sessions, perGateway int) (*fakeAdmin, error) {
@@ -421,7 +616,14 @@ func startFakeAdmin(sessions, perGateway int) (*fakeAdmin, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &fakeAdmin{port: l.Addr().(*net.TCPAddr).Port, done: make(chan struct{}), sessions: sessions, perGateway: max(1, perGateway), seen: map[string]bool{}}
+	a := &fakeAdmin{port: l.Addr().(*net.TCPAddr).Port, done: make(chan struct{}), perGateway: max(1, perGateway), seen: map[string]bool{}}
+	// Pods are numbered gateway by gateway; the first of each is busy.
+	a.load = func(index int) int {
+		if index%a.perGateway == 0 {
+			return sessions
+		}
+		return 0
+	}
 	a.server = &http.Server{Handler: http.HandlerFunc(a.serve), ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		defer close(a.done)
@@ -440,12 +642,8 @@ func (a *fakeAdmin) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	ip := tcp.IP.To4()
 	index := (int(ip[1])-1)*250*250 + (int(ip[2])-1)*250 + int(ip[3]) - 1
-	sessions := 0
-	// Pods are numbered gateway by gateway; the first of each is busy.
-	if index%a.perGateway == 0 {
-		sessions = a.sessions
-	}
 	a.mu.Lock()
+	sessions := a.load(index)
 	a.seen[tcp.IP.String()] = true
 	a.polls = append(a.polls, time.Now())
 	a.mu.Unlock()

@@ -74,6 +74,20 @@ type Options struct {
 	Clock          clock.PassiveClock
 	Started        time.Time
 	Log            logr.Logger
+	// Cluster, when set, reports the fleet membership; a replica that has
+	// not settled (taken a peer's limiter state) is not ready.
+	Cluster ClusterStatus
+}
+
+// ClusterStatus is the replica's view of the fleet's gossip
+// (server/cluster's Peer).
+type ClusterStatus interface {
+	Status() (members int, membersDigest string, settled bool)
+}
+
+func (o Options) cluster() *adminapi.Cluster {
+	members, digest, settled := o.Cluster.Status()
+	return &adminapi.Cluster{Members: members, MembersDigest: digest, Settled: settled}
 }
 
 // NewHandler returns the admin mux.
@@ -87,6 +101,10 @@ func NewHandler(o Options) http.Handler {
 	mux.HandleFunc("GET "+adminapi.PathReadyz, func(w http.ResponseWriter, _ *http.Request) {
 		if !o.Drainer.Ready() {
 			writeText(w, http.StatusServiceUnavailable, "draining\n")
+			return
+		}
+		if o.Cluster != nil && !o.cluster().Settled {
+			writeText(w, http.StatusServiceUnavailable, "settling: waiting for the fleet's limiter state\n")
 			return
 		}
 		writeText(w, http.StatusOK, "ok\n")
@@ -185,6 +203,10 @@ func (o Options) status() adminapi.Status {
 		Version: version.Version, Backend: o.Backend, Sessions: o.Sessions.Len(), SessionLimit: o.SessionLimit,
 		Ready: ds.Phase == lifecycle.Serving, Draining: ds.Phase != lifecycle.Serving, Phase: ds.Phase.String(),
 		Notified: ds.Notified, UptimeSeconds: o.Clock.Since(o.Started).Seconds(),
+	}
+	if o.Cluster != nil {
+		st.Cluster = o.cluster()
+		st.Ready = st.Ready && st.Cluster.Settled
 	}
 	if !ds.Start.IsZero() {
 		start, deadline := ds.Start.UTC(), ds.Deadline.UTC()

@@ -78,6 +78,7 @@ type Config struct {
 
 	Sessions  SessionsConfig  `json:"sessions"`
 	RateLimit RateLimitConfig `json:"rate_limit"`
+	Cluster   ClusterConfig   `json:"cluster"`
 	Drain     DrainConfig     `json:"drain"`
 	OpenAI    OpenAIConfig    `json:"openai"`
 }
@@ -123,6 +124,24 @@ type RateLimitConfig struct {
 	MaxTracked      int           `json:"max_tracked"`
 	TrustedProxies  []string      `json:"trusted_proxies"`
 	StateFile       string        `json:"state_file"`
+}
+
+// ClusterConfig makes the replicas of a fleet share the rate limiter's
+// state by gossip (server/cluster). Off while Listen is empty.
+type ClusterConfig struct {
+	// Listen is the gossip address (UDP and TCP), host:port.
+	Listen string `json:"listen"`
+	// Advertise is the address other replicas reach this one at (the pod
+	// IP); empty derives it from Listen.
+	Advertise string `json:"advertise"`
+	// Peers are host:port entries, addresses or DNS names (the headless
+	// Service), resolved again on every join attempt.
+	Peers []string `json:"peers"`
+	// PeersFile is read again on every join attempt for more host:port
+	// entries, one a line (the operator's list of its pods).
+	PeersFile string `json:"peers_file"`
+	// SettleTimeout bounds the wait for a peer's state before readiness.
+	SettleTimeout time.Duration `json:"settle_timeout"`
 }
 
 // DrainConfig times the drain that runs when the pod is terminated: sessions
@@ -199,6 +218,7 @@ func Default() Config {
 			BlockAfter:      10,
 			MaxTracked:      100000,
 		},
+		Cluster: ClusterConfig{SettleTimeout: 15 * time.Second},
 		Drain: DrainConfig{
 			Timeout:          27 * time.Second,
 			PropagationDelay: 5 * time.Second,
@@ -280,6 +300,16 @@ func Load(args []string, getenv func(string) string) (Config, error) {
 	final.StringVar(new(string), configFlag, "", "")
 	if err := final.Parse(args); err != nil {
 		return Config{}, err
+	}
+	// --dev is --log-format console: of the two, the one given at the
+	// later layer wins, so that a command line saying --log-format json
+	// is obeyed in an environment that sets VOICEGATEWAY_DEV.
+	switch {
+	case flagWasSet(final, "dev"):
+	case flagWasSet(final, "log-format"):
+		cfg.Dev = false
+	case getenv(EnvPrefix+"LOG_FORMAT") != "" && getenv(EnvPrefix+"DEV") == "":
+		cfg.Dev = false
 	}
 
 	if err := cfg.Validate(); err != nil {

@@ -137,6 +137,18 @@ func TestLoadPrecedence(t *testing.T) {
 			want: func(c *Config) { c.Dev = true },
 		},
 		{
+			name: "--log-format on the command line wins over VOICEGATEWAY_DEV",
+			env:  map[string]string{"VOICEGATEWAY_DEV": "true"},
+			args: []string{"--log-format", "json"},
+			want: func(c *Config) {},
+		},
+		{
+			name: "--dev on the command line wins over VOICEGATEWAY_LOG_FORMAT",
+			env:  map[string]string{"VOICEGATEWAY_LOG_FORMAT": "json"},
+			args: []string{"--dev"},
+			want: func(c *Config) { c.Dev = true },
+		},
+		{
 			name: "boolean flag turns off what the environment turned on",
 			env:  map[string]string{"VOICEGATEWAY_DEV": "true"},
 			args: []string{"--dev=false"},

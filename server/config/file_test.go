@@ -58,6 +58,12 @@ func TestExampleFile(t *testing.T) {
 			TrustedProxies:  []string{"10.0.0.0/8", "192.168.1.10"},
 			StateFile:       "/var/lib/voicegateway/ratelimit.json",
 		},
+		Cluster: ClusterConfig{
+			Listen:        ":7946",
+			Peers:         []string{"demo-peers.default.svc:7946"},
+			PeersFile:     "/etc/voicegateway/peers/peers",
+			SettleTimeout: 15 * time.Second,
+		},
 		Drain: DrainConfig{
 			Timeout:          55 * time.Second,
 			PropagationDelay: 5 * time.Second,

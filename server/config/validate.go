@@ -151,6 +151,20 @@ func (c Config) Validate() error {
 		}
 	}
 
+	cl := c.Cluster
+	if cl.Listen != "" {
+		p.address("cluster-listen", cl.Listen)
+		if c.FleetSecretDir == "" {
+			p.add("cluster-listen", "needs --fleet-secret-dir: gossip is encrypted with the fleet Secret's fleet-key and never sent in the clear")
+		}
+		if cl.Advertise != "" {
+			p.address("cluster-advertise", cl.Advertise)
+		}
+	} else if len(cl.Peers) > 0 || cl.Advertise != "" || cl.PeersFile != "" {
+		p.add("cluster-listen", "is required with --cluster-peers, --cluster-peers-file or --cluster-advertise: name the gossip address, e.g. :7946")
+	}
+	p.positive("cluster-settle-timeout", cl.SettleTimeout)
+
 	d := c.Drain
 	p.positive("drain-timeout", d.Timeout)
 	p.nonNegative("propagation-delay", d.PropagationDelay)

@@ -29,6 +29,7 @@ import (
 	"github.com/voicegateway/voicegateway/server/backend/echo"
 	"github.com/voicegateway/voicegateway/server/backend/openai"
 	"github.com/voicegateway/voicegateway/server/clientip"
+	"github.com/voicegateway/voicegateway/server/cluster"
 	"github.com/voicegateway/voicegateway/server/config"
 	"github.com/voicegateway/voicegateway/server/fleet"
 	"github.com/voicegateway/voicegateway/server/lifecycle"
@@ -56,8 +57,14 @@ type Server struct {
 	drainer  *lifecycle.Drainer
 	budget   lifecycle.StopBudget
 	limiter  *ratelimit.Limiter
-	authn    *auth.Authenticator // nil with --insecure-no-auth
-	keys     *auth.KeyStore
+	// peer shares the limiter's state with the fleet (nil without
+	// --cluster-listen); fleetKey is the fleet Secret's fleet-key.
+	peer     *cluster.Peer
+	fleetKey []byte
+	// fleetKeyFile follows the mounted fleet-key while the peer gossips.
+	fleetKeyFile *auth.SecretFile[[]byte]
+	authn        *auth.Authenticator // nil with --insecure-no-auth
+	keys         *auth.KeyStore
 	// tokenKeys and adminToken follow the mounted fleet Secret; both are
 	// nil without --fleet-secret-dir, adminToken also when the directory
 	// holds no admin-token.
@@ -122,6 +129,26 @@ func New(cfg config.Config, log logr.Logger, clk clock.WithTickerAndDelayedExecu
 	if keySource, err = s.loadFleetSecret(); err != nil {
 		return nil, fmt.Errorf("--fleet-secret-dir: %w", err)
 	}
+	// The exit margin's shares; the gossip hand-off takes half of the
+	// exit's.
+	s.budget = lifecycle.NewStopBudget(cfg.Drain.ExitMargin)
+	clusterMetrics := cluster.NewMetrics()
+	s.metrics.Registry.MustRegister(clusterMetrics)
+	if cl := cfg.Cluster; cl.Listen != "" {
+		if s.fleetKey == nil {
+			return nil, fmt.Errorf("--cluster-listen: the fleet Secret in %s holds no %s; gossip is never sent unencrypted", cfg.FleetSecretDir, fleet.FleetKeyFile)
+		}
+		if s.fleetKeyFile, err = auth.NewSecretFile(filepath.Join(cfg.FleetSecretDir, fleet.FleetKeyFile), fleet.ParseFleetKey); err != nil {
+			return nil, fmt.Errorf("--cluster-listen: %w", err)
+		}
+		if s.peer, err = cluster.New(cluster.Config{
+			FleetKeySource: s.fleetKeyFile.Value,
+			Listen:         cl.Listen, Advertise: cl.Advertise, Peers: cl.Peers, PeersFile: cl.PeersFile, FleetKey: s.fleetKey,
+			SettleTimeout: cl.SettleTimeout, HandoffTimeout: s.budget.Exit / 2,
+		}, s.limiter, clusterMetrics, log.WithName("cluster")); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.InsecureNoAuth {
 		// Logged at error level so that it stands out in any log pipeline.
 		log.Error(nil, "AUTHENTICATION IS OFF (--insecure-no-auth): anyone who reaches this port can open sessions; use only on a local machine")
@@ -183,8 +210,7 @@ func New(cfg config.Config, log logr.Logger, clk clock.WithTickerAndDelayedExecu
 	}
 	d := cfg.Drain
 	// Close handshakes, cutting the peers that ignore them, closing the
-	// listeners and exiting all fit in the exit margin.
-	s.budget = lifecycle.NewStopBudget(d.ExitMargin)
+	// listeners and exiting all fit in the exit margin (s.budget, above).
 	s.drainer = lifecycle.NewDrainer(lifecycle.Config{
 		DrainTimeout: d.Timeout, PropagationDelay: d.PropagationDelay,
 		NotifyWindow: d.NotifyWindow, ReconnectAfter: d.ReconnectAfter,
@@ -218,7 +244,7 @@ func (s *Server) loadFleetSecret() (auth.KeySource, error) {
 	case err != nil:
 		return nil, err
 	default:
-		if _, err := fleet.ParseFleetKey(data); err != nil {
+		if s.fleetKey, err = fleet.ParseFleetKey(data); err != nil {
 			return nil, err
 		}
 	}
@@ -335,6 +361,14 @@ func (s *Server) Process(public, adminLn net.Listener) *lifecycle.Process {
 		adminOpts.RefreshAdminToken = func() bool { return s.adminToken.Refresh(s.clock.Now(), refreshInterval) }
 	}
 	loops := []func(context.Context) error{s.limiter.Run}
+	if s.peer != nil {
+		// The loops stop after the drain; the peer then hands the state
+		// on and leaves within half the exit budget.
+		loops = append(loops, s.peer.Run, func(ctx context.Context) error {
+			return s.fleetKeyFile.Watch(ctx, s.cfg.SecretPollInterval, s.clock, s.log.WithName("fleet-key"))
+		})
+		adminOpts.Cluster = s.peer
+	}
 	if s.keys != nil {
 		loops = append(loops, func(ctx context.Context) error {
 			return s.keys.Watch(ctx, s.cfg.SecretPollInterval, s.clock, s.log.WithName("keys"))
@@ -406,6 +440,13 @@ func (s *Server) importLimiterState(path string) error {
 		// limiter starts empty, which is the safe, pre-hand-off default.
 		s.log.Error(err, "ignoring unreadable rate limiter state", "path", path)
 		return nil
+	}
+	if s.cfg.Cluster.Listen != "" {
+		// With gossip the peers hold this replica's earlier failure
+		// counts under its previous origin: taking them from the file too
+		// would count them twice. Blocks and suspicion merge by maximum
+		// and are taken.
+		st.ExportedAt = time.Time{}
 	}
 	n, err := s.limiter.Import(st)
 	if err != nil {

@@ -31,8 +31,9 @@ type StopBudget struct {
 	// Listeners: the public listener shuts down and requests still in
 	// flight on it (an upgrade not yet a session) end.
 	Listeners time.Duration
-	// Exit: the rate limiter's state is written, the admin listener shuts
-	// down, logs are flushed and the process exits.
+	// Exit: the rate limiter's state is handed to the fleet's peers (the
+	// gossip peer's loop, within half of it) and written, the admin
+	// listener shuts down, logs are flushed and the process exits.
 	Exit time.Duration
 }
 

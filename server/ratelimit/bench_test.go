@@ -146,3 +146,38 @@ func BenchmarkStats(b *testing.B) {
 		l.Stats()
 	}
 }
+
+// BenchmarkMergedMemoryPerIP reports the heap held per tracked IP on one
+// replica of three once 100k IPs failed once on each replica: the local
+// entry plus the two other replicas' counters merged into it.
+func BenchmarkMergedMemoryPerIP(b *testing.B) {
+	const ips = 100_000
+	var perIP float64
+	for b.Loop() {
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+
+		l := newBenchLimiter(b, Config{MaxTracked: 2 * ips})
+		l.Replicate(1, nil)
+		wall := time.Now().UnixNano()
+		slot := wall / slotWidthFor(int64(DefaultWindow))
+		var slots [SlotCount]uint16
+		slots[slot&slotMask] = 1
+		r := Record{Counters: []Counter{{Origin: 2, NewestSlot: slot, Slots: slots}, {Origin: 3, NewestSlot: slot, Slots: slots}}}
+		for i := range ips {
+			l.Failure(nthAddr(i))
+			r.IP = nthAddr(i)
+			l.Merge(&r)
+		}
+
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		if got := l.Stats().Tracked; got != ips {
+			b.Fatalf("tracked %d IPs, want %d", got, ips)
+		}
+		perIP = float64(after.HeapAlloc-before.HeapAlloc) / ips
+		runtime.KeepAlive(l)
+	}
+	b.ReportMetric(perIP, "B/ip")
+}

@@ -48,6 +48,12 @@ type Limiter struct {
 	seed [2]uint64
 
 	running atomic.Bool
+
+	// origin and observe are set by Replicate, before any use.
+	origin  Origin
+	observe func(Change)
+	// slotShift is the wall-clock slot number of local slot 0.
+	slotShift int64
 }
 
 // New returns a Limiter for cfg (zero fields take their defaults) that reads
@@ -68,6 +74,7 @@ func New(cfg Config, clk clock.Clock) (*Limiter, error) {
 		slotWidth: slotWidthFor(int64(cfg.Window)),
 		seed:      [2]uint64{rand.Uint64(), rand.Uint64()},
 	}
+	l.slotShift = slotShiftFor(l.base, l.slotWidth)
 	l.initShards(cfg.MaxTracked)
 	return l, nil
 }
@@ -97,11 +104,17 @@ func (l *Limiter) Check(ip netip.Addr) Decision {
 func (l *Limiter) Failure(ip netip.Addr) Decision {
 	k := keyOf(ip)
 	s := l.shardFor(k)
-	now := l.now()
+	var wallNow int64
+	var now int64
+	if l.observe != nil {
+		t := l.clk.Now()
+		now, wallNow = int64(t.Sub(l.base)), t.UnixNano()
+	} else {
+		now = l.now()
+	}
 	nowSlot := slotOf(now, l.slotWidth)
 
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.failuresTotal++
 	e, ok := s.entries[k]
 	if !ok {
@@ -111,19 +124,37 @@ func (l *Limiter) Failure(ip netip.Addr) Decision {
 		e = entry{newestSlot: nowSlot}
 	}
 	e.addFailures(nowSlot, 1)
-	n := e.failures(nowSlot)
+	// The count is the fleet's: this replica's failures and those the
+	// other replicas reported (replicate.go).
+	n, peers := s.fleetFailures(k, &e, nowSlot)
 	// A block already running is not lengthened: the client is refused
 	// before auth, so failures during a block come from requests that
 	// raced the block, not from a client that ignored it.
+	blocked := false
 	if n >= l.cfg.BlockAfter && now >= e.blockedUntil {
 		e.blockedUntil = now + int64(l.cfg.BlockDuration)
 		s.blocksTotal++
+		blocked = true
 	}
-	if until := e.belowAt(nowSlot, l.cfg.SuspiciousAfter, l.slotWidth); until > e.suspiciousUntil {
+	counts := &e
+	var fleet entry
+	if peers != nil {
+		fleet = combined(&e, peers, nowSlot)
+		counts = &fleet
+	}
+	if until := counts.belowAt(nowSlot, l.cfg.SuspiciousAfter, l.slotWidth); until > e.suspiciousUntil {
 		e.suspiciousUntil = until
 	}
 	s.put(k, e)
-	return l.decide(&e, now)
+	d := l.decide(&e, now)
+	if l.observe == nil {
+		s.mu.Unlock()
+		return d
+	}
+	ch := l.change(k, &e, now, wallNow, blocked)
+	s.mu.Unlock()
+	l.observe(ch)
+	return d
 }
 
 // Success records a successful authentication from ip. It lifts suspicion,

@@ -41,8 +41,8 @@ func (l *Limiter) sweep() {
 		s := &l.shards[i]
 		s.mu.Lock()
 		for k, e := range s.entries {
-			if e.idle(now, nowSlot) {
-				delete(s.entries, k)
+			if s.idleAt(k, &e, now, nowSlot) {
+				s.remove(k)
 			}
 		}
 		// A Go map keeps the buckets it grew to. Once a flood is gone,
@@ -55,6 +55,13 @@ func (l *Limiter) sweep() {
 			}
 			s.entries = fresh
 			s.peak = n
+			if s.peers != nil {
+				peers := make(map[key]peerCounts, len(s.peers))
+				for k, p := range s.peers {
+					peers[k] = p
+				}
+				s.peers = peers
+			}
 		}
 		s.size.Store(int64(len(s.entries)))
 		s.mu.Unlock()

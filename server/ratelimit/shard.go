@@ -43,8 +43,11 @@ func (k key) addr() netip.Addr {
 // and the capacities add up to MaxTracked, so the cap holds without a global
 // lock or counter.
 type shard struct {
-	mu       sync.Mutex
-	entries  map[key]entry
+	mu      sync.Mutex
+	entries map[key]entry
+	// peers holds other replicas' failure counters (replicate.go), only
+	// for keys of entries; nil until the first merge.
+	peers    map[key]peerCounts
 	capacity int
 	peak     int // largest len(entries) since the map was last rebuilt
 	// size mirrors len(entries) so Check and Success can skip the lock
@@ -57,7 +60,7 @@ type shard struct {
 	evictionsTotal uint64
 	// Pad to two cache lines so neighbouring shards' locks do not share
 	// one.
-	_ [128 - 64]byte
+	_ [128 - 72]byte
 }
 
 func (l *Limiter) initShards(maxTracked int) {
@@ -111,7 +114,7 @@ func (s *shard) evictOne(now, nowSlot int64) {
 	found, live := false, true
 	seen := 0
 	for k, e := range s.entries {
-		if e.idle(now, nowSlot) {
+		if s.idleAt(k, &e, now, nowSlot) {
 			victim, found, live = k, true, false
 			break
 		}
@@ -126,7 +129,7 @@ func (s *shard) evictOne(now, nowSlot int64) {
 	if !found {
 		return
 	}
-	delete(s.entries, victim)
+	s.remove(victim)
 	s.size.Store(int64(len(s.entries)))
 	// Only entries that still held state count: idle ones would have
 	// been swept anyway, and counting them would make a healthy table

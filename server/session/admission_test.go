@@ -231,6 +231,9 @@ func TestClientThatDoesNotReadIsCutOff(t *testing.T) {
 		c.InboundRate, c.InboundBurst = 1e6, 1e6
 	})
 	c := h.dial("", nil)
+	// The upgrade's answer can reach the client before the session is
+	// registered.
+	h.waitSessions(1)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	update := []byte(`{"type":"session.update","session":{"instructions":"` + strings.Repeat("x", 2000) + `"}}`)

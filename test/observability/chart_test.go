@@ -346,3 +346,32 @@ func TestGrafanaDashboard(t *testing.T) {
 	server, operator := exportedByBoth(t)
 	checkReadsExported(t, "the Grafana dashboard", exprs, server, operator)
 }
+
+// TestScrapeLabelsAreWhatTheAlertsRead: the PodMonitor names its job as
+// VoiceGatewayMetricsDown reads it, and the operator's ServiceMonitor
+// honors the namespace and voicegateway labels of the operator's own
+// series, which VoiceGatewayDrainCutSessions and the dashboard group by.
+func TestScrapeLabelsAreWhatTheAlertsRead(t *testing.T) {
+	objects := renderChart(t, withMonitoringAPIs()...)
+	endpoints, _, _ := unstructured.NestedSlice(find(t, objects, "PodMonitor").Object, "spec", "podMetricsEndpoints")
+	job := ""
+	for _, e := range endpoints {
+		relabelings, _, _ := unstructured.NestedSlice(e.(map[string]any), "relabelings")
+		for _, r := range relabelings {
+			if r := r.(map[string]any); r["targetLabel"] == "job" {
+				job, _ = r["replacement"].(string)
+			}
+		}
+	}
+	rules, err := os.ReadFile(filepath.Join(repoRoot, rulesFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if job == "" || !strings.Contains(string(rules), `up{job="`+job+`"}`) {
+		t.Errorf("the PodMonitor's job %q is not what the rules read up{job=...} of", job)
+	}
+	smEndpoints, _, _ := unstructured.NestedSlice(find(t, objects, "ServiceMonitor").Object, "spec", "endpoints")
+	if len(smEndpoints) != 1 || smEndpoints[0].(map[string]any)["honorLabels"] != true {
+		t.Errorf("the operator's ServiceMonitor endpoints %v do not honor the series' labels", smEndpoints)
+	}
+}

@@ -5,8 +5,9 @@
 // expressions (parsed by Prometheus' own parser) against what those
 // processes export, and the chart's PodMonitor, ServiceMonitor and
 // PrometheusRule on a real API server with the Prometheus Operator's CRDs.
-// promtool, promql-metrics and the CRDs come from hack/build-tools.sh
-// (bin/tools); helm from bin/k8s.
+// promtool and the CRDs come from hack/build-tools.sh (bin/tools);
+// promql-metrics is built from hack/tools by the tests themselves, so that
+// it is never older than its sources; helm from bin/k8s.
 package observability
 
 import (
@@ -37,6 +38,9 @@ func TestMain(m *testing.M) {
 		repoRoot, err = testenv.RepoRoot()
 		return err
 	})
+	if promqlTool.dir != "" {
+		_ = os.RemoveAll(promqlTool.dir)
+	}
 	voiceServer.Remove(code)
 	manager.Remove(code)
 	os.Exit(code)

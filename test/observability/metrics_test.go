@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -20,7 +21,10 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	vgv1 "github.com/voicegateway/voicegateway/api/v1alpha1"
 	"github.com/voicegateway/voicegateway/internal/testkit"
 )
 
@@ -83,7 +87,10 @@ type documentedMetric struct {
 	names  []string
 	typ    string
 	labels map[string][]string
-	line   int
+	// perObject are labels whose values are the objects' the series are
+	// about (a VoiceGateway's namespace and name), not a fixed list.
+	perObject []string
+	line      int
 }
 
 var (
@@ -143,7 +150,12 @@ func documentedMetrics(t *testing.T) (server, operator []documentedMetric) {
 				row.labels[m[1]] = append(row.labels[m[1]], v[1])
 			}
 			if len(row.labels[m[1]]) == 0 {
-				t.Fatalf("docs/operations.md:%d: label %s lists no values", n, m[1])
+				// A label of the object the series is about ("`voicegateway`:
+				// its name"): any value, one series set per object.
+				if !strings.Contains(m[2], "VoiceGateway") && !strings.Contains(m[2], "its name") {
+					t.Fatalf("docs/operations.md:%d: label %s lists no values and names no object", n, m[1])
+				}
+				row.perObject = append(row.perObject, m[1])
 			}
 		}
 		*section = append(*section, row)
@@ -179,8 +191,13 @@ func checkDocumented(t *testing.T, what string, rows []documentedMetric, got exp
 					}
 				}
 			}
+			for _, label := range row.perObject {
+				if len(got.labels[name][label]) == 0 {
+					t.Errorf("docs/operations.md:%d: %s has no series with the label %s", row.line, name, label)
+				}
+			}
 			for label, values := range got.labels[name] {
-				if label == "le" || label == "quantile" {
+				if label == "le" || label == "quantile" || slices.Contains(row.perObject, label) {
 					continue
 				}
 				for _, v := range values {
@@ -257,6 +274,33 @@ func startOperator(t *testing.T) operatorProcess {
 		}
 		return nil
 	})
+	// The operator's own series are per VoiceGateway: one to reconcile,
+	// in a namespace of its own.
+	ctx := context.Background()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "metrics-"}}
+	if err := k8s.Create(ctx, ns); err != nil {
+		t.Fatal(err)
+	}
+	gw := &vgv1.VoiceGateway{ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: "demo"},
+		Spec: vgv1.VoiceGatewaySpec{Auth: vgv1.AuthSpec{InsecureNoAuth: true}}}
+	if err := k8s.Create(ctx, gw); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), ns) })
+	testkit.Eventually(t, 60*time.Second, func() error {
+		resp, err := http.Get("http://" + p.metricsAddr + "/metrics")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		for _, want := range []string{"voicegateway_operator_drains_total{", "voicegateway_operator_pods_running{"} {
+			if !bytes.Contains(body, []byte(want+`namespace="`+ns.Name+`"`)) {
+				return fmt.Errorf("no %s series for the VoiceGateway yet", want)
+			}
+		}
+		return nil
+	})
 	return p
 }
 
@@ -293,45 +337,200 @@ func exportedByBoth(t *testing.T) (server, operator exposition) {
 	return server, operator
 }
 
+// scrapeLabels are the labels Prometheus adds to every series of a target:
+// the voice servers' through the chart's PodMonitor (voicegateway by its
+// relabeling), the operator's through its ServiceMonitor.
+var scrapeLabels = struct{ server, operator []string }{
+	server:   []string{"job", "instance", "namespace", "pod", "container", "endpoint", "voicegateway"},
+	operator: []string{"job", "instance", "namespace", "pod", "container", "endpoint", "service"},
+}
+
+// prometheusSeries are the series Prometheus writes itself for each
+// target, which no process exports.
+var prometheusSeries = []string{"up", "scrape_duration_seconds", "scrape_samples_scraped"}
+
 // checkReadsExported runs expressions through Prometheus' parser
-// (promql-metrics) and fails each that does not parse or reads a metric
-// neither process exports.
+// (promql-metrics) and fails each that does not parse, reads a metric
+// neither process exports, matches a label the metric does not have (its
+// own or the scrape's), matches a value of its own label that the process
+// never exports (every documented value exists from the start), or groups
+// by a label none of the metrics it reads has.
 func checkReadsExported(t *testing.T, where string, exprs []string, server, operator exposition) {
 	t.Helper()
 	if len(exprs) == 0 {
 		t.Fatalf("%s: no expressions", where)
 	}
-	for _, r := range promqlMetrics(t, exprs) {
-		if r.Error != "" {
-			t.Errorf("%s: %q does not parse: %s", where, r.Expr, r.Error)
-			continue
-		}
-		if r.Unnamed || len(r.Metrics) == 0 {
-			t.Errorf("%s: %q has a selector without a metric name", where, r.Expr)
-		}
-		for _, name := range r.Metrics {
-			if !server.has(name) && !operator.has(name) {
-				t.Errorf("%s: %q reads %s, which neither the voice server nor the operator exports", where, r.Expr, name)
-			}
-		}
+	for _, problem := range readProblems(t, where, exprs, server, operator) {
+		t.Error(problem)
 	}
 }
 
-// promqlResult is one answer of bin/tools/promql-metrics.
+// readProblems is what checkReadsExported finds wrong.
+func readProblems(t *testing.T, where string, exprs []string, server, operator exposition) []string {
+	t.Helper()
+	var problems []string
+	errorf := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
+	for _, r := range promqlMetrics(t, exprs) {
+		if r.Error != "" {
+			errorf("%s: %q does not parse: %s", where, r.Expr, r.Error)
+			continue
+		}
+		if r.Unnamed || len(r.Metrics) == 0 {
+			errorf("%s: %q has a selector without a metric name", where, r.Expr)
+		}
+		for _, name := range r.Metrics {
+			if !server.has(name) && !operator.has(name) && !slices.Contains(prometheusSeries, name) {
+				errorf("%s: %q reads %s, which neither the voice server nor the operator exports", where, r.Expr, name)
+			}
+		}
+		grouping := map[string]bool{}
+		for _, s := range r.Selectors {
+			own, scraped := labelsOf(s.Metric, server, operator)
+			for label := range own {
+				grouping[label] = true
+			}
+			for _, label := range scraped {
+				grouping[label] = true
+			}
+			for _, m := range s.Matchers {
+				values, isOwn := own[m.Name]
+				if !isOwn && !slices.Contains(scraped, m.Name) {
+					errorf("%s: %q matches %s on label %q, which it does not have (its labels: %v, the scrape's: %v)",
+						where, r.Expr, s.Metric, m.Name, keys(own), scraped)
+					continue
+				}
+				if !isOwn || m.Type == "!=" || m.Type == "!~" {
+					continue
+				}
+				if !matchesAny(m.Type, m.Value, values) {
+					errorf("%s: %q matches %s{%s%s%q}, a value it never exports (it has %v)",
+						where, r.Expr, s.Metric, m.Name, m.Type, m.Value, values)
+				}
+			}
+		}
+		for _, label := range r.Grouping {
+			if !grouping[label] {
+				errorf("%s: %q groups by %q, a label of none of the metrics it reads", where, r.Expr, label)
+			}
+		}
+	}
+	return problems
+}
+
+// labelsOf is a metric's own labels with their exported values, and the
+// labels its scrape adds.
+func labelsOf(metric string, server, operator exposition) (own map[string][]string, scraped []string) {
+	own = map[string][]string{}
+	for _, e := range []struct {
+		exposition
+		scrape []string
+	}{{server, scrapeLabels.server}, {operator, scrapeLabels.operator}} {
+		if !e.has(metric) {
+			continue
+		}
+		family := metric
+		if _, ok := e.types[metric]; !ok {
+			for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+				if base, ok := strings.CutSuffix(metric, suffix); ok && e.has(metric) {
+					if _, exported := e.types[base]; exported {
+						family = base
+						if suffix == "_bucket" {
+							own["le"] = nil // any bucket
+						}
+					}
+				}
+			}
+		}
+		for label, values := range e.labels[family] {
+			own[label] = append(own[label], values...)
+		}
+		if e.types[family] == dto.MetricType_SUMMARY {
+			own["quantile"] = nil // any quantile
+		}
+		scraped = append(scraped, e.scrape...)
+	}
+	if slices.Contains(prometheusSeries, metric) {
+		scraped = append(scraped, scrapeLabels.server...)
+		scraped = append(scraped, scrapeLabels.operator...)
+	}
+	return own, scraped
+}
+
+// matchesAny reports whether an = or =~ matcher selects one of the values
+// (a label with no values listed, le or quantile, takes any).
+func matchesAny(typ, value string, values []string) bool {
+	if len(values) == 0 {
+		return true
+	}
+	if typ == "=" {
+		return slices.Contains(values, value)
+	}
+	re, err := regexp.Compile("^(?:" + value + ")$")
+	if err != nil {
+		return false
+	}
+	return slices.ContainsFunc(values, re.MatchString)
+}
+
+func keys(m map[string][]string) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// promqlResult is one answer of promql-metrics.
 type promqlResult struct {
-	Expr    string   `json:"expr"`
-	Metrics []string `json:"metrics"`
-	Unnamed bool     `json:"unnamed"`
-	Error   string   `json:"error"`
+	Expr      string   `json:"expr"`
+	Metrics   []string `json:"metrics"`
+	Selectors []struct {
+		Metric   string `json:"metric"`
+		Matchers []struct {
+			Name  string `json:"name"`
+			Type  string `json:"type"`
+			Value string `json:"value"`
+		} `json:"matchers"`
+	} `json:"selectors"`
+	Grouping []string `json:"grouping"`
+	Unnamed  bool     `json:"unnamed"`
+	Error    string   `json:"error"`
+}
+
+// promqlTool is hack/tools/promql-metrics built from this checkout's
+// sources, once per run (a bin/tools copy may be older than them).
+var promqlTool struct {
+	once sync.Once
+	dir  string
+	path string
+	err  error
 }
 
 func promqlMetrics(t *testing.T, exprs []string) []promqlResult {
 	t.Helper()
+	promqlTool.once.Do(func() {
+		dir, err := os.MkdirTemp("", "promql-metrics-")
+		promqlTool.dir = dir
+		if err != nil {
+			promqlTool.err = err
+			return
+		}
+		promqlTool.path = filepath.Join(dir, "promql-metrics")
+		cmd := exec.Command("go", "build", "-o", promqlTool.path, "./promql-metrics")
+		cmd.Dir = filepath.Join(repoRoot, "hack", "tools")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			promqlTool.err = fmt.Errorf("building hack/tools/promql-metrics: %v\n%s", err, out)
+		}
+	})
+	if promqlTool.err != nil {
+		t.Fatal(promqlTool.err)
+	}
 	in, err := jsonMarshal(exprs)
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := mustRun(t, toolPath(t, "tools", "promql-metrics"), in)
+	out := mustRun(t, promqlTool.path, in)
 	var results []promqlResult
 	if err := jsonUnmarshal(out, &results); err != nil {
 		t.Fatalf("promql-metrics: %v\n%s", err, out)
@@ -374,4 +573,36 @@ func mustRun(t *testing.T, path string, stdin []byte, args ...string) []byte {
 		t.Fatalf("%s %s: %v\n%s%s", filepath.Base(path), strings.Join(args, " "), err, stdout.String(), stderr.String())
 	}
 	return stdout.Bytes()
+}
+
+// TestReadChecksCatchWrongLabels: the check the rules and the dashboard go
+// through finds a label a metric does not have, a value of its label it
+// never exports, and a grouping by a label none of its metrics has; and
+// lets through the scrape's labels and Prometheus' own up.
+func TestReadChecksCatchWrongLabels(t *testing.T) {
+	server, operator := exportedByBoth(t)
+	wrong := []string{
+		`voicegateway_errors_total{kode="unauthorized"}`,
+		`voicegateway_errors_total{code="unauthorised"}`,
+		`voicegateway_errors_total{code=~"unauth.*|nope"} and voicegateway_errors_total{code=~"nope"}`,
+		`sum by (voicegateway_name) (voicegateway_errors_total)`,
+		`voicegateway_operator_drains_total{code="x"}`,
+		`voicegateway_operator_pods_running{pod_name="x"}`,
+		`voicegateway_operator_drains_total{result="cut"}`,
+	}
+	for _, expr := range wrong {
+		if problems := readProblems(t, "test", []string{expr}, server, operator); len(problems) == 0 {
+			t.Errorf("%q passed the check", expr)
+		}
+	}
+	right := []string{
+		`sum by (namespace, voicegateway, code) (rate(voicegateway_errors_total{code=~"unauthorized|rate_limited", pod!=""}[5m]))`,
+		`voicegateway_operator_drains_total{result="sessions_left", service="x", voicegateway="demo"}`,
+		`up{job="x"} == 0`,
+	}
+	for _, expr := range right {
+		if problems := readProblems(t, "test", []string{expr}, server, operator); len(problems) != 0 {
+			t.Errorf("%q: %v", expr, problems)
+		}
+	}
 }

@@ -16,7 +16,9 @@ import (
 
 // TestChartVersionIsTheAppVersion: Chart.yaml's version is its appVersion
 // without the "v", and `make chart` packages a release that way (the
-// version helm push publishes), and a non-release VERSION as Chart.yaml's.
+// version helm push publishes); a VERSION that is no release tag (a
+// commit, a commit past a tag, a dirty tree) is refused with a message
+// that says so, and packages nothing.
 func TestChartVersionIsTheAppVersion(t *testing.T) {
 	meta := readChartMeta(t)
 	if meta.Version != strings.TrimPrefix(meta.AppVersion, "v") {
@@ -26,9 +28,8 @@ func TestChartVersionIsTheAppVersion(t *testing.T) {
 		t.Skip("no make")
 	}
 	for version, want := range map[string]chartMeta{
-		"v9.8.7":        {Name: "voicegateway-operator", Version: "9.8.7", AppVersion: "v9.8.7"},
-		"7e4a3ce-dirty": {Name: "voicegateway-operator", Version: meta.Version, AppVersion: meta.AppVersion},
-		"v1.2.3-rc.1":   {Name: "voicegateway-operator", Version: "1.2.3-rc.1", AppVersion: "v1.2.3-rc.1"},
+		"v9.8.7":      {Name: "voicegateway-operator", Version: "9.8.7", AppVersion: "v9.8.7"},
+		"v1.2.3-rc.1": {Name: "voicegateway-operator", Version: "1.2.3-rc.1", AppVersion: "v1.2.3-rc.1"},
 	} {
 		out := t.TempDir()
 		cmd := exec.Command("make", "-s", "chart", "VERSION="+version, "CHART_OUT="+out)
@@ -39,6 +40,18 @@ func TestChartVersionIsTheAppVersion(t *testing.T) {
 		got := packagedChart(t, filepath.Join(out, "voicegateway-operator-"+want.Version+".tgz"))
 		if got != want {
 			t.Errorf("make chart VERSION=%s packaged %+v, want %+v", version, got, want)
+		}
+	}
+	for _, version := range []string{"7e4a3ce", "7e4a3ce-dirty", "v0.1.0-dirty", "v0.1.0-3-g7e4a3ce", "v0.1.0-3-g7e4a3ce-dirty", "dev", "0.1.0"} {
+		out := t.TempDir()
+		cmd := exec.Command("make", "-s", "chart", "VERSION="+version, "CHART_OUT="+out)
+		cmd.Dir = repoRoot
+		msg, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(msg), "VERSION="+version+" is not a release") {
+			t.Errorf("make chart VERSION=%s: %v, want refused, saying it is not a release:\n%s", version, err, msg)
+		}
+		if files, _ := os.ReadDir(out); len(files) != 0 {
+			t.Errorf("make chart VERSION=%s packaged %v", version, files)
 		}
 	}
 }

@@ -2,9 +2,11 @@ package packaging_test
 
 import (
 	"bytes"
+	"fmt"
 	"maps"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -295,10 +297,12 @@ func TestHelmTemplate(t *testing.T) {
 				// No monitoring CRDs here: no ServiceMonitor, PodMonitor or
 				// PrometheusRule; the dashboard's ConfigMap needs none.
 				want := map[string]int{"ServiceAccount": 1, "ClusterRole": 3, "ClusterRoleBinding": 1, "Role": 1,
-					"RoleBinding": 1, "Service": 1, "Deployment": 1, "NetworkPolicy": 1, "ConfigMap": 1}
+					"RoleBinding": 1, "Service": 1, "Deployment": 1, "NetworkPolicy": 1, "ConfigMap": 1,
+					"ValidatingAdmissionPolicy": 1, "ValidatingAdmissionPolicyBinding": 1}
 				if got := m.kinds(); !maps.Equal(got, want) {
 					t.Errorf("kinds = %v, want %v", got, want)
 				}
+				checkPodPatchPolicy(t, m, "voicegateway-operator-pod-patch", "system:serviceaccount:ns:voicegateway-operator")
 				checkLabels(t, m, "voicegateway", "voicegateway-operator", chartLabel)
 				var d appsv1.Deployment
 				m.find(t, "Deployment", "ns", "voicegateway-operator", &d)
@@ -639,5 +643,43 @@ func TestVersionsAgree(t *testing.T) {
 	if image.NewTag != meta.AppVersion || image.NewName != values.Image.Repository || values.Image.Tag != "" {
 		t.Errorf("config/manager deploys %s:%s, the chart %s:%s (appVersion %s): keep them equal",
 			image.NewName, image.NewTag, values.Image.Repository, values.Image.Tag, meta.AppVersion)
+	}
+}
+
+// checkPodPatchPolicy: the chart's pod patch policy is config/'s, for the
+// chart's ServiceAccount, bound by name.
+func checkPodPatchPolicy(t *testing.T, m manifest, name, user string) {
+	t.Helper()
+	var policy, binding map[string]any
+	for _, u := range m {
+		switch {
+		case u.GetName() != name:
+		case u.GetKind() == "ValidatingAdmissionPolicy":
+			policy = u.Object
+		case u.GetKind() == "ValidatingAdmissionPolicyBinding":
+			binding = u.Object
+		}
+	}
+	if policy == nil || binding == nil {
+		t.Fatalf("no pod patch policy %s and its binding among %v", name, m.names())
+	}
+	var config map[string]any
+	for _, obj := range decodeObjects(t, readRepoFile(t, "config/rbac/pod_patch_policy.yaml")) {
+		if obj.GetKind() == "ValidatingAdmissionPolicy" {
+			config = obj.Object
+		}
+	}
+	spec, configSpec := policy["spec"].(map[string]any), config["spec"].(map[string]any)
+	want := fmt.Sprintf("request.userInfo.username == '%s'", user)
+	if got := spec["matchConditions"].([]any)[0].(map[string]any)["expression"]; got != want {
+		t.Errorf("the policy matches %v, want %s", got, want)
+	}
+	for _, field := range []string{"matchConstraints", "variables", "validations", "failurePolicy"} {
+		if !reflect.DeepEqual(spec[field], configSpec[field]) {
+			t.Errorf("the chart's pod patch policy %s differs from config/rbac/pod_patch_policy.yaml's:\n%v\n%v", field, spec[field], configSpec[field])
+		}
+	}
+	if b := binding["spec"].(map[string]any); b["policyName"] != name || !reflect.DeepEqual(b["validationActions"], []any{"Deny"}) {
+		t.Errorf("binding %v", b)
 	}
 }

@@ -49,14 +49,43 @@ func imageProgram(t *testing.T) string {
 func buildImage(t *testing.T, platforms string) string {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "layout")
+	if err := runImageProgram(t, platforms, dir); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func runImageProgram(t *testing.T, platforms, dir string) error {
+	t.Helper()
 	version := readChartMeta(t).AppVersion
 	cmd := exec.Command(imageProgram(t), "--version", version, "--commit", "unknown", "--platform", platforms, "--base", "scratch",
 		"--tag", "ghcr.io/voicegateway/voicegateway:"+version, "--oci-layout", dir)
 	cmd.Dir = repoRoot
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("hack/image: %v\n%s", err, out)
+		return fmt.Errorf("hack/image: %v\n%s", err, out)
 	}
-	return dir
+	return nil
+}
+
+var (
+	bothPlatformsOnce sync.Once
+	bothPlatformsDir  string
+	bothPlatformsErr  error
+)
+
+// bothPlatforms is hack/image's layout for linux/amd64 and linux/arm64,
+// built once per test run (each build links both binaries for both
+// architectures) and shared by the tests that read it.
+func bothPlatforms(t *testing.T) string {
+	t.Helper()
+	bothPlatformsOnce.Do(func() {
+		bothPlatformsDir = filepath.Join(scratchDir, "layout-both-platforms")
+		bothPlatformsErr = runImageProgram(t, "linux/amd64,linux/arm64", bothPlatformsDir)
+	})
+	if bothPlatformsErr != nil {
+		t.Fatal(bothPlatformsErr)
+	}
+	return bothPlatformsDir
 }
 
 // platformImage is the image for one platform in a layout written by
@@ -165,7 +194,7 @@ func TestImageProgramMatchesDockerfile(t *testing.T) {
 		t.Fatalf("the Dockerfile's final stage copies %d files, labels %v", len(want), labels)
 	}
 
-	img := platformImage(t, buildImage(t, "linux/"+runtime.GOARCH), runtime.GOARCH)
+	img := platformImage(t, bothPlatforms(t), runtime.GOARCH)
 	layers, err := img.Layers()
 	if err != nil || len(layers) != 2 {
 		t.Fatalf("layers: %v, %d; want the base and the application layer", err, len(layers))
@@ -224,7 +253,8 @@ func TestImageProgramMatchesDockerfile(t *testing.T) {
 // linux/arm64 from the same sources give the same index, byte for byte; the
 // arm64 image carries arm64 binaries.
 func TestImageIsReproducibleForBothPlatforms(t *testing.T) {
-	first := buildImage(t, "linux/amd64,linux/arm64")
+	// The shared build and a second one: reproducible means the two agree.
+	first := bothPlatforms(t)
 	second := buildImage(t, "linux/amd64,linux/arm64")
 	a, err := os.ReadFile(filepath.Join(first, "index.json"))
 	if err != nil {

@@ -4,6 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -17,6 +20,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	vgv1 "github.com/voicegateway/voicegateway/api/v1alpha1"
+	"github.com/voicegateway/voicegateway/internal/testenv"
 	"github.com/voicegateway/voicegateway/internal/testkit"
 )
 
@@ -207,6 +212,8 @@ func TestKustomizeServerSideApply(t *testing.T) {
 		"clusterrolebinding.rbac.authorization.k8s.io/voicegateway-manager-rolebinding serverside-applied",
 		"role.rbac.authorization.k8s.io/voicegateway-leader-election-role serverside-applied",
 		"deployment.apps/voicegateway-controller-manager serverside-applied",
+		"validatingadmissionpolicy.admissionregistration.k8s.io/voicegateway-pod-patch-policy serverside-applied",
+		"validatingadmissionpolicybinding.admissionregistration.k8s.io/voicegateway-pod-patch-policy serverside-applied",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("kubectl apply output lacks %q:\n%s", want, out)
@@ -230,6 +237,10 @@ func TestKustomizeServerSideApply(t *testing.T) {
 	if missing, extra := diffPermissions(permissions(t, role.Rules), permissions(t, rulesOfFile(t, "config/rbac/role.yaml"))); len(missing)+len(extra) > 0 {
 		t.Errorf("installed ClusterRole: missing %v, extra %v", missing, extra)
 	}
+	// The operator's pod patches: the deletion cost only.
+	createNamespace(t, "vgw-kustomize-pods")
+	checkPodPatchesLimited(t, impersonating(t, "voicegateway-system", "voicegateway-controller-manager"), "vgw-kustomize-pods")
+
 	crd, err := getCRD(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -243,5 +254,107 @@ func TestKustomizeServerSideApply(t *testing.T) {
 	}
 	if crd, err := getCRD(ctx); err != nil || crd.GetResourceVersion() != crdVersion {
 		t.Errorf("a second apply changed the CRD (%v)", err)
+	}
+}
+
+// notesOf renders the chart's NOTES as helm install prints them, with the
+// API server's APIs as they are now (a fresh discovery cache).
+func notesOf(t *testing.T, args ...string) string {
+	t.Helper()
+	bin, err := testenv.BinDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(filepath.Join(bin, "helm"), append([]string{"install", "notes", chartDir, "--namespace", "vgw-notes", "--dry-run=client"}, args...)...)
+	cmd.Dir = repoRoot
+	home := t.TempDir()
+	cmd.Env = append(os.Environ(), "HELM_CACHE_HOME="+filepath.Join(home, "cache"), "HELM_CONFIG_HOME="+filepath.Join(home, "config"),
+		"HELM_DATA_HOME="+filepath.Join(home, "data"), "KUBECONFIG="+adminKubeconfig)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("helm install --dry-run: %v\n%s", err, out)
+	}
+	_, notes, ok := strings.Cut(string(out), "NOTES:\n")
+	if !ok {
+		t.Fatalf("helm install printed no NOTES:\n%s", out)
+	}
+	return notes
+}
+
+// TestNotesCommandsWork: the chart's NOTES say what was installed (the
+// monitoring objects by what the cluster has and the values ask for), and
+// their commands work as printed: each kubectl line that needs no running
+// operator or kubelet is run by a shell against the API server.
+func TestNotesCommandsWork(t *testing.T) {
+	ensureCRD(t)
+	const gateways = "vgw-notes-gateways"
+	createNamespace(t, gateways)
+	watch := []string{"--set", "watchNamespaces={" + gateways + "}"}
+	if n := notesOf(t, watch...); !strings.Contains(n, "CRDs are not installed") {
+		t.Errorf("NOTES without the Prometheus Operator's CRDs:\n%s", n)
+	}
+
+	// The Prometheus Operator's CRDs, for this test only.
+	crds := filepath.Join(repoRoot, "bin", "tools", "prometheus-operator-crds")
+	if _, err := os.Stat(crds); err != nil {
+		t.Fatalf("%s is missing: run hack/build-tools.sh (make tools)", crds)
+	}
+	mustTool(t, "kubectl", "apply", "--server-side", "-f", crds)
+	t.Cleanup(func() { mustTool(t, "kubectl", "delete", "-f", crds) })
+	var notes string
+	testkit.Eventually(t, 30*time.Second, func() error {
+		notes = notesOf(t, watch...)
+		for _, want := range []string{"PodMonitor notes-voicegateway-operator-voice-servers", "ServiceMonitor notes-voicegateway-operator scrapes",
+			"PrometheusRule notes-voicegateway-operator holds", "spec.networkPolicy.adminFrom"} {
+			if !strings.Contains(notes, want) {
+				return fmt.Errorf("NOTES lack %q:\n%s", want, notes)
+			}
+		}
+		return nil
+	})
+	if strings.Contains(notes, "not installed") || strings.Contains(notes, "switched off") {
+		t.Errorf("NOTES say the monitoring objects are missing:\n%s", notes)
+	}
+	off := notesOf(t, append(watch, "--set", "monitoring.podMonitor.enabled=false", "--set", "monitoring.prometheusRule.enabled=false",
+		"--set", "metrics.serviceMonitor.enabled=false")...)
+	if !strings.Contains(off, "switched off in the values") || strings.Contains(off, "not installed") {
+		t.Errorf("NOTES with the CRDs and monitoring switched off:\n%s", off)
+	}
+
+	bin, err := testenv.BinDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var commands []string
+	for _, line := range strings.Split(notes, "\n") {
+		if strings.HasPrefix(line, "  kubectl ") {
+			commands = append(commands, strings.TrimSpace(line))
+		}
+	}
+	// What needs the operator running (the fleet Secret, the rollout) or
+	// never ends (a watch) is only checked to be there.
+	needsMore := []string{"rollout status deployment/notes-voicegateway-operator", "get secret demo-fleet", "get vgw -w", "get vgw demo -w"}
+	ran := 0
+	for _, command := range commands {
+		if slices.ContainsFunc(needsMore, func(s string) bool { return strings.Contains(command, s) }) {
+			continue
+		}
+		cmd := exec.Command("bash", "-euo", "pipefail", "-c", command)
+		cmd.Dir = repoRoot
+		cmd.Env = append(os.Environ(), "PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"), "KUBECONFIG="+adminKubeconfig)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("%s: %v\n%s", command, err, out)
+		}
+		ran++
+	}
+	if ran < 4 || len(commands) < 8 {
+		t.Errorf("ran %d of the NOTES' %d commands: %q", ran, len(commands), commands)
+	}
+	var gw vgv1.VoiceGateway
+	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: gateways, Name: "demo"}, &gw); err != nil {
+		t.Fatal(err)
+	}
+	if gw.Spec.NetworkPolicy.AdminFrom == nil || gw.Spec.Sessions.IdleTimeout == nil || gw.Spec.Sessions.IdleTimeout.Duration != 90*time.Second {
+		t.Errorf("after the NOTES' commands: adminFrom %+v idleTimeout %v", gw.Spec.NetworkPolicy.AdminFrom, gw.Spec.Sessions.IdleTimeout)
 	}
 }

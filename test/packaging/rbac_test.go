@@ -313,8 +313,20 @@ func TestChartRBACRunsTheOperatorAndGrantsNothingMore(t *testing.T) {
 				if err := k8s.List(ctx, &list, client.InNamespace(tc.gateways), client.MatchingLabels{controllers.LabelManagedBy: controllers.ManagedBy}); err != nil {
 					t.Fatal(err)
 				}
-				if len(list.Items) != 1 || !metav1.IsControlledBy(&list.Items[0], &gw) {
-					t.Errorf("%s objects of the sample: %d", gvk.Kind, len(list.Items))
+				// Two Services, the sessions' and the headless one of the
+				// fleet's gossip; two ConfigMaps, the settings and the
+				// gossip peers.
+				want := 1
+				if gvk.Kind == "Service" || gvk.Kind == "ConfigMap" {
+					want = 2
+				}
+				if len(list.Items) != want {
+					t.Errorf("%s objects of the sample: %d, want %d", gvk.Kind, len(list.Items), want)
+				}
+				for i := range list.Items {
+					if !metav1.IsControlledBy(&list.Items[i], &gw) {
+						t.Errorf("%s %s is not owned by the sample", gvk.Kind, list.Items[i].GetName())
+					}
 				}
 			}
 			gatewayDeployment := getDeployment(t, tc.gateways, key.Name)
@@ -384,6 +396,9 @@ func TestChartRBACRunsTheOperatorAndGrantsNothingMore(t *testing.T) {
 					t.Errorf("in namespace %s the operator lacks %v and may also %v", namespace, missing, extra)
 				}
 			}
+			// Its patch on pods writes the deletion cost, nothing else
+			// (the chart's ValidatingAdmissionPolicy), with its own token.
+			checkPodPatchesLimited(t, operatorConfig, tc.gateways)
 		})
 	}
 }

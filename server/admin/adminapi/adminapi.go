@@ -67,6 +67,22 @@ type Status struct {
 	// Notified is how many sessions were sent gateway.draining.
 	Notified      int     `json:"notified"`
 	UptimeSeconds float64 `json:"uptime_seconds"`
+	// Cluster is the replica's view of the fleet's gossip; absent when the
+	// replica does not gossip (no --cluster-listen).
+	Cluster *Cluster `json:"cluster,omitempty"`
+}
+
+// Cluster is what one replica sees of the fleet's membership. Replicas that
+// see the same fleet report the same Members and MembersDigest; the
+// operator compares them.
+type Cluster struct {
+	// Members is the number of members seen alive, this one included.
+	Members int `json:"members"`
+	// MembersDigest is a SHA-256 prefix of the sorted member names.
+	MembersDigest string `json:"members_digest"`
+	// Settled is true once the replica took a peer's limiter state (or
+	// found no peer, or waited its settle timeout); it is not ready before.
+	Settled bool `json:"settled"`
 }
 
 // DrainResponse is the answer to POST /drain, sent once the server refuses
