@@ -341,11 +341,14 @@ func TestScaleIn(t *testing.T) {
 	}
 	var costs map[string]string
 	// The empty pod has no cost, or 0 if it held calls of the test before.
-	testkit.Eventually(t, time.Minute, until("the deletion costs 4, 2 and 0 or none", func() (bool, string) {
+	// The busiest pod's 6 sessions are the bucket 4, or 8 if it held 8 or
+	// more before: a cost moves down a bucket only below three quarters of
+	// its floor (hysteresis), and the earlier phases may have left it there.
+	testkit.Eventually(t, time.Minute, until("the deletion costs 4 (or 8), 2 and 0 or none", func() (bool, string) {
 		var err error
 		costs, err = deletionCosts(ctx)
-		emptyCost := costs[empty.Metadata.Name]
-		return err == nil && costs[busiest.Metadata.Name] == "4" && costs[lighter.Metadata.Name] == "2" && (emptyCost == "" || emptyCost == "0"),
+		busiestCost, emptyCost := costs[busiest.Metadata.Name], costs[empty.Metadata.Name]
+		return err == nil && (busiestCost == "4" || busiestCost == "8") && costs[lighter.Metadata.Name] == "2" && (emptyCost == "" || emptyCost == "0"),
 			fmt.Sprintf("%v %v", costs, err)
 	}))
 	tl.mark(fmt.Sprintf("deletion costs %v", costs))
