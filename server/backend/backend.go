@@ -12,6 +12,7 @@ import (
 
 	"github.com/voicegateway/voicegateway/server/memory"
 	"github.com/voicegateway/voicegateway/server/protocol"
+	"github.com/voicegateway/voicegateway/server/resume"
 )
 
 // ErrSessionClosed is returned by a Sink once its session has ended; a
@@ -56,6 +57,21 @@ type Info struct {
 	// A backend that does not serve it refuses the session with
 	// protocol.CodeModelNotAllowed.
 	Model string
+	// Resume, when set, is the conversation the client brought from
+	// another server in a resume handle: a Resumer rebuilds it and tells
+	// the client gateway.resumed (with what it restored and dropped)
+	// before anything else of the conversation. A backend that is not a
+	// Resumer never sees it.
+	Resume *resume.State
+}
+
+// Resumer is implemented by the connections of backends that can carry a
+// conversation to another server (docs/protocol.md, "Resuming a session").
+type Resumer interface {
+	// ResumeState is what the conversation needs to continue elsewhere:
+	// the configuration and completed items, bounded. It is called from
+	// another goroutine than Handle's, at any time before Close.
+	ResumeState() resume.State
 }
 
 // Backend opens one backend connection per session.

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"net/netip"
 	"sync"
+
+	"github.com/voicegateway/voicegateway/server/protocol"
 )
 
 // ErrLimit means the per-process session cap is reached.
@@ -62,6 +64,11 @@ func (r *Registry) Add(s *Session) (remove func(), err error) {
 	defer r.mu.Unlock()
 	if err := r.admitsLocked(s); err != nil {
 		return nil, err
+	}
+	if _, taken := r.sessions[s.id]; taken && s.resumed != nil {
+		// The same handle presented twice: the second gets a fresh
+		// conversation, never a second copy of the first.
+		s.refuseResume(protocol.CodeResumeInvalid, "this conversation was already resumed")
 	}
 	id := s.opts.Identity
 	r.sessions[s.id] = s
