@@ -34,7 +34,9 @@ const Prefix = "vgr1."
 const (
 	// MaxHandleBytes bounds a handle as the client presents it (the
 	// ?resume= value). Longer ones are refused before any work is done.
-	MaxHandleBytes = 48 << 10
+	// It leaves room in the public listener's 32 KiB request-header
+	// limit for the URL's escaping and the credentials.
+	MaxHandleBytes = 16 << 10
 	// MaxStateBytes bounds a handle's state once decompressed, so that a
 	// handle cannot be a compression bomb.
 	MaxStateBytes = 1 << 20

@@ -311,6 +311,11 @@ func (s *Session) Run() {
 		"apiKey", s.opts.Identity.APIKeyID, "token", s.opts.Identity.TokenID)
 
 	s.timer = s.opts.Clock.AfterFunc(s.untilNextCheck(), s.out.timerFired)
+	if s.resumeRefused != nil {
+		// Before the backend opens: the refusal is the first thing the
+		// client hears of this session.
+		s.reportError(s.resumeRefused)
+	}
 
 	bconn, err := s.opts.Backend.Open(s.ctx, backend.Info{
 		SessionID: s.id, SampleRate: s.opts.Config.SampleRate, BinaryAudio: s.opts.BinaryAudio,
@@ -424,10 +429,6 @@ func (s *Session) NotifyDraining(ev *protocol.DrainingEvent) bool {
 // the session continues without its items. A Resumer tells
 // gateway.resumed itself, once it has rebuilt the conversation.
 func (s *Session) announceResume(bconn backend.Conn) {
-	if s.resumeRefused != nil {
-		s.reportError(s.resumeRefused)
-		return
-	}
 	if s.resumed == nil {
 		return
 	}

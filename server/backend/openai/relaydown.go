@@ -78,6 +78,9 @@ func (c *conn) relayDown(data []byte) *fault {
 		f := upstreamMalformed(err.Error())
 		return &f
 	}
+	if tracked(c.ev.typ) {
+		c.conv.observe(data)
+	}
 	switch string(c.ev.typ) {
 	case typeAudioDelta, typeBetaAudioDelta:
 		if c.info.BinaryAudio {
