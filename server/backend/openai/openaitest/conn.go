@@ -104,8 +104,8 @@ type Conn struct {
 	// conversation is the conversation as this upstream holds it, in
 	// order, under mu; responses records, for each response, the
 	// conversation it answered from.
-	conversation []ConversationItem
-	responseContexts   [][]ConversationItem
+	conversation     []ConversationItem
+	responseContexts [][]ConversationItem
 }
 
 // ConversationItem is one item of the conversation as the upstream holds
