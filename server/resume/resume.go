@@ -72,8 +72,10 @@ type State struct {
 	// Backend names the backend that saved the state; a server with
 	// another backend starts a fresh conversation.
 	Backend string `json:"b"`
-	// Turns is the echo backend's turn counter.
-	Turns int64 `json:"t,omitempty"`
+	// Turns and UserItems are the echo backend's counters of responses
+	// and user items (its ids continue from them).
+	Turns     int64 `json:"t,omitempty"`
+	UserItems int64 `json:"u,omitempty"`
 	// Config is the session configuration as the upstream last
 	// acknowledged it (session.updated's session object).
 	Config json.RawMessage `json:"c,omitempty"`
