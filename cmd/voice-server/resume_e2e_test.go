@@ -3,11 +3,13 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -234,4 +236,58 @@ func TestOpenAIConversationSurvivesDrain(t *testing.T) {
 		t.Error("the resume handle is in B's logs")
 	}
 	t.Logf("handle %d bytes for %d items; reconnect to gateway.resumed %v", len(handle), len(want), latency)
+}
+
+// TestResumeHandleSizeAndLatency measures, for conversations of 10, 100
+// and 1000 items (typed user turns of about 60 characters, each answered
+// by the upstream's conversation.item.done), the resume handle's size and
+// the time from the reconnect's dial to gateway.resumed on the second
+// server, which replays every item to its upstream first. It asserts no
+// speed; docs/benchmarks.md quotes its log.
+func TestResumeHandleSizeAndLatency(t *testing.T) {
+	up := openaitest.New(openaitest.Options{Keys: []string{upstreamKey}})
+	defer up.Close()
+	fleetDir := newFleetDir(t)
+	limits := []string{"--fleet-secret-dir", fleetDir, "--inbound-rate", "100000", "--inbound-burst", "100000"}
+	a, _ := startOpenAIGateway(t, up.URL, append(limits, "--notify-window", "0s", "--reconnect-after", "100ms", "--drain-timeout", "30s")...)
+	b, _ := startOpenAIGateway(t, up.URL, limits...)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	sizes := []int{10, 100, 1000}
+	clients := make([]*rtClient, len(sizes))
+	for i, n := range sizes {
+		cl := dialGateway(t, ctx, a, false)
+		cl.readUntil("session.created")
+		cl.send(map[string]any{"type": "session.update", "session": map[string]any{"type": "realtime", "instructions": "You are a patient assistant; answer briefly."}})
+		cl.readUntil("session.updated")
+		for j := range n {
+			cl.send(map[string]any{"type": "conversation.item.create", "item": map[string]any{"type": "message", "role": "user",
+				"content": []any{map[string]any{"type": "input_text", "text": fmt.Sprintf("turn %d: please remember that my order number is %d.", j, 100000+j*7)}}}})
+			cl.readUntil("conversation.item.done")
+			cl.events = cl.events[:0]
+		}
+		clients[i] = cl
+	}
+	a.Signal(syscall.SIGTERM)
+	for i, n := range sizes {
+		handle, _ := clients[i].readUntil("gateway.draining")["resume"].(string)
+		_ = clients[i].c.Close(websocket.StatusNormalClosure, "moving")
+		var took []time.Duration
+		var resumed map[string]any
+		for range 5 {
+			start := time.Now()
+			cl := dialResume(t, ctx, b, handle)
+			resumed = cl.readUntil("gateway.resumed")
+			took = append(took, time.Since(start))
+			_ = cl.c.Close(websocket.StatusNormalClosure, "")
+			for deadline := time.Now().Add(10 * time.Second); b.status().Sessions != 0 && time.Now().Before(deadline); {
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
+		slices.Sort(took)
+		t.Logf("%4d items: handle %5d bytes; reconnect to gateway.resumed median %v (min %v, max %v); restored %v, dropped %v",
+			n, len(handle), took[len(took)/2].Round(100*time.Microsecond), took[0].Round(100*time.Microsecond),
+			took[len(took)-1].Round(100*time.Microsecond), resumed["restored"], resumed["dropped"])
+	}
 }

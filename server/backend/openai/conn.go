@@ -89,6 +89,9 @@ type conn struct {
 	// conv is what the session remembers of its conversation for a
 	// resume on another server.
 	conv conversation
+	// replayAcks count the upstream's answers to a resume's replay still
+	// to come, which are not relayed to the client.
+	replayAcks struct{ updated, added, done atomic.Int64 }
 
 	// Reader-goroutine state.
 	ev  upstreamEvent
@@ -120,9 +123,19 @@ func newConn(ctx context.Context, b *Backend, info backend.Info, sink backend.Si
 func (c *conn) start(up upstream) {
 	c.up = up
 	c.heard()
+	st := c.info.Resume
+	if st != nil && st.Backend == Name {
+		// The upstream's answers to the replay are the client's own
+		// conversation told again: they are followed, not relayed (a
+		// thousand of them would overflow the client's queue).
+		if len(st.Config) > 0 {
+			c.replayAcks.updated.Store(1)
+		}
+		c.replayAcks.added.Store(int64(len(st.Items)))
+		c.replayAcks.done.Store(int64(len(st.Items)))
+	}
 	c.readers.Add(1)
 	go c.readLoop()
-	st := c.info.Resume
 	restored, replayed := 0, true
 	if st != nil && st.Backend == Name {
 		c.conv.mu.Lock()
