@@ -198,15 +198,14 @@ func TestOpenAIConversationSurvivesDrain(t *testing.T) {
 		}
 	}
 
-	// The same handle presented again while it is valid resumes nothing
-	// on a server that already holds that conversation.
+	// A handle may be presented again until it expires (a reconnect
+	// that failed half way retries with it): same credential, same
+	// conversation.
 	cl3 := dialResume(t, ctx, b, handle)
-	if cr := cl3.readUntil("session.created"); cr["gateway"].(map[string]any)["session_id"] == sessionID {
-		t.Error("a second resume of a live conversation continued it")
+	if again := cl3.readUntil("gateway.resumed"); again["restored"] != float64(len(want)) || again["session_id"] != sessionID {
+		t.Errorf("the handle presented again: %v", again)
 	}
-	if codes := cl3.errorCodes(); len(codes) != 1 || codes[0] != "resume_invalid" {
-		t.Errorf("a second resume of a live conversation: errors %v", codes)
-	}
+	_ = cl3.c.Close(websocket.StatusNormalClosure, "")
 
 	// Refusals, each with its code and a fresh session.
 	forged := []byte(handle)

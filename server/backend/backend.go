@@ -7,6 +7,7 @@ package backend
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/go-logr/logr"
 
@@ -63,6 +64,13 @@ type Info struct {
 	// before anything else of the conversation. A backend that is not a
 	// Resumer never sees it.
 	Resume *resume.State
+}
+
+// Capped is implemented by backends whose upstream ends every session
+// after a fixed time (the OpenAI Realtime API: 60 minutes), so that the
+// session can warn its client in time (session.Config.ResumeNotice).
+type Capped interface {
+	MaxSessionLength() time.Duration
 }
 
 // Resumer is implemented by the connections of backends that can carry a

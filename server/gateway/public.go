@@ -280,7 +280,7 @@ func (s *Server) sessionConfig() session.Config {
 	c := s.cfg.Sessions
 	return session.Config{
 		MaxMessageBytes: c.MaxMessageBytes, InboundRate: c.InboundRate, InboundBurst: c.InboundBurst,
-		OutboundQueue: c.OutboundQueue, IdleTimeout: c.IdleTimeout, MaxDuration: c.MaxDuration,
+		OutboundQueue: c.OutboundQueue, IdleTimeout: c.IdleTimeout, MaxDuration: c.MaxDuration, ResumeNotice: c.ResumeNotice,
 		WriteTimeout: c.WriteTimeout, SampleRate: c.SampleRate,
 		OutboundQueueBytes: c.OutboundQueueBytes, MaxBufferedAudio: c.MaxBufferedAudio,
 	}

@@ -209,6 +209,9 @@ type DrainingEvent struct {
 	EventHeader
 	ReconnectAfterMS int64     `json:"reconnect_after_ms"`
 	Deadline         time.Time `json:"deadline"`
+	// Reason is empty for a drain; max_duration or backend_session_cap
+	// when the session itself is about to end (at Deadline).
+	Reason string `json:"reason,omitempty"`
 	// Resume is the sealed resume handle the client presents on
 	// reconnect (?resume=) to keep its conversation; empty when the
 	// session has none. It is a bearer secret of the session: never log it.

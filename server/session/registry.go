@@ -5,8 +5,6 @@ import (
 	"errors"
 	"net/netip"
 	"sync"
-
-	"github.com/voicegateway/voicegateway/server/protocol"
 )
 
 // ErrLimit means the per-process session cap is reached.
@@ -65,13 +63,8 @@ func (r *Registry) Add(s *Session) (remove func(), err error) {
 	if err := r.admitsLocked(s); err != nil {
 		return nil, err
 	}
-	if _, taken := r.sessions[s.id]; taken && s.resumed != nil {
-		// The same handle presented twice: the second gets a fresh
-		// conversation, never a second copy of the first.
-		s.refuseResume(protocol.CodeResumeInvalid, "this conversation was already resumed")
-	}
 	id := s.opts.Identity
-	r.sessions[s.id] = s
+	r.sessions[s.key] = s
 	if id.APIKeyID != "" {
 		r.byAPIKey[id.APIKeyID]++
 	}
@@ -109,7 +102,7 @@ func (r *Registry) admitsLocked(s *Session) error {
 func (r *Registry) remove(s *Session) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	delete(r.sessions, s.id)
+	delete(r.sessions, s.key)
 	id := s.opts.Identity
 	if id.APIKeyID != "" {
 		if r.byAPIKey[id.APIKeyID]--; r.byAPIKey[id.APIKeyID] <= 0 {

@@ -44,8 +44,12 @@ type Config struct {
 	OutboundQueue   int
 	IdleTimeout     time.Duration
 	MaxDuration     time.Duration
-	WriteTimeout    time.Duration
-	SampleRate      int
+	// ResumeNotice is how long before MaxDuration (or the backend's
+	// session cap, backend.Capped) the client gets gateway.draining with
+	// a resume handle; 0 sends none.
+	ResumeNotice time.Duration
+	WriteTimeout time.Duration
+	SampleRate   int
 	// OutboundQueueBytes bounds the outbound queue's bytes as
 	// OutboundQueue bounds its messages; 0 means no byte bound.
 	OutboundQueueBytes int64
@@ -119,7 +123,10 @@ type ending struct {
 
 // Session is one client session.
 type Session struct {
-	id      string
+	id string
+	// key is the session's own in the registry: a resumed session takes
+	// the id of the one it continues, which may still be ending here.
+	key     string
 	conn    *websocket.Conn
 	opts    Options
 	log     logr.Logger
@@ -150,6 +157,9 @@ type Session struct {
 	writers sync.WaitGroup
 
 	draining atomic.Bool
+	// endNoticed is set once the notice before the session's end
+	// (Config.ResumeNotice) is queued; only the writer reads and writes it.
+	endNoticed bool
 	// committedAt is when the client last committed its audio (unix
 	// nanoseconds on the session's clock) while no answer has started yet;
 	// 0 otherwise. The first audio sent back ends the wait
@@ -187,6 +197,7 @@ func New(conn *websocket.Conn, opts Options) *Session {
 	// over a kilobyte. Log calls name the session instead.
 	s.log = opts.Log
 	s.lastAct.Store(s.started.UnixNano())
+	s.key = s.id
 	s.openHandle()
 	// The reader reads one byte past the limit to tell "exactly at the
 	// limit" from "over it"; the library's own limit sits just above so
