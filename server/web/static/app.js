@@ -224,7 +224,10 @@ function wireClient(c) {
     const d = e.detail;
     stats.resumes.push(d);
     log(`gateway.resumed: reconnected — conversation kept (${d.restored} items restored, ${d.dropped} dropped)`, 'ok');
-    if (stats.banner.startsWith('Moved')) banner(KEPT_TEXT + ' Keep talking.', 'moved');
+    if (stats.banner.startsWith('Moved')) {
+      banner(KEPT_TEXT + ' Keep talking.', 'moved');
+      bannerTimer = setTimeout(() => banner('', ''), MOVED_BANNER_MS);
+    }
   });
   c.addEventListener('moved', (e) => {
     const d = e.detail;
