@@ -290,3 +290,66 @@ func TestResumeHandleSizeAndLatency(t *testing.T) {
 			took[len(took)-1].Round(100*time.Microsecond), resumed["restored"], resumed["dropped"])
 	}
 }
+
+// TestEchoSessionsResumeThroughADrain is the rollout's resume on one
+// machine: 40 echo sessions of two turns each on server A; A gets
+// SIGTERM; every client presents its notice's handle to server B (which
+// shares A's fleet Secret) and goes on: same session id, gateway.resumed,
+// and its next response is resp_3 — the echo's turn counter continued.
+func TestEchoSessionsResumeThroughADrain(t *testing.T) {
+	const sessions = 40
+	fleetDir := newFleetDir(t)
+	a := startProcess(t, "--fleet-secret-dir", fleetDir, "--notify-window", "1s", "--reconnect-after", "100ms", "--drain-timeout", "30s")
+	b := startProcess(t, "--fleet-secret-dir", fleetDir)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	turn := func(cl *rtClient) string {
+		cl.sendAudio(tonePCM(4800))
+		cl.send(map[string]any{"type": "input_audio_buffer.commit"})
+		cl.send(map[string]any{"type": "response.create"})
+		created := cl.readUntil("response.created")
+		cl.readUntil("response.done")
+		id, _ := created["response"].(map[string]any)["id"].(string)
+		return id
+	}
+	clients := make([]*rtClient, sessions)
+	ids := make([]string, sessions)
+	for i := range clients {
+		cl := dialGateway(t, ctx, a, false)
+		created := cl.readUntil("session.created")
+		ids[i] = created["gateway"].(map[string]any)["session_id"].(string)
+		cl.send(map[string]any{"type": "session.update", "session": map[string]any{"audio": map[string]any{"input": map[string]any{"turn_detection": nil}}}})
+		cl.readUntil("session.updated")
+		turn(cl)
+		turn(cl)
+		clients[i] = cl
+	}
+	a.Signal(syscall.SIGTERM)
+	resumed, continued := 0, 0
+	for i, cl := range clients {
+		handle, _ := cl.readUntil("gateway.draining")["resume"].(string)
+		_ = cl.c.Close(websocket.StatusNormalClosure, "moving")
+		next := dialResume(t, ctx, b, handle)
+		created := next.readUntil("session.created")
+		ev := next.readUntil("gateway.resumed")
+		if ev["session_id"] == ids[i] && created["gateway"].(map[string]any)["session_id"] == ids[i] {
+			resumed++
+		}
+		next.send(map[string]any{"type": "session.update", "session": map[string]any{"audio": map[string]any{"input": map[string]any{"turn_detection": nil}}}})
+		next.readUntil("session.updated")
+		if id := turn(next); id == "resp_3" {
+			continued++
+		} else {
+			t.Errorf("session %d: the first response after the move is %s, want resp_3", i, id)
+		}
+		_ = next.c.Close(websocket.StatusNormalClosure, "")
+	}
+	t.Logf("resumed %d/%d (fresh %d); echo turn counter continued on %d/%d", resumed, sessions, sessions-resumed, continued, sessions)
+	if resumed != sessions || continued != sessions {
+		t.Errorf("resumed %d and continued %d of %d sessions", resumed, continued, sessions)
+	}
+	if code := a.WaitExit(30 * time.Second); code != 0 {
+		t.Errorf("A exited %d", code)
+	}
+}
