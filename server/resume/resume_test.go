@@ -2,6 +2,8 @@ package resume
 
 import (
 	"bytes"
+	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"strconv"
@@ -142,6 +144,35 @@ func FuzzOpen(f *testing.F) {
 		st, err := s.Open(handle, "key1", now)
 		if err == nil && handle != h && st.SessionID == "" {
 			t.Fatal("an opened handle without a session id")
+		}
+	})
+}
+
+// sealRaw seals any plaintext as the sealer would, so that the fuzzer
+// reaches what Open does after the seal opened: the header, the
+// decompression and the JSON, which only the fleet can write.
+func sealRaw(s *Sealer, plain []byte) string {
+	k := s.keys[0]
+	out := append([]byte(nil), k.id[:]...)
+	nonce := make([]byte, nonceLen)
+	out = append(out, nonce...)
+	out = k.aead.Seal(out, nonce, plain, k.id[:])
+	return Prefix + base64.RawURLEncoding.EncodeToString(out)
+}
+
+func FuzzOpenSealed(f *testing.F) {
+	s := sealer(f, fleetKeyA)
+	var hdr [headerLen]byte
+	binary.BigEndian.PutUint64(hdr[:8], uint64(now.Add(time.Minute).Unix()))
+	b := Binding("key1")
+	copy(hdr[8:], b[:])
+	f.Add(append(hdr[:], 0x01, 0x00, 0x00, 0xff, 0xff))
+	f.Add(hdr[:])
+	f.Add([]byte{1, 2, 3})
+	f.Fuzz(func(t *testing.T, plain []byte) {
+		st, err := s.Open(sealRaw(s, plain), "key1", now)
+		if err == nil && (st.SessionID == "" || len(st.Items) > MaxItems || st.Dropped < 0) {
+			t.Fatalf("opened an out-of-bounds state %+v", st)
 		}
 	})
 }
