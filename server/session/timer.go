@@ -40,6 +40,11 @@ func (s *Session) endNotice() (at, end time.Time, reason string, ok bool) {
 			end, reason = capEnd, "backend_session_cap"
 		}
 	}
+	if end.Sub(s.started) <= before {
+		// A session shorter than the notice gets none: it would come at
+		// its start.
+		return time.Time{}, time.Time{}, "", false
+	}
 	return end.Add(-before), end, reason, true
 }
 
