@@ -123,9 +123,13 @@ type sessionConn struct {
 	isNew    atomic.Bool // opened by a move
 	leaving  atomic.Bool // replaced by a new session, not yet closed
 	// turnsBefore is the last response number the previous session showed
-	// before the move (the echo's turn counter); firstResponse is set by
-	// this session's first response.created.
+	// when its gateway.draining came (the echo's turn counter, as the
+	// notice's resume handle carries it); firstResponse is set by this
+	// session's first response.created.
 	turnsBefore   int
+	// turnsAtNotice is this session's last response number when its
+	// gateway.draining came.
+	turnsAtNotice atomic.Int64
 	firstResponse atomic.Bool
 	lastResponse  atomic.Int64
 	resumed       atomic.Bool
@@ -264,6 +268,9 @@ func (c *caller) onAudio(sc *sessionConn, now time.Time) {
 func (c *caller) onEvent(sc *sessionConn, ev voiceclient.Event) {
 	switch {
 	case ev.Draining != nil:
+		if !sc.notified.Load() {
+			sc.turnsAtNotice.Store(sc.lastResponse.Load())
+		}
 		sc.notified.Store(true)
 		c.stats.mu.Lock()
 		c.stats.notices++
@@ -357,7 +364,7 @@ func (c *caller) run(ctx context.Context, ready chan<- struct{}) {
 			moveAt = nil
 			// The new session presents the notice's resume handle: the
 			// conversation (for the echo, its id and turn counter) goes on.
-			next := c.redial(ctx, sc.Notice().Resume, int(sc.lastResponse.Load()))
+			next := c.redial(ctx, sc.Notice().Resume, int(sc.turnsAtNotice.Load()))
 			if next == nil {
 				continue
 			}
