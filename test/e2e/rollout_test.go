@@ -126,7 +126,7 @@ type sessionConn struct {
 	// when its gateway.draining came (the echo's turn counter, as the
 	// notice's resume handle carries it); firstResponse is set by this
 	// session's first response.created.
-	turnsBefore   int
+	turnsBefore int
 	// turnsAtNotice is this session's last response number when its
 	// gateway.draining came.
 	turnsAtNotice atomic.Int64
