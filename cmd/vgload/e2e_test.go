@@ -29,9 +29,12 @@ type serverProcess struct {
 
 func startServer(t *testing.T, args ...string) *serverProcess {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("end-to-end test builds and runs the voice server")
-	}
+	return startServerIn(t, newFleetDir(t), args...)
+}
+
+// newFleetDir writes a fresh fleet Secret.
+func newFleetDir(t *testing.T) string {
+	t.Helper()
 	fleetDir := t.TempDir()
 	data, err := fleet.Generate(nil, time.Now(), false)
 	if err != nil {
@@ -41,6 +44,16 @@ func startServer(t *testing.T, args ...string) *serverProcess {
 		if err := os.WriteFile(filepath.Join(fleetDir, name), content, 0o600); err != nil {
 			t.Fatal(err)
 		}
+	}
+	return fleetDir
+}
+
+// startServerIn runs the voice server with the fleet Secret in fleetDir:
+// servers that share one open each other's resume handles.
+func startServerIn(t *testing.T, fleetDir string, args ...string) *serverProcess {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("end-to-end test builds and runs the voice server")
 	}
 	args = append([]string{"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--log-level", "info",
 		"--fleet-secret-dir", fleetDir, "--debug-endpoints"}, args...)
@@ -164,9 +177,10 @@ func TestIdleEndToEnd(t *testing.T) {
 // carries on at the second server; none is cut.
 func TestDrainEndToEnd(t *testing.T) {
 	const sessions = 6
-	a := startServer(t, "--insecure-no-auth", "--drain-timeout", "5s", "--propagation-delay", "500ms",
+	fleetDir := newFleetDir(t)
+	a := startServerIn(t, fleetDir, "--insecure-no-auth", "--drain-timeout", "5s", "--propagation-delay", "500ms",
 		"--notify-window", "1s", "--exit-margin", "2s", "--reconnect-after", "200ms")
-	b := startServer(t, "--insecure-no-auth")
+	b := startServerIn(t, fleetDir, "--insecure-no-auth")
 	path := filepath.Join(t.TempDir(), "drain.json")
 	vgload(t, "drain", "--url", "ws://"+a.Public+"/v1/realtime", "--url", "ws://"+b.Public+"/v1/realtime",
 		"--sessions", strconv.Itoa(sessions), "--ramp", "200ms", "--duration", "1s", "--commit-every", "2", "--settle", "5s",
@@ -182,6 +196,11 @@ func TestDrainEndToEnd(t *testing.T) {
 	if g.Reconnects < sessions || g.ReconnectGap.Count < sessions || g.Frames.Lost != 0 {
 		t.Fatalf("reconnects %d, gaps %+v, frames %+v", g.Reconnects, g.ReconnectGap, g.Frames)
 	}
+	// The two servers share a fleet key: every move carries its session.
+	if g.Resumed != sessions || g.ResumeRefused != 0 {
+		t.Fatalf("resumed %d of %d moves, %d refused", g.Resumed, sessions, g.ResumeRefused)
+	}
+	t.Logf("resumed %d of %d moves", g.Resumed, g.Reconnects)
 	if code := a.WaitExit(5 * time.Second); code != 0 {
 		t.Fatalf("drained server exited %d", code)
 	}

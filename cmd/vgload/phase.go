@@ -48,30 +48,35 @@ type loadConfig struct {
 
 // PhaseResult is what one phase measured.
 type PhaseResult struct {
-	Name           string         `json:"name"`
-	Targets        []string       `json:"targets"`
-	Sessions       int            `json:"sessions"`
-	PeakConnected  int64          `json:"peak_connected"`
-	SessionsReady  int64          `json:"sessions_ready"`
-	SteadySeconds  float64        `json:"steady_seconds"`
-	Connect        Summary        `json:"connect"`
-	Ready          Summary        `json:"ready"`
-	RTT            Summary        `json:"rtt"`
-	SendLag        Summary        `json:"send_lag"`
-	ReconnectGap   Summary        `json:"reconnect_gap"`
-	Frames         FrameCounts    `json:"frames"`
-	Closes         map[string]int `json:"closes"`
-	Errors         map[string]int `json:"errors"`
-	DialFailures   map[string]int `json:"dial_failures"`
-	Reconnects     int64          `json:"reconnects"`
-	ClientStalls   int64          `json:"client_stalls"`
-	ServerCPU      float64        `json:"server_cpu_cores"` // -1 unknown
-	ClientCPU      float64        `json:"client_cpu_cores"`
-	ServerDropped  float64        `json:"server_dropped_frames"` // -1 unknown
-	Memory         *IdleMemory    `json:"memory,omitempty"`
-	Drain          *DrainResult   `json:"drain,omitempty"`
-	FatalError     string         `json:"fatal_error,omitempty"`
-	FramesPerSecPS float64        `json:"frames_per_second_per_session"`
+	Name          string         `json:"name"`
+	Targets       []string       `json:"targets"`
+	Sessions      int            `json:"sessions"`
+	PeakConnected int64          `json:"peak_connected"`
+	SessionsReady int64          `json:"sessions_ready"`
+	SteadySeconds float64        `json:"steady_seconds"`
+	Connect       Summary        `json:"connect"`
+	Ready         Summary        `json:"ready"`
+	RTT           Summary        `json:"rtt"`
+	SendLag       Summary        `json:"send_lag"`
+	ReconnectGap  Summary        `json:"reconnect_gap"`
+	Frames        FrameCounts    `json:"frames"`
+	Closes        map[string]int `json:"closes"`
+	Errors        map[string]int `json:"errors"`
+	DialFailures  map[string]int `json:"dial_failures"`
+	Reconnects    int64          `json:"reconnects"`
+	// Resumed counts reconnects that presented the drain notice's resume
+	// handle and were told gateway.resumed; ResumeRefused those answered
+	// with a resume_* error and a fresh session.
+	Resumed        int64        `json:"resumed"`
+	ResumeRefused  int64        `json:"resume_refused"`
+	ClientStalls   int64        `json:"client_stalls"`
+	ServerCPU      float64      `json:"server_cpu_cores"` // -1 unknown
+	ClientCPU      float64      `json:"client_cpu_cores"`
+	ServerDropped  float64      `json:"server_dropped_frames"` // -1 unknown
+	Memory         *IdleMemory  `json:"memory,omitempty"`
+	Drain          *DrainResult `json:"drain,omitempty"`
+	FatalError     string       `json:"fatal_error,omitempty"`
+	FramesPerSecPS float64      `json:"frames_per_second_per_session"`
 }
 
 // FrameCounts are exact: every frame carries its sequence number.

@@ -183,6 +183,9 @@ func signed(v float64) string { return fmt.Sprintf("%+.3f", v) }
 func writePhase(w io.Writer, p *PhaseResult) {
 	fmt.Fprintf(w, "\n[%s] %s\n", p.Name, strings.Join(p.Targets, " → "))
 	fmt.Fprintf(w, "  sessions      %d (peak %d connected), %d connections ready, %d reconnects\n", p.Sessions, p.PeakConnected, p.SessionsReady, p.Reconnects)
+	if p.Resumed+p.ResumeRefused > 0 {
+		fmt.Fprintf(w, "  resumed       %d of %d reconnects with a handle (%d fresh)\n", p.Resumed, p.Resumed+p.ResumeRefused, p.ResumeRefused)
+	}
 	line := func(name string, s Summary) {
 		if s.Count == 0 {
 			return

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -34,6 +35,8 @@ type phaseStats struct {
 	peakConnected atomic.Int64
 	sessionsReady atomic.Int64 // sessions that got session.created (or upgraded, for the baseline)
 	reconnects    atomic.Int64
+	resumed       atomic.Int64 // reconnects told gateway.resumed
+	resumeRefused atomic.Int64 // reconnects whose handle was refused (a resume_* error)
 	stalls        atomic.Int64 // senders that fell over a second behind and skipped ahead
 	notices       atomic.Int64
 	firstNotice   atomic.Int64 // unix ns
@@ -83,6 +86,8 @@ func (s *phaseStats) fill(res *PhaseResult) {
 	res.Errors = s.errors.snapshot()
 	res.DialFailures = s.dialFailures.snapshot()
 	res.Reconnects = s.reconnects.Load()
+	res.Resumed = s.resumed.Load()
+	res.ResumeRefused = s.resumeRefused.Load()
 	res.ClientStalls = s.stalls.Load()
 }
 
@@ -95,6 +100,11 @@ func (s *phaseStats) onEvent(ev voiceclient.Event) {
 			code = "(none)"
 		}
 		s.errors.add(code, 1)
+		if strings.HasPrefix(code, "resume_") {
+			s.resumeRefused.Add(1)
+		}
+	case ev.Resumed != nil:
+		s.resumed.Add(1)
 	case ev.Draining != nil:
 		at := ev.At.UnixNano()
 		s.notices.Add(1)
@@ -134,6 +144,9 @@ type caller struct {
 	// connection's first echo measures the audio gap.
 	lastEcho atomic.Int64
 	gapFrom  int64
+	// resume is the last drain notice's resume handle, presented by the
+	// next connection so that the conversation goes on there.
+	resume string
 }
 
 // onAudio accounts for one echoed chunk.
@@ -328,6 +341,7 @@ func talk(ctx context.Context, stop <-chan struct{}, cfg loadConfig, stats *phas
 	ts := &stats.perTarget[target]
 	opts := voiceclient.Options{
 		URL: cfg.targets[target], APIKey: cfg.apiKey, Binary: cfg.binary, PlainEcho: cfg.plainEcho, HTTPClient: cfg.http,
+		Resume:  c.resume,
 		OnAudio: func(a voiceclient.Audio) { c.onAudio(stats, a) },
 		OnEvent: stats.onEvent,
 	}
@@ -337,6 +351,8 @@ func talk(ctx context.Context, stop <-chan struct{}, cfg loadConfig, stats *phas
 	dctx, cancelDial := context.WithTimeout(ctx, cfg.dialTimeout)
 	defer cancelDial()
 	dialStart := time.Now()
+	// A handle is presented once: a refused dial starts afresh next time.
+	c.resume = ""
 	conn, err := voiceclient.Dial(dctx, opts)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -406,6 +422,7 @@ func talk(ctx context.Context, stop <-chan struct{}, cfg loadConfig, stats *phas
 			// Finish the turn, hang up, come back elsewhere.
 			finish()
 			c.gapFrom = c.lastEcho.Load()
+			c.resume = conn.Notice().Resume
 			return talkOutcome{moveAfter: conn.Notice().ReconnectAfter}
 		case <-conn.Done():
 			call.Stop()

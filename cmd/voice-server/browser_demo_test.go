@@ -44,6 +44,14 @@ func TestBrowserDemoDrain(t *testing.T) {
 	if moved.BannerKind != "moved" || moved.DrainCountdown != nil {
 		t.Errorf("after the move: banner %q (%s), countdown %v; want the Moved banner and no countdown", moved.Banner, moved.BannerKind, moved.DrainCountdown)
 	}
+	// The two servers of make demo-drain share a fleet Secret: the move
+	// kept the conversation, and the page says so.
+	kept := browser.waitForDemo(ctx, "the conversation kept", func(s demoStats) bool {
+		return len(s.Resumes) == 1 && strings.Contains(s.Banner, "conversation kept")
+	})
+	if kept.Moves[0].From != kept.Moves[0].To {
+		t.Errorf("the move %+v did not continue the session", kept.Moves[0])
+	}
 	shot := browser.screenshot(ctx, "demo-drain-moved.png")
 	cleared := browser.waitForDemo(ctx, "the Moved banner to clear", func(s demoStats) bool { return s.Banner == "" })
 	st = browser.waitFor(ctx, "echo from the other server", func(s pageStats) bool { return s.SamplesReceived >= cleared.SamplesReceived+12000 })

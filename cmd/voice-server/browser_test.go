@@ -60,12 +60,19 @@ type pageStats struct {
 	Underruns         int         `json:"underruns"`
 	PlayedSamples     int         `json:"playedSamples"`
 	CSPViolations     int         `json:"cspViolations"`
+	Resumes           []struct {
+		SessionID string `json:"sessionId"`
+		Restored  int    `json:"restored"`
+		Dropped   int    `json:"dropped"`
+	} `json:"resumes"`
+	Banner string `json:"banner"`
 }
 
 type pageMove struct {
-	From            string   `json:"from"`
-	To              string   `json:"to"`
-	AfterDrainingMS *float64 `json:"afterDrainingMs"`
+	From            string                           `json:"from"`
+	To              string                           `json:"to"`
+	Resumed         *struct{ Restored, Dropped int } `json:"resumed"`
+	AfterDrainingMS *float64                         `json:"afterDrainingMs"`
 }
 
 type pageError struct {
@@ -141,6 +148,13 @@ func TestBrowserTalksThroughDrain(t *testing.T) {
 	first.Signal(syscall.SIGTERM)
 	st = browser.waitFor(ctx, "the move to the second server", func(s pageStats) bool { return len(s.Moves) > 0 })
 	moved := st
+	// The move presented the notice's resume handle: the page says the
+	// conversation was kept.
+	st = browser.waitFor(ctx, "the conversation kept", func(s pageStats) bool {
+		return len(s.Resumes) > 0 && strings.Contains(s.Banner, "conversation kept")
+	})
+	keptShot := browser.screenshot(ctx, "demo-page-conversation-kept.png")
+	t.Logf("after the move the page shows %q (gateway.resumed %+v)", st.Banner, st.Resumes)
 	st = browser.waitFor(ctx, "a second of echo from the second server", func(s pageStats) bool {
 		return s.SamplesReceived >= moved.SamplesReceived+rate
 	})
@@ -164,11 +178,12 @@ func TestBrowserTalksThroughDrain(t *testing.T) {
 	if st.DrainingEvents < 1 {
 		t.Errorf("page saw %d gateway.draining events, want ≥ 1", st.DrainingEvents)
 	}
-	if len(st.SessionIDs) != 2 || st.SessionIDs[0] == st.SessionIDs[1] {
-		t.Fatalf("sessions %v, want two different ones", st.SessionIDs)
+	// The conversation went on: the new session continues the old one's id.
+	if len(st.SessionIDs) != 2 || st.SessionIDs[0] != st.SessionIDs[1] {
+		t.Fatalf("sessions %v, want the same one twice (resumed)", st.SessionIDs)
 	}
-	if m := st.Moves[0]; m.From != st.SessionIDs[0] || m.To != st.SessionIDs[1] {
-		t.Errorf("move %+v does not match sessions %v", m, st.SessionIDs)
+	if m := st.Moves[0]; m.From != st.SessionIDs[0] || m.To != st.SessionIDs[1] || len(st.Resumes) != 1 || st.Resumes[0].SessionID != m.To {
+		t.Errorf("move %+v, resumes %+v, sessions %v", m, st.Resumes, st.SessionIDs)
 	}
 	if !strings.Contains(first.Logs(), st.SessionIDs[0]) || !strings.Contains(second.Logs(), st.SessionIDs[1]) {
 		t.Errorf("session %s should be on the first server and %s on the second", st.SessionIDs[0], st.SessionIDs[1])
@@ -203,7 +218,7 @@ func TestBrowserTalksThroughDrain(t *testing.T) {
 		float64(st.SamplesSent)/rate, st.RMSSent, st.FrequencySent, float64(st.SamplesReceived)/rate, st.RMSReceived, st.FrequencyReceived, wantRMS, st.DeviceRate)
 	t.Logf("move: new session %.0f ms after gateway.draining; longest gap between received audio messages %d ms; received %.2f s before the drain; playback underruns %d; %d transcripts",
 		afterDraining, st.MaxReceiveGapMS, float64(before.SamplesReceived)/rate, st.Underruns, st.Transcripts)
-	t.Logf("screenshots: %s (talking, after the move), %s (refused without a token)", shot, refusedShot)
+	t.Logf("screenshots: %s (talking, after the move), %s (conversation kept), %s (refused without a token)", shot, keptShot, refusedShot)
 	browser.stop()
 }
 

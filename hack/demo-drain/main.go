@@ -90,6 +90,19 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		probe: &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}},
 	}
 	defer d.probe.CloseIdleConnections()
+	// The two servers share a fleet Secret, as a VoiceGateway's pods do:
+	// each opens the other's resume handles, so a call moved by a drain
+	// keeps its conversation (for the echo: its session id and turns).
+	fleetDir, err := os.MkdirTemp("", "vgw-demo-fleet-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(fleetDir)
+	secretDir := filepath.Join(fleetDir, "fleet")
+	if out, err := exec.CommandContext(ctx, d.bin, "fleet-secret", "init", "--dir", secretDir).CombinedOutput(); err != nil {
+		return fmt.Errorf("%s fleet-secret init: %w\n%s", d.bin, err, out)
+	}
+	d.args = append(d.args, "--fleet-secret-dir", secretDir)
 	for _, name := range []string{"A", "B"} {
 		s, err := d.start(name)
 		if err != nil {

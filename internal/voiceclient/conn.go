@@ -30,6 +30,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -63,6 +64,11 @@ type Options struct {
 	ReadDelay time.Duration
 	// ReadLimit bounds one server message (default 1 MiB).
 	ReadLimit int64
+	// Resume is the resume handle of a gateway.draining (Draining.Resume)
+	// to present (?resume=), so that the session continues the
+	// conversation; the server answers gateway.resumed (Event.Resumed), or
+	// an error and a fresh session.
+	Resume string
 
 	// The hooks are called on the connection's reader goroutine, in the
 	// order the server sent things; they must return quickly. The slices
@@ -102,6 +108,17 @@ type Event struct {
 	Raw      []byte
 	Error    *ErrorInfo
 	Draining *Draining
+	Resumed  *Resumed
+	// ResponseNumber is a response.created's response id's number (the
+	// echo backend's turn counter: resp_7 is 7); 0 otherwise.
+	ResponseNumber int
+}
+
+// Resumed is gateway.resumed: the session continues a conversation.
+type Resumed struct {
+	SessionID string `json:"session_id"`
+	Restored  int    `json:"restored"`
+	Dropped   int    `json:"dropped"`
 }
 
 // ErrorInfo is an error event's error object.
@@ -119,6 +136,9 @@ type Draining struct {
 	ReconnectAfter time.Duration
 	Deadline       time.Time
 	At             time.Time // when it arrived
+	// Resume is the session's resume handle, for Options.Resume; empty
+	// when the server gave none. A bearer secret: never print it.
+	Resume string
 }
 
 // SessionInfo is what session.created negotiated.
@@ -269,6 +289,9 @@ func sessionURL(opts Options) (string, error) {
 	}
 	if opts.Token != "" {
 		q.Set("token", opts.Token)
+	}
+	if opts.Resume != "" {
+		q.Set("resume", opts.Resume)
 	}
 	u.RawQuery = q.Encode()
 	return u.String(), nil
@@ -524,6 +547,20 @@ func (c *Conn) onEvent(typeName string, msg []byte, now time.Time) {
 			}
 			close(c.ready)
 		}
+	case "gateway.resumed":
+		var r Resumed
+		_ = json.Unmarshal(msg, &r)
+		ev.Resumed = &r
+	case "response.created":
+		var r struct {
+			Response struct {
+				ID string `json:"id"`
+			} `json:"response"`
+		}
+		_ = json.Unmarshal(msg, &r)
+		if n, ok := strings.CutPrefix(r.Response.ID, "resp_"); ok {
+			ev.ResponseNumber, _ = strconv.Atoi(n)
+		}
 	case "error":
 		var e struct {
 			Error ErrorInfo `json:"error"`
@@ -534,9 +571,10 @@ func (c *Conn) onEvent(typeName string, msg []byte, now time.Time) {
 		var d struct {
 			ReconnectAfterMS int64     `json:"reconnect_after_ms"`
 			Deadline         time.Time `json:"deadline"`
+			Resume           string    `json:"resume"`
 		}
 		_ = json.Unmarshal(msg, &d)
-		ev.Draining = &Draining{ReconnectAfter: time.Duration(d.ReconnectAfterMS) * time.Millisecond, Deadline: d.Deadline, At: now}
+		ev.Draining = &Draining{ReconnectAfter: time.Duration(d.ReconnectAfterMS) * time.Millisecond, Deadline: d.Deadline, At: now, Resume: d.Resume}
 		select {
 		case <-c.draining:
 		default:

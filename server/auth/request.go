@@ -56,7 +56,7 @@ const (
 	maxCredentialLen       = 4 << 10
 	maxSubprotocolLines    = 8
 	maxSubprotocolEntries  = 32
-	maxRawQueryLen         = 8 << 10
+	maxRawQueryLen         = 24 << 10 // room for a resume handle (server/resume.MaxHandleBytes)
 	queryTokenParam        = "token"
 	redactedCredentialText = "[redacted]"
 )

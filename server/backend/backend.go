@@ -7,11 +7,13 @@ package backend
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/go-logr/logr"
 
 	"github.com/voicegateway/voicegateway/server/memory"
 	"github.com/voicegateway/voicegateway/server/protocol"
+	"github.com/voicegateway/voicegateway/server/resume"
 )
 
 // ErrSessionClosed is returned by a Sink once its session has ended; a
@@ -56,6 +58,28 @@ type Info struct {
 	// A backend that does not serve it refuses the session with
 	// protocol.CodeModelNotAllowed.
 	Model string
+	// Resume, when set, is the conversation the client brought from
+	// another server in a resume handle: a Resumer rebuilds it and tells
+	// the client gateway.resumed (with what it restored and dropped)
+	// before anything else of the conversation. A backend that is not a
+	// Resumer never sees it.
+	Resume *resume.State
+}
+
+// Capped is implemented by backends whose upstream ends every session
+// after a fixed time (the OpenAI Realtime API: 60 minutes), so that the
+// session can warn its client in time (session.Config.ResumeNotice).
+type Capped interface {
+	MaxSessionLength() time.Duration
+}
+
+// Resumer is implemented by the connections of backends that can carry a
+// conversation to another server (docs/protocol.md, "Resuming a session").
+type Resumer interface {
+	// ResumeState is what the conversation needs to continue elsewhere:
+	// the configuration and completed items, bounded. It is called from
+	// another goroutine than Handle's, at any time before Close.
+	ResumeState() resume.State
 }
 
 // Backend opens one backend connection per session.

@@ -92,8 +92,12 @@ type SessionsConfig struct {
 	OutboundQueue   int           `json:"outbound_queue"`
 	IdleTimeout     time.Duration `json:"idle_timeout"`
 	MaxDuration     time.Duration `json:"max_duration"`
-	WriteTimeout    time.Duration `json:"write_timeout"`
-	SampleRate      int           `json:"sample_rate"`
+	// ResumeNotice is how long before MaxDuration (or the backend's own
+	// session cap) the client is told gateway.draining with a resume
+	// handle; 0 tells nothing.
+	ResumeNotice time.Duration `json:"resume_notice"`
+	WriteTimeout time.Duration `json:"write_timeout"`
+	SampleRate   int           `json:"sample_rate"`
 	// OutboundQueueBytes bounds the bytes of the outbound queue as
 	// OutboundQueue bounds its messages (a single message always fits).
 	OutboundQueueBytes int64 `json:"outbound_queue_bytes"`
@@ -201,6 +205,7 @@ func Default() Config {
 			OutboundQueue:   256,
 			IdleTimeout:     2 * time.Minute,
 			MaxDuration:     time.Hour,
+			ResumeNotice:    time.Minute,
 			WriteTimeout:    10 * time.Second,
 			SampleRate:      24000,
 

@@ -37,6 +37,7 @@ func TestExampleFile(t *testing.T) {
 			OutboundQueue:   256,
 			IdleTimeout:     90 * time.Second,
 			MaxDuration:     30 * time.Minute,
+			ResumeNotice:    time.Minute,
 			WriteTimeout:    5 * time.Second,
 			SampleRate:      24000,
 

@@ -7,6 +7,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -37,6 +38,7 @@ import (
 	"github.com/voicegateway/voicegateway/server/metrics"
 	"github.com/voicegateway/voicegateway/server/protocol"
 	"github.com/voicegateway/voicegateway/server/ratelimit"
+	"github.com/voicegateway/voicegateway/server/resume"
 	"github.com/voicegateway/voicegateway/server/session"
 )
 
@@ -61,6 +63,8 @@ type Server struct {
 	// --cluster-listen); fleetKey is the fleet Secret's fleet-key.
 	peer     *cluster.Peer
 	fleetKey []byte
+	// sealer seals and opens resume handles (server/resume).
+	sealer *resume.Sealer
 	// fleetKeyFile follows the mounted fleet-key while the peer gossips.
 	fleetKeyFile *auth.SecretFile[[]byte]
 	authn        *auth.Authenticator // nil with --insecure-no-auth
@@ -181,6 +185,19 @@ func New(cfg config.Config, log logr.Logger, clk clock.WithTickerAndDelayedExecu
 		default:
 			return nil, fmt.Errorf("--backend %q is not available in this build", cfg.Backend)
 		}
+	}
+
+	// Resume handles are sealed under a key derived from the fleet key,
+	// so that every pod of the fleet opens them. Without a fleet Secret a
+	// key of the process's own still lets a client resume on this
+	// process, and nowhere else.
+	resumeKey := s.fleetKey
+	if resumeKey == nil {
+		resumeKey = make([]byte, fleet.FleetKeyBytes)
+		_, _ = rand.Read(resumeKey)
+	}
+	if s.sealer, err = resume.NewSealer(resumeKey); err != nil {
+		return nil, err
 	}
 
 	s.sessions = session.NewRegistry(cfg.Sessions.Limit).

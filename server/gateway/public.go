@@ -35,7 +35,7 @@ func (s *Server) publicHandler() http.Handler {
 		Registry: s.sessions,
 		Options: session.Options{
 			Config: s.sessionConfig(), Clock: s.clock, Backend: s.backend, Metrics: s.metrics,
-			Log: s.log.WithName("session"),
+			Log: s.log.WithName("session"), Sealer: s.sealer,
 		},
 		Admit:         s.admitSession,
 		InFlight:      &s.handlers,
@@ -280,7 +280,7 @@ func (s *Server) sessionConfig() session.Config {
 	c := s.cfg.Sessions
 	return session.Config{
 		MaxMessageBytes: c.MaxMessageBytes, InboundRate: c.InboundRate, InboundBurst: c.InboundBurst,
-		OutboundQueue: c.OutboundQueue, IdleTimeout: c.IdleTimeout, MaxDuration: c.MaxDuration,
+		OutboundQueue: c.OutboundQueue, IdleTimeout: c.IdleTimeout, MaxDuration: c.MaxDuration, ResumeNotice: c.ResumeNotice,
 		WriteTimeout: c.WriteTimeout, SampleRate: c.SampleRate,
 		OutboundQueueBytes: c.OutboundQueueBytes, MaxBufferedAudio: c.MaxBufferedAudio,
 	}

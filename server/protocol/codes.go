@@ -49,6 +49,13 @@ const (
 	// OpenAI's own code for a response.cancel with no response active
 	// (echo; the openai backend passes the upstream's on).
 	CodeResponseCancelNotActive Code = "response_cancel_not_active"
+
+	// Resume handles (docs/protocol.md, "Resuming a session"): each is
+	// non-fatal; the session goes on as a fresh conversation.
+	CodeResumeInvalid  Code = "resume_invalid"   // not a handle this fleet sealed (forged, corrupted, an unknown key)
+	CodeResumeExpired  Code = "resume_expired"   // past its expiry (the drain deadline and a minute)
+	CodeResumeForeign  Code = "resume_foreign"   // sealed for another credential
+	CodeResumeTooLarge Code = "resume_too_large" // longer than the handle bound
 )
 
 // AllCodes lists every code, for metrics pre-registration and documentation tests.
@@ -61,6 +68,7 @@ var AllCodes = []Code{
 	CodeUpstreamProtocolError, CodeSessionExpired,
 	CodeServerBusy, CodeMemoryLimit, CodeBufferFull, CodeAPIKeySessionLimit,
 	CodeClientIPSessionLimit, CodeCredentialRevoked, CodeModelNotAllowed, CodeResponseCancelNotActive,
+	CodeResumeInvalid, CodeResumeExpired, CodeResumeForeign, CodeResumeTooLarge,
 }
 
 // Close codes the gateway uses (RFC 6455 section 7.4 and the IANA registry).

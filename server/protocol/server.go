@@ -23,6 +23,7 @@ const (
 	TypeOutputTranscriptDone    = "response.output_audio_transcript.done"
 	TypeError                   = "error"
 	TypeGatewayDraining         = "gateway.draining"
+	TypeGatewayResumed          = "gateway.resumed"
 	AudioFormatPCM              = "audio/pcm"
 	AudioFormatPCMU             = "audio/pcmu" // G.711 µ-law, 8 kHz, one byte a sample
 	AudioFormatPCMA             = "audio/pcma" // G.711 A-law
@@ -208,6 +209,23 @@ type DrainingEvent struct {
 	EventHeader
 	ReconnectAfterMS int64     `json:"reconnect_after_ms"`
 	Deadline         time.Time `json:"deadline"`
+	// Reason is empty for a drain; max_duration or backend_session_cap
+	// when the session itself is about to end (at Deadline).
+	Reason string `json:"reason,omitempty"`
+	// Resume is the sealed resume handle the client presents on
+	// reconnect (?resume=) to keep its conversation; empty when the
+	// session has none. It is a bearer secret of the session: never log it.
+	Resume string `json:"resume,omitempty"`
+}
+
+// ResumedEvent is gateway.resumed: the session continues the conversation
+// of the resume handle presented. Restored items were replayed to the
+// backend; Dropped are the oldest ones left out to keep the handle bounded.
+type ResumedEvent struct {
+	EventHeader
+	SessionID string `json:"session_id"`
+	Restored  int    `json:"restored"`
+	Dropped   int    `json:"dropped"`
 }
 
 // AppendAudioDelta appends a response.output_audio.delta event carrying pcm

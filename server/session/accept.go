@@ -21,6 +21,10 @@ import (
 // URL: ?audio=binary.
 const AudioQueryParam = "audio"
 
+// ResumeQueryParam carries a resume handle on the upgrade URL:
+// ?resume=<handle> (docs/protocol.md, "Resuming a session").
+const ResumeQueryParam = "resume"
+
 // Grant is what admission decided for a request that may become a session.
 type Grant struct {
 	// BinaryAudio selects the binary audio fast path whatever the URL
@@ -244,6 +248,7 @@ func (a *Acceptor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	opts.BinaryAudio = grant.BinaryAudio || r.URL.Query().Get(AudioQueryParam) == protocol.AudioTransportBinary
 	opts.RawConn = hijacker.conn
 	opts.Identity, opts.Claims, opts.Model = grant.Identity, grant.Claims, grant.Model
+	opts.ResumeHandle = r.URL.Query().Get(ResumeQueryParam)
 	sess := New(conn, opts)
 	remove, refusal := a.limits(sess)
 	if refusal != nil {

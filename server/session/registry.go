@@ -64,7 +64,7 @@ func (r *Registry) Add(s *Session) (remove func(), err error) {
 		return nil, err
 	}
 	id := s.opts.Identity
-	r.sessions[s.id] = s
+	r.sessions[s.registryKey()] = s
 	if id.APIKeyID != "" {
 		r.byAPIKey[id.APIKeyID]++
 	}
@@ -102,7 +102,7 @@ func (r *Registry) admitsLocked(s *Session) error {
 func (r *Registry) remove(s *Session) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	delete(r.sessions, s.id)
+	delete(r.sessions, s.registryKey())
 	id := s.opts.Identity
 	if id.APIKeyID != "" {
 		if r.byAPIKey[id.APIKeyID]--; r.byAPIKey[id.APIKeyID] <= 0 {
@@ -158,4 +158,13 @@ func (r *Registry) Wait(ctx context.Context) error {
 		case <-shrunk:
 		}
 	}
+}
+
+// registryKey is the session's key in the registry: its own key, which
+// stays unique when a resumed session takes another's id.
+func (s *Session) registryKey() string {
+	if s.key != "" {
+		return s.key
+	}
+	return s.id
 }

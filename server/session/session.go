@@ -33,6 +33,7 @@ import (
 	"github.com/voicegateway/voicegateway/server/memory"
 	"github.com/voicegateway/voicegateway/server/metrics"
 	"github.com/voicegateway/voicegateway/server/protocol"
+	"github.com/voicegateway/voicegateway/server/resume"
 )
 
 // Config holds the per-session limits.
@@ -43,8 +44,12 @@ type Config struct {
 	OutboundQueue   int
 	IdleTimeout     time.Duration
 	MaxDuration     time.Duration
-	WriteTimeout    time.Duration
-	SampleRate      int
+	// ResumeNotice is how long before MaxDuration (or the backend's
+	// session cap, backend.Capped) the client gets gateway.draining with
+	// a resume handle; 0 sends none.
+	ResumeNotice time.Duration
+	WriteTimeout time.Duration
+	SampleRate   int
 	// OutboundQueueBytes bounds the outbound queue's bytes as
 	// OutboundQueue bounds its messages; 0 means no byte bound.
 	OutboundQueueBytes int64
@@ -92,6 +97,15 @@ type Options struct {
 	// token's claim), set per connection from the Grant; the backend
 	// decides whether it serves it.
 	Model string
+	// Sealer seals the resume handles of gateway.draining and opens the
+	// ones clients present (?resume=); nil disables resuming.
+	Sealer *resume.Sealer
+	// ResumeHandle is the handle the client presented, set per
+	// connection. It is a bearer secret: never logged.
+	ResumeHandle string
+	// ResumeGrace is how long after the drain deadline a handle stays
+	// valid; 0 means a minute.
+	ResumeGrace time.Duration
 }
 
 // ending is why a session ends and how the client is told.
@@ -109,7 +123,10 @@ type ending struct {
 
 // Session is one client session.
 type Session struct {
-	id      string
+	id string
+	// key is the session's own in the registry: a resumed session takes
+	// the id of the one it continues, which may still be ending here.
+	key     string
 	conn    *websocket.Conn
 	opts    Options
 	log     logr.Logger
@@ -140,11 +157,23 @@ type Session struct {
 	writers sync.WaitGroup
 
 	draining atomic.Bool
+	// endNoticed is set once the notice before the session's end
+	// (Config.ResumeNotice) is queued; only the writer reads and writes it.
+	endNoticed bool
 	// committedAt is when the client last committed its audio (unix
 	// nanoseconds on the session's clock) while no answer has started yet;
 	// 0 otherwise. The first audio sent back ends the wait
 	// (voicegateway_response_latency_seconds).
 	committedAt atomic.Int64
+
+	// resumed is the conversation the client's resume handle carried;
+	// resumeRefused, when set, is why its handle was refused (the client
+	// is told once the session runs, and gets a fresh conversation).
+	resumed       *resume.State
+	resumeRefused *protocol.Error
+	// bconn is the backend connection once open, for the drain's resume
+	// handle.
+	bconn atomic.Pointer[backend.Conn]
 }
 
 // New prepares a session on an accepted connection. Nothing runs until Run
@@ -168,11 +197,72 @@ func New(conn *websocket.Conn, opts Options) *Session {
 	// over a kilobyte. Log calls name the session instead.
 	s.log = opts.Log
 	s.lastAct.Store(s.started.UnixNano())
+	s.key = s.id
+	s.openHandle()
 	// The reader reads one byte past the limit to tell "exactly at the
 	// limit" from "over it"; the library's own limit sits just above so
 	// that the gateway, not the library, reports frame_too_large.
 	conn.SetReadLimit(opts.Config.MaxMessageBytes + 1)
 	return s
+}
+
+// openHandle opens the resume handle the client presented: the session
+// continues its id and conversation, or is told why not and starts fresh.
+func (s *Session) openHandle() {
+	h := s.opts.ResumeHandle
+	s.opts.ResumeHandle = ""
+	if h == "" {
+		return
+	}
+	if s.opts.Sealer == nil {
+		s.refuseResume(protocol.CodeResumeInvalid, "this server does not resume sessions")
+		return
+	}
+	st, err := s.opts.Sealer.Open(h, s.opts.Identity.APIKeyID, s.opts.Clock.Now())
+	switch {
+	case err == nil:
+		s.resumed = &st
+		s.id = st.SessionID
+	case errors.Is(err, resume.ErrExpired):
+		s.refuseResume(protocol.CodeResumeExpired, "the resume handle has expired; this is a new conversation")
+	case errors.Is(err, resume.ErrForeign):
+		s.refuseResume(protocol.CodeResumeForeign, "the resume handle belongs to another credential; this is a new conversation")
+	case errors.Is(err, resume.ErrTooLarge):
+		s.refuseResume(protocol.CodeResumeTooLarge, "the resume handle is too large; this is a new conversation")
+	default:
+		s.refuseResume(protocol.CodeResumeInvalid, "the resume handle is not valid here; this is a new conversation")
+	}
+}
+
+// refuseResume drops the conversation a handle carried: the session is a
+// fresh one, with an id of its own, and tells the client why.
+func (s *Session) refuseResume(code protocol.Code, message string) {
+	if s.resumed != nil {
+		s.resumed = nil
+		s.id = newID()
+	}
+	s.resumeRefused = &protocol.Error{Code: code, Type: protocol.ErrorTypeInvalidRequest, Message: message}
+}
+
+// resumeHandle seals the session's conversation for another server, valid
+// until expires; empty when there is nothing to carry or no sealer.
+func (s *Session) resumeHandle(expires time.Time) string {
+	if s.opts.Sealer == nil {
+		return ""
+	}
+	st := resume.State{SessionID: s.id, Backend: s.opts.Backend.Name()}
+	if c := s.bconn.Load(); c != nil {
+		if r, ok := (*c).(backend.Resumer); ok {
+			st = r.ResumeState()
+			st.SessionID, st.Backend = s.id, s.opts.Backend.Name()
+		}
+	}
+	h, _, err := s.opts.Sealer.Seal(st, s.opts.Identity.APIKeyID, expires)
+	if err != nil {
+		s.log.Error(err, "sealing a resume handle", "session", s.id)
+		return ""
+	}
+	return h
 }
 
 // ID is the session id, also sent to the client.
@@ -232,13 +322,22 @@ func (s *Session) Run() {
 		"apiKey", s.opts.Identity.APIKeyID, "token", s.opts.Identity.TokenID)
 
 	s.timer = s.opts.Clock.AfterFunc(s.untilNextCheck(), s.out.timerFired)
+	if s.resumeRefused != nil {
+		// Before the backend opens: the refusal is the first thing the
+		// client hears of this session.
+		s.reportError(s.resumeRefused)
+	}
 
 	bconn, err := s.opts.Backend.Open(s.ctx, backend.Info{
 		SessionID: s.id, SampleRate: s.opts.Config.SampleRate, BinaryAudio: s.opts.BinaryAudio,
 		MaxMessageBytes: s.opts.Config.MaxMessageBytes, Log: s.log,
 		Memory: s.acct, MaxBufferedBytes: s.opts.Config.MaxBufferedBytes(),
-		Model: s.opts.Model,
+		Model: s.opts.Model, Resume: s.resumed,
 	}, (*sink)(s))
+	if err == nil {
+		s.bconn.Store(&bconn)
+		s.announceResume(bconn)
+	}
 	if err != nil {
 		s.log.Error(err, "backend unavailable", "session", s.id)
 		// A backend that knows why it could not open says so with a
@@ -320,13 +419,35 @@ func (s *Session) Abort() {
 	}
 }
 
-// NotifyDraining tells the client the server is draining. It reports
-// whether the event was queued.
+// NotifyDraining tells the client the server is draining, with a resume
+// handle valid until the deadline and ResumeGrace more. It reports whether
+// the event was queued.
 func (s *Session) NotifyDraining(ev *protocol.DrainingEvent) bool {
 	if !s.draining.CompareAndSwap(false, true) {
 		return false
 	}
-	return s.pushEvent(ev, false) == pushed
+	grace := s.opts.ResumeGrace
+	if grace <= 0 {
+		grace = time.Minute
+	}
+	withHandle := *ev
+	withHandle.Resume = s.resumeHandle(ev.Deadline.Add(grace))
+	return s.pushEvent(&withHandle, false) == pushed
+}
+
+// announceResume tells the client what became of its resume handle: why
+// it was refused, or, for a backend that cannot carry a conversation, that
+// the session continues without its items. A Resumer tells
+// gateway.resumed itself, once it has rebuilt the conversation.
+func (s *Session) announceResume(bconn backend.Conn) {
+	if s.resumed == nil {
+		return
+	}
+	if _, ok := bconn.(backend.Resumer); ok {
+		return
+	}
+	_ = (*sink)(s).Event(&protocol.ResumedEvent{EventHeader: protocol.EventHeader{Type: protocol.TypeGatewayResumed},
+		SessionID: s.id, Dropped: len(s.resumed.Items) + s.resumed.Dropped})
 }
 
 // Done is closed when the session has started ending.

@@ -92,6 +92,11 @@ type counters struct {
 	tokenConnects  int            // sessions opened with a client token minted through the Service
 	unauthorized   int            // 401s, on a mint or on a connect with a fresh token
 	tokenKeys      map[string]int // client tokens minted, by signing key id
+	resumed        int            // moves whose new session said gateway.resumed
+	resumeFresh    int            // moves that presented a handle and got a fresh session
+	noHandle       int            // notices without a resume handle
+	turnsContinued int            // moved sessions whose first response continued the echo's turn counter
+	turnsRestarted int            // moved sessions whose first response started it again
 }
 
 func (c *counters) end(kind string) {
@@ -117,6 +122,17 @@ type sessionConn struct {
 	notified atomic.Bool // gateway.draining came on this session
 	isNew    atomic.Bool // opened by a move
 	leaving  atomic.Bool // replaced by a new session, not yet closed
+	// turnsBefore is the last response number the previous session showed
+	// when its gateway.draining came (the echo's turn counter, as the
+	// notice's resume handle carries it); firstResponse is set by this
+	// session's first response.created.
+	turnsBefore int
+	// turnsAtNotice is this session's last response number when its
+	// gateway.draining came.
+	turnsAtNotice atomic.Int64
+	firstResponse atomic.Bool
+	lastResponse  atomic.Int64
+	resumed       atomic.Bool
 }
 
 type caller struct {
@@ -134,7 +150,7 @@ type caller struct {
 	connected          atomic.Bool // a session was opened
 }
 
-func (c *caller) dial(ctx context.Context) (*sessionConn, error) {
+func (c *caller) dial(ctx context.Context, resume string, turnsBefore int) (*sessionConn, error) {
 	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	url, mintURL := c.url, c.mintURL
@@ -145,11 +161,11 @@ func (c *caller) dial(ctx context.Context) (*sessionConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	sc := &sessionConn{}
+	sc := &sessionConn{turnsBefore: turnsBefore}
 	// The session is closed by the caller's Call, not with ctx: a read cut
 	// by a context would tear it down without a close handshake.
 	conn, err := voiceclient.Open(dctx, voiceclient.Options{
-		URL: url, Token: token, Binary: true, SampleRate: sampleRate,
+		URL: url, Token: token, Binary: true, SampleRate: sampleRate, Resume: resume,
 		OnAudio: func(a voiceclient.Audio) { c.onAudio(sc, a.At) },
 		OnEvent: func(ev voiceclient.Event) { c.onEvent(sc, ev) },
 		OnEnd:   func(e voiceclient.End) { c.onEnd(sc, e) },
@@ -252,13 +268,38 @@ func (c *caller) onAudio(sc *sessionConn, now time.Time) {
 func (c *caller) onEvent(sc *sessionConn, ev voiceclient.Event) {
 	switch {
 	case ev.Draining != nil:
+		if !sc.notified.Load() {
+			sc.turnsAtNotice.Store(sc.lastResponse.Load())
+		}
 		sc.notified.Store(true)
 		c.stats.mu.Lock()
 		c.stats.notices++
+		if ev.Draining.Resume == "" {
+			c.stats.noHandle++
+		}
 		c.stats.mu.Unlock()
+	case ev.Resumed != nil:
+		sc.resumed.Store(true)
+		c.stats.mu.Lock()
+		c.stats.resumed++
+		c.stats.mu.Unlock()
+	case ev.ResponseNumber > 0:
+		sc.lastResponse.Store(int64(ev.ResponseNumber))
+		if sc.isNew.Load() && sc.firstResponse.CompareAndSwap(false, true) {
+			c.stats.mu.Lock()
+			if sc.turnsBefore > 0 && ev.ResponseNumber > sc.turnsBefore {
+				c.stats.turnsContinued++
+			} else {
+				c.stats.turnsRestarted++
+			}
+			c.stats.mu.Unlock()
+		}
 	case ev.Error != nil:
 		c.stats.mu.Lock()
 		c.stats.errorsByCode[ev.Error.Code]++
+		if strings.HasPrefix(ev.Error.Code, "resume_") {
+			c.stats.resumeFresh++
+		}
 		c.stats.mu.Unlock()
 	}
 }
@@ -273,7 +314,7 @@ func (c *caller) run(ctx context.Context, ready chan<- struct{}) {
 	var sc *sessionConn
 	for sc == nil {
 		var err error
-		if sc, err = c.dial(ctx); err != nil {
+		if sc, err = c.dial(ctx, "", 0); err != nil {
 			c.stats.mu.Lock()
 			c.stats.dialFailures++
 			c.stats.mu.Unlock()
@@ -305,7 +346,7 @@ func (c *caller) run(ctx context.Context, ready chan<- struct{}) {
 		case <-sc.Done():
 			// Ended without a notice: reconnect all the same, so that the
 			// failure is counted once and the run goes on.
-			next := c.redial(ctx)
+			next := c.redial(ctx, "", 0)
 			if next == nil {
 				return
 			}
@@ -321,10 +362,13 @@ func (c *caller) run(ctx context.Context, ready chan<- struct{}) {
 			moveAt = time.After(after)
 		case <-moveAt:
 			moveAt = nil
-			next := c.redial(ctx)
+			// The new session presents the notice's resume handle: the
+			// conversation (for the echo, its id and turn counter) goes on.
+			next := c.redial(ctx, sc.Notice().Resume, int(sc.turnsAtNotice.Load()))
 			if next == nil {
 				continue
 			}
+
 			took := time.Since(notified)
 			c.stats.mu.Lock()
 			c.stats.moves++
@@ -345,9 +389,9 @@ func (c *caller) run(ctx context.Context, ready chan<- struct{}) {
 	}
 }
 
-func (c *caller) redial(ctx context.Context) *sessionConn {
+func (c *caller) redial(ctx context.Context, resume string, turnsBefore int) *sessionConn {
 	for attempt := 0; ctx.Err() == nil; attempt++ {
-		sc, err := c.dial(ctx)
+		sc, err := c.dial(ctx, resume, turnsBefore)
 		if err == nil {
 			return sc
 		}
@@ -730,6 +774,14 @@ func TestRollout(t *testing.T) {
 		stats.tokenConnects, stats.unauthorized, stats.tokenKeys)
 	if stats.unauthorized != 0 {
 		t.Errorf("%d mints or token connects refused with 401 over the whole run; want 0", stats.unauthorized)
+	}
+	t.Logf("resume: %d of %d moves resumed, %d fresh, %d notices without a handle; echo turn counter continued on %d moved sessions, restarted on %d",
+		stats.resumed, stats.moves, stats.resumeFresh, stats.noHandle, stats.turnsContinued, stats.turnsRestarted)
+	if stats.resumed != stats.moves || stats.resumeFresh != 0 || stats.noHandle != 0 {
+		t.Errorf("%d of %d moves resumed (%d fresh, %d notices without a handle); want every move resumed", stats.resumed, stats.moves, stats.resumeFresh, stats.noHandle)
+	}
+	if stats.turnsRestarted != 0 {
+		t.Errorf("the echo's turn counter started again on %d moved sessions (continued on %d)", stats.turnsRestarted, stats.turnsContinued)
 	}
 	for kind, n := range stats.ends {
 		if kind != "client close" {

@@ -13,6 +13,7 @@ import (
 	"context"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"k8s.io/utils/clock"
@@ -20,6 +21,7 @@ import (
 	"github.com/voicegateway/voicegateway/server/backend"
 	"github.com/voicegateway/voicegateway/server/memory"
 	"github.com/voicegateway/voicegateway/server/protocol"
+	"github.com/voicegateway/voicegateway/server/resume"
 )
 
 // Name is the backend's configured name.
@@ -70,6 +72,12 @@ func (b *Backend) Open(ctx context.Context, info backend.Info, sink backend.Sink
 		vad:    &vad,
 		det:    newDetector(info.SampleRate, vad),
 	}
+	if st := info.Resume; st != nil && st.Backend == Name && st.Turns >= 0 && st.UserItems >= 0 {
+		// The conversation continues: so do its ids.
+		c.responses, c.userItems = int(min(st.Turns, maxResumedCount)), int(min(st.UserItems, maxResumedCount))
+		c.counters.responses.Store(int64(c.responses))
+		c.counters.userItems.Store(int64(c.userItems))
+	}
 	transport := protocol.AudioTransportBase64
 	if info.BinaryAudio {
 		transport = protocol.AudioTransportBinary
@@ -82,11 +90,26 @@ func (b *Backend) Open(ctx context.Context, info backend.Info, sink backend.Sink
 			SampleRate: info.SampleRate, MaxMessageSize: info.MaxMessageBytes,
 		},
 	})
+	if err == nil && info.Resume != nil {
+		err = sink.Event(&protocol.ResumedEvent{EventHeader: protocol.EventHeader{Type: protocol.TypeGatewayResumed},
+			SessionID: info.SessionID, Dropped: info.Resume.Dropped})
+	}
 	if err != nil {
 		cancel()
 		return nil, err
 	}
 	return c, nil
+}
+
+// maxResumedCount bounds the counters a resume handle sets.
+const maxResumedCount = 1 << 40
+
+var _ backend.Resumer = (*conn)(nil)
+
+// ResumeState implements backend.Resumer: an echo's conversation is its
+// counters.
+func (c *conn) ResumeState() resume.State {
+	return resume.State{Backend: Name, Turns: c.counters.responses.Load(), UserItems: c.counters.userItems.Load()}
 }
 
 // clip is what a response echoes: one user item's audio, or its text. The
@@ -127,6 +150,9 @@ type conn struct {
 	det          detector
 	userItems    int
 	responses    int
+	// counters mirror userItems and responses for ResumeState, which the
+	// drain calls from its own goroutine.
+	counters struct{ userItems, responses atomic.Int64 }
 
 	mu       sync.Mutex
 	last     *clip // the latest user item's content; its references are counted under mu
@@ -305,6 +331,7 @@ func (c *conn) nextUserItemID() string { return "item_" + strconv.Itoa(c.userIte
 // response.create answers.
 func (c *conn) commit() *protocol.Error {
 	c.userItems++
+	c.counters.userItems.Store(int64(c.userItems))
 	itemID := "item_" + strconv.Itoa(c.userItems)
 	// The input buffer becomes the item, with its memory: nothing is
 	// copied.
@@ -340,6 +367,7 @@ func (c *conn) respond() *protocol.Error {
 		return err
 	}
 	c.responses++
+	c.counters.responses.Store(int64(c.responses))
 	return nil
 }
 

@@ -151,6 +151,7 @@ func (c *conn) itemCreate(raw []byte) *protocol.Error {
 		id = *it.ID
 	} else {
 		c.userItems++
+		c.counters.userItems.Store(int64(c.userItems))
 		id = "item_" + strconv.Itoa(c.userItems)
 	}
 	var parts []protocol.ContentPart

@@ -5,8 +5,11 @@ import (
 	"reflect"
 	"testing"
 
+	"github.com/voicegateway/voicegateway/server/backend"
 	"github.com/voicegateway/voicegateway/server/backend/backendtest"
+	"github.com/voicegateway/voicegateway/server/backend/echo"
 	"github.com/voicegateway/voicegateway/server/protocol"
+	"github.com/voicegateway/voicegateway/server/resume"
 )
 
 // tone is d10 10 ms frames of a loud square wave (speech to the detector).
@@ -191,5 +194,26 @@ func TestTurnDetectionRefusals(t *testing.T) {
 	}
 	if n := h.Sink.Count(protocol.TypeSessionUpdated); n != 0 {
 		t.Errorf("%d session.updated for refused updates", n)
+	}
+}
+
+// TestResumeContinuesTheCounters: a session resumed from another server
+// keeps counting its items and responses where the old one stopped, and
+// says it resumed right after session.created.
+func TestResumeContinuesTheCounters(t *testing.T) {
+	info := defaultInfo()
+	info.Resume = &resume.State{SessionID: info.SessionID, Backend: echo.Name, Turns: 3, UserItems: 3}
+	h := open(t, info, backendtest.NewSink())
+	h.manual()
+	if got := h.Sink.Types()[:2]; !reflect.DeepEqual(got, []string{protocol.TypeSessionCreated, protocol.TypeGatewayResumed}) {
+		t.Fatalf("first events %v", got)
+	}
+	h.MustSend(`{"type":"input_audio_buffer.append","audio":"AAAAAAAAAAA="}`)
+	h.turn()
+	if done := h.play(0, 1, 1); done["response"].(map[string]any)["id"] != "resp_4" {
+		t.Errorf("the first response after the move is %v, want resp_4", done["response"].(map[string]any)["id"])
+	}
+	if st := h.Conn.(backend.Resumer).ResumeState(); st.Turns != 4 || st.UserItems != 4 {
+		t.Errorf("ResumeState = %+v, want 4 turns and 4 user items", st)
 	}
 }

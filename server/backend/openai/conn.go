@@ -86,6 +86,13 @@ type conn struct {
 	loops   sync.WaitGroup
 	readers sync.WaitGroup
 
+	// conv is what the session remembers of its conversation for a
+	// resume on another server.
+	conv conversation
+	// replayAcks count the upstream's answers to a resume's replay still
+	// to come, which are not relayed to the client.
+	replayAcks struct{ updated, added, done atomic.Int64 }
+
 	// Reader-goroutine state.
 	ev  upstreamEvent
 	ref protocol.ContentRef
@@ -104,19 +111,50 @@ func newConn(ctx context.Context, b *Backend, info backend.Info, sink backend.Si
 		stall:         stall,
 		// Half the stall timeout leaves the pong a whole half to arrive.
 		pingAfter: stall / 2,
+		conv:      conversation{acct: info.Memory},
 	}
 }
 
 // start runs the relay on an open upstream.
+//
+// A resumed session's conversation is replayed first (replay), with the
+// reader already taking the upstream's answers and before the writer can
+// send any client message; the client is then told gateway.resumed.
 func (c *conn) start(up upstream) {
 	c.up = up
 	c.heard()
+	st := c.info.Resume
+	if st != nil && st.Backend == Name {
+		// The upstream's answers to the replay are the client's own
+		// conversation told again: they are followed, not relayed (a
+		// thousand of them would overflow the client's queue).
+		if len(st.Config) > 0 {
+			c.replayAcks.updated.Store(1)
+		}
+		c.replayAcks.added.Store(int64(len(st.Items)))
+		c.replayAcks.done.Store(int64(len(st.Items)))
+	}
+	c.readers.Add(1)
+	go c.readLoop()
+	restored, replayed := 0, true
+	if st != nil && st.Backend == Name {
+		c.conv.mu.Lock()
+		c.conv.dropped = st.Dropped
+		c.conv.mu.Unlock()
+		restored, replayed = c.replay(st)
+	}
 	c.timer = c.b.clock.AfterFunc(c.pingAfter, c.timerFired)
 	c.loops.Add(2)
 	go c.writeLoop()
 	go c.watchLoop()
-	c.readers.Add(1)
-	go c.readLoop()
+	if !replayed {
+		c.fail(upstreamLost())
+		return
+	}
+	if st != nil {
+		_ = c.sink.Event(&protocol.ResumedEvent{EventHeader: protocol.EventHeader{Type: protocol.TypeGatewayResumed},
+			SessionID: c.info.SessionID, Restored: restored, Dropped: st.Dropped + len(st.Items) - restored})
+	}
 }
 
 // heard records a sign of life from the upstream: any message, ping or pong.
@@ -170,6 +208,7 @@ func (c *conn) Close() error {
 		}
 		c.readers.Wait()
 		c.dropQueued()
+		c.conv.close()
 		c.b.metrics.UpstreamConnections.Dec()
 	})
 	return nil

@@ -115,6 +115,14 @@ func (b *Backend) allowed(model string) bool {
 	return len(list) == 0 || slices.Contains(list, model)
 }
 
+// UpstreamSessionCap is how long the OpenAI Realtime API keeps a session.
+const UpstreamSessionCap = 60 * time.Minute
+
+var _ backend.Capped = (*Backend)(nil)
+
+// MaxSessionLength implements backend.Capped.
+func (b *Backend) MaxSessionLength() time.Duration { return UpstreamSessionCap }
+
 // Name implements backend.Backend.
 func (b *Backend) Name() string { return Name }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"sync/atomic"
 
 	"github.com/coder/websocket"
 
@@ -78,6 +79,12 @@ func (c *conn) relayDown(data []byte) *fault {
 		f := upstreamMalformed(err.Error())
 		return &f
 	}
+	if tracked(c.ev.typ) {
+		c.conv.observe(data)
+	}
+	if c.replayAck() {
+		return nil
+	}
 	switch string(c.ev.typ) {
 	case typeAudioDelta, typeBetaAudioDelta:
 		if c.info.BinaryAudio {
@@ -94,6 +101,31 @@ func (c *conn) relayDown(data []byte) *fault {
 		_ = c.sink.Raw(data)
 	}
 	return nil
+}
+
+// replayAck reports whether the event is the upstream's answer to a
+// resume's replay, which the client does not need told again.
+func (c *conn) replayAck() bool {
+	var n *atomic.Int64
+	switch string(c.ev.typ) {
+	case typeSessionUpdated:
+		n = &c.replayAcks.updated
+	case "conversation.item.added", "conversation.item.created":
+		n = &c.replayAcks.added
+	case typeItemDone:
+		n = &c.replayAcks.done
+	default:
+		return false
+	}
+	for {
+		v := n.Load()
+		if v <= 0 {
+			return false
+		}
+		if n.CompareAndSwap(v, v-1) {
+			return true
+		}
+	}
 }
 
 // relayAudioDelta sends a delta's audio as a binary message.

@@ -32,6 +32,8 @@ const stats = {
   sessionIds: [],
   drainingEvents: 0,
   moves: [],
+  // gateway.resumed events: the conversation kept across a move.
+  resumes: [],
   errors: [],
   samplesSent: 0,
   samplesReceived: 0,
@@ -83,6 +85,8 @@ let audio = null;
 let countdownTimer = null;
 let bannerTimer = null;
 const MOVED_BANNER_MS = 4000;
+// What the banner says after a move that kept the conversation (gateway.resumed).
+const KEPT_TEXT = 'Reconnected — conversation kept.';
 let sent = new SignalMeter();
 let received = new SignalMeter();
 let lastReceiveAt = 0;
@@ -216,11 +220,20 @@ function wireClient(c) {
     log(`gateway.draining: this server is shutting down; moving in ~${d.reconnectAfterMs} ms (deadline ${d.deadline})`, 'warn');
     startCountdown(d.deadline);
   });
+  c.addEventListener('resumed', (e) => {
+    const d = e.detail;
+    stats.resumes.push(d);
+    log(`gateway.resumed: reconnected — conversation kept (${d.restored} items restored, ${d.dropped} dropped)`, 'ok');
+    if (stats.banner.startsWith('Moved')) {
+      banner(KEPT_TEXT + ' Keep talking.', 'moved');
+      bannerTimer = setTimeout(() => banner('', ''), MOVED_BANNER_MS);
+    }
+  });
   c.addEventListener('moved', (e) => {
     const d = e.detail;
     stats.moves.push(d);
     ui.moves.textContent = String(stats.moves.length);
-    const text = `Moved to a new server (session id ${d.to}).`;
+    const text = d.resumed ? KEPT_TEXT : `Moved to a new server (session id ${d.to}).`;
     log(text + (d.afterDrainingMs !== null ? ` ${d.afterDrainingMs} ms after the notice.` : ''), 'ok');
     stopCountdown();
     banner(text + ' Keep talking.', 'moved');

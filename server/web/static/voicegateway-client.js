@@ -56,7 +56,9 @@ const DEFAULTS = Object.freeze({
  * A voice session with a voicegateway, kept alive across server drains.
  *
  * Events (CustomEvent, data in `detail`): state, session, audio, transcript,
- * server-event, error, draining, moved, reconnecting, close.
+ * server-event, error, draining, moved, resumed, reconnecting, close. After a
+ * drain the next session presents the notice's resume handle, and `resumed`
+ * ({sessionId, restored, dropped}) says the conversation went on there.
  */
 export class VoiceGatewayClient extends EventTarget {
   #opts;
@@ -67,6 +69,10 @@ export class VoiceGatewayClient extends EventTarget {
   #timers = new Set();
   #closed = false;
   #moveScheduled = false;
+  // The resume handle of the last gateway.draining: presented (?resume=)
+  // by the next connection so that the conversation goes on there. A bearer
+  // secret of the conversation: kept in memory only, never logged.
+  #resumeHandle = null;
   #recovering = false; // a move or reconnect is opening the next session
   #held = []; // output audio of the new connection, held while #leaving still speaks
   #heldSamples = 0;
@@ -221,6 +227,7 @@ export class VoiceGatewayClient extends EventTarget {
     if (this.#closed) return { code: 'closed', message: 'client closed' };
     const url = new URL(this.#opts.url);
     if (this.#opts.audio === 'binary') url.searchParams.set('audio', 'binary');
+    if (this.#resumeHandle) url.searchParams.set('resume', this.#resumeHandle);
     const protocols = token ? [PROTOCOL_NAME, TOKEN_SUBPROTOCOL_PREFIX + token] : [];
     let ws;
     try {
@@ -335,7 +342,8 @@ export class VoiceGatewayClient extends EventTarget {
     if (conn !== this.#conn || this.#closed) return;
     const reconnectAfterMs = Math.max(0, Number(ev.reconnect_after_ms) || 0);
     const deadline = ev.deadline ? Date.parse(ev.deadline) : NaN;
-    this.#emit('draining', { sessionId: conn.sessionId, reconnectAfterMs, deadline: ev.deadline || null });
+    if (typeof ev.resume === 'string' && ev.resume) this.#resumeHandle = ev.resume;
+    this.#emit('draining', { sessionId: conn.sessionId, reconnectAfterMs, deadline: ev.deadline || null, reason: ev.reason || 'drain' });
     if (this.#moveScheduled) return;
     this.#moveScheduled = true;
     this.#setState('draining');
@@ -371,6 +379,8 @@ export class VoiceGatewayClient extends EventTarget {
     const old = this.#conn;
     this.#conn = conn;
     this.#moveScheduled = false;
+    // Presented once: the new session has it (resumed, or refused and fresh).
+    this.#resumeHandle = null;
     if (old && old !== conn) {
       this.#leaving = old;
       old.commit();
@@ -382,7 +392,7 @@ export class VoiceGatewayClient extends EventTarget {
       session: conn.session, previousSessionId,
     });
     this.#emit('moved', {
-      from: previousSessionId, to: conn.sessionId,
+      from: previousSessionId, to: conn.sessionId, resumed: conn.resumed,
       afterDrainingMs: drainingAt === null ? null : Date.now() - drainingAt,
     });
   }
@@ -433,6 +443,10 @@ export class VoiceGatewayClient extends EventTarget {
         break;
       case 'response.output_audio_transcript.done':
         this.#emit('transcript', { text: ev.transcript || '', final: true, responseId: ev.response_id || '', sessionId: conn.sessionId });
+        break;
+      case 'gateway.resumed':
+        conn.resumed = { restored: Number(ev.restored) || 0, dropped: Number(ev.dropped) || 0 };
+        this.#emit('resumed', { sessionId: conn.sessionId, restored: conn.resumed.restored, dropped: conn.resumed.dropped });
         break;
       case 'error': {
         const e = ev.error || {};
@@ -527,6 +541,7 @@ class Connection {
     this.manualTurns = false; // turn detection turned off: each commit asks for its response
     this.created = false;
     this.opened = false;
+    this.resumed = null; // {restored, dropped} once gateway.resumed came
     this.uncommitted = 0; // samples appended since the last commit
     this.awaiting = 0; // commits not yet answered with response.done or an error
     this.commits = 0;

@@ -97,6 +97,65 @@ type Conn struct {
 	lastItemID   string
 	lastAudio    []byte
 	appendedData []byte
+	// transcribe is set by a session.update that configures input audio
+	// transcription: each committed turn is then transcribed.
+	transcribe bool
+
+	// conversation is the conversation as this upstream holds it, in
+	// order, under mu; responses records, for each response, the
+	// conversation it answered from.
+	conversation     []ConversationItem
+	responseContexts [][]ConversationItem
+}
+
+// ConversationItem is one item of the conversation as the upstream holds
+// it: its type, role, and text (a transcript, a text, a function call's
+// name and arguments, a function output).
+type ConversationItem struct {
+	Type, Role, Text string
+}
+
+// Conversation is the conversation the upstream holds now, in order.
+func (c *Conn) Conversation() []ConversationItem {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]ConversationItem(nil), c.conversation...)
+}
+
+// ResponseContexts lists, for each response this upstream produced, the
+// conversation it answered from: what a real model would have "heard".
+func (c *Conn) ResponseContexts() [][]ConversationItem {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([][]ConversationItem(nil), c.responseContexts...)
+}
+
+// remember adds an item to the conversation.
+func (c *Conn) remember(item map[string]any) {
+	ci := ConversationItem{}
+	ci.Type, _ = item["type"].(string)
+	ci.Role, _ = item["role"].(string)
+	switch ci.Type {
+	case "function_call":
+		name, _ := item["name"].(string)
+		args, _ := item["arguments"].(string)
+		ci.Text = name + args
+	case "function_call_output":
+		ci.Text, _ = item["output"].(string)
+	default:
+		parts, _ := item["content"].([]any)
+		for _, p := range parts {
+			part, _ := p.(map[string]any)
+			for _, k := range []string{"text", "transcript"} {
+				if t, ok := part[k].(string); ok {
+					ci.Text += t
+				}
+			}
+		}
+	}
+	c.mu.Lock()
+	c.conversation = append(c.conversation, ci)
+	c.mu.Unlock()
 }
 
 // Inject causes f on the connection and returns the moment it began (a

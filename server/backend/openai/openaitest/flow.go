@@ -56,6 +56,7 @@ func (c *Conn) handle(m message) {
 			item = map[string]any{}
 		}
 		item["id"], item["object"], item["status"] = id, "realtime.item", "completed"
+		c.remember(item)
 		c.send(map[string]any{"type": "conversation.item.added", "previous_item_id": nilIfEmpty(c.lastItemID), "item": item})
 		c.send(map[string]any{"type": "conversation.item.done", "previous_item_id": nilIfEmpty(c.lastItemID), "item": item})
 		c.lastItemID = id
@@ -95,6 +96,13 @@ func (c *Conn) sessionUpdate(raw json.RawMessage, eventID any) {
 			}
 		}
 	}
+	if audio, ok := update["audio"].(map[string]any); ok {
+		if in, ok := audio["input"].(map[string]any); ok {
+			if tr, ok := in["transcription"]; ok {
+				c.transcribe = tr != nil
+			}
+		}
+	}
 	for k, v := range update {
 		if k == "audio" {
 			continue // the format is the only audio setting this stand-in knows
@@ -119,6 +127,14 @@ func (c *Conn) commit(eventID any) {
 	c.lastItemID = id
 	c.lastAudio = append([]byte(nil), c.buffer...)
 	c.buffer = c.buffer[:0]
+	if c.transcribe {
+		transcript := fmt.Sprintf("heard %d bytes", len(c.lastAudio))
+		c.send(map[string]any{"type": "conversation.item.input_audio_transcription.completed", "item_id": id,
+			"content_index": 0, "transcript": transcript})
+		c.remember(map[string]any{"type": "message", "role": "user", "content": []any{map[string]any{"type": "input_text", "text": transcript}}})
+	} else {
+		c.remember(item)
+	}
 }
 
 // respond answers response.create with the last committed audio, in the
@@ -149,6 +165,9 @@ func (c *Conn) respond() {
 		return ev
 	}
 
+	c.mu.Lock()
+	c.responseContexts = append(c.responseContexts, append([]ConversationItem(nil), c.conversation...))
+	c.mu.Unlock()
 	c.send(map[string]any{"type": "response.created", "response": response("in_progress", []any{})})
 	c.send(map[string]any{"type": "response.output_item.added", "response_id": respID, "output_index": 0, "item": item})
 	c.send(ref(map[string]any{"type": "response.content_part.added", "part": map[string]any{"type": "audio", "transcript": ""}}))
@@ -164,6 +183,7 @@ func (c *Conn) respond() {
 	item["status"] = "completed"
 	item["content"] = []any{map[string]any{"type": "output_audio", "transcript": transcript}}
 	c.send(map[string]any{"type": "response.output_item.done", "response_id": respID, "output_index": 0, "item": item})
+	c.remember(item)
 	c.send(map[string]any{"type": "response.done", "response": response("completed", []any{item})})
 	c.send(map[string]any{"type": "rate_limits.updated", "rate_limits": []any{
 		map[string]any{"name": "tokens", "limit": 40000, "remaining": 39000, "reset_seconds": 1.5}}})
