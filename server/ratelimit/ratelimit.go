@@ -107,8 +107,7 @@ func (l *Limiter) Failure(ip netip.Addr) Decision {
 	var wallNow int64
 	var now int64
 	if l.observe != nil {
-		t := l.clk.Now()
-		now, wallNow = int64(t.Sub(l.base)), t.UnixNano()
+		now, wallNow = l.instant()
 	} else {
 		now = l.now()
 	}

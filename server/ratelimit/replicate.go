@@ -93,7 +93,7 @@ func (l *Limiter) Replicate(origin Origin, observe func(Change)) {
 	l.observe = observe
 }
 
-// at is the count of slot s in a ring whose newest slot is newest.
+// ringAt is the count of slot s in a ring whose newest slot is newest.
 func ringAt(slots *[slotCount]uint16, newest, s int64) int {
 	if s > newest || s <= newest-slotCount {
 		return 0
@@ -133,13 +133,18 @@ func combined(e *entry, p *peerCounts, nowSlot int64) entry {
 	return c
 }
 
-// peerFailures is the failures in p still inside the window at nowSlot.
+// failures is the failures in c still inside the window at nowSlot.
+func (c *peerCounter) failures(nowSlot int64) int {
+	e := entry{newestSlot: c.newestSlot, slots: c.slots}
+	return e.failures(nowSlot)
+}
+
+// failures is the failures in p still inside the window at nowSlot.
 func (p *peerCounts) failures(nowSlot int64) int {
 	n := 0
 	for i := range p {
 		if p[i].origin != 0 {
-			e := entry{newestSlot: p[i].newestSlot, slots: p[i].slots}
-			n += e.failures(nowSlot)
+			n += p[i].failures(nowSlot)
 		}
 	}
 	return n
@@ -188,6 +193,13 @@ func wallTime(local, now, wallNow int64) int64 {
 	return wallNow + (local - now)
 }
 
+// instant is one reading of the clock as a local time (since base) and as
+// Unix nanoseconds.
+func (l *Limiter) instant() (now, wallNow int64) {
+	t := l.clk.Now()
+	return int64(t.Sub(l.base)), t.UnixNano()
+}
+
 // change builds the Change for e. wallNow and now are one instant.
 func (l *Limiter) change(k key, e *entry, now, wallNow int64, blocked bool) Change {
 	return Change{
@@ -212,9 +224,7 @@ func (l *Limiter) change(k key, e *entry, now, wallNow int64, blocked bool) Chan
 // block. When the merged counts reach BlockAfter and the IP was not blocked,
 // the block starts here and is reported to observe like a local one.
 func (l *Limiter) Merge(r *Record) bool {
-	wallNowT := l.clk.Now()
-	now := int64(wallNowT.Sub(l.base))
-	wallNow := wallNowT.UnixNano()
+	now, wallNow := l.instant()
 	nowSlot := slotOf(now, l.slotWidth)
 
 	var in entry
@@ -240,7 +250,7 @@ func (l *Limiter) Merge(r *Record) bool {
 			continue
 		}
 		pc := peerCounter{origin: c.Origin, newestSlot: min(c.NewestSlot, wallNowSlot) - l.slotShift, slots: c.Slots}
-		if (&peerCounts{pc}).failures(nowSlot) == 0 {
+		if pc.failures(nowSlot) == 0 {
 			continue
 		}
 		live[nLive] = pc
@@ -266,6 +276,7 @@ func (l *Limiter) Merge(r *Record) bool {
 	}
 	e.blockedUntil = max(e.blockedUntil, in.blockedUntil)
 	e.suspiciousUntil = max(e.suspiciousUntil, in.suspiciousUntil)
+	blocked := false
 	if nLive > 0 {
 		if s.peers == nil {
 			s.peers = make(map[key]peerCounts)
@@ -275,10 +286,6 @@ func (l *Limiter) Merge(r *Record) bool {
 			p.merge(&live[i])
 		}
 		s.peers[k] = p
-	}
-	blocked := false
-	if nLive > 0 {
-		p := s.peers[k]
 		c := combined(&e, &p, nowSlot)
 		if c.failures(nowSlot) >= l.cfg.BlockAfter && now >= e.blockedUntil {
 			e.blockedUntil = now + int64(l.cfg.BlockDuration)
@@ -328,12 +335,10 @@ func (p *peerCounts) merge(c *peerCounter) {
 
 // Records returns every IP that holds state, blocked ones first, with its
 // times and counters (the local origin's and the other replicas'): the full
-// state a replica hands to another in an anti-entropy exchange. At most max
+// state a replica hands to another in an anti-entropy exchange. At most limit
 // records are returned (0: no bound).
 func (l *Limiter) Records(limit int) []Record {
-	wallNowT := l.clk.Now()
-	now := int64(wallNowT.Sub(l.base))
-	wallNow := wallNowT.UnixNano()
+	now, wallNow := l.instant()
 	nowSlot := slotOf(now, l.slotWidth)
 	var blocked, rest []Record
 	for i := range l.shards {
@@ -357,7 +362,7 @@ func (l *Limiter) Records(limit int) []Record {
 					if pc.origin == 0 {
 						continue
 					}
-					if (&peerCounts{*pc}).failures(nowSlot) > 0 {
+					if pc.failures(nowSlot) > 0 {
 						r.Counters = append(r.Counters, Counter{Origin: pc.origin, NewestSlot: pc.newestSlot + l.slotShift, Slots: pc.slots})
 					}
 				}
