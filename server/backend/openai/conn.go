@@ -124,7 +124,8 @@ func (c *conn) start(up upstream) {
 	c.up = up
 	c.heard()
 	st := c.info.Resume
-	if st != nil && st.Backend == Name {
+	own := st != nil && st.Backend == Name
+	if own {
 		// The upstream's answers to the replay are the client's own
 		// conversation told again: they are followed, not relayed (a
 		// thousand of them would overflow the client's queue).
@@ -133,14 +134,13 @@ func (c *conn) start(up upstream) {
 		}
 		c.replayAcks.added.Store(int64(len(st.Items)))
 		c.replayAcks.done.Store(int64(len(st.Items)))
+		// Set before the reader runs, which may count drops of its own.
+		c.conv.dropped = st.Dropped
 	}
 	c.readers.Add(1)
 	go c.readLoop()
 	restored, replayed := 0, true
-	if st != nil && st.Backend == Name {
-		c.conv.mu.Lock()
-		c.conv.dropped = st.Dropped
-		c.conv.mu.Unlock()
+	if own {
 		restored, replayed = c.replay(st)
 	}
 	c.timer = c.b.clock.AfterFunc(c.pingAfter, c.timerFired)

@@ -40,12 +40,7 @@ func (c *conn) Handle(_ context.Context, ev *protocol.ClientEvent) *protocol.Err
 		if err != nil {
 			return err
 		}
-		switch output {
-		case formatPCM:
-			c.byteAudio.Store(false)
-		case formatG711:
-			c.byteAudio.Store(true)
-		}
+		c.setOutput(output)
 	}
 	buf := msgbuf.Get(len(ev.Raw))
 	*buf = append(*buf, ev.Raw...)
@@ -226,6 +221,16 @@ const (
 	formatPCM
 	formatG711
 )
+
+// setOutput records the output format a session.update sets, if any.
+func (c *conn) setOutput(output int) {
+	switch output {
+	case formatPCM:
+		c.byteAudio.Store(false)
+	case formatG711:
+		c.byteAudio.Store(true)
+	}
+}
 
 // checkSessionUpdate refuses a session.update that would change what the
 // gateway owns: the PCM rate (the binary fast path and the sample rate

@@ -308,12 +308,7 @@ func (c *conn) replay(st *resume.State) (restored int, ok bool) {
 	defer cancel()
 	if len(st.Config) > 0 {
 		if output, perr := checkSessionUpdate(st.Config, c.b.allowed, c.info.SampleRate); perr == nil {
-			switch output {
-			case formatPCM:
-				c.byteAudio.Store(false)
-			case formatG711:
-				c.byteAudio.Store(true)
-			}
+			c.setOutput(output)
 			msg, _ := json.Marshal(map[string]any{"type": protocol.TypeSessionUpdate, "session": st.Config})
 			if c.up.Write(ctx, websocket.MessageText, msg) != nil {
 				return 0, false
