@@ -252,15 +252,22 @@ type mintedToken struct {
 // is issued.
 func (h *harness) mint(apiKey, body string) mintedToken {
 	h.t.Helper()
-	resp := h.post(PathClientTokens, bearer(apiKey), body)
+	return mintAt[mintedToken](h, PathClientTokens, apiKey, body)
+}
+
+// mintAt POSTs body to a mint endpoint with apiKey and decodes the 200
+// into T, failing the test on any other answer.
+func mintAt[T any](h *harness, path, apiKey, body string) T {
+	h.t.Helper()
+	resp := h.post(path, bearer(apiKey), body)
 	if resp.status != http.StatusOK {
-		h.t.Fatalf("POST %s: HTTP %d %s", PathClientTokens, resp.status, resp.body)
+		h.t.Fatalf("POST %s: HTTP %d %s", path, resp.status, resp.body)
 	}
-	var tok mintedToken
-	if err := json.Unmarshal(resp.body, &tok); err != nil {
-		h.t.Fatalf("token response %q: %v", resp.body, err)
+	var v T
+	if err := json.Unmarshal(resp.body, &v); err != nil {
+		h.t.Fatalf("POST %s response %q: %v", path, resp.body, err)
 	}
-	return tok
+	return v
 }
 
 // authFailures returns the auth failure counters by reason.

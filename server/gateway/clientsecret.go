@@ -169,7 +169,7 @@ func (s *Server) handleClientSecret(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !s.modelAllowed(req.claims.Model) {
-		s.refuseParam(w, http.StatusBadRequest, protocol.CodeModelNotAllowed, "session.model", s.modelRefusal(req.claims.Model), 0)
+		s.refuseParam(w, http.StatusBadRequest, protocol.CodeModelNotAllowed, "session.model", protocol.ModelNotAllowedMessage(req.claims.Model), 0)
 		return
 	}
 	token, expires, ok := s.mint(w, principal, req.ttl, req.claims)
@@ -198,9 +198,4 @@ func (s *Server) modelAllowed(model string) bool {
 	}
 	allowed := s.cfg.OpenAI.AllowedModels()
 	return len(allowed) == 0 || slices.Contains(allowed, model)
-}
-
-// modelRefusal names the refused model when it is short enough to be one.
-func (s *Server) modelRefusal(model string) string {
-	return protocol.ModelNotAllowedMessage(model)
 }

@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
@@ -23,15 +22,7 @@ type clientSecret struct {
 
 func (h *harness) mintSecret(apiKey, body string) clientSecret {
 	h.t.Helper()
-	resp := h.post(PathClientSecrets, bearer(apiKey), body)
-	if resp.status != http.StatusOK {
-		h.t.Fatalf("POST %s: HTTP %d %s", PathClientSecrets, resp.status, resp.body)
-	}
-	var s clientSecret
-	if err := json.Unmarshal(resp.body, &s); err != nil {
-		h.t.Fatalf("client secret %q: %v", resp.body, err)
-	}
-	return s
+	return mintAt[clientSecret](h, PathClientSecrets, apiKey, body)
 }
 
 // TestClientSecretsOpenAIShape: the mint endpoint of the OpenAI SDKs

@@ -321,7 +321,7 @@ func (s *Server) handleClientToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !s.modelAllowed(req.Session.Model) {
-		s.refuse(w, http.StatusBadRequest, protocol.CodeModelNotAllowed, s.modelRefusal(req.Session.Model), 0)
+		s.refuse(w, http.StatusBadRequest, protocol.CodeModelNotAllowed, protocol.ModelNotAllowedMessage(req.Session.Model), 0)
 		return
 	}
 	token, expires, ok := s.mint(w, principal, time.Duration(req.ExpiresIn)*time.Second, req.Session)

@@ -146,7 +146,10 @@ func NewBudget(limit int64, m *metrics.Server) *Budget {
 
 // BudgetFor is the budget of a process whose memory limit is limit bytes
 // (0: unknown, no budget).
-func BudgetFor(limit int64) int64 { return limit/100*Share + limit%100*Share/100 }
+func BudgetFor(limit int64) int64 { return percentOf(limit, Share) }
+
+// percentOf is p percent of n, without overflowing for any n.
+func percentOf(n, p int64) int64 { return n/100*p + n%100*p/100 }
 
 // Limit is the budget in bytes; 0 when there is none.
 func (b *Budget) Limit() int64 { return b.limit }
@@ -392,7 +395,7 @@ const SoftLimitPercent = 90
 func ProcessLimit(limitFlag int64, gomemlimitSet bool) (limit int64, source string) {
 	if limitFlag > 0 {
 		if !gomemlimitSet {
-			debug.SetMemoryLimit(limitFlag/100*SoftLimitPercent + limitFlag%100*SoftLimitPercent/100)
+			debug.SetMemoryLimit(percentOf(limitFlag, SoftLimitPercent))
 		}
 		return limitFlag, "--memory-limit"
 	}

@@ -3,6 +3,7 @@ package protocol
 import (
 	"bytes"
 	"strconv"
+	"strings"
 )
 
 // SessionClaims are the settings a client token fixes for its session
@@ -68,7 +69,7 @@ func CheckClaims(ev *ClientEvent, claims SessionClaims) *Error {
 		if raw == nil {
 			continue
 		}
-		param := name + "." + joinPath(c.path)
+		param := name + "." + strings.Join(c.path, ".")
 		got, _, ok := stringValue(raw)
 		if !ok {
 			return Invalid(param, param+" must be a string")
@@ -78,17 +79,6 @@ func CheckClaims(ev *ClientEvent, claims SessionClaims) *Error {
 		}
 	}
 	return nil
-}
-
-func joinPath(path []string) string {
-	var b []byte
-	for i, p := range path {
-		if i > 0 {
-			b = append(b, '.')
-		}
-		b = append(b, p...)
-	}
-	return string(b)
 }
 
 // LookupExact follows path through the JSON object obj, each name matched

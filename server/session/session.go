@@ -245,11 +245,17 @@ func (s *Session) refuseResume(code protocol.Code, message string) {
 }
 
 // resumeHandle seals the session's conversation for another server, valid
-// until expires; empty when there is nothing to carry or no sealer.
-func (s *Session) resumeHandle(expires time.Time) string {
+// until deadline and ResumeGrace more (a minute when unset); empty when
+// there is nothing to carry or no sealer.
+func (s *Session) resumeHandle(deadline time.Time) string {
 	if s.opts.Sealer == nil {
 		return ""
 	}
+	grace := s.opts.ResumeGrace
+	if grace <= 0 {
+		grace = time.Minute
+	}
+	expires := deadline.Add(grace)
 	st := resume.State{SessionID: s.id, Backend: s.opts.Backend.Name()}
 	if c := s.bconn.Load(); c != nil {
 		if r, ok := (*c).(backend.Resumer); ok {
@@ -426,12 +432,8 @@ func (s *Session) NotifyDraining(ev *protocol.DrainingEvent) bool {
 	if !s.draining.CompareAndSwap(false, true) {
 		return false
 	}
-	grace := s.opts.ResumeGrace
-	if grace <= 0 {
-		grace = time.Minute
-	}
 	withHandle := *ev
-	withHandle.Resume = s.resumeHandle(ev.Deadline.Add(grace))
+	withHandle.Resume = s.resumeHandle(ev.Deadline)
 	return s.pushEvent(&withHandle, false) == pushed
 }
 

@@ -51,13 +51,9 @@ func (s *Session) endNotice() (at, end time.Time, reason string, ok bool) {
 // noticeEnd queues the notice before the session's end, once.
 func (s *Session) noticeEnd(end time.Time, reason string) {
 	s.endNoticed = true
-	grace := s.opts.ResumeGrace
-	if grace <= 0 {
-		grace = time.Minute
-	}
 	s.pushEvent(&protocol.DrainingEvent{
 		EventHeader: protocol.EventHeader{Type: protocol.TypeGatewayDraining},
-		Deadline:    end.UTC(), Reason: reason, Resume: s.resumeHandle(end.Add(grace)),
+		Deadline:    end.UTC(), Reason: reason, Resume: s.resumeHandle(end),
 	}, false)
 }
 
