@@ -650,13 +650,20 @@ func TestUnchangedGatewayCausesNoWrites(t *testing.T) {
 // controller from the process's metrics registry.
 func reconcileCount(t *testing.T) float64 {
 	t.Helper()
+	return controllerCounter(t, "controller_runtime_reconcile_total")
+}
+
+// controllerCounter sums the counter family name over the voicegateway
+// controller's series in the process's metrics registry.
+func controllerCounter(t *testing.T, name string) float64 {
+	t.Helper()
 	families, err := metrics.Registry.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
 	total := 0.0
 	for _, f := range families {
-		if f.GetName() != "controller_runtime_reconcile_total" {
+		if f.GetName() != name {
 			continue
 		}
 		for _, m := range f.GetMetric() {
