@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -15,9 +13,9 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
+	"github.com/voicegateway/voicegateway/internal/childproc"
 	"github.com/voicegateway/voicegateway/internal/voiceclient"
 )
 
@@ -498,77 +496,54 @@ func (h *honestCallers) finish() Honest {
 
 // abuseServer is the voice server process under attack.
 type abuseServer struct {
-	cmd           *exec.Cmd
+	*childproc.Process
 	public, admin string
-	mu            sync.Mutex
-	lines         []string
-	exited        chan struct{}
-	exitErr       error
+
+	mu    sync.Mutex
+	lines []string
 }
+
+// maxKeptLines bounds the server's log kept for the report.
+const maxKeptLines = 100000
 
 func startAbuseServer(ctx context.Context, cfg abuseConfig, dir string) (*abuseServer, error) {
 	cmd := exec.Command(cfg.serverBin, cfg.serverArgs(dir)...)
 	cmd.Env = append(os.Environ(), "GOMEMLIMIT="+strconv.FormatInt(cfg.gomemlimit, 10))
 	dieWithParent(cmd)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	s := &abuseServer{cmd: cmd, exited: make(chan struct{})}
-	listening := make(chan map[string]any, 1)
-	logsDone := make(chan struct{})
+	s := &abuseServer{}
 	logFile, _ := os.Create(filepath.Join(dir, "server.log"))
-	go func() {
-		defer close(logsDone)
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			line := sc.Text()
+	child, err := childproc.Start(ctx, cmd, childproc.Options{
+		OnLine: func(line string, _ map[string]any) {
 			if logFile != nil {
 				fmt.Fprintln(logFile, line)
 			}
 			s.mu.Lock()
-			if len(s.lines) < 100000 {
+			if len(s.lines) < maxKeptLines {
 				s.lines = append(s.lines, line)
 			}
 			s.mu.Unlock()
-			var entry map[string]any
-			if json.Unmarshal([]byte(line), &entry) == nil && entry["msg"] == "listening" {
-				select {
-				case listening <- entry:
-				default:
-				}
-			}
-		}
-	}()
-	go func() {
-		<-logsDone
-		s.exitErr = cmd.Wait()
+		},
+	})
+	if err != nil {
+		// A child that did not start has exited: its log is complete.
 		if logFile != nil {
 			logFile.Close()
 		}
-		close(s.exited)
-	}()
-	select {
-	case entry := <-listening:
-		s.public, _ = entry["public"].(string)
-		s.admin, _ = entry["admin"].(string)
-		return s, nil
-	case <-s.exited:
-		return nil, fmt.Errorf("the voice server exited at start: %v\n%s", s.exitErr, lastLines(s.logs(), 20))
-	case <-time.After(30 * time.Second):
-		s.kill()
-		return nil, errors.New("the voice server did not start within 30 s")
-	case <-ctx.Done():
-		s.kill()
-		return nil, ctx.Err()
+		return nil, fmt.Errorf("the voice server: %w\n%s", err, lastLines(s.logs(), 20))
 	}
+	if logFile != nil {
+		// Closed once the server's stderr is read to its end (every run
+		// stops or kills its server).
+		go func() {
+			<-child.Exited()
+			logFile.Close()
+		}()
+	}
+	s.Process, s.public, s.admin = child, child.Public, child.Admin
+	return s, nil
 }
 
-func (s *abuseServer) pid() int { return s.cmd.Process.Pid }
+func (s *abuseServer) pid() int { return s.Pid() }
 
 func (s *abuseServer) logs() string {
 	s.mu.Lock()
@@ -578,31 +553,14 @@ func (s *abuseServer) logs() string {
 
 // stop sends SIGTERM and returns the exit code.
 func (s *abuseServer) stop(timeout time.Duration) (int, error) {
-	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		return -1, err
-	}
-	select {
-	case <-s.exited:
-	case <-time.After(timeout):
-		s.kill()
+	if !s.Stop(timeout) {
 		return -1, errors.New("still running after SIGTERM")
 	}
-	var exit *exec.ExitError
-	if errors.As(s.exitErr, &exit) {
-		return exit.ExitCode(), nil
-	}
-	return 0, s.exitErr
+	return s.ExitCode()
 }
 
 // kill ends the process if it still runs and waits for it.
-func (s *abuseServer) kill() {
-	select {
-	case <-s.exited:
-	default:
-		_ = s.cmd.Process.Kill()
-		<-s.exited
-	}
-}
+func (s *abuseServer) kill() { s.Kill() }
 
 func lastLines(text string, n int) string {
 	lines := strings.Split(text, "\n")

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"net"
 	"net/http"
@@ -22,6 +21,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/voicegateway/voicegateway/internal/serviceproxy"
 )
 
 // chromiumPath is Debian's Chromium, which .ci/run installs. Tests never
@@ -383,19 +383,13 @@ func (p *process) metric(name string) float64 {
 	return 0
 }
 
-// serviceProxy stands in for a Kubernetes Service: a loopback TCP proxy
-// that sends each new connection to the first backend whose /readyz passes,
-// so that a draining server gets no new sessions.
+// serviceProxy stands in for a Kubernetes Service: each new connection
+// goes to the first backend whose /readyz passes, so that a draining server
+// gets no new sessions.
 type serviceProxy struct {
-	t        *testing.T
-	ln       net.Listener
+	*serviceproxy.Proxy
 	backends []*process
 	probe    *http.Client
-	wg       sync.WaitGroup
-
-	mu     sync.Mutex
-	conns  map[net.Conn]struct{}
-	closed bool
 }
 
 // mintClientSecret is an app's backend minting a client secret for its page
@@ -431,57 +425,20 @@ func startServiceProxy(t *testing.T, backends ...*process) *serviceProxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &serviceProxy{
-		t: t, ln: ln, backends: backends, conns: map[net.Conn]struct{}{},
-		probe: &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}},
-	}
-	p.wg.Add(1)
-	go p.serve()
-	t.Cleanup(p.close)
+	p := &serviceProxy{backends: backends, probe: &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}}
+	p.Proxy = serviceproxy.Start(ln, p.ready)
+	t.Cleanup(func() {
+		p.Close()
+		p.probe.CloseIdleConnections()
+	})
 	return p
 }
 
-func (p *serviceProxy) url() string { return "http://" + p.ln.Addr().String() }
+func (p *serviceProxy) url() string { return "http://" + p.Addr().String() }
 
-func (p *serviceProxy) serve() {
-	defer p.wg.Done()
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		if !p.track(c) {
-			c.Close()
-			return
-		}
-		p.wg.Add(1)
-		go func() {
-			defer p.wg.Done()
-			defer p.untrack(c)
-			p.forward(c)
-		}()
-	}
-}
-
-// track registers a connection for close; false once the proxy is closed.
-func (p *serviceProxy) track(c net.Conn) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
-		return false
-	}
-	p.conns[c] = struct{}{}
-	return true
-}
-
-func (p *serviceProxy) untrack(c net.Conn) {
-	p.mu.Lock()
-	delete(p.conns, c)
-	p.mu.Unlock()
-	c.Close()
-}
-
-func (p *serviceProxy) ready() *process {
+// ready is the public address of the first backend whose /readyz passes;
+// "" when none does.
+func (p *serviceProxy) ready() string {
 	for _, b := range p.backends {
 		resp, err := p.probe.Get("http://" + b.admin + "/readyz")
 		if err != nil {
@@ -489,50 +446,10 @@ func (p *serviceProxy) ready() *process {
 		}
 		resp.Body.Close()
 		if resp.StatusCode == http.StatusOK {
-			return b
+			return b.public
 		}
 	}
-	return nil
-}
-
-func (p *serviceProxy) forward(client net.Conn) {
-	b := p.ready()
-	if b == nil {
-		return // no endpoint: the connection is refused, as a Service's would be
-	}
-	upstream, err := net.DialTimeout("tcp", b.public, 5*time.Second)
-	if err != nil {
-		return
-	}
-	if !p.track(upstream) {
-		upstream.Close()
-		return
-	}
-	defer p.untrack(upstream)
-	done := make(chan struct{}, 2)
-	pipe := func(dst, src net.Conn) {
-		_, _ = io.Copy(dst, src)
-		done <- struct{}{}
-	}
-	go pipe(upstream, client)
-	go pipe(client, upstream)
-	<-done
-	// Either side is gone: close both, which ends the other copy.
-	client.Close()
-	upstream.Close()
-	<-done
-}
-
-func (p *serviceProxy) close() {
-	p.mu.Lock()
-	p.closed = true
-	for c := range p.conns {
-		c.Close()
-	}
-	p.mu.Unlock()
-	p.ln.Close()
-	p.wg.Wait()
-	p.probe.CloseIdleConnections()
+	return ""
 }
 
 // browser is one headless Chromium with a fake microphone.

@@ -13,7 +13,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -21,7 +20,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"flag"
@@ -37,6 +35,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/voicegateway/voicegateway/internal/childproc"
 )
 
 func main() {
@@ -85,14 +85,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer srv.stop()
+	defer srv.Stop(30 * time.Second) // as Kubernetes would
 
 	certFile := filepath.Join(tmp, "ca.pem")
 	cert, err := selfSigned(certFile)
 	if err != nil {
 		return err
 	}
-	term, err := startTerminator(cert, srv.public)
+	term, err := startTerminator(cert, srv.Public)
 	if err != nil {
 		return err
 	}
@@ -119,72 +119,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// server is the voice server child process.
-type server struct {
-	cmd    *exec.Cmd
-	public string
-	exited chan struct{}
-}
-
-func startServer(bin string, args ...string) (*server, error) {
-	cmd := exec.Command(bin, args...)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting %s (build it with make build-voice-server): %w", bin, err)
-	}
-	s := &server{cmd: cmd, exited: make(chan struct{})}
-	listening := make(chan string, 1)
-	logsDone := make(chan struct{})
-	go func() {
-		defer close(logsDone)
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			var entry map[string]any
-			if json.Unmarshal(sc.Bytes(), &entry) != nil {
-				fmt.Fprintf(os.Stderr, "  [voice-server] %s\n", sc.Text())
-				continue
-			}
-			if entry["msg"] == "listening" {
-				public, _ := entry["public"].(string)
-				listening <- public
-				continue
-			}
+// startServer starts the voice server and waits for it to listen; it
+// passes on what it logs that is not the ordinary session log.
+func startServer(bin string, args ...string) (*childproc.Process, error) {
+	srv, err := childproc.Start(context.Background(), exec.Command(bin, args...), childproc.Options{
+		OnLine: func(line string, entry map[string]any) {
 			// What went wrong, not the ordinary session log.
-			if level := entry["level"]; level == "warn" || level == "error" {
-				fmt.Fprintf(os.Stderr, "  [voice-server] %s\n", sc.Text())
+			if level := entry["level"]; entry == nil || level == "warn" || level == "error" {
+				fmt.Fprintf(os.Stderr, "  [voice-server] %s\n", line)
 			}
-		}
-	}()
-	go func() {
-		<-logsDone
-		_ = cmd.Wait()
-		close(s.exited)
-	}()
-	select {
-	case s.public = <-listening:
-		return s, nil
-	case <-s.exited:
-		return nil, errors.New("the voice server exited at start")
-	case <-time.After(30 * time.Second):
-		_ = cmd.Process.Kill()
-		<-s.exited
-		return nil, errors.New("the voice server did not start")
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("the voice server %s (build it with make build-voice-server): %w", bin, err)
 	}
-}
-
-// stop ends the server as Kubernetes would, and waits for it.
-func (s *server) stop() {
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-s.exited:
-	case <-time.After(30 * time.Second):
-		_ = s.cmd.Process.Kill()
-		<-s.exited
-	}
+	return srv, nil
 }
 
 // selfSigned makes a certificate for localhost and 127.0.0.1, valid for

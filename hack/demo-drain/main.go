@@ -33,6 +33,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/voicegateway/voicegateway/internal/childproc"
+	"github.com/voicegateway/voicegateway/internal/serviceproxy"
 	"github.com/voicegateway/voicegateway/server/admin/adminapi"
 )
 
@@ -52,10 +54,8 @@ var drainSteps = []string{"termination begun: readiness now fails", "refusing ne
 
 // server is one voice server child process.
 type server struct {
-	name          string
-	cmd           *exec.Cmd
-	public, admin string
-	exited        chan struct{}
+	name string
+	*childproc.Process
 }
 
 type demo struct {
@@ -117,8 +117,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if err != nil {
 		return err
 	}
-	proxy := newProxy(ln, d.ready)
-	defer proxy.close()
+	proxy := serviceproxy.Start(ln, d.ready)
+	defer proxy.Close()
 	line, _ := json.Marshal(map[string]string{"msg": "listening", "public": ln.Addr().String()})
 	fmt.Fprintln(stderr, string(line))
 	fmt.Fprintf(stderr, "\nTwo voice servers behind a proxy: open http://%s/ and press \"Start talking\" (headphones!).\n"+
@@ -157,57 +157,25 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 
 // start runs one voice server and waits for its listening line.
 func (d *demo) start(name string) (*server, error) {
-	cmd := exec.Command(d.bin, d.args...)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting %s (build it with make build-voice-server): %w", d.bin, err)
-	}
-	s := &server{name: name, cmd: cmd, exited: make(chan struct{})}
-	listening := make(chan map[string]string, 1)
-	logsDone := make(chan struct{})
-	go func() {
-		defer close(logsDone)
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			var entry map[string]any
-			if json.Unmarshal(sc.Bytes(), &entry) != nil {
-				fmt.Fprintf(d.out, "  [server %s] %s\n", name, sc.Text())
-				continue
-			}
-			msg, _ := entry["msg"].(string)
-			if msg == "listening" {
-				public, _ := entry["public"].(string)
-				admin, _ := entry["admin"].(string)
-				listening <- map[string]string{"public": public, "admin": admin}
-				continue
+	child, err := childproc.Start(context.Background(), exec.Command(d.bin, d.args...), childproc.Options{
+		OnLine: func(line string, entry map[string]any) {
+			if entry == nil {
+				fmt.Fprintf(d.out, "  [server %s] %s\n", name, line)
+				return
 			}
 			// The drain's steps, and anything that went wrong.
+			msg, _ := entry["msg"].(string)
 			if level, _ := entry["level"].(string); level == "warn" || level == "error" && !strings.HasPrefix(msg, "AUTHENTICATION IS OFF") ||
 				slices.Contains(drainSteps, msg) {
 				fmt.Fprintf(d.out, "  [server %s] %s\n", name, msg)
 			}
-		}
-	}()
-	go func() {
-		<-logsDone
-		_ = cmd.Wait()
-		close(s.exited)
-	}()
-	select {
-	case entry := <-listening:
-		s.public, s.admin = entry["public"], entry["admin"]
-	case <-s.exited:
-		return nil, fmt.Errorf("server %s exited at start", name)
-	case <-time.After(30 * time.Second):
-		_ = cmd.Process.Kill()
-		<-s.exited
-		return nil, fmt.Errorf("server %s did not start", name)
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("server %s (%s; build it with make build-voice-server): %w", name, d.bin, err)
 	}
-	fmt.Fprintf(d.out, "server %s: sessions on %s, admin on %s (pid %d)\n", name, s.public, s.admin, cmd.Process.Pid)
+	s := &server{name: name, Process: child}
+	fmt.Fprintf(d.out, "server %s: sessions on %s, admin on %s (pid %d)\n", name, s.Public, s.Admin, s.Pid())
 	return s, nil
 }
 
@@ -217,13 +185,13 @@ func (d *demo) ready() string {
 	servers := append([]*server(nil), d.servers...)
 	d.mu.Unlock()
 	for _, s := range servers {
-		resp, err := d.probe.Get("http://" + s.admin + "/readyz")
+		resp, err := d.probe.Get("http://" + s.Admin + "/readyz")
 		if err != nil {
 			continue
 		}
 		resp.Body.Close()
 		if resp.StatusCode == http.StatusOK {
-			return s.public
+			return s.Public
 		}
 	}
 	return ""
@@ -237,7 +205,7 @@ func (d *demo) drainBusiest(ctx context.Context) error {
 	d.mu.Unlock()
 	busiest, most := -1, -1
 	for i, s := range servers {
-		c, err := adminapi.NewClient(s.admin, adminapi.ClientOptions{})
+		c, err := adminapi.NewClient(s.Admin, adminapi.ClientOptions{})
 		if err != nil {
 			return err
 		}
@@ -254,13 +222,13 @@ func (d *demo) drainBusiest(ctx context.Context) error {
 	}
 	s := servers[busiest]
 	fmt.Fprintf(d.out, "draining server %s (%d sessions): its callers are told gateway.draining and move to the other server\n", s.name, most)
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	_ = s.Cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case <-s.exited:
+	case <-s.Exited():
 	case <-ctx.Done():
 		return nil
 	}
-	fmt.Fprintf(d.out, "server %s drained and exited (%s); starting it again\n", s.name, s.cmd.ProcessState)
+	fmt.Fprintf(d.out, "server %s drained and exited (%s); starting it again\n", s.name, s.Cmd.ProcessState)
 	again, err := d.start(s.name)
 	if err != nil {
 		return err
@@ -277,109 +245,14 @@ func (d *demo) stopAll() {
 	servers := append([]*server(nil), d.servers...)
 	d.mu.Unlock()
 	for _, s := range servers {
-		_ = s.cmd.Process.Signal(syscall.SIGTERM)
+		_ = s.Cmd.Process.Signal(syscall.SIGTERM)
 	}
 	for _, s := range servers {
+		// Not Stop: a second SIGTERM would cut the drain short.
 		select {
-		case <-s.exited:
+		case <-s.Exited():
 		case <-time.After(45 * time.Second):
-			_ = s.cmd.Process.Kill()
-			<-s.exited
+			s.Kill()
 		}
 	}
-}
-
-// proxy is a loopback TCP proxy that sends each new connection to a ready
-// server, as a Service sends it to a ready endpoint; a draining server gets
-// no new connection, and connections already open stay where they are.
-type proxy struct {
-	ln    net.Listener
-	ready func() string
-	wg    sync.WaitGroup
-
-	mu     sync.Mutex
-	conns  map[net.Conn]struct{}
-	closed bool
-}
-
-func newProxy(ln net.Listener, ready func() string) *proxy {
-	p := &proxy{ln: ln, ready: ready, conns: map[net.Conn]struct{}{}}
-	p.wg.Add(1)
-	go p.serve()
-	return p
-}
-
-func (p *proxy) serve() {
-	defer p.wg.Done()
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		if !p.track(c) {
-			c.Close()
-			return
-		}
-		p.wg.Add(1)
-		go func() {
-			defer p.wg.Done()
-			defer p.untrack(c)
-			p.forward(c)
-		}()
-	}
-}
-
-func (p *proxy) track(c net.Conn) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
-		return false
-	}
-	p.conns[c] = struct{}{}
-	return true
-}
-
-func (p *proxy) untrack(c net.Conn) {
-	p.mu.Lock()
-	delete(p.conns, c)
-	p.mu.Unlock()
-	c.Close()
-}
-
-func (p *proxy) forward(client net.Conn) {
-	addr := p.ready()
-	if addr == "" {
-		return // no ready server: refused, as a Service without endpoints
-	}
-	upstream, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		return
-	}
-	if !p.track(upstream) {
-		upstream.Close()
-		return
-	}
-	defer p.untrack(upstream)
-	done := make(chan struct{}, 2)
-	pipe := func(dst, src net.Conn) {
-		_, _ = io.Copy(dst, src)
-		done <- struct{}{}
-	}
-	go pipe(upstream, client)
-	go pipe(client, upstream)
-	<-done
-	client.Close()
-	upstream.Close()
-	<-done
-}
-
-func (p *proxy) close() {
-	p.mu.Lock()
-	p.closed = true
-	for c := range p.conns {
-		c.Close()
-	}
-	p.mu.Unlock()
-	p.ln.Close()
-	p.wg.Wait()
 }

@@ -5,8 +5,7 @@
 package testkit
 
 import (
-	"bufio"
-	"encoding/json"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/voicegateway/voicegateway/internal/childproc"
 )
 
 // Eventually calls check until it returns nil, failing t with check's last
@@ -56,13 +57,8 @@ func That(what string, cond func() bool) func() error {
 // "admin":…} once its listeners are open. It is killed when the test ends
 // if it is still running, and its log is printed when the test failed.
 type Process struct {
-	t   testing.TB
-	Cmd *exec.Cmd
-	// Public and Admin are the addresses of the "listening" log line.
-	Public, Admin string
-
-	exited  chan struct{}
-	exitErr error
+	*childproc.Process
+	t testing.TB
 
 	mu    sync.Mutex
 	lines []string
@@ -72,66 +68,24 @@ type Process struct {
 // line on stderr.
 func Start(t testing.TB, path string, args ...string) *Process {
 	t.Helper()
-	cmd := exec.Command(path, args...)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &Process{t: t, Cmd: cmd, exited: make(chan struct{})}
-	listening := make(chan map[string]any, 1)
-	logsDone := make(chan struct{})
-	go func() {
-		defer close(logsDone)
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			line := sc.Text()
+	p := &Process{t: t}
+	child, err := childproc.Start(context.Background(), exec.Command(path, args...), childproc.Options{
+		OnLine: func(line string, _ map[string]any) {
 			p.mu.Lock()
 			p.lines = append(p.lines, line)
 			p.mu.Unlock()
-			var entry map[string]any
-			if json.Unmarshal([]byte(line), &entry) == nil && entry["msg"] == "listening" {
-				select {
-				case listening <- entry:
-				default:
-				}
-			}
-		}
-	}()
-	go func() {
-		<-logsDone // Wait must follow the last read from the pipe
-		p.exitErr = cmd.Wait()
-		close(p.exited)
-	}()
+		},
+	})
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", path, err, p.Logs())
+	}
+	p.Process = child
 	t.Cleanup(func() {
-		select {
-		case <-p.exited:
-		default:
-			_ = cmd.Process.Kill()
-			<-p.exited
-		}
+		p.Kill()
 		if t.Failed() {
 			t.Logf("%s log:\n%s", path, p.Logs())
 		}
 	})
-	var entry map[string]any
-	select {
-	case entry = <-listening:
-	case <-p.exited:
-		// It may have logged the line and exited at once.
-		select {
-		case entry = <-listening:
-		default:
-			t.Fatalf("%s exited at start: %v\n%s", path, p.exitErr, p.Logs())
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatalf("%s did not start\n%s", path, p.Logs())
-	}
-	p.Public, _ = entry["public"].(string)
-	p.Admin, _ = entry["admin"].(string)
 	return p
 }
 
@@ -141,12 +95,6 @@ func (p *Process) Logs() string {
 	defer p.mu.Unlock()
 	return strings.Join(p.lines, "\n")
 }
-
-// Pid is the process id.
-func (p *Process) Pid() int { return p.Cmd.Process.Pid }
-
-// Exited is closed once the process has exited.
-func (p *Process) Exited() <-chan struct{} { return p.exited }
 
 // Signal sends sig to the process.
 func (p *Process) Signal(sig os.Signal) {
@@ -160,18 +108,15 @@ func (p *Process) Signal(sig os.Signal) {
 func (p *Process) WaitExit(timeout time.Duration) int {
 	p.t.Helper()
 	select {
-	case <-p.exited:
+	case <-p.Exited():
 	case <-time.After(timeout):
 		p.t.Fatalf("still running after %v", timeout)
 	}
-	var exitErr *exec.ExitError
-	if errors.As(p.exitErr, &exitErr) {
-		return exitErr.ExitCode()
+	code, err := p.ExitCode()
+	if err != nil {
+		p.t.Fatalf("wait: %v", err)
 	}
-	if p.exitErr != nil {
-		p.t.Fatalf("wait: %v", p.exitErr)
-	}
-	return 0
+	return code
 }
 
 // String names the process in messages.
