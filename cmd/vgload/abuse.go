@@ -104,6 +104,9 @@ type abuseConfig struct {
 	stuffers       int
 	floodAddresses int
 	keepDir        string
+	// vgloadBin runs the honest callers in a process of their own
+	// (vgload abuse-honest).
+	vgloadBin string
 }
 
 // The server's settings for the suite, besides the addresses and files:
@@ -138,6 +141,7 @@ func cmdAbuse(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&cfg.stuffers, "stuffers", 150, "sessions of the memory-stuffing attack")
 	fs.IntVar(&cfg.floodAddresses, "flood-addresses", 40000, "client addresses of the failed-authentication flood (2× --auth-max-tracked)")
 	fs.StringVar(&cfg.keepDir, "dir", "", "keep the server's files and log here (default: a temporary directory, removed)")
+	fs.StringVar(&cfg.vgloadBin, "vgload", "", "the vgload binary that runs the honest callers in a process of their own (default: this one)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -146,6 +150,11 @@ func cmdAbuse(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return fmt.Errorf("--gomemlimit: %w", err)
 	}
 	cfg.gomemlimit = limit
+	if cfg.vgloadBin == "" {
+		if cfg.vgloadBin, err = os.Executable(); err != nil {
+			return fmt.Errorf("--vgload: %w", err)
+		}
+	}
 	cfg.maxTracked = cfg.floodAddresses / 2
 	cfg.perKey, cfg.perIP = cfg.stuffers+10, 50
 	if *attacks == "all" {
@@ -314,9 +323,17 @@ func runRow(ctx context.Context, env *abuseEnv, name string, attack func(context
 	row := &AbuseRow{Attack: name}
 	start := time.Now()
 	sampler := startSampler(ctx, env)
-	honest := startHonest(ctx, env)
+	honest, err := startHonestProcess(ctx, env)
+	if err != nil {
+		row.Violations = append(row.Violations, "the honest callers did not start: "+err.Error())
+		row.PeakRSS, row.PeakReserved = sampler.stop()
+		return row
+	}
 	res := attack(ctx, env)
-	row.Honest = honest.finish()
+	row.Honest, err = honest.finish(env.cfg.settle + time.Minute)
+	if err != nil {
+		row.Violations = append(row.Violations, "the honest callers: "+err.Error())
+	}
 	row.PeakRSS, row.PeakReserved = sampler.stop()
 	row.Did, row.Limit, row.Got, row.Detail, row.Violations = res.did, res.limit, res.got, res.detail, res.violations
 	if limit := uint64(env.cfg.gomemlimit + env.cfg.rssMargin); row.PeakRSS > limit {

@@ -15,7 +15,7 @@ func TestAbuseEndToEnd(t *testing.T) {
 		t.Skip("end-to-end test builds and runs the voice server")
 	}
 	dir := t.TempDir()
-	out := vgload(t, "abuse", "--server", voiceServer.Path(t),
+	out := vgload(t, "abuse", "--server", voiceServer.Path(t), "--vgload", vgloadBinary.Path(t),
 		"--attacks", "hostile-state,token-replay,api-key-cap,ipv6-/64,big-headers,inbound-burst",
 		"--honest", "2", "--duration", "2s", "--settle", "3s", "--stuffers", "10", "--flood-addresses", "2000",
 		"--dir", filepath.Join(dir, "run"), "--json", filepath.Join(dir, "abuse.json"), "--markdown", filepath.Join(dir, "abuse.md"))

@@ -88,6 +88,8 @@ var commandHelp = map[string]string{
 	"abuse": "Starts the voice server (--server) under GOMEMLIMIT and runs each attack alone, then all together,\n" +
 		"with --honest callers talking beside each; prints peak RSS, what the attacker got and what the\n" +
 		"honest callers saw, and exits 1 if a caller lost a frame or was cut, or an attacker passed its limit.",
+	"abuse-honest": "vgload abuse's honest callers in a process of their own (started by vgload abuse): they talk\n" +
+		"until stdin closes, then print what they saw as JSON.",
 }
 
 // exit statuses: 0 the run succeeded; 1 it ran and failed (a check, or
@@ -119,6 +121,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdFlood(ctx, args, stdout, stderr)
 	case "abuse":
 		return cmdAbuse(ctx, args, stdout, stderr)
+	case "abuse-honest":
+		// vgload abuse's honest callers, in a process of their own.
+		return cmdAbuseHonest(ctx, args, os.Stdin, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

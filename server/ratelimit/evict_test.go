@@ -155,3 +155,36 @@ func TestShardCapacitiesAddUpToMaxTracked(t *testing.T) {
 		}
 	}
 }
+
+// TestFloodCannotShieldAnAttacker: an address failing now and then while a
+// flood of one-failure addresses from elsewhere churns the whole table is
+// still blocked at its BlockAfter-th failure. With the oldest failure
+// evicted first, a quarter of the table of newcomers between its attempts
+// pushed it out again and again and it was never blocked (the abuse
+// suite's all-together row: an IPv6 /64 made 20 failures unblocked).
+func TestFloodCannotShieldAnAttacker(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxTracked, cfg.SuspiciousAfter, cfg.BlockAfter = 20_000, 5, 10
+	l, clk := newTestLimiter(t, cfg)
+	n := 0
+	flood := func(k int) {
+		for range k {
+			l.Failure(nthAddr(n))
+			n++
+		}
+	}
+	flood(cfg.MaxTracked)
+	attacker := netip.MustParseAddr("2001:db8:abcd:2::7")
+	failN(l, attacker, 2)
+	// The newcomers' failures are newer than the attacker's.
+	clk.Step(cfg.Window / 8)
+	for i := 3; i <= cfg.BlockAfter; i++ {
+		flood(cfg.MaxTracked / 4)
+		d := l.Failure(attacker)
+		if want := Block; i == cfg.BlockAfter && d.Verdict != want {
+			t.Fatalf("failure %d reads %v, want %v (%d evictions)", i, d.Verdict, want, l.Stats().EvictionsTotal)
+		} else if i < cfg.BlockAfter && d.Verdict == Block {
+			t.Fatalf("failure %d already blocks", i)
+		}
+	}
+}

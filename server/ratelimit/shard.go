@@ -103,8 +103,10 @@ func (s *shard) put(k key, e entry) {
 // It looks at up to evictionSamples entries, starting where Go's randomised
 // map iteration happens to start, and removes the least valuable: an idle
 // entry at once, else an unblocked one before a blocked one, a plain one
-// before a suspicious one, and among equals the one whose newest failure is
-// oldest (a block: the one that ends first). This is O(1) per insert and
+// before a suspicious one, then the one with fewer failures in the window,
+// and among equals the one whose newest failure is oldest (a block: the one
+// that ends first). Fewer failures first: a flood of one-failure addresses
+// from elsewhere must not push out an address on its way to a block. This is O(1) per insert and
 // never scans the map; the price is that the choice is the best of a sample,
 // not of the table. A blocked IP is evicted only if every sampled entry is
 // blocked too, so a flood of new, unblocked IPs cannot push a block out.
@@ -118,7 +120,7 @@ func (s *shard) evictOne(now, nowSlot int64) {
 			victim, found, live = k, true, false
 			break
 		}
-		if !found || evictBefore(&e, &worst, now) {
+		if !found || evictBefore(&e, &worst, now, nowSlot) {
 			victim, worst, found = k, e, true
 		}
 		seen++
@@ -140,7 +142,7 @@ func (s *shard) evictOne(now, nowSlot int64) {
 }
 
 // evictBefore reports whether a is a better eviction choice than b.
-func evictBefore(a, b *entry, now int64) bool {
+func evictBefore(a, b *entry, now, nowSlot int64) bool {
 	aBlocked, bBlocked := now < a.blockedUntil, now < b.blockedUntil
 	if aBlocked != bBlocked {
 		return !aBlocked
@@ -151,6 +153,9 @@ func evictBefore(a, b *entry, now int64) bool {
 	aSuspicious, bSuspicious := now < a.suspiciousUntil, now < b.suspiciousUntil
 	if aSuspicious != bSuspicious {
 		return !aSuspicious
+	}
+	if fa, fb := a.failures(nowSlot), b.failures(nowSlot); fa != fb {
+		return fa < fb
 	}
 	return a.newestSlot < b.newestSlot
 }

@@ -119,6 +119,10 @@ type ending struct {
 	abort bool
 	// broken means the connection is unusable: close without a handshake.
 	broken bool
+	// refuseInput: what the client still sends is not read (the rest of
+	// a message over the size limit). The close frame is written, but the
+	// close handshake does not wait for the client's answer behind it.
+	refuseInput bool
 }
 
 // Session is one client session.
@@ -486,8 +490,9 @@ func (s *Session) readLoop(bconn backend.Conn) {
 		if in.err != nil && !errors.Is(in.err, msgbuf.ErrRefused) {
 			in.free()
 			if errors.Is(in.err, msgbuf.ErrTooLarge) {
-				s.Fail(protocol.Fatal(protocol.CodeFrameTooLarge, protocol.CloseMessageTooBig,
-					"message larger than "+strconv.FormatInt(cfg.MaxMessageBytes, 10)+" bytes"))
+				e := protocol.Fatal(protocol.CodeFrameTooLarge, protocol.CloseMessageTooBig,
+					"message larger than "+strconv.FormatInt(cfg.MaxMessageBytes, 10)+" bytes")
+				s.finish(ending{closeCode: e.CloseCode, reason: string(e.Code), event: e, refuseInput: true})
 				return
 			}
 			s.readFailed(in.err)

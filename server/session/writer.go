@@ -116,6 +116,17 @@ func (s *Session) closeConn() {
 		cut := time.AfterFunc(abortCloseTimeout, func() { _ = s.opts.RawConn.Close() })
 		defer cut.Stop()
 	}
+	if rc, ok := s.opts.RawConn.(interface{ SetReadDeadline(time.Time) error }); ok && e.refuseInput {
+		// The library's close handshake reads whatever the client still
+		// sends, byte by byte, for up to five seconds, looking for its
+		// close frame: behind a refused oversized message that is the rest
+		// of it, as long as the client claims. 20 clients sending 1 MiB
+		// messages again and again kept the server's cores busy that way,
+		// and honest callers heard their echo half a second late. A read
+		// deadline in the past ends that read at once; the close frame is
+		// still written.
+		_ = rc.SetReadDeadline(time.Unix(1, 0))
+	}
 	if err := s.conn.Close(e.closeCode, e.reason); err != nil {
 		s.log.V(1).Info("close handshake incomplete", "session", s.id, "error", err.Error())
 	}

@@ -127,6 +127,7 @@ type turn struct {
 	responseID string
 	itemID     string // the assistant item the response adds
 	clip       *clip
+	queuedAt   time.Time
 }
 
 // conn is one session's echo. The reader goroutine calls Handle; a speaker
@@ -162,6 +163,10 @@ type conn struct {
 	queued   int  // bytes of audio in pending, bounded by maxBytes
 	cancelID int  // bumped by response.cancel; the speaker drops its turn when it changes
 	conv     conversation
+
+	// playedUntil is when the audio played so far ends on the speaker's
+	// schedule; only the speaker goroutine (one at a time) touches it.
+	playedUntil time.Time
 }
 
 // maxBytes bounds the uncommitted input and, apart, the turns waiting to
@@ -395,6 +400,7 @@ func (c *conn) enqueue(t turn) *protocol.Error {
 			" of audio wait to be played; wait for response.done or cancel")
 	}
 	t.clip.refs++
+	t.queuedAt = c.clock.Now()
 	c.pending = append(c.pending, t)
 	c.queued += len(t.clip.audio)
 	if !c.speaking && c.ctx.Err() == nil {

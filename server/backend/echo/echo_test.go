@@ -13,6 +13,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/voicegateway/voicegateway/internal/testkit"
 	"github.com/voicegateway/voicegateway/server/backend"
 	"github.com/voicegateway/voicegateway/server/backend/backendtest"
 	"github.com/voicegateway/voicegateway/server/backend/echo"
@@ -752,5 +753,44 @@ func TestBufferedAudioBoundAndAccount(t *testing.T) {
 	h.Close()
 	if got := audio(); got != 0 {
 		t.Fatalf("%d bytes charged after Close", got)
+	}
+}
+
+// TestLateTurnCatchesUp: the echo plays to a schedule, as a speaker would.
+// A turn queued behind another starts where that one ends, even when the
+// machine was too busy to start it then: what is overdue goes out at once
+// and the turn is back on time, instead of every later turn inheriting the
+// delay (a caller who talks in real time heard each busy moment in every
+// echo after it).
+func TestLateTurnCatchesUp(t *testing.T) {
+	h := open(t, defaultInfo(), backendtest.NewSink())
+	h.manual()
+	chunk := chunkBytes(24000)
+	first, second := randomPCM(1, 10*chunk), randomPCM(2, 10*chunk)
+	h.MustSend(appendMsg(first))
+	h.turn()
+	h.Sink.WaitChunks(t, 1)
+	h.MustSend(appendMsg(second))
+	h.turn() // queued behind the first, due when it ends (200 ms)
+
+	// The speaker stalls: the clock is 100 ms past the first turn's end
+	// before the speaker runs again.
+	testkit.Eventually(t, backendtest.WaitTimeout, testkit.That("the speaker's ticker", h.clk.HasWaiters))
+	h.clk.Step(300 * time.Millisecond)
+	h.Sink.WaitType(t, protocol.TypeResponseDone, 1)
+	// The second turn's first 100 ms are overdue: 5 chunks and the one due
+	// now, at once.
+	h.Sink.WaitChunks(t, 10+6)
+	time.Sleep(10 * time.Millisecond)
+	if n := len(h.Sink.Chunks()); n != 16 {
+		t.Fatalf("%d chunks sent, want 16: the late turn sends what is overdue and no more", n)
+	}
+	h.play(15, 5, 2)
+	var got []byte
+	for _, c := range h.Sink.Chunks()[10:] {
+		got = append(got, c.PCM...)
+	}
+	if !bytes.Equal(got, second) {
+		t.Error("the second turn's echo differs from its input")
 	}
 }

@@ -85,7 +85,7 @@ func (c *conn) play(t turn, cancelID int) bool {
 	status := protocol.ResponseStatusCompleted
 	if len(audio) > 0 {
 		var ok bool
-		if status, ok = c.playAudio(ref, audio, cancelID); !ok {
+		if status, ok = c.playAudio(ref, audio, cancelID, t.queuedAt); !ok {
 			return false
 		}
 	} else if c.cancelled(cancelID) {
@@ -125,9 +125,31 @@ func (c *conn) play(t turn, cancelID int) bool {
 // so on each tick every chunk that is due goes out; a late tick is caught
 // up instead of delaying the rest of the response. It returns the
 // response's status, and false when the session is over.
-func (c *conn) playAudio(ref protocol.ContentRef, audio []byte, cancelID int) (string, bool) {
+func (c *conn) playAudio(ref protocol.ContentRef, audio []byte, cancelID int, queuedAt time.Time) (string, bool) {
 	chunk := c.info.SampleRate * 2 * int(chunkDuration/time.Millisecond) / 1000
-	start := c.clock.Now()
+	// The audio is played to a schedule, as a speaker would play it: a
+	// turn starts when it was queued or when the one before it ends,
+	// whichever is later. A turn begun late (the machine was busy) sends
+	// what is overdue at once and is back on time, rather than pushing
+	// every later turn back by the delay: played from when it actually
+	// began, each turn of a caller who talks in real time inherited the
+	// one before's lateness, and one busy moment stayed in every echo
+	// that followed.
+	now := c.clock.Now()
+	start := queuedAt
+	if c.playedUntil.After(start) {
+		start = c.playedUntil
+	}
+	if start.After(now) {
+		start = now
+	}
+	c.playedUntil = start.Add(time.Duration(len(audio)) * time.Second / time.Duration(c.info.SampleRate*2))
+	defer func() {
+		if c.playedUntil.After(c.clock.Now()) && c.cancelled(cancelID) {
+			// Cut short: what follows starts when it is queued.
+			c.playedUntil = time.Time{}
+		}
+	}()
 	ticker := c.clock.NewTicker(chunkDuration)
 	defer ticker.Stop()
 	for off := 0; off < len(audio); {
