@@ -259,6 +259,25 @@ func TestOversizedMessageEndsOnlyItsSession(t *testing.T) {
 	sessiontest.ReadUntil(t, other, "session.updated")
 }
 
+// TestOversizedMessageRestIsNotRead: once a message passes the size limit
+// the server stops reading the connection. The close handshake used to
+// read the rest of the message byte by byte, as long as the client kept
+// sending (up to five seconds each): a few clients sending huge messages
+// again and again kept the server's cores busy. Here one 64 MiB message in
+// a single frame: the server reads none of it past the limit (and the
+// sockets' buffers), so the client's write cannot complete.
+func TestOversizedMessageRestIsNotRead(t *testing.T) {
+	h := serve(t, func(c *session.Config) { c.MaxMessageBytes = 4096 })
+	c := h.dial("audio=binary", nil)
+	sessiontest.ReadUntil(t, c, "session.created")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := c.Write(ctx, websocket.MessageBinary, make([]byte, 64<<20)); err == nil || ctx.Err() != nil {
+		t.Fatalf("a 64 MiB message over a 4 KiB limit was read to its end (write error %v, context %v)", err, ctx.Err())
+	}
+	h.waitSessions(0)
+}
+
 func TestInboundRateLimit(t *testing.T) {
 	h := serve(t, func(c *session.Config) {
 		c.InboundRate = 1
