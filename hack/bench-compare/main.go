@@ -154,7 +154,7 @@ func counts(list string) ([]int, error) {
 // measure runs one load against the voice server, then against the Node
 // peer, each on a fresh process.
 func (cfg config) measure(ctx context.Context, stdout io.Writer, kind string, n int) Row {
-	row := Row{Kind: kind, Sessions: n}
+	row := Row{Kind: kind, Sessions: n, LoadAvg: strings.Fields(loadAverage())[0]}
 	for _, side := range []struct {
 		name string
 		into *Side

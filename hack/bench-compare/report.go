@@ -52,6 +52,9 @@ type Row struct {
 	Sessions    int    `json:"sessions"`
 	VoiceServer Side   `json:"voice_server"`
 	Node        Side   `json:"node_peer"`
+	// LoadAvg is the machine's 1-minute load average when the row began:
+	// other work on a shared machine shows in its figures.
+	LoadAvg string `json:"load_avg"`
 }
 
 // starvedLag is the send lag past which a row's client could not keep real
@@ -64,19 +67,19 @@ const kib = 1024.0
 // ÷ Node CPU for talking loads, memory per idle session ÷ Node's for idle.
 func markdownTable(rows []Row) string {
 	var b strings.Builder
-	b.WriteString("| load | voice server CPU | Node peer CPU | voice server ÷ Node | voice server peak RSS | Node peak RSS | p99 echo lateness voice server / Node | frames lost voice server / Node |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| load | voice server CPU | Node peer CPU | voice server ÷ Node | voice server peak RSS | Node peak RSS | p99 echo lateness voice server / Node | frames lost voice server / Node | load average |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rows {
 		gw, node := r.VoiceServer, r.Node
 		switch r.Kind {
 		case talking:
-			fmt.Fprintf(&b, "| %d talking sessions | %s | %s | %s | %s | %s | %s / %s ms | %s / %s |\n",
+			fmt.Fprintf(&b, "| %d talking sessions | %s | %s | %s | %s | %s | %s / %s ms | %s / %s | %s |\n",
 				r.Sessions, cores(gw), cores(node), ratio(gw.CPUCores, node.CPUCores, gw.Error, node.Error),
-				mib(gw), mib(node), lateness(gw), lateness(node), lost(gw), lost(node))
+				mib(gw), mib(node), lateness(gw), lateness(node), lost(gw), lost(node), r.LoadAvg)
 		case idle:
-			fmt.Fprintf(&b, "| %d idle sessions | %s | %s | %s | %s | %s | | |\n",
+			fmt.Fprintf(&b, "| %d idle sessions | %s | %s | %s | %s | %s | | | %s |\n",
 				r.Sessions, perIdle(gw), perIdle(node), ratio(gw.IdleBytesPerSession, node.IdleBytesPerSession, gw.Error, node.Error),
-				mib(gw), mib(node))
+				mib(gw), mib(node), r.LoadAvg)
 		}
 	}
 	return b.String()

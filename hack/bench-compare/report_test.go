@@ -15,22 +15,25 @@ func rowsOfIssue21() []Row {
 	return []Row{
 		{Kind: talking, Sessions: 50,
 			VoiceServer: Side{CPUCores: 0.12, PeakRSSBytes: 28 * mib, P99LatenessMS: 3.3, FramesSent: 50000, SessionsReady: 50},
-			Node:        Side{CPUCores: 0.09, PeakRSSBytes: 135 * mib, P99LatenessMS: 22.6, FramesSent: 50000, SessionsReady: 50}},
+			Node:        Side{CPUCores: 0.09, PeakRSSBytes: 135 * mib, P99LatenessMS: 22.6, FramesSent: 50000, SessionsReady: 50},
+			LoadAvg:     "0.42"},
 		{Kind: talking, Sessions: 300,
 			VoiceServer: Side{CPUCores: 0.47, PeakRSSBytes: 95 * mib, P99LatenessMS: 3.1, FramesSent: 300000, FramesLost: 2, SessionsReady: 300, SendLagP99MS: 31},
-			Node:        Side{Error: "vgload relay: exit status 1"}},
+			Node:        Side{Error: "vgload relay: exit status 1"},
+			LoadAvg:     "1.87"},
 		{Kind: idle, Sessions: 2000,
 			VoiceServer: Side{CPUCores: 0, PeakRSSBytes: 70 * mib, IdleBytesPerSession: 26 * 1024, SessionsReady: 2000},
-			Node:        Side{CPUCores: 0, PeakRSSBytes: 60 * mib, IdleBytesPerSession: 3 * 1024, SessionsReady: 2000}},
+			Node:        Side{CPUCores: 0, PeakRSSBytes: 60 * mib, IdleBytesPerSession: 3 * 1024, SessionsReady: 2000},
+			LoadAvg:     "0.93"},
 	}
 }
 
 func TestMarkdownTable(t *testing.T) {
-	want := `| load | voice server CPU | Node peer CPU | voice server ÷ Node | voice server peak RSS | Node peak RSS | p99 echo lateness voice server / Node | frames lost voice server / Node |
-|---|---|---|---|---|---|---|---|
-| 50 talking sessions | 0.12 cores | 0.09 cores | 1.33× | 28 MiB | 135 MiB | 3.3 / 22.6 ms | 0 / 0 |
-| 300 talking sessions | 0.47 cores | — | — | 95 MiB | — | 3.1 ⚠ / — ms | 2 / — |
-| 2000 idle sessions | 26.0 KiB each | 3.0 KiB each | 8.67× | 70 MiB | 60 MiB | | |
+	want := `| load | voice server CPU | Node peer CPU | voice server ÷ Node | voice server peak RSS | Node peak RSS | p99 echo lateness voice server / Node | frames lost voice server / Node | load average |
+|---|---|---|---|---|---|---|---|---|
+| 50 talking sessions | 0.12 cores | 0.09 cores | 1.33× | 28 MiB | 135 MiB | 3.3 / 22.6 ms | 0 / 0 | 0.42 |
+| 300 talking sessions | 0.47 cores | — | — | 95 MiB | — | 3.1 ⚠ / — ms | 2 / — | 1.87 |
+| 2000 idle sessions | 26.0 KiB each | 3.0 KiB each | 8.67× | 70 MiB | 60 MiB | | | 0.93 |
 `
 	if got := markdownTable(rowsOfIssue21()); got != want {
 		t.Errorf("table:\n%s\nwant:\n%s", got, want)
