@@ -78,8 +78,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	serverCPUs, clientCPUs := defaultPinning()
 	fs.StringVar(&cfg.serverCPUs, "server-cpus", serverCPUs, "taskset core list of the server under test; empty: not pinned")
 	fs.StringVar(&cfg.clientCPUs, "client-cpus", clientCPUs, "taskset core list of vgload; empty: not pinned")
+	replot := fs.String("replot", "", "measure nothing: write the table and chart of this report.json into --out")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *replot != "" {
+		return replotReport(*replot, cfg.out, stdout)
 	}
 	var err error
 	if cfg.talking, err = counts(*talkingList); err != nil {
@@ -120,6 +124,23 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	report.Machine.LoadAvgEnd = loadAverage()
 	return report.write(cfg.out, stdout)
+}
+
+// replotReport writes the table and chart of a saved report again, e.g.
+// after the chart's code changed.
+func replotReport(path, out string, stdout io.Writer) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var r Report
+	if err := json.Unmarshal(data, &r); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return err
+	}
+	return r.write(out, stdout)
 }
 
 // defaultPinning puts the server under test on core 1 and vgload on core 0

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	"image/color"
+	"math"
+	"strconv"
 	"strings"
 
 	"gonum.org/v1/plot"
@@ -221,8 +223,47 @@ func newPanel(title, x, y string) *plot.Plot {
 	p.X.Label.Text = x
 	p.Y.Label.Text = y
 	p.Legend.Top = true
+	p.X.Tick.Marker = roundTicks{}
+	p.Y.Tick.Marker = roundTicks{}
 	p.Add(plotter.NewGrid())
 	return p
+}
+
+// roundTicks marks an axis at four to seven round steps (1, 2, 2.5 or 5 times
+// a power of ten), labelled with no more digits than the step needs; the
+// default marker leaves as few as two labels on these short ranges.
+type roundTicks struct{}
+
+func (roundTicks) Ticks(lo, hi float64) []plot.Tick {
+	step := roundStep((hi - lo) / 6)
+	decimals := 0
+	for decimals < 6 && math.Abs(step*math.Pow10(decimals)-math.Round(step*math.Pow10(decimals))) > 1e-9 {
+		decimals++
+	}
+	var ticks []plot.Tick
+	for i := math.Ceil(lo / step); i*step <= hi+step*1e-9; i++ {
+		v := i * step
+		ticks = append(ticks, plot.Tick{Value: v, Label: strconv.FormatFloat(v, 'f', decimals, 64)})
+		if v+step/2 <= hi {
+			ticks = append(ticks, plot.Tick{Value: v + step/2})
+		}
+	}
+	return ticks
+}
+
+// roundStep is the smallest of 1, 2, 2.5 and 5 times a power of ten that is
+// at least x.
+func roundStep(x float64) float64 {
+	if x <= 0 || math.IsInf(x, 0) || math.IsNaN(x) {
+		return 1
+	}
+	p := math.Pow10(int(math.Floor(math.Log10(x))))
+	for _, m := range []float64{1, 2, 2.5, 5} {
+		if m*p >= x {
+			return m * p
+		}
+	}
+	return 10 * p
 }
 
 // addSeries draws pts as a line with points; a series with no points is

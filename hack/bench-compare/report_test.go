@@ -132,3 +132,26 @@ func wellFormedTexts(t *testing.T, svg []byte) string {
 	}
 	return strings.Join(texts, "\n")
 }
+
+func TestRoundTicks(t *testing.T) {
+	for _, c := range []struct {
+		lo, hi float64
+		want   []string
+	}{
+		{0, 2.9, []string{"0.0", "0.5", "1.0", "1.5", "2.0", "2.5"}},
+		{0, 3400, []string{"0", "1000", "2000", "3000"}},
+		{0, 330, []string{"0", "100", "200", "300"}},
+		{0, 1.2, []string{"0.0", "0.2", "0.4", "0.6", "0.8", "1.0", "1.2"}},
+		{0, 1.4, []string{"0.00", "0.25", "0.50", "0.75", "1.00", "1.25"}},
+	} {
+		var got []string
+		for _, tick := range (roundTicks{}).Ticks(c.lo, c.hi) {
+			if tick.Label != "" {
+				got = append(got, tick.Label)
+			}
+		}
+		if strings.Join(got, " ") != strings.Join(c.want, " ") {
+			t.Errorf("ticks of [%v, %v] = %v, want %v", c.lo, c.hi, got, c.want)
+		}
+	}
+}
