@@ -230,6 +230,10 @@ func (cfg config) measureSide(ctx context.Context, name, kind string, n int) (Si
 	if kind == talking {
 		command, ramp, hold = "relay", n/200+2, cfg.duration
 	}
+	// A report left by an earlier run must not stand in for this one's.
+	if err := os.Remove(base + ".json"); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return Side{}, err
+	}
 	load := pinned(ctx, cfg.clientCPUs, cfg.vgload, command, "--sessions", strconv.Itoa(n), "--url", url,
 		"--ramp", fmt.Sprintf("%ds", ramp), "--duration", hold.String(),
 		"--server-pid", strconv.Itoa(server.Pid()), "--json", base+".json", "--quiet")
