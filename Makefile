@@ -18,7 +18,7 @@ PLATFORMS ?= linux/amd64,linux/arm64
 ENVTEST_BINARIES ?= etcd kube-apiserver kube-controller-manager kubectl helm
 export KUBEBUILDER_ASSETS := $(BIN)/k8s
 
-.PHONY: compat all build run demo-drain test test-short bench bench-go bench-load soak soak-short abuse fuzz lint fmt vet clean \
+.PHONY: compat all build run demo-drain test test-short bench bench-go bench-load bench-compare soak soak-short abuse fuzz lint fmt vet clean \
 	envtest-binaries tools controller-gen generate manifests run-manager scale-test image image-push image-oci image-publish \
 	chart chart-push helm-lint
 
@@ -58,6 +58,18 @@ bench-go: ## Go benchmarks of the hot paths
 
 bench-load: ## Load benchmarks on loopback with cmd/vgload: idle density, relay, drain, limiter flood (~10 min)
 	hack/bench.sh
+
+# The same vgload loads, one server at a time on its own core, against the
+# voice server (echo backend, auth off) and a bare Node.js ws echo kept in
+# bench/node-peer (npm ci from its lock file, only when the lock changed).
+# Skipped with a message when node or npm is missing.
+BENCH_COMPARE_TALKING ?= 50,150,300
+BENCH_COMPARE_IDLE ?= 2000
+BENCH_COMPARE_DURATION ?= 20s
+bench-compare: build-voice-server ## The voice server beside a bare Node ws echo, same vgload loads: CPU, RSS, echo lateness; table and chart in bin/bench-compare/ (~4 min)
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/vgload ./cmd/vgload
+	$(GO) run ./hack/bench-compare --voice-server $(BIN)/voice-server --vgload $(BIN)/vgload \
+		--talking $(BENCH_COMPARE_TALKING) --idle $(BENCH_COMPARE_IDLE) --duration $(BENCH_COMPARE_DURATION) --out $(BIN)/bench-compare
 
 # The soak gate fails only on goroutine or open-file growth, never on timing.
 SOAK_DURATION ?= 2h

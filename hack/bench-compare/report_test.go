@@ -1,0 +1,157 @@
+package main
+
+import (
+	"bytes"
+	"encoding/xml"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+)
+
+// rowsOfIssue21 are the figures of issue 21's table, plus one failed run.
+func rowsOfIssue21() []Row {
+	const mib = 1 << 20
+	return []Row{
+		{Kind: talking, Sessions: 50,
+			VoiceServer: Side{CPUCores: 0.12, PeakRSSBytes: 28 * mib, P99LatenessMS: 3.3, FramesSent: 50000, SessionsReady: 50},
+			Node:        Side{CPUCores: 0.09, PeakRSSBytes: 135 * mib, P99LatenessMS: 22.6, FramesSent: 50000, SessionsReady: 50},
+			LoadAvg:     "0.42"},
+		{Kind: talking, Sessions: 300,
+			VoiceServer: Side{CPUCores: 0.47, PeakRSSBytes: 95 * mib, P99LatenessMS: 3.1, FramesSent: 300000, FramesLost: 2, SessionsReady: 300, SendLagP99MS: 31},
+			Node:        Side{Error: "vgload relay: exit status 1"},
+			LoadAvg:     "1.87"},
+		{Kind: idle, Sessions: 2000,
+			VoiceServer: Side{CPUCores: 0, PeakRSSBytes: 70 * mib, IdleBytesPerSession: 26 * 1024, SessionsReady: 2000},
+			Node:        Side{CPUCores: 0, PeakRSSBytes: 60 * mib, IdleBytesPerSession: 3 * 1024, SessionsReady: 2000},
+			LoadAvg:     "0.93"},
+	}
+}
+
+func TestMarkdownTable(t *testing.T) {
+	want := `| load | voice server CPU | Node peer CPU | voice server ÷ Node | voice server peak RSS | Node peak RSS | p99 echo lateness voice server / Node | frames lost voice server / Node | load average |
+|---|---|---|---|---|---|---|---|---|
+| 50 talking sessions | 0.12 cores | 0.09 cores | 1.33× | 28 MiB | 135 MiB | 3.3 / 22.6 ms | 0 / 0 | 0.42 |
+| 300 talking sessions | 0.47 cores | — | — | 95 MiB | — | 3.1 ⚠ / — ms | 2 / — | 1.87 |
+| 2000 idle sessions | 26.0 KiB each | 3.0 KiB each | 8.67× | 70 MiB | 60 MiB | | | 0.93 |
+`
+	if got := markdownTable(rowsOfIssue21()); got != want {
+		t.Errorf("table:\n%s\nwant:\n%s", got, want)
+	}
+	if l := legend(rowsOfIssue21()); !strings.HasPrefix(l, "⚠") {
+		t.Errorf("a starved client's row is marked, but the legend is %q", l)
+	}
+	if l := legend(rowsOfIssue21()[:1]); l != "" {
+		t.Errorf("no row is marked, but the legend is %q", l)
+	}
+}
+
+func TestRatio(t *testing.T) {
+	for _, c := range []struct {
+		a, b       float64
+		errA, errB string
+		want       string
+	}{
+		{0.48, 0.40, "", "", "1.20×"},
+		{0.31, 0.24, "", "", "1.29×"},
+		{0, 0.5, "", "", "0.00×"},
+		{0.5, 0, "", "", "—"},  // nothing to divide by
+		{-1, 0.5, "", "", "—"}, // CPU unknown
+		{0.5, 0.5, "", "failed", "—"},
+	} {
+		if got := ratio(c.a, c.b, c.errA, c.errB); got != c.want {
+			t.Errorf("ratio(%v, %v, %q, %q) = %q, want %q", c.a, c.b, c.errA, c.errB, got, c.want)
+		}
+	}
+}
+
+func TestChartSVG(t *testing.T) {
+	svg, err := chartSVG(rowsOfIssue21())
+	if err != nil {
+		t.Fatal(err)
+	}
+	texts := wellFormedTexts(t, svg)
+	for _, want := range []string{
+		"CPU per talking session", "Peak RSS per talking session", "RSS per idle session",
+		"voice server", "Node ws peer", "millicores per session", "KiB per session",
+	} {
+		if !strings.Contains(texts, want) {
+			t.Errorf("chart has no text %q", want)
+		}
+	}
+	// Each side has a line in each panel it has points for: the voice
+	// server in all three, Node (which failed at 300) in all three too.
+	if got := strings.Count(texts, "Node ws peer"); got != 3 {
+		t.Errorf("Node ws peer appears in %d legends, want 3", got)
+	}
+	again, err := chartSVG(rowsOfIssue21())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(svg, again) {
+		t.Error("the same figures drew two different charts")
+	}
+}
+
+func TestChartSVGWithoutFigures(t *testing.T) {
+	rows := []Row{{Kind: talking, Sessions: 50, VoiceServer: Side{Error: "x"}, Node: Side{Error: "y"}}}
+	svg, err := chartSVG(rows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if texts := wellFormedTexts(t, svg); strings.Contains(texts, "voice server") {
+		t.Error("a side with no figures has a legend entry")
+	}
+}
+
+// wellFormedTexts parses svg as XML and returns its text, joined by newlines.
+func wellFormedTexts(t *testing.T, svg []byte) string {
+	t.Helper()
+	dec := xml.NewDecoder(bytes.NewReader(svg))
+	var texts []string
+	sawSVG := false
+	for {
+		tok, err := dec.Token()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("chart is not well-formed XML: %v", err)
+		}
+		switch tok := tok.(type) {
+		case xml.StartElement:
+			sawSVG = sawSVG || tok.Name.Local == "svg"
+		case xml.CharData:
+			if s := strings.TrimSpace(string(tok)); s != "" {
+				texts = append(texts, s)
+			}
+		}
+	}
+	if !sawSVG {
+		t.Fatal("chart has no <svg> element")
+	}
+	return strings.Join(texts, "\n")
+}
+
+func TestRoundTicks(t *testing.T) {
+	for _, c := range []struct {
+		lo, hi float64
+		want   []string
+	}{
+		{0, 2.9, []string{"0.0", "0.5", "1.0", "1.5", "2.0", "2.5"}},
+		{0, 3400, []string{"0", "1000", "2000", "3000"}},
+		{0, 330, []string{"0", "100", "200", "300"}},
+		{0, 1.2, []string{"0.0", "0.2", "0.4", "0.6", "0.8", "1.0", "1.2"}},
+		{0, 1.4, []string{"0.00", "0.25", "0.50", "0.75", "1.00", "1.25"}},
+	} {
+		var got []string
+		for _, tick := range (roundTicks{}).Ticks(c.lo, c.hi) {
+			if tick.Label != "" {
+				got = append(got, tick.Label)
+			}
+		}
+		if strings.Join(got, " ") != strings.Join(c.want, " ") {
+			t.Errorf("ticks of [%v, %v] = %v, want %v", c.lo, c.hi, got, c.want)
+		}
+	}
+}
