@@ -9,17 +9,21 @@
 #
 #   hack/relay-overhead.sh                     # 100 sessions, binary and base64 clients, 20 s each, 3 rounds
 #   RELAY_SESSIONS="50 100" RELAY_AUDIO=binary RELAY_DURATION=30s RELAY_ROUNDS=5 hack/relay-overhead.sh
+#   RELAY_BASE_SERVER=/tmp/old/voice-server hack/relay-overhead.sh   # before/after in one run
 #
 # A round is one vgload run: the direct phase, then the gateway phase right
 # after it. A shared machine's load moves between phases, so one round's
 # p99 difference is noisy; rounds repeat the pair and every round is a row.
+# With RELAY_BASE_SERVER (a voice-server binary built from another
+# revision) every round also runs the same load through that binary, on
+# the same core, so before and after are measured side by side.
 #
-# The upstream and the voice server share the server core, vgload has the
-# other (taskset, on a machine of 2 or more cores). Heavy runs on a shared
-# machine are serialized with the lock other measurements take. The
-# summary lines ("added by the gateway …") and one markdown row per run
-# are printed; the JSON reports and the gateway's CPU profiles stay in
-# $RELAY_OUT (default bin/relay-overhead).
+# The voice server has a core of its own (taskset, on a machine of 2 or
+# more cores); the upstream and vgload, the world outside the gateway,
+# share the other, in both phases alike. The whole run holds
+# /tmp/vgw-measure.lock, which other measurements on a shared machine take
+# too. One markdown row per run is printed; the JSON reports and the
+# gateway's CPU profiles stay in $RELAY_OUT (default bin/relay-overhead).
 set -euo pipefail
 command -v jq >/dev/null || { echo "hack/relay-overhead.sh needs jq" >&2; exit 1; }
 cd "$(dirname "$0")/.."
@@ -28,9 +32,14 @@ SESSIONS=${RELAY_SESSIONS:-100}
 AUDIO=${RELAY_AUDIO:-binary base64}
 DURATION=${RELAY_DURATION:-20s}
 ROUNDS=${RELAY_ROUNDS:-3}
+BASE_SERVER=${RELAY_BASE_SERVER:-}
 OUT=${RELAY_OUT:-bin/relay-overhead}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
+
+if [ -z "${RELAY_LOCKED:-}" ]; then
+	RELAY_LOCKED=1 exec flock /tmp/vgw-measure.lock "$0" "$@"
+fi
 
 SERVER_PIN=() CLIENT_PIN=()
 if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
@@ -53,7 +62,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"${SERVER_PIN[@]}" "$OUT/openaiupstream" >"$OUT/upstream.url" 2>"$OUT/upstream.log" &
+"${CLIENT_PIN[@]}" "$OUT/openaiupstream" >"$OUT/upstream.url" 2>"$OUT/upstream.log" &
 UP_PID=$!
 PIDS+=("$UP_PID")
 for _ in $(seq 100); do
@@ -64,42 +73,63 @@ UPSTREAM=$(head -1 "$OUT/upstream.url")
 [ -n "$UPSTREAM" ] || { echo "the upstream did not start" >&2; cat "$OUT/upstream.log" >&2; exit 1; }
 
 echo "sk-relay-overhead" >"$OUT/openai-key"
-"$OUT/voice-server" fleet-secret init --dir "$OUT/fleet" >/dev/null 2>&1 || true
+rm -rf "$OUT/fleet"
+"$OUT/voice-server" fleet-secret init --dir "$OUT/fleet" >/dev/null
 export VGLOAD_ADMIN_TOKEN_FILE=$OUT/fleet/admin-token
-"${SERVER_PIN[@]}" "$OUT/voice-server" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
-	--fleet-secret-dir "$OUT/fleet" --debug-endpoints --log-level info --insecure-no-auth \
-	--session-limit 5000 --propagation-delay 0s \
-	--backend openai --openai-url "$UPSTREAM" --openai-api-key-file "$OUT/openai-key" 2>"$OUT/voice-server.log" &
-PID=$!
-PIDS+=("$PID")
-for _ in $(seq 200); do
-	grep -q '"msg":"listening"' "$OUT/voice-server.log" && break
-	kill -0 "$PID" 2>/dev/null || { echo "the voice server did not start:" >&2; cat "$OUT/voice-server.log" >&2; exit 1; }
-	sleep 0.05
-done
-line=$(grep -m1 '"msg":"listening"' "$OUT/voice-server.log")
-PUBLIC=$(sed -E 's/.*"public":"([^"]+)".*/\1/' <<<"$line")
-ADMIN=$(sed -nE 's/.*"admin":"([^"]+)".*/\1/p' <<<"$line")
+
+# start_gateway NAME BINARY: sets PID, PUBLIC and ADMIN.
+start_gateway() {
+	local name=$1 bin=$2 log=$OUT/$1.log
+	"${SERVER_PIN[@]}" "$bin" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
+		--fleet-secret-dir "$OUT/fleet" --debug-endpoints --log-level info --insecure-no-auth \
+		--session-limit 5000 --propagation-delay 0s \
+		--backend openai --openai-url "$UPSTREAM" --openai-api-key-file "$OUT/openai-key" 2>"$log" &
+	PID=$!
+	PIDS+=("$PID")
+	for _ in $(seq 200); do
+		grep -q '"msg":"listening"' "$log" && break
+		kill -0 "$PID" 2>/dev/null || { echo "$name did not start:" >&2; cat "$log" >&2; exit 1; }
+		sleep 0.05
+	done
+	local line
+	line=$(grep -m1 '"msg":"listening"' "$log")
+	PUBLIC=$(sed -E 's/.*"public":"([^"]+)".*/\1/' <<<"$line")
+	ADMIN=$(sed -nE 's/.*"admin":"([^"]+)".*/\1/p' <<<"$line")
+}
+
+GATEWAYS=(this)
+start_gateway this "$OUT/voice-server"
+declare -A GW_PID GW_PUBLIC GW_ADMIN
+GW_PID[this]=$PID GW_PUBLIC[this]=$PUBLIC GW_ADMIN[this]=$ADMIN
+if [ -n "$BASE_SERVER" ]; then
+	GATEWAYS=(base this)
+	start_gateway base "$BASE_SERVER"
+	GW_PID[base]=$PID GW_PUBLIC[base]=$PUBLIC GW_ADMIN[base]=$ADMIN
+fi
 
 echo "Machine: $(nproc) cores, $(sed -nE 's/^model name\s*:\s*//p' /proc/cpuinfo | head -1), $(go env GOVERSION); load average $(cut -d' ' -f1-3 /proc/loadavg) at the start"
-echo "| sessions | client audio | frames sent | lost | direct p50 / p99 (ms) | through the gateway p50 / p99 (ms) | added p50 / p99 (ms) | gateway CPU (cores) |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| round | gateway | sessions | client audio | frames sent | lost | direct p50 / p99 (ms) | through the gateway p50 / p99 (ms) | added p50 / p99 (ms) | gateway CPU (cores) | load average |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
 for round in $(seq "$ROUNDS"); do
 	for n in $SESSIONS; do
 		for audio in $AUDIO; do
-			json=$OUT/relay-$n-$audio-$round.json
-			flock /tmp/vgw-measure.lock "${CLIENT_PIN[@]}" "$OUT/vgload" relay --sessions "$n" --ramp "$((n / 200 + 2))s" \
-				--duration "$DURATION" --audio "$audio" --commit-every 0 \
-				--baseline-url "$UPSTREAM" --baseline-protocol realtime --baseline-pid "$UP_PID" \
-				--url "ws://$PUBLIC/v1/realtime" --admin "$ADMIN" --server-pid "$PID" \
-				--cpu-profile "$OUT/relay-$n-$audio-$round.cpu.pprof" --json "$json" --quiet >/dev/null
-			jq -r --arg n "$n" --arg audio "$audio" '
-				def ms: . * 100 | round / 100 | tostring;
-				def signed: if . >= 0 then "+" + (. | ms) else (. | ms) end;
-				"| \($n) | \($audio) | \(.gateway.frames.sent) | \(.gateway.frames.lost) | " +
-				"\(.baseline.rtt.p50_ms | ms) / \(.baseline.rtt.p99_ms | ms) | " +
-				"\(.gateway.rtt.p50_ms | ms) / \(.gateway.rtt.p99_ms | ms) | " +
-				"\(.added_latency.p50_ms | signed) / \(.added_latency.p99_ms | signed) | \(.gateway.server_cpu_cores * 100 | round / 100) |"' "$json"
+			for gw in "${GATEWAYS[@]}"; do
+				json=$OUT/relay-$gw-$n-$audio-$round.json
+				load=$(cut -d' ' -f1 /proc/loadavg)
+				"${CLIENT_PIN[@]}" "$OUT/vgload" relay --sessions "$n" --ramp "$((n / 200 + 2))s" \
+					--duration "$DURATION" --audio "$audio" --commit-every 0 \
+					--baseline-url "$UPSTREAM" --baseline-protocol realtime --baseline-pid "$UP_PID" \
+					--url "ws://${GW_PUBLIC[$gw]}/v1/realtime" --admin "${GW_ADMIN[$gw]}" --server-pid "${GW_PID[$gw]}" \
+					--cpu-profile "$OUT/relay-$gw-$n-$audio-$round.cpu.pprof" --json "$json" --quiet >/dev/null
+				jq -r --arg round "$round" --arg gw "$gw" --arg n "$n" --arg audio "$audio" --arg load "$load" '
+					def ms: . * 100 | round / 100 | tostring;
+					def signed: if . >= 0 then "+" + (. | ms) else (. | ms) end;
+					"| \($round) | \($gw) | \($n) | \($audio) | \(.gateway.frames.sent) | \(.gateway.frames.lost) | " +
+					"\(.baseline.rtt.p50_ms | ms) / \(.baseline.rtt.p99_ms | ms) | " +
+					"\(.gateway.rtt.p50_ms | ms) / \(.gateway.rtt.p99_ms | ms) | " +
+					"\(.added_latency.p50_ms | signed) / \(.added_latency.p99_ms | signed) | " +
+					"\(.gateway.server_cpu_cores * 100 | round / 100) | \($load) |"' "$json"
+			done
 		done
 	done
 done

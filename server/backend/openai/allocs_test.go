@@ -299,3 +299,45 @@ func allocSites() map[string]int64 {
 // made anew for one the race detector dropped, or the pool's own list
 // growing to hold it.
 func isPoolRefill(stack string) bool { return strings.Contains(stack, "\tsync.(*Pool).") }
+
+// BenchmarkDirectRoundTrip is BenchmarkRelayRoundTrip's reference: the
+// same append sent straight to the same upstream by a WebSocket client and
+// its delta read back, with no relay between. The difference is what the
+// relay itself adds per frame on an otherwise idle machine.
+func BenchmarkDirectRoundTrip(b *testing.B) {
+	up := newEchoUpstream(b)
+	ctx := context.Background()
+	ws, _, err := websocket.Dial(ctx, up.URL, &websocket.DialOptions{CompressionMode: websocket.CompressionDisabled})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ws.CloseNow()
+	msg := []byte(appendMsg(pcmOf(frameBytes, 3)))
+	buf := make([]byte, 0, 8<<10)
+	roundTrip := func() {
+		if err := ws.Write(ctx, websocket.MessageText, msg); err != nil {
+			b.Fatal(err)
+		}
+		_, r, err := ws.Reader(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		buf = buf[:0]
+		for {
+			n, err := r.Read(buf[len(buf):cap(buf)])
+			buf = buf[:len(buf)+n]
+			if err != nil {
+				break
+			}
+		}
+	}
+	for range 50 {
+		roundTrip()
+	}
+	b.SetBytes(2 * frameBytes)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		roundTrip()
+	}
+}
