@@ -16,7 +16,8 @@
 # p99 difference is noisy; rounds repeat the pair and every round is a row.
 # With RELAY_BASE_SERVER (a voice-server binary built from another
 # revision) every round also runs the same load through that binary, on
-# the same core, so before and after are measured side by side.
+# the same core, so before and after are measured side by side; even
+# rounds run them in the other order.
 #
 # The voice server has a core of its own (taskset, on a machine of 2 or
 # more cores); the upstream and vgload, the world outside the gateway,
@@ -113,7 +114,11 @@ echo "|---|---|---|---|---|---|---|---|---|---|---|"
 for round in $(seq "$ROUNDS"); do
 	for n in $SESSIONS; do
 		for audio in $AUDIO; do
-			for gw in "${GATEWAYS[@]}"; do
+			order=("${GATEWAYS[@]}")
+			if ((round % 2 == 0)) && ((${#GATEWAYS[@]} == 2)); then
+				order=("${GATEWAYS[1]}" "${GATEWAYS[0]}") # the second of a pair runs warmer or colder: alternate
+			fi
+			for gw in "${order[@]}"; do
 				json=$OUT/relay-$gw-$n-$audio-$round.json
 				load=$(cut -d' ' -f1 /proc/loadavg)
 				"${CLIENT_PIN[@]}" "$OUT/vgload" relay --sessions "$n" --ramp "$((n / 200 + 2))s" \
