@@ -11,9 +11,13 @@
 #   RELAY_SESSIONS="50 100" RELAY_AUDIO=binary RELAY_DURATION=30s RELAY_ROUNDS=5 hack/relay-overhead.sh
 #   RELAY_BASE_SERVER=/tmp/old/voice-server hack/relay-overhead.sh   # before/after in one run
 #
-# A round is one vgload run: the direct phase, then the gateway phase right
-# after it. A shared machine's load moves between phases, so one round's
-# p99 difference is noisy; rounds repeat the pair and every round is a row.
+# By default (RELAY_MODE=concurrent) the two loads run at the same time, from
+# two vgload processes: N sessions straight to the upstream (base64 audio,
+# which is all it speaks) and N through the gateway, so that both meet the
+# same moment of a shared machine. RELAY_MODE=sequential runs one vgload
+# with the direct load as its baseline phase, then the gateway phase: the
+# machine's load moves between the phases, so its p99 difference is the
+# noisier. Rounds repeat the measurement; every round is a row.
 # With RELAY_BASE_SERVER (a voice-server binary built from another
 # revision) every round also runs the same load through that binary, on
 # the same core, so before and after are measured side by side; even
@@ -34,6 +38,7 @@ AUDIO=${RELAY_AUDIO:-binary base64}
 DURATION=${RELAY_DURATION:-20s}
 ROUNDS=${RELAY_ROUNDS:-3}
 BASE_SERVER=${RELAY_BASE_SERVER:-}
+MODE=${RELAY_MODE:-concurrent}
 OUT=${RELAY_OUT:-bin/relay-overhead}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
@@ -120,20 +125,32 @@ for round in $(seq "$ROUNDS"); do
 			fi
 			for gw in "${order[@]}"; do
 				json=$OUT/relay-$gw-$n-$audio-$round.json
+				direct=$OUT/relay-direct-$n-$audio-$round.json
 				load=$(cut -d' ' -f1 /proc/loadavg)
-				"${CLIENT_PIN[@]}" "$OUT/vgload" relay --sessions "$n" --ramp "$((n / 200 + 2))s" \
-					--duration "$DURATION" --audio "$audio" --commit-every 0 \
-					--baseline-url "$UPSTREAM" --baseline-protocol realtime --baseline-pid "$UP_PID" \
-					--url "ws://${GW_PUBLIC[$gw]}/v1/realtime" --admin "${GW_ADMIN[$gw]}" --server-pid "${GW_PID[$gw]}" \
-					--cpu-profile "$OUT/relay-$gw-$n-$audio-$round.cpu.pprof" --json "$json" --quiet >/dev/null
+				gateway_args=(--url "ws://${GW_PUBLIC[$gw]}/v1/realtime" --admin "${GW_ADMIN[$gw]}" --server-pid "${GW_PID[$gw]}"
+					--cpu-profile "$OUT/relay-$gw-$n-$audio-$round.cpu.pprof" --json "$json" --quiet)
+				common=(--sessions "$n" --ramp "$((n / 200 + 2))s" --duration "$DURATION" --commit-every 0)
+				if [ "$MODE" = sequential ]; then
+					"${CLIENT_PIN[@]}" "$OUT/vgload" relay "${common[@]}" --audio "$audio" \
+						--baseline-url "$UPSTREAM" --baseline-protocol realtime --baseline-pid "$UP_PID" \
+						"${gateway_args[@]}" >/dev/null
+					result=$(jq '{direct: .baseline, gateway: .gateway}' "$json")
+				else
+					"${CLIENT_PIN[@]}" "$OUT/vgload" relay "${common[@]}" --audio base64 \
+						--url "$UPSTREAM" --server-pid "$UP_PID" --json "$direct" --quiet >/dev/null &
+					direct_pid=$!
+					"${CLIENT_PIN[@]}" "$OUT/vgload" relay "${common[@]}" --audio "$audio" "${gateway_args[@]}" >/dev/null
+					wait "$direct_pid"
+					result=$(jq -s '{direct: .[0].gateway, gateway: .[1].gateway}' "$direct" "$json")
+				fi
 				jq -r --arg round "$round" --arg gw "$gw" --arg n "$n" --arg audio "$audio" --arg load "$load" '
 					def ms: . * 100 | round / 100 | tostring;
 					def signed: if . >= 0 then "+" + (. | ms) else (. | ms) end;
 					"| \($round) | \($gw) | \($n) | \($audio) | \(.gateway.frames.sent) | \(.gateway.frames.lost) | " +
-					"\(.baseline.rtt.p50_ms | ms) / \(.baseline.rtt.p99_ms | ms) | " +
+					"\(.direct.rtt.p50_ms | ms) / \(.direct.rtt.p99_ms | ms) | " +
 					"\(.gateway.rtt.p50_ms | ms) / \(.gateway.rtt.p99_ms | ms) | " +
-					"\(.added_latency.p50_ms | signed) / \(.added_latency.p99_ms | signed) | " +
-					"\(.gateway.server_cpu_cores * 100 | round / 100) | \($load) |"' "$json"
+					"\(.gateway.rtt.p50_ms - .direct.rtt.p50_ms | signed) / \(.gateway.rtt.p99_ms - .direct.rtt.p99_ms | signed) | " +
+					"\(.gateway.server_cpu_cores * 100 | round / 100) | \($load) |"' <<<"$result"
 			done
 		done
 	done
