@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/voicegateway/voicegateway/internal/testkit"
+	"github.com/voicegateway/voicegateway/server/backend/openai/openaitest"
 	"github.com/voicegateway/voicegateway/server/fleet"
 )
 
@@ -151,6 +152,45 @@ func TestRelayEndToEnd(t *testing.T) {
 			row, _ := os.ReadFile(filepath.Join(dir, "row.md"))
 			if !strings.HasPrefix(string(row), "| 4 | "+tc.audio+" |") {
 				t.Errorf("markdown row %q", row)
+			}
+		})
+	}
+}
+
+// TestRelayThroughOpenAIEndToEnd: hack/relay-overhead.sh's measurement,
+// small: the same load once directly to an OpenAI-protocol upstream that
+// echoes every append as a delta, and once through the voice server's
+// openai backend to it; every frame comes back once both ways.
+func TestRelayThroughOpenAIEndToEnd(t *testing.T) {
+	for _, audio := range []string{"binary", "base64"} {
+		t.Run(audio, func(t *testing.T) {
+			const sessions = 3
+			up := openaitest.New(openaitest.Options{StreamEcho: true, NoRecord: true})
+			t.Cleanup(up.Close)
+			keyFile := filepath.Join(t.TempDir(), "openai-key")
+			writeFile(t, keyFile, "sk-upstream-key\n")
+			srv := startServer(t, "--insecure-no-auth", "--backend", "openai", "--openai-url", up.URL, "--openai-api-key-file", keyFile)
+			dir := t.TempDir()
+			vgload(t, "relay", "--url", "ws://"+srv.Public+"/v1/realtime", "--baseline-url", up.URL, "--baseline-protocol", "realtime",
+				"--sessions", strconv.Itoa(sessions), "--ramp", "200ms", "--duration", "2s", "--audio", audio, "--commit-every", "0",
+				"--admin", srv.Admin, "--admin-token-file", srv.adminTokenFile, "--server-pid", strconv.Itoa(srv.Pid()),
+				"--json", filepath.Join(dir, "report.json"), "--fail-on-loss")
+			var r Report
+			readJSON(t, filepath.Join(dir, "report.json"), &r)
+			for _, p := range []*PhaseResult{r.Baseline, r.Gateway} {
+				if p == nil {
+					t.Fatal("a phase is missing from the report")
+				}
+				f := p.Frames
+				if f.Sent < sessions*80 || f.Received != f.Sent || f.Lost != 0 || f.Duplicate != 0 || f.Unframed != 0 {
+					t.Errorf("%s frames %+v, want ≥ %d sent, all echoed once", p.Name, f, sessions*80)
+				}
+				if p.RTT.Count == 0 || p.Closes["client 1000"] != sessions || len(p.Errors) != 0 {
+					t.Errorf("%s: rtt %+v, closes %v, errors %v", p.Name, p.RTT, p.Closes, p.Errors)
+				}
+			}
+			if r.Added == nil {
+				t.Error("no added latency in the report")
 			}
 		})
 	}

@@ -89,7 +89,7 @@ type talkFlags struct {
 func (f *talkFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.audio, "audio", "binary", "audio transport: binary (?audio=binary) or base64 (JSON events)")
 	fs.IntVar(&f.sampleRate, "sample-rate", 24000, "PCM16 sample rate, 16000 or 24000; must match the server's --sample-rate")
-	fs.IntVar(&f.commitEvery, "commit-every", 50, "frames per input_audio_buffer.commit: 50 is a 1 s turn, streamed back 20 ms at a time; 1 makes every frame a turn (7 server events per frame, the worst case)")
+	fs.IntVar(&f.commitEvery, "commit-every", 50, "frames per input_audio_buffer.commit: 50 is a 1 s turn, streamed back 20 ms at a time; 1 makes every frame a turn (7 server events per frame, the worst case); 0 never commits, for an upstream that echoes each frame as it arrives (openaiupstream)")
 	fs.DurationVar(&f.lateAfter, "late-after", 40*time.Millisecond, "an echo that takes longer than this counts as late")
 	fs.DurationVar(&f.settle, "settle", 2*time.Second, "at the end, wait this long for outstanding echoes before hanging up")
 	fs.BoolVar(&f.reconnect, "reconnect", true, "on gateway.draining (and on 1001/1012/1013 closes) reconnect, to the next --url, with jittered backoff")
@@ -102,8 +102,8 @@ func (f *talkFlags) check() error {
 	if f.sampleRate != 16000 && f.sampleRate != 24000 {
 		return errors.New("--sample-rate must be 16000 or 24000")
 	}
-	if f.commitEvery < 1 {
-		return errors.New("--commit-every must be positive")
+	if f.commitEvery < 0 {
+		return errors.New("--commit-every must be 0 (never) or positive")
 	}
 	return nil
 }

@@ -164,12 +164,16 @@ func failOnLossFlag(fs *flag.FlagSet) *bool {
 func cmdRelay(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	c := newLoadCommand("relay", "memory, dropped frames and profiles are read from it", stderr)
 	baselineURL := c.fs.String("baseline-url", "", "a plain echo server (vgload baseline-server) measured first with the same load, for the gateway's added latency")
+	baselineProtocol := c.fs.String("baseline-protocol", "echo", "what the baseline speaks: echo (a plain WebSocket echo, vgload baseline-server) or realtime (the session protocol with base64 audio, e.g. the OpenAI-protocol upstream the gateway's openai backend relays to, so that the gateway's run relays the very load the baseline took directly)")
 	baselinePID := c.fs.Int("baseline-pid", 0, "the baseline server's process id, for its CPU")
 	cpuProfile := c.fs.String("cpu-profile", "", "save the gateway's CPU profile over the steady state to this file (go tool pprof)")
 	heapProfile := c.fs.String("heap-profile", "", "save the gateway's heap profile at the end of the steady state to this file")
 	failOnLossSet := failOnLossFlag(c.fs)
 	if err := c.parse(args, *baselineURL); err != nil {
 		return err
+	}
+	if *baselineProtocol != "echo" && *baselineProtocol != "realtime" {
+		return fmt.Errorf("--baseline-protocol must be echo or realtime, not %q", *baselineProtocol)
 	}
 	cfg, err := c.phase()
 	if err != nil {
@@ -183,6 +187,12 @@ func cmdRelay(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *baselineURL != "" {
 		base := cfg
 		base.name, base.targets, base.plainEcho, base.serverPID, base.admin = "baseline", []string{*baselineURL}, true, *baselinePID, nil
+		if *baselineProtocol == "realtime" {
+			// An OpenAI Realtime upstream has no binary fast path: the
+			// client sends appends and reads deltas, which the gateway's
+			// run turns into binary and back when --audio is binary.
+			base.plainEcho, base.binary = false, false
+		}
 		base.cpuProfile, base.heapProfile = "", ""
 		if report.Baseline, err = runPhase(ctx, base); err != nil {
 			return fmt.Errorf("baseline: %w", err)

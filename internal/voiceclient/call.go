@@ -145,7 +145,9 @@ func (c *Call) Finish(ctx context.Context, settle time.Duration) {
 	cur, old, pending := c.cur, c.old, c.pending
 	c.pending = 0
 	c.mu.Unlock()
-	if cur != nil && pending > 0 {
+	// A call that never commits (CommitEvery 0) talks to an upstream that
+	// echoes each frame as it arrives: there is no turn to end.
+	if cur != nil && pending > 0 && c.opts.CommitEvery > 0 {
 		_ = c.commit(ctx, cur, pending)
 	}
 	deadline := time.Now().Add(settle)
@@ -251,7 +253,7 @@ func (c *Call) switchTo(ctx context.Context, next *Conn) {
 	if prevOld != nil {
 		c.closeLater(prevOld)
 	}
-	if pending > 0 {
+	if pending > 0 && c.opts.CommitEvery > 0 {
 		_ = c.commit(ctx, cur, pending)
 		return
 	}

@@ -97,6 +97,8 @@ type Conn struct {
 	lastItemID   string
 	lastAudio    []byte
 	appendedData []byte
+	// scratch and out are StreamEcho's buffers, reused for every append.
+	scratch, out []byte
 	// transcribe is set by a session.update that configures input audio
 	// transcription: each committed turn is then transcribed.
 	transcribe bool
@@ -132,6 +134,9 @@ func (c *Conn) ResponseContexts() [][]ConversationItem {
 
 // remember adds an item to the conversation.
 func (c *Conn) remember(item map[string]any) {
+	if c.srv.opts.NoRecord {
+		return
+	}
 	ci := ConversationItem{}
 	ci.Type, _ = item["type"].(string)
 	ci.Role, _ = item["role"].(string)
@@ -329,6 +334,9 @@ func (c *Conn) run(authorized bool) {
 }
 
 func (c *Conn) record(m message) {
+	if c.srv.opts.NoRecord {
+		return
+	}
 	r := Received{Raw: m.data, Binary: m.typ == websocket.MessageBinary, At: time.Now()}
 	var head struct {
 		Type    string `json:"type"`
@@ -386,9 +394,11 @@ func (c *Conn) send(ev map[string]any) {
 	if err != nil {
 		panic(err)
 	}
-	c.mu.Lock()
-	c.sent = append(c.sent, Sent{Type: ev["type"].(string), EventID: id, Raw: data, At: time.Now()})
-	c.mu.Unlock()
+	if !c.srv.opts.NoRecord {
+		c.mu.Lock()
+		c.sent = append(c.sent, Sent{Type: ev["type"].(string), EventID: id, Raw: data, At: time.Now()})
+		c.mu.Unlock()
+	}
 	c.write(websocket.MessageText, data)
 }
 

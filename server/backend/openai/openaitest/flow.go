@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/coder/websocket"
 )
@@ -36,6 +37,10 @@ func (c *Conn) handle(m message) {
 	case "session.update":
 		c.sessionUpdate(ev.Session, eventID)
 	case "input_audio_buffer.append":
+		if c.srv.opts.StreamEcho {
+			c.streamEcho(ev.Audio, eventID)
+			return
+		}
 		pcm, err := base64.StdEncoding.DecodeString(ev.Audio)
 		if err != nil {
 			c.sendError("invalid_value", "Invalid 'audio'. Expected base64-encoded audio bytes.", "audio", eventID)
@@ -67,6 +72,41 @@ func (c *Conn) handle(m message) {
 	default:
 		c.sendError("invalid_value", fmt.Sprintf("Invalid value: '%s'. Supported values are: 'session.update', 'input_audio_buffer.append', 'input_audio_buffer.commit', 'input_audio_buffer.clear', 'conversation.item.create', 'response.create' and 'response.cancel'.", ev.Type), "type", eventID)
 	}
+}
+
+// streamEcho answers an append with its audio as an output delta at once
+// (Options.StreamEcho). The audio is not kept for a commit. The delta is
+// written as the API writes it, without a map to encode, so that the
+// stand-in spends little of a shared machine's CPU under load.
+func (c *Conn) streamEcho(audio string, eventID any) {
+	c.scratch = c.scratch[:0]
+	if n := base64.StdEncoding.DecodedLen(len(audio)); cap(c.scratch) < n {
+		c.scratch = make([]byte, 0, n)
+	}
+	if _, err := base64.StdEncoding.Decode(c.scratch[:base64.StdEncoding.DecodedLen(len(audio))], []byte(audio)); err != nil {
+		c.sendError("invalid_value", "Invalid 'audio'. Expected base64-encoded audio bytes.", "audio", eventID)
+		return
+	}
+	typ := "response.output_audio.delta"
+	if c.srv.opts.BetaNames {
+		typ = "response.audio.delta"
+	}
+	c.seq++
+	msg := c.out[:0]
+	msg = append(msg, `{"type":"`...)
+	msg = append(msg, typ...)
+	msg = append(msg, `","event_id":"event_U`...)
+	msg = strconv.AppendInt(msg, int64(c.seq), 10)
+	msg = append(msg, `","response_id":"resp_stream","item_id":"item_stream","output_index":0,"content_index":0,"delta":"`...)
+	msg = append(msg, audio...)
+	msg = append(msg, `"}`...)
+	c.out = msg
+	if !c.srv.opts.NoRecord {
+		c.mu.Lock()
+		c.sent = append(c.sent, Sent{Type: typ, EventID: "event_U" + strconv.Itoa(c.seq), Raw: append([]byte(nil), msg...), At: time.Now()})
+		c.mu.Unlock()
+	}
+	c.write(websocket.MessageText, msg)
 }
 
 func nilIfEmpty(s string) any {
@@ -165,9 +205,11 @@ func (c *Conn) respond() {
 		return ev
 	}
 
-	c.mu.Lock()
-	c.responseContexts = append(c.responseContexts, append([]ConversationItem(nil), c.conversation...))
-	c.mu.Unlock()
+	if !c.srv.opts.NoRecord {
+		c.mu.Lock()
+		c.responseContexts = append(c.responseContexts, append([]ConversationItem(nil), c.conversation...))
+		c.mu.Unlock()
+	}
 	c.send(map[string]any{"type": "response.created", "response": response("in_progress", []any{})})
 	c.send(map[string]any{"type": "response.output_item.added", "response_id": respID, "output_index": 0, "item": item})
 	c.send(ref(map[string]any{"type": "response.content_part.added", "part": map[string]any{"type": "audio", "transcript": ""}}))

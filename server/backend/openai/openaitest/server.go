@@ -57,6 +57,15 @@ type Options struct {
 	// OversizedBytes is the size of the message FaultOversized sends; 0
 	// means 5 MiB.
 	OversizedBytes int
+	// StreamEcho answers every input_audio_buffer.append at once with a
+	// response.output_audio.delta carrying the same audio, as a model that
+	// speaks while it listens: each 20 ms frame makes one round trip, so a
+	// load tool can time frames through the gateway and directly alike.
+	StreamEcho bool
+	// NoRecord keeps nothing of what is sent and received (Received, Sent,
+	// Appended, Conversation and ResponseContexts stay empty): for load
+	// runs, where the records would grow without bound.
+	NoRecord bool
 }
 
 // Server is a running stand-in. Close it at the end of the test.

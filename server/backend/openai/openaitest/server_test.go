@@ -256,3 +256,37 @@ func TestDeaf(t *testing.T) {
 		t.Errorf("read %v after hearing again, want %v", ids, want)
 	}
 }
+
+// TestStreamEcho: every append comes straight back as one delta with the
+// same audio, and a NoRecord server keeps nothing of the exchange.
+func TestStreamEcho(t *testing.T) {
+	s := openaitest.New(openaitest.Options{StreamEcho: true, NoRecord: true})
+	defer s.Close()
+	c, _, err := dial(t, s, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev, err := readEvent(t, c); err != nil || ev["type"] != "session.created" {
+		t.Fatalf("first event %v, %v; want session.created", ev, err)
+	}
+	for i := range 3 {
+		pcm := []byte{byte(i), 1, 2, 3, 4, 5}
+		write(t, c, map[string]any{"type": "input_audio_buffer.append", "audio": base64.StdEncoding.EncodeToString(pcm)})
+		ev, err := readEvent(t, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev["type"] != "response.output_audio.delta" || ev["delta"] != base64.StdEncoding.EncodeToString(pcm) ||
+			ev["response_id"] != "resp_stream" || ev["item_id"] != "item_stream" || ev["event_id"] == nil {
+			t.Fatalf("append %d answered with %v; want a delta of the same audio", i, ev)
+		}
+	}
+	write(t, c, map[string]any{"type": "input_audio_buffer.append", "audio": "not base64!"})
+	if ev, err := readEvent(t, c); err != nil || ev["type"] != "error" {
+		t.Fatalf("bad audio answered with %v, %v; want an error", ev, err)
+	}
+	conn := s.WaitConn(1, time.Second)
+	if n, m, a := len(conn.Received()), len(conn.Sent()), len(conn.Appended()); n+m+a != 0 {
+		t.Errorf("NoRecord kept %d received, %d sent, %d bytes appended", n, m, a)
+	}
+}
