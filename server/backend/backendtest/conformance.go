@@ -601,11 +601,14 @@ func (c *conformance) closeStops() {
 	} {
 		s := c.open(DefaultInfo())
 		if tt.midOutput {
-			c.startLongResponse(s)
-			// Output is under way; a slow sink keeps the backend inside
-			// its calls, and Close comes while it is in one: Close must
-			// wait for it.
+			// A slow sink keeps the backend inside its calls, and Close
+			// comes while it is in one: Close must wait for it. The delay
+			// is set before the response starts: an upstream that sends
+			// a whole response at once would otherwise be done with the
+			// sink before the delay applied, and no call would be in
+			// progress to wait for.
 			s.Sink.SetDelay(20 * time.Millisecond)
+			c.startLongResponse(s)
 			s.Sink.WaitBusy(c.t)
 		}
 		c.bounded("Close ("+tt.name+")", func() {
