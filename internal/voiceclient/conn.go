@@ -15,8 +15,13 @@
 // in the turn), so that an echoed chunk names the frame it came from: loss,
 // reordering and round trips are exact, not sampled.
 //
+// A Call sends from a goroutine of its own, or, given a Pacer, from the
+// Pacer's: one goroutine per millisecond slot of the frame period for all
+// the calls of a load run.
+//
 // Every goroutine has an owner: a Conn's reader ends with Close or
-// CloseNow (or the server's close), a Call's with Finish or Close.
+// CloseNow (or the server's close), a Call's with Finish or Close, a
+// Pacer's with its Close.
 package voiceclient
 
 import (
