@@ -10,10 +10,12 @@
 #   BENCH_SCENARIOS="idle relay" hack/bench.sh
 #
 # Knobs (environment):
-#   BENCH_SCENARIOS   idle relay drain flood           (default: all four)
+#   BENCH_SCENARIOS   idle relay drain flood capacity  (default: idle relay drain flood)
 #   BENCH_IDLE        idle session counts              (default: 1000 10000)
 #   BENCH_RELAY       active session counts            (default: 100 300 500 1000)
 #   BENCH_RELAY_FRAME_TURNS  counts for the worst case, a commit per frame (default: 100 300)
+#   BENCH_CAPACITY    talking session counts stepped through by the capacity scenario,
+#                     sessions per core where p99 passes 20 ms (default: 300 500 750 1000 1500)
 #   BENCH_DURATION    steady state of each relay run   (default: 20s)
 #   BENCH_AUDIO       binary or base64                 (default: binary)
 #   BENCH_DRAIN       sessions in the drain run        (default: 1000)
@@ -27,6 +29,7 @@ SCENARIOS=${BENCH_SCENARIOS:-idle relay drain flood}
 IDLE_SIZES=${BENCH_IDLE:-1000 10000}
 RELAY_SIZES=${BENCH_RELAY:-100 300 500 1000}
 FRAME_TURN_SIZES=${BENCH_RELAY_FRAME_TURNS:-100 300}
+CAPACITY_SIZES=${BENCH_CAPACITY:-300 500 750 1000 1500}
 DURATION=${BENCH_DURATION:-20s}
 AUDIO=${BENCH_AUDIO:-binary}
 DRAIN_SESSIONS=${BENCH_DRAIN:-1000}
@@ -197,6 +200,46 @@ if [[ " $SCENARIOS " == *" relay "* ]]; then
 	done
 	stop_server "$PID"
 	stop_server "$BASE_PID"
+	echo >>"$REPORT"
+fi
+
+if [[ " $SCENARIOS " == *" capacity "* ]]; then
+	echo "== sessions per core: $CAPACITY_SIZES"
+	{
+		echo "### Sessions per core"
+		echo
+		echo "Talking sessions stepped up, each row against a fresh server (echo backend, $AUDIO audio, no"
+		echo "auth), 1 s turns, steady state $DURATION: the server's CPU (its core's share, from /proc), vgload's"
+		echo "own CPU beside it (the driver must stay the cheaper of the two, or the table measures vgload),"
+		echo "p99 echo lateness (the round trip from when the echo could first play) and lost frames."
+		echo "Sessions per core = N ÷ server CPU. The server's capacity is read where p99 passes 20 ms."
+		echo
+		echo "| sessions | audio | server CPU (cores) | sessions / core | frames sent | lost / late | server dropped | RTT p50 / p99 / p99.9 / max (ms) | baseline p50 / p99 | added p50 / p99 | vgload CPU | send lag p99 |"
+		echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+	} >>"$REPORT"
+	crossed=""
+	prev=""
+	for n in $CAPACITY_SIZES; do
+		start_server capacity-$n --insecure-no-auth --session-limit $((n + 100)) --propagation-delay 0s
+		vgload relay --sessions "$n" --ramp "$((n / 200 + 2))s" --duration "$DURATION" --audio "$AUDIO" \
+			--url "ws://$PUBLIC/v1/realtime" --admin "$ADMIN" --server-pid "$PID" \
+			--self-cpu-profile "$OUT/capacity-$n.vgload.pprof" \
+			--json "$OUT/capacity-$n.json" --markdown "$REPORT" --quiet
+		stop_server "$PID"
+		if [ -z "$crossed" ] && command -v jq >/dev/null; then
+			read -r p99 cpu <<<"$(jq -r '.gateway | "\(.rtt.p99_ms) \(.server_cpu_cores)"' "$OUT/capacity-$n.json")"
+			step=$(awk -v n="$n" -v p="$p99" -v c="$cpu" 'BEGIN { printf "%d sessions (p99 %.1f ms, %.2f server cores, %.0f sessions per core)", n, p, c, n / c }')
+			if awk -v p="$p99" 'BEGIN { exit !(p > 20) }'; then
+				crossed="p99 passed 20 ms between ${prev:-no step} and $step"
+			fi
+			prev=$step
+		fi
+	done
+	{
+		echo
+		echo "Capacity: ${crossed:-p99 stayed under 20 ms up to the last step, $prev}."
+		echo "vgload's own CPU profiles: \`$OUT/capacity-N.vgload.pprof\`."
+	} >>"$REPORT"
 	echo >>"$REPORT"
 fi
 

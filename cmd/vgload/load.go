@@ -168,6 +168,7 @@ func cmdRelay(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	baselinePID := c.fs.Int("baseline-pid", 0, "the baseline server's process id, for its CPU")
 	cpuProfile := c.fs.String("cpu-profile", "", "save the gateway's CPU profile over the steady state to this file (go tool pprof)")
 	heapProfile := c.fs.String("heap-profile", "", "save the gateway's heap profile at the end of the steady state to this file")
+	selfProfile := c.fs.String("self-cpu-profile", "", "save vgload's own CPU profile over the gateway's steady state to this file (go tool pprof)")
 	failOnLossSet := failOnLossFlag(c.fs)
 	if err := c.parse(args, *baselineURL); err != nil {
 		return err
@@ -179,7 +180,7 @@ func cmdRelay(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	cfg.cpuProfile, cfg.heapProfile = *cpuProfile, *heapProfile
+	cfg.cpuProfile, cfg.heapProfile, cfg.selfProfile = *cpuProfile, *heapProfile, *selfProfile
 	if err := checkReachable(ctx, c.target.allowRemote, *baselineURL, cfg.targets[0]); err != nil {
 		return err
 	}
@@ -193,7 +194,7 @@ func cmdRelay(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			// run turns into binary and back when --audio is binary.
 			base.plainEcho, base.binary = false, false
 		}
-		base.cpuProfile, base.heapProfile = "", ""
+		base.cpuProfile, base.heapProfile, base.selfProfile = "", "", ""
 		if report.Baseline, err = runPhase(ctx, base); err != nil {
 			return fmt.Errorf("baseline: %w", err)
 		}

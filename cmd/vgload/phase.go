@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -34,6 +36,9 @@ type loadConfig struct {
 	plainEcho   bool          // the target is the plain echo baseline, not the gateway
 	backoff     backoff
 	dialTimeout time.Duration
+	// pacer sends every session's frames from a few shared goroutines
+	// (set by startSessions for the phase's life).
+	pacer *voiceclient.Pacer
 
 	// Measurements of the server process, all optional.
 	admin     *adminClient
@@ -41,6 +46,9 @@ type loadConfig struct {
 	// Profiles of the server taken through its admin port during the
 	// steady state (CPU) and at its end (heap), for pprof.
 	cpuProfile, heapProfile string
+	// selfProfile is vgload's own CPU profile over the steady state: where
+	// the load client spends its time.
+	selfProfile string
 	// Drain: SIGTERM serverPID this long into the steady state.
 	sigtermAfter time.Duration
 	drainWait    time.Duration // how long to wait for the server to exit after SIGTERM
@@ -225,12 +233,14 @@ type sessionGroup struct {
 	settle time.Duration
 	start  time.Time
 	fatal  atomic.Pointer[error]
+	pacer  *voiceclient.Pacer
 }
 
 // startSessions starts cfg.sessions sessions spread over the ramp.
 func startSessions(ctx context.Context, cfg loadConfig, stats *phaseStats) *sessionGroup {
-	g := &sessionGroup{stop: make(chan struct{}), settle: cfg.settle, start: time.Now()}
+	g := &sessionGroup{stop: make(chan struct{}), settle: cfg.settle, start: time.Now(), pacer: voiceclient.NewPacer()}
 	g.ctx, g.cancel = context.WithCancel(ctx)
+	cfg.pacer = g.pacer
 	for i := range cfg.sessions {
 		at := g.start.Add(time.Duration(int64(cfg.ramp) * int64(i) / int64(cfg.sessions)))
 		g.wg.Add(1)
@@ -261,6 +271,7 @@ func (g *sessionGroup) end() {
 			<-joined
 		}
 		g.cancel()
+		g.pacer.Close()
 	})
 }
 
@@ -295,7 +306,14 @@ func steadyState(ctx context.Context, cfg loadConfig, stats *phaseStats, res *Ph
 	} else {
 		profiled <- nil
 	}
+	stopSelf, err := startSelfProfile(cfg.selfProfile)
+	if err != nil {
+		return err
+	}
 	sleepCtx(ctx, nil, time.Until(start.Add(cfg.duration)))
+	if err := stopSelf(); err != nil {
+		return fmt.Errorf("vgload cpu profile: %w", err)
+	}
 	if err := <-profiled; err != nil {
 		return fmt.Errorf("cpu profile: %w", err)
 	}
@@ -312,6 +330,26 @@ func steadyState(ctx context.Context, cfg loadConfig, stats *phaseStats, res *Ph
 	res.SteadySeconds = time.Since(start).Seconds()
 	res.ServerCPU, res.ClientCPU = serverCPU.cores(), clientCPU.cores()
 	return nil
+}
+
+// startSelfProfile starts vgload's own CPU profile into path; the function
+// it returns stops it. An empty path profiles nothing.
+func startSelfProfile(path string) (func() error, error) {
+	if path == "" {
+		return func() error { return nil }, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() error {
+		pprof.StopCPUProfile()
+		return f.Close()
+	}, nil
 }
 
 // waitReady waits until want sessions are ready, or timeout: a run that

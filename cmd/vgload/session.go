@@ -277,7 +277,7 @@ func newRand(id int) *rand.Rand {
 func runSession(ctx context.Context, stop <-chan struct{}, cfg loadConfig, stats *phaseStats, id int) error {
 	c := &caller{id: id, seqs: newSeqSet()}
 	call := voiceclient.NewCall(voiceclient.CallOptions{
-		SampleRate: cfg.sampleRate, CommitEvery: cfg.commitEvery,
+		SampleRate: cfg.sampleRate, CommitEvery: cfg.commitEvery, Pacer: cfg.pacer,
 		OnFrame: func(_ voiceclient.FrameHeader, lag time.Duration) {
 			stats.sendLag.record(id, lag)
 			stats.sent.Add(1)

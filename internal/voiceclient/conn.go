@@ -15,8 +15,13 @@
 // in the turn), so that an echoed chunk names the frame it came from: loss,
 // reordering and round trips are exact, not sampled.
 //
+// A Call sends from a goroutine of its own, or, given a Pacer, from the
+// Pacer's: one goroutine per millisecond slot of the frame period for all
+// the calls of a load run.
+//
 // Every goroutine has an owner: a Conn's reader ends with Close or
-// CloseNow (or the server's close), a Call's with Finish or Close.
+// CloseNow (or the server's close), a Call's with Finish or Close, a
+// Pacer's with its Close.
 package voiceclient
 
 import (
@@ -204,6 +209,12 @@ type Conn struct {
 	framesSent, framesEchoed, chunks atomic.Int64
 	writeFailed                      atomic.Bool // the Call stops sending here
 
+	// writeTimer cuts the connection when a Call's write takes longer than
+	// its WriteTimeout: one timer for the connection's life, armed around
+	// each write, where a context with a deadline per write would allocate
+	// a timer and a cancel function for every frame.
+	writeTimer *time.Timer
+
 	// Turn timing, written by the Call that sends on this connection; the
 	// reader reads commits (allocated at the first commit).
 	commits        atomic.Pointer[commitLog]
@@ -250,6 +261,8 @@ func Dial(ctx context.Context, opts Options) (*Conn, error) {
 		ready: make(chan struct{}), draining: make(chan struct{}), done: make(chan struct{}),
 	}
 	c.binary.Store(opts.Binary)
+	c.writeTimer = time.AfterFunc(time.Hour, func() { _ = ws.CloseNow() })
+	c.writeTimer.Stop()
 	if opts.PlainEcho {
 		close(c.ready)
 	} else {
@@ -404,6 +417,36 @@ func (c *Conn) sendAudio(ctx context.Context, pcm []byte, buf *[]byte) error {
 		*buf = msg
 	}
 	return c.ws.Write(ctx, websocket.MessageText, msg)
+}
+
+// sendAudioBounded is sendAudio for a Call: the write gets no context and
+// is bounded by timeout instead, and a base64 event is built in *buf.
+func (c *Conn) sendAudioBounded(pcm []byte, buf *[]byte, timeout time.Duration) error {
+	if c.binary.Load() {
+		return c.writeBounded(websocket.MessageBinary, pcm, timeout)
+	}
+	*buf = appendAudioEvent((*buf)[:0], pcm)
+	return c.writeBounded(websocket.MessageText, *buf, timeout)
+}
+
+// commitBounded is Commit for a Call, each write bounded by timeout.
+func (c *Conn) commitBounded(timeout time.Duration) error {
+	if err := c.writeBounded(websocket.MessageText, commitMessage, timeout); err != nil || c.opts.PlainEcho {
+		return err
+	}
+	return c.writeBounded(websocket.MessageText, responseCreateMessage, timeout)
+}
+
+// writeBounded writes msg and cuts the connection if that takes longer than
+// timeout, as a write under a context with that deadline would, without
+// allocating one. The ctx of a Call never cancels a write (writeContext
+// used to strip it): a call hung up at the end of a run closes with 1000,
+// not in the middle of a frame. One Call writes at a time on a Conn.
+func (c *Conn) writeBounded(typ websocket.MessageType, msg []byte, timeout time.Duration) error {
+	c.writeTimer.Reset(timeout)
+	err := c.ws.Write(context.Background(), typ, msg)
+	c.writeTimer.Stop()
+	return err
 }
 
 // appendAudioEvent appends an input_audio_buffer.append event for pcm.

@@ -1,9 +1,11 @@
 package voiceclient
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"math"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -66,6 +68,18 @@ func NewFrame(sampleRate int) []byte {
 		binary.LittleEndian.PutUint16(buf[2*i:], uint16(v))
 	}
 	return buf
+}
+
+// tones holds one NewFrame per sample rate, copied for each schedule.
+var tones sync.Map // int → []byte
+
+// toneFrame returns a copy of NewFrame(sampleRate) without computing it again.
+func toneFrame(sampleRate int) []byte {
+	v, ok := tones.Load(sampleRate)
+	if !ok {
+		v, _ = tones.LoadOrStore(sampleRate, NewFrame(sampleRate))
+	}
+	return bytes.Clone(v.([]byte))
 }
 
 // EncodeFrame writes h into the first HeaderSize bytes of frame.

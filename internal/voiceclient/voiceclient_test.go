@@ -344,11 +344,20 @@ func TestServerEndsTalkingCall(t *testing.T) {
 // the old one, and hangs up the old one with 1000 once the new one echoes.
 // No frame is lost on the way.
 func TestDrainMove(t *testing.T) {
+	t.Run("own goroutine", func(t *testing.T) { testDrainMove(t, nil) })
+	t.Run("shared pacer", func(t *testing.T) {
+		pacer := NewPacer()
+		defer pacer.Close()
+		testDrainMove(t, pacer)
+	})
+}
+
+func testDrainMove(t *testing.T, pacer *Pacer) {
 	a := startVoiceServer(t, nil)
 	b := startVoiceServer(t, nil)
 	rec := newRecorder()
 	old := rec.open(t, Options{URL: a.url, Binary: true, SampleRate: 24000})
-	call := NewCall(CallOptions{SampleRate: 24000, CommitEvery: 10, MoveTimeout: 5 * time.Second})
+	call := NewCall(CallOptions{SampleRate: 24000, CommitEvery: 10, MoveTimeout: 5 * time.Second, Pacer: pacer})
 	call.Start(context.Background(), old)
 	time.Sleep(300 * time.Millisecond)
 
