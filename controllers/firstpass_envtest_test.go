@@ -3,6 +3,7 @@ package controllers_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -121,6 +122,69 @@ func TestNewGatewayFirstPassRoundTrips(t *testing.T) {
 	if created != 1 {
 		t.Errorf("%d fleet Secret creates, want 1: %v", created, op.writes.Writes())
 	}
+}
+
+// TestStaleCacheDoesNotWriteTheStatusAgain delays what the operator's
+// cache learns of VoiceGateways, so that the pass the first pass's own
+// objects queue runs before the cache has seen the status it wrote: that
+// pass must not send the same status again. It counts the status writes of
+// one new VoiceGateway: one.
+func TestStaleCacheDoesNotWriteTheStatusAgain(t *testing.T) {
+	ctx := context.Background()
+	namespace := newNamespace(t)
+	lag := func(rt http.RoundTripper) http.RoundTripper {
+		return roundTripperFunc(func(req *http.Request) (*http.Response, error) {
+			resp, err := rt.RoundTrip(req)
+			if err == nil && req.URL.Query().Get("watch") == "true" && strings.HasSuffix(req.URL.Path, "/voicegateways") {
+				resp.Body = laggingBody{ReadCloser: resp.Body, lag: 500 * time.Millisecond}
+			}
+			return resp, err
+		})
+	}
+	op := startOperator(t, namespace, managerOptions{wrap: lag})
+
+	gw := newGateway(namespace, "stale-status")
+	if err := k8s.Create(ctx, gw); err != nil {
+		t.Fatal(err)
+	}
+	key := client.ObjectKeyFromObject(gw)
+	testkit.Eventually(t, 30*time.Second, func() error {
+		gw := getGateway(t, key)
+		if gw.Status.ObservedGeneration != gw.Generation || gw.Status.FleetSecretName == "" {
+			return fmt.Errorf("%s not yet reconciled", key)
+		}
+		return nil
+	})
+	// The passes that follow: the owned objects' events, the status's.
+	before := reconcileCount(t)
+	testkit.Eventually(t, 30*time.Second, func() error {
+		if n := reconcileCount(t) - before; n < 1 {
+			return fmt.Errorf("%v passes since", n)
+		}
+		return nil
+	})
+	time.Sleep(2 * time.Second)
+	statusWrites := 0
+	for _, w := range op.writes.Writes() {
+		if strings.HasSuffix(w, "/voicegateways/stale-status/status") {
+			statusWrites++
+		}
+	}
+	if statusWrites != 1 {
+		t.Errorf("%d status writes for one new VoiceGateway, want 1: %v", statusWrites, op.writes.Writes())
+	}
+}
+
+// laggingBody holds each read of a watch stream back by lag: the cache
+// learns of every change that much later.
+type laggingBody struct {
+	io.ReadCloser
+	lag time.Duration
+}
+
+func (b laggingBody) Read(p []byte) (int, error) {
+	time.Sleep(b.lag)
+	return b.ReadCloser.Read(p)
 }
 
 type roundTripperFunc func(*http.Request) (*http.Response, error)

@@ -112,6 +112,8 @@ type VoiceGatewayReconciler struct {
 	// declined remembers the rotation request last declined per
 	// VoiceGateway (its fleet Secret is the user's), to say so once.
 	declined lastValues
+	// statuses remembers the status last written per VoiceGateway.
+	statuses writtenStatuses
 }
 
 // setupWithManager registers the controller, its watches and the poller
@@ -247,6 +249,7 @@ func (r *VoiceGatewayReconciler) Reconcile(ctx context.Context, req ctrl.Request
 			r.applier.forget(req.NamespacedName)
 			r.secrets.forget(req.NamespacedName)
 			r.declined.forget(req.NamespacedName)
+			r.statuses.forget(req.NamespacedName)
 			r.Poller.ForgetGateway(req.NamespacedName)
 			r.costs.forget(req.NamespacedName)
 			r.autoscalers.forget(req.NamespacedName)
@@ -500,6 +503,9 @@ func (r *VoiceGatewayReconciler) updateStatus(ctx context.Context, s *scope) err
 	if equality.Semantic.DeepEqual(s.gateway.Status, next) {
 		return nil
 	}
+	if r.statuses.alreadyWritten(s.key, s.gateway.ResourceVersion, next) {
+		return nil
+	}
 	if err := r.applyStatus(ctx, s.gateway, next); err != nil {
 		if apierrors.IsNotFound(err) {
 			return nil // deleted meanwhile: nothing to report on
@@ -512,8 +518,54 @@ func (r *VoiceGatewayReconciler) updateStatus(ctx context.Context, s *scope) err
 		}
 		return fmt.Errorf("writing the status: %w", err)
 	}
+	r.statuses.remember(s.key, s.gateway.ResourceVersion, next)
 	r.recordDrainEvents(s.gateway, next, reports, now)
 	return nil
+}
+
+// writtenStatuses remembers, per VoiceGateway, the last status written
+// and the resourceVersion of the VoiceGateway it was computed from. A pass
+// that starts before the cache has seen that write (the owned objects'
+// events of a first pass queue a second one at once) reads the old
+// status and computes the same new one: without this it would send the
+// same status again, a request that changes nothing (about one new
+// VoiceGateway in two in the scale test) and, for a drain, the same
+// events twice. The write's own watch event brings the VoiceGateway back,
+// so nothing is missed.
+type writtenStatuses struct {
+	mu sync.Mutex
+	// last holds one entry per live VoiceGateway; forget drops it when it
+	// is gone.
+	last map[types.NamespacedName]writtenStatus
+}
+
+type writtenStatus struct {
+	basedOn string
+	status  vgv1.VoiceGatewayStatus
+}
+
+// alreadyWritten: status was written from the VoiceGateway at
+// resourceVersion, which is still what the cache holds.
+func (w *writtenStatuses) alreadyWritten(gateway types.NamespacedName, resourceVersion string, status vgv1.VoiceGatewayStatus) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	last, ok := w.last[gateway]
+	return ok && last.basedOn == resourceVersion && equality.Semantic.DeepEqual(last.status, status)
+}
+
+func (w *writtenStatuses) remember(gateway types.NamespacedName, resourceVersion string, status vgv1.VoiceGatewayStatus) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.last == nil {
+		w.last = map[types.NamespacedName]writtenStatus{}
+	}
+	w.last[gateway] = writtenStatus{basedOn: resourceVersion, status: *status.DeepCopy()}
+}
+
+func (w *writtenStatuses) forget(gateway types.NamespacedName) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.last, gateway)
 }
 
 // statusInputsOf gathers what this pass learned for computeStatus.
