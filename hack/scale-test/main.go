@@ -481,7 +481,7 @@ func run(c config) error {
 	fmt.Printf("| %d creates sent (%d workers) | %s |\n", n, workers, created.Round(time.Millisecond))
 	fmt.Printf("| first create → all %d reconciled | %s |\n", n, allReconciled.Round(time.Millisecond))
 	fmt.Printf("| throughput | %.0f VoiceGateways/s |\n", float64(n)/allReconciled.Seconds())
-	fmt.Printf("| operator writes during the burst | %d (%.1f per VoiceGateway: 5 applies + status) |\n", burstWrites, float64(burstWrites)/float64(n))
+	fmt.Printf("| operator writes during the burst | %d (%.1f per VoiceGateway: its fleet Secret, 8 applies, its status, an event) |\n", burstWrites, float64(burstWrites)/float64(n))
 	if podsPerGateway > 0 {
 		fmt.Printf("| %d pods created and first polled → every busy pod's deletion cost written | %s |\n", n*podsPerGateway, podsTook.Round(time.Millisecond))
 		fmt.Printf("| operator writes while the pods first report | %d (%d deletion costs: one per pod with sessions; %d status) |\n",
