@@ -528,8 +528,8 @@ func (r *VoiceGatewayReconciler) updateStatus(ctx context.Context, s *scope) err
 // that starts before the cache has seen that write (the owned objects'
 // events of a first pass queue a second one at once) reads the old
 // status and computes the same new one: without this it would send the
-// same status again, a request that changes nothing (about one new
-// VoiceGateway in two in the scale test) and, for a drain, the same
+// same status again, a request that changes nothing (a third to a half
+// of new VoiceGateways in the scale test) and, for a drain, the same
 // events twice. The write's own watch event brings the VoiceGateway back,
 // so nothing is missed.
 type writtenStatuses struct {
