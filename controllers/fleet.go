@@ -219,12 +219,22 @@ func (r *VoiceGatewayReconciler) ensureFleetSecret(ctx context.Context, s *scope
 	vg := s.gateway
 	key := types.NamespacedName{Namespace: vg.Namespace, Name: fleetSecretName(vg)}
 	secret, err := r.secrets.get(ctx, s.key, key)
+	if apierrors.IsNotFound(err) && operatorOwnsFleetSecret(vg) {
+		err = r.createFleetSecret(ctx, s, key)
+		if !apierrors.IsAlreadyExists(err) {
+			return err
+		}
+		// The cache had not seen it yet: read it and go on with it.
+		secret, err = r.secrets.fetch(ctx, s.key, key)
+	}
 	switch {
 	case apierrors.IsNotFound(err) && !operatorOwnsFleetSecret(vg):
 		s.fail(ReasonSecretNotFound, fmt.Sprintf("Secret %q named in spec.auth.fleetSecretRef does not exist; create it in the fleet Secret format (docs/operations.md)", key.Name))
 		return nil
 	case apierrors.IsNotFound(err):
-		return r.createFleetSecret(ctx, s, key)
+		// Created and gone again at once: the next pass makes it anew.
+		s.fail(ReasonApplyFailed, "the fleet Secret was deleted while it was being created; retrying")
+		return err
 	case err != nil:
 		s.fail(ReasonApplyFailed, "reading the fleet Secret failed; retrying")
 		return fmt.Errorf("reading Secret %s: %w", key.Name, err)
@@ -253,6 +263,9 @@ func (r *VoiceGatewayReconciler) createFleetSecret(ctx context.Context, s *scope
 		secret.Annotations = map[string]string{AnnotationRotatedFor: request}
 	}
 	if err := r.Client.Create(ctx, secret); err != nil {
+		if apierrors.IsAlreadyExists(err) {
+			return err // the caller reads it
+		}
 		s.fail(ReasonApplyFailed, "creating the fleet Secret failed; retrying")
 		return fmt.Errorf("creating Secret %s: %w", key.Name, err)
 	}

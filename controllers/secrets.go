@@ -41,11 +41,26 @@ func newSecretReader(api, metadata client.Reader) *secretReader {
 func (r *secretReader) get(ctx context.Context, owner, key types.NamespacedName) (*corev1.Secret, error) {
 	var current metav1.PartialObjectMetadata
 	current.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
-	if err := r.metadata.Get(ctx, key, &current); err == nil {
+	err := r.metadata.Get(ctx, key, &current)
+	switch {
+	case err == nil:
 		if known := r.lookup(owner, key.Name); known != nil && known.UID == current.UID && known.ResourceVersion == current.ResourceVersion {
 			return known, nil
 		}
+	case apierrors.IsNotFound(err):
+		// Not even its metadata is cached: a GET would only confirm it
+		// (one round trip more in each new VoiceGateway's first pass). A
+		// Secret created a moment ago arrives through the Secret watch,
+		// which brings its VoiceGateways back; a fleet Secret the
+		// operator then tries to create is found by its AlreadyExists.
+		r.drop(owner, key.Name)
+		return nil, err
 	}
+	return r.fetch(ctx, owner, key)
+}
+
+// fetch gets the Secret from the API server and keeps it.
+func (r *secretReader) fetch(ctx context.Context, owner, key types.NamespacedName) (*corev1.Secret, error) {
 	var secret corev1.Secret
 	if err := r.api.Get(ctx, key, &secret); err != nil {
 		if apierrors.IsNotFound(err) {

@@ -36,7 +36,14 @@ type Options struct {
 // Setup uses for a field left zero.
 func DefaultOptions() Options {
 	return Options{
-		Poller:                  DefaultPollerOptions(),
+		Poller: DefaultPollerOptions(),
+		// A pass mostly waits on the API server. At 1,000 VoiceGateways
+		// on one 2-core control plane, 8 workers reconciled the burst no
+		// faster than 4 (34.7 s against 33.5 s: each pass took twice as
+		// long, 214 ms against 111 ms, as the API server queued them), so
+		// more would only deepen its queue (docs/benchmarks.md, "Operator
+		// at 1000 VoiceGateways"); a larger control plane may take
+		// --max-concurrent-reconciles higher.
 		MaxConcurrentReconciles: 4,
 		KeyActivationDelay:      DefaultKeyActivationDelay,
 		DeletionCostInterval:    DefaultDeletionCostInterval,

@@ -300,3 +300,16 @@ func (w *lockedWriter) String() string {
 	defer w.mu.Unlock()
 	return w.w.String()
 }
+
+// TestKubeconfigHasNoClientRateLimit: with --kubeconfig, as in the
+// cluster, the client sends as fast as the API server's priority and
+// fairness lets it, not at client-go's default 5 requests a second.
+func TestKubeconfigHasNoClientRateLimit(t *testing.T) {
+	cfg, err := loadConfig(testKubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.QPS >= 0 || cfg.RateLimiter != nil {
+		t.Errorf("QPS %v, rate limiter %v: want no client-side limit (QPS < 0)", cfg.QPS, cfg.RateLimiter)
+	}
+}

@@ -71,13 +71,16 @@ func main() {
 	churn := flag.Duration("churn", 30*time.Second, "bucket churn phase: busy pods' sessions cross a bucket boundary at each poll for this long (0: skip)")
 	autoscaled := flag.Int("autoscaled", 100, "VoiceGateways with spec.autoscaling on, whose sessions rise and fall (0: skip)")
 	costInterval := flag.Duration("deletion-cost-interval", controllers.DefaultDeletionCostInterval, "the operator's --deletion-cost-interval")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the process (operator, API clients, fake admin) during the single creates to this file")
+	heapProfile := flag.String("heapprofile", "", "write a heap profile at the end of the run to this file")
 	flag.Parse()
 	if (*n+*autoscaled)*(*podsPerGateway) > 250*250 {
 		fmt.Fprintln(os.Stderr, "scale-test: at most 62,500 pods (loopback addresses 127.1.0.1–127.250.250.250)")
 		os.Exit(2)
 	}
 	if err := run(config{n: *n, samples: *samples, workers: *workers, concurrency: *concurrency, quiet: *quiet, podsPerGateway: *podsPerGateway,
-		sessions: *sessions, churn: *churn, autoscaled: *autoscaled, costInterval: *costInterval}); err != nil {
+		sessions: *sessions, churn: *churn, autoscaled: *autoscaled, costInterval: *costInterval,
+		cpuProfile: *cpuProfile, heapProfile: *heapProfile}); err != nil {
 		fmt.Fprintln(os.Stderr, "scale-test:", err)
 		os.Exit(1)
 	}
@@ -191,6 +194,7 @@ type config struct {
 	churn                            time.Duration
 	autoscaled                       int
 	costInterval                     time.Duration
+	cpuProfile, heapProfile          string
 }
 
 func run(c config) error {
@@ -217,8 +221,9 @@ func run(c config) error {
 
 	// The operator, wired as cmd/manager wires it, its writes counted.
 	writes := &testenv.RequestLog{}
+	requests := newTraffic()
 	mgrConfig := rest.CopyConfig(cfg)
-	mgrConfig.WrapTransport = writes.Wrap
+	mgrConfig.WrapTransport = func(rt http.RoundTripper) http.RoundTripper { return requests.Wrap(writes.Wrap(rt)) }
 	mgr, err := ctrl.NewManager(mgrConfig, ctrl.Options{
 		Scheme:                 testenv.Scheme(),
 		Metrics:                metricsserver.Options{BindAddress: "0"},
@@ -258,6 +263,8 @@ func run(c config) error {
 	// Phase 1: the burst.
 	fmt.Printf("creating %d VoiceGateways with %d workers; the operator reconciles %d at once...\n", n, workers, concurrency)
 	writes.Reset()
+	requests.take()
+	burstStats := readReconcileStats()
 	start := time.Now()
 	names := make(chan string)
 	creators, createCtx := errgroup.WithContext(ctx)
@@ -287,6 +294,8 @@ func run(c config) error {
 	}
 	allReconciled := time.Since(start)
 	burstWrites := len(writes.Writes())
+	burstRequests := requests.take()
+	burstStats = readReconcileStats().since(burstStats)
 
 	// Phase 1b: the pods report their sessions; the busy ones get their
 	// deletion cost.
@@ -315,11 +324,15 @@ func run(c config) error {
 	}
 	podsWrites := writes.Writes()
 	costWrites := podPatches(writes)
+	podsRequests := requests.take()
 
 	// Phase 2: a quiet period with nothing changing.
 	writes.Reset()
+	quietStats := readReconcileStats()
 	time.Sleep(quiet)
 	quietWrites := len(writes.Writes())
+	quietRequests := requests.take()
+	quietStats = readReconcileStats().since(quietStats)
 	if quietWrites > 0 {
 		recent := writes.Writes()
 		fmt.Printf("writes in the quiet period (last 20): %q\n", recent[max(0, len(recent)-20):])
@@ -424,6 +437,15 @@ func run(c config) error {
 
 	// Phase 3: one new VoiceGateway at a time while n exist.
 	fmt.Printf("creating %d more, one at a time, while %d exist...\n", samples, n)
+	if c.cpuProfile != "" {
+		stop, err := startCPUProfile(c.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+	requests.take()
+	singleStats := readReconcileStats()
 	latencies := make([]time.Duration, 0, samples)
 	for i := range samples {
 		name := "single-" + strconv.Itoa(i)
@@ -437,7 +459,16 @@ func run(c config) error {
 		at, _ := tr.at(name)
 		latencies = append(latencies, at.Sub(t0))
 	}
+	// The last one's follow-up passes (its owned objects' events).
+	time.Sleep(time.Second)
+	singleRequests := requests.take()
+	singleStats = readReconcileStats().since(singleStats)
 	slices.Sort(latencies)
+	if c.heapProfile != "" {
+		if err := writeHeapProfile(c.heapProfile); err != nil {
+			return err
+		}
+	}
 
 	var mem runtime.MemStats
 	runtime.GC()
@@ -450,7 +481,7 @@ func run(c config) error {
 	fmt.Printf("| %d creates sent (%d workers) | %s |\n", n, workers, created.Round(time.Millisecond))
 	fmt.Printf("| first create → all %d reconciled | %s |\n", n, allReconciled.Round(time.Millisecond))
 	fmt.Printf("| throughput | %.0f VoiceGateways/s |\n", float64(n)/allReconciled.Seconds())
-	fmt.Printf("| operator writes during the burst | %d (%.1f per VoiceGateway: 5 applies + status) |\n", burstWrites, float64(burstWrites)/float64(n))
+	fmt.Printf("| operator writes during the burst | %d (%.1f per VoiceGateway: its fleet Secret, 8 applies, its status, an event) |\n", burstWrites, float64(burstWrites)/float64(n))
 	if podsPerGateway > 0 {
 		fmt.Printf("| %d pods created and first polled → every busy pod's deletion cost written | %s |\n", n*podsPerGateway, podsTook.Round(time.Millisecond))
 		fmt.Printf("| operator writes while the pods first report | %d (%d deletion costs: one per pod with sessions; %d status) |\n",
@@ -469,6 +500,12 @@ func run(c config) error {
 	fmt.Printf("| one new VoiceGateway while %d exist, create → reconciled (%d samples) | p50 %s, p90 %s, p99 %s, max %s |\n",
 		n, samples, pct(latencies, 50), pct(latencies, 90), pct(latencies, 99), latencies[len(latencies)-1].Round(time.Millisecond))
 	fmt.Printf("| Go heap in use after GC (operator + test client in one process) | %.1f MiB |\n", float64(mem.HeapInuse)/(1<<20))
+
+	fmt.Printf("\n### The operator's requests and reconciles by phase\n\n")
+	fmt.Printf("- burst (%d VoiceGateways): %s\n  - %s\n", n, burstRequests.describe(n), burstStats)
+	fmt.Printf("- pods first report (%d pods): %s\n", n*podsPerGateway, podsRequests.describe(n))
+	fmt.Printf("- quiet (%s): %s\n  - %s\n", quiet, quietRequests.describe(0), quietStats)
+	fmt.Printf("- single creates (%d, one at a time): %s\n  - %s\n", samples, singleRequests.describe(samples), singleStats)
 	return nil
 }
 
