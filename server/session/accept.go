@@ -247,6 +247,7 @@ func (a *Acceptor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	opts := a.Options
 	opts.BinaryAudio = grant.BinaryAudio || r.URL.Query().Get(AudioQueryParam) == protocol.AudioTransportBinary
 	opts.RawConn = hijacker.conn
+	opts.readConn, opts.readBuf = hijacker.read, hijacker.br
 	opts.Identity, opts.Claims, opts.Model = grant.Identity, grant.Claims, grant.Model
 	opts.ResumeHandle = r.URL.Query().Get(ResumeQueryParam)
 	sess := New(conn, opts)
@@ -272,9 +273,8 @@ func (a *Acceptor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// net/http's per-connection state (request, buffers, a deep stack) is
 	// freed for the rest of the call.
 	handedOver = true
-	go func() {
-		defer inFlight.Done()
-		defer remove()
-		sess.Run()
-	}()
+	go sess.Run(func() {
+		remove()
+		inFlight.Done()
+	})
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 )
 
@@ -24,6 +25,11 @@ const sessionBufferSize = 2 << 10
 type smallBufferWriter struct {
 	http.ResponseWriter
 	conn net.Conn
+	// read is what the WebSocket library reads the connection through,
+	// and br its buffer: a parked session (park.go) swaps the buffer for
+	// a small one while it waits.
+	read *readConn
+	br   *bufio.Reader
 }
 
 func (w *smallBufferWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
@@ -50,16 +56,41 @@ func (w *smallBufferWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	// its first frame right behind the handshake) must not be lost. They
 	// go into the new reader's buffer, which is where the WebSocket
 	// library looks for them.
-	reader := bufio.NewReaderSize(conn, sessionBufferSize)
+	rc := &readConn{Conn: conn}
+	rc.mayHaveMore.Store(true)
+	reader := bufio.NewReaderSize(rc, sessionBufferSize)
 	if n := brw.Reader.Buffered(); n > 0 {
 		early, _ := brw.Reader.Peek(n)
-		reader = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(early)), conn), max(n, sessionBufferSize))
+		rc.early.Store(true)
+		reader = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(early)), rc), max(n, sessionBufferSize))
 		if _, err := reader.Peek(n); err != nil {
 			conn.Close()
 			return nil, nil, err
 		}
 	}
-	return conn, bufio.NewReadWriter(reader, bufio.NewWriterSize(conn, sessionBufferSize)), nil
+	w.read, w.br = rc, reader
+	return rc, bufio.NewReadWriter(reader, bufio.NewWriterSize(conn, sessionBufferSize)), nil
+}
+
+// readConn is the hijacked connection as the WebSocket library sees it.
+// It notes what a parked-to-be reader must know about the last read
+// (park.go): whether bytes may be left in the socket, and whether the
+// bytes net/http had read past the request are still ahead of it.
+type readConn struct {
+	net.Conn
+	// mayHaveMore: the last read filled the buffer it was given (or none
+	// was made yet), so the socket may hold more than any readiness
+	// notice says.
+	mayHaveMore atomic.Bool
+	// early: bytes read past the request wait in front of this reader.
+	early atomic.Bool
+}
+
+func (c *readConn) Read(p []byte) (int, error) {
+	c.early.Store(false)
+	n, err := c.Conn.Read(p)
+	c.mayHaveMore.Store(n == len(p))
+	return n, err
 }
 
 // Unwrap lets http.ResponseController reach the underlying writer.
