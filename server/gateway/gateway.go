@@ -58,10 +58,10 @@ type Server struct {
 	sessions *session.Registry
 	// parker holds quiet sessions' readers without a goroutine each; it
 	// runs as one of the loops.
-	parker *session.Parker
-	drainer  *lifecycle.Drainer
-	budget   lifecycle.StopBudget
-	limiter  *ratelimit.Limiter
+	parker  *session.Parker
+	drainer *lifecycle.Drainer
+	budget  lifecycle.StopBudget
+	limiter *ratelimit.Limiter
 	// peer shares the limiter's state with the fleet (nil without
 	// --cluster-listen); fleetKey is the fleet Secret's fleet-key.
 	peer     *cluster.Peer
