@@ -3,6 +3,7 @@ package session
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"io"
 	"net"
 	"net/http"
@@ -10,10 +11,11 @@ import (
 	"time"
 )
 
-// sessionBufferSize is the read and write buffer of a hijacked session
-// connection. net/http gives each hijacked connection 4 KiB of each, which
-// is a large part of what an idle session costs; audio messages are
-// 1–2 KiB, so 2 KiB buffers take one in one system call either way.
+// sessionBufferSize is the read buffer of a hijacked session connection
+// while its reader is not parked. net/http gives each hijacked connection
+// 4 KiB, which was a large part of what an idle session cost; audio
+// messages are 1–2 KiB, so a 2 KiB buffer takes one in one system call
+// either way. Writes need no buffer of that size (frameWriter).
 const sessionBufferSize = 2 << 10
 
 // smallBufferWriter hands the WebSocket library a hijacked connection with
@@ -69,7 +71,77 @@ func (w *smallBufferWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		}
 	}
 	w.read, w.br = rc, reader
-	return rc, bufio.NewReadWriter(reader, bufio.NewWriterSize(conn, sessionBufferSize)), nil
+	return rc, bufio.NewReadWriter(reader, bufio.NewWriterSize(&frameWriter{conn: conn}, frameHeadSize)), nil
+}
+
+// frameHeadSize is the WebSocket library's write buffer: enough for the
+// longest frame header a server writes (10 bytes) and a little payload.
+const frameHeadSize = 16
+
+// frameWriter is what the library's write buffer flushes to. The library
+// writes each frame as its header and payload into the buffer and flushes
+// at the frame's end; with a 16-byte buffer a longer frame arrives here as
+// its first 16 bytes and then the rest. frameWriter holds the first part
+// (the frame's header says more is coming) and sends it with the rest in
+// one writev: one system call per frame, as a buffer the size of a frame
+// would give, without a 2 KiB buffer per connection that an idle session
+// holds for nothing (and without copying the payload into it). A write
+// that is a whole frame, or that it cannot read as a frame's start, goes
+// out as it is; held bytes always go out with the next write, which the
+// library makes before its frame is done.
+type frameWriter struct {
+	conn net.Conn
+	head [frameHeadSize]byte
+	held int
+	// vec and bufs are the writev's, kept to write without allocating.
+	vec  [2][]byte
+	bufs net.Buffers
+}
+
+func (w *frameWriter) Write(p []byte) (int, error) {
+	if w.held == 0 {
+		if len(p) <= len(w.head) && frameContinues(p) {
+			w.held = copy(w.head[:], p)
+			return len(p), nil
+		}
+		return w.conn.Write(p)
+	}
+	w.vec = [2][]byte{w.head[:w.held], p}
+	w.bufs = w.vec[:]
+	_, err := w.bufs.WriteTo(w.conn)
+	w.vec, w.bufs, w.held = [2][]byte{}, nil, 0
+	if err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// frameContinues reports whether p starts with a WebSocket frame header
+// that announces more bytes than p holds.
+func frameContinues(p []byte) bool {
+	if len(p) < 2 {
+		return false
+	}
+	size, length := 2, uint64(p[1]&0x7f)
+	switch length {
+	case 126:
+		size = 4
+	case 127:
+		size = 10
+	}
+	if len(p) < size {
+		return false
+	}
+	switch size {
+	case 4:
+		length = uint64(binary.BigEndian.Uint16(p[2:4]))
+	case 10:
+		length = binary.BigEndian.Uint64(p[2:10])
+	}
+	if p[1]&0x80 != 0 {
+		size += 4 // masked (a client's frame; a server writes none)
+	}
+	return length > uint64(len(p)-size)
 }
 
 // readConn is the hijacked connection as the WebSocket library sees it.
