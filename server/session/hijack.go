@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"sync/atomic"
 	"time"
 )
@@ -58,7 +60,11 @@ func (w *smallBufferWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	// its first frame right behind the handshake) must not be lost. They
 	// go into the new reader's buffer, which is where the WebSocket
 	// library looks for them.
-	rc := &readConn{Conn: conn}
+	rc := w.read
+	if rc == nil {
+		rc = &readConn{}
+	}
+	rc.Conn = conn
 	rc.mayHaveMore.Store(true)
 	reader := bufio.NewReaderSize(rc, sessionBufferSize)
 	if n := brw.Reader.Buffered(); n > 0 {
@@ -70,7 +76,7 @@ func (w *smallBufferWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 			return nil, nil, err
 		}
 	}
-	w.read, w.br = rc, reader
+	w.read, w.br, rc.br = rc, reader, reader
 	return rc, bufio.NewReadWriter(reader, bufio.NewWriterSize(&frameWriter{conn: conn}, frameHeadSize)), nil
 }
 
@@ -156,12 +162,46 @@ type readConn struct {
 	mayHaveMore atomic.Bool
 	// early: bytes read past the request wait in front of this reader.
 	early atomic.Bool
+	// atFrame: the library answered a ping (or took a pong) and nothing is
+	// buffered: its next read is of a frame header's first byte, where a
+	// read error leaves the connection as it was (see Read).
+	atFrame atomic.Bool
+	// s is the session reading, set when it is made; br is the library's
+	// read buffer over this connection.
+	s  *Session
+	br *bufio.Reader
 }
 
+// controlFrameRead is the library's OnPingReceived and OnPongReceived: the
+// library stays in its read after a control frame, so a parked session
+// woken by a ping would keep its goroutine until the next data message.
+// Its next read, at a frame's first byte, may be asked to park instead.
+func (c *readConn) controlFrameRead() {
+	if c.br != nil && c.br.Buffered() == 0 {
+		c.atFrame.Store(true)
+	}
+}
+
+// Read is every read of the library's. The one at a frame's first byte
+// after a control frame waits like the reader's own wait (park.go): the
+// Parker's sweep may end it with a past read deadline, and the library
+// then returns the timeout from Reader having consumed nothing, which
+// the reader takes as the request to park (WebSocket library v1.8.15:
+// readFrameHeader returns a read error as it is, without closing).
 func (c *readConn) Read(p []byte) (int, error) {
 	c.early.Store(false)
+	s := c.s
+	parkable := s != nil && c.atFrame.Swap(false) && s.canPark()
+	if parkable {
+		s.park.state.Store(readerWaiting)
+	}
 	n, err := c.Conn.Read(p)
 	c.mayHaveMore.Store(n == len(p))
+	if parkable && !s.park.state.CompareAndSwap(readerWaiting, readerActive) && (n > 0 || !errors.Is(err, os.ErrDeadlineExceeded)) {
+		// Asked to park, but bytes (or another error) came first: the
+		// library goes on reading, without the deadline.
+		s.unkick()
+	}
 	return n, err
 }
 

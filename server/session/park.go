@@ -113,6 +113,23 @@ func (s *Session) parkKicked(dataReady bool) bool {
 	return true
 }
 
+// unkick takes back the sweep's request to park from a reader whose read
+// found bytes first.
+func (s *Session) unkick() {
+	s.park.mu.Lock()
+	defer s.park.mu.Unlock()
+	if !s.park.ending {
+		_ = s.opts.RawConn.(deadliner).SetReadDeadline(time.Time{})
+	}
+	s.park.state.Store(readerActive)
+}
+
+// kickedInLibrary reports whether a read error from the library is the
+// sweep's request to park (readConn.Read): the reader then parks.
+func (s *Session) kickedInLibrary() bool {
+	return s.canPark() && s.park.state.Load() == readerKicked
+}
+
 // kick asks a reader waiting outside the library to park. It runs on the
 // Parker's sweep.
 func (s *Session) kick() {

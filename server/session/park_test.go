@@ -152,20 +152,49 @@ func TestParkedSessionWakes(t *testing.T) {
 }
 
 // TestParkedSessionAnswersPing: the library's reader answers a ping; a
-// parked session wakes for it. (The reader then stays in the library until
-// the next data message: it parks again only after one.)
+// parked session wakes for it and parks again, without a data message in
+// between (clients that keep a connection alive with pings, as many
+// WebSocket libraries do by default, must not keep a goroutine each). A
+// pong a client sends unasked is taken the same way. The session then
+// still reads its messages.
 func TestParkedSessionAnswersPing(t *testing.T) {
 	h := serve(t, nil)
 	c := rawSession(t, h.url)
+	for round := 0; round < 3; round++ {
+		h.waitParked(1)
+		// A masked ping with an empty payload, and an unasked pong.
+		if _, err := c.Write([]byte{0x89, 0x80, 1, 2, 3, 4}); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		var pong [2]byte
+		if _, err := io.ReadFull(c, pong[:]); err != nil || pong != [2]byte{0x8a, 0} {
+			t.Fatalf("round %d: answer to a ping %x, %v; want an empty pong", round, pong, err)
+		}
+		h.waitParked(1)
+		if _, err := c.Write([]byte{0x8a, 0x80, 1, 2, 3, 4}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	h.waitParked(1)
-	// A masked ping with an empty payload.
-	if _, err := c.Write([]byte{0x89, 0x80, 1, 2, 3, 4}); err != nil {
+	// session.update, masked with a zero key: the session answers it.
+	msg := []byte(`{"type":"session.update","session":{"instructions":"still here"}}`)
+	frame := append([]byte{0x81, 0x80 | byte(len(msg)), 0, 0, 0, 0}, msg...)
+	if _, err := c.Write(frame); err != nil {
 		t.Fatal(err)
 	}
-	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	var pong [2]byte
-	if _, err := io.ReadFull(c, pong[:]); err != nil || pong != [2]byte{0x8a, 0} {
-		t.Fatalf("answer to a ping %x, %v; want an empty pong", pong, err)
+	var hdr [2]byte
+	if _, err := io.ReadFull(c, hdr[:]); err != nil || hdr[0] != 0x81 {
+		t.Fatalf("answer to session.update: header %x, %v", hdr, err)
+	}
+	body := make([]byte, int(hdr[1]&0x7f))
+	if hdr[1]&0x7f == 126 {
+		var n [2]byte
+		io.ReadFull(c, n[:])
+		body = make([]byte, int(n[0])<<8|int(n[1]))
+	}
+	if _, err := io.ReadFull(c, body); err != nil || !strings.Contains(string(body), `"session.updated"`) {
+		t.Fatalf("answer to session.update: %.80s, %v", body, err)
 	}
 }
 

@@ -230,6 +230,9 @@ func New(conn *websocket.Conn, opts Options) *Session {
 	s.key = s.id
 	if opts.Parker != nil {
 		s.rc = rawConnOf(opts.RawConn)
+		if opts.readConn != nil {
+			opts.readConn.s = s
+		}
 	}
 	s.openHandle()
 	// The reader reads one byte past the limit to tell "exactly at the
@@ -551,6 +554,12 @@ func (s *Session) readLoop() (parked bool) {
 		}
 		typ, r, err := s.conn.Reader(readCtx)
 		if err != nil {
+			if s.kickedInLibrary() {
+				if parked := s.parkKicked(false); parked {
+					return true
+				}
+				continue
+			}
 			s.readFailed(err)
 			return false
 		}
