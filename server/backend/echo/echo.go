@@ -62,13 +62,13 @@ func (b *Backend) Open(ctx context.Context, info backend.Info, sink backend.Sink
 	}
 	vad := defaultVAD
 	c := &conn{
-		ctx:    ctx,
-		clock:  b.clock,
-		info:   info,
-		sink:   sink,
-		model:  model,
-		vad:    &vad,
-		det:    newDetector(info.SampleRate, vad),
+		ctx:   ctx,
+		clock: b.clock,
+		info:  info,
+		sink:  sink,
+		model: model,
+		vad:   &vad,
+		det:   newDetector(info.SampleRate, vad),
 	}
 	if st := info.Resume; st != nil && st.Backend == Name && st.Turns >= 0 && st.UserItems >= 0 {
 		// The conversation continues: so do its ids.
