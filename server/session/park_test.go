@@ -256,7 +256,7 @@ func TestParkedSessionEnds(t *testing.T) {
 
 // TestIdleSessionMemory: what an idle session holds once parked, heap and
 // stacks, counted from runtime.MemStats over many sessions (their bare TCP
-// clients are in the count too). Parked sessions held 8.7–9.8 KB each
+// clients are in the count too). Parked sessions held 6.1–10.1 KB each
 // here, sessions that keep their reader goroutine (withoutParker) 21 KB;
 // the bound is generous.
 func TestIdleSessionMemory(t *testing.T) {
