@@ -139,7 +139,7 @@ if [[ " $SCENARIOS " == *" idle "* ]]; then
 		echo
 		echo "Each row: a fresh server, N sessions connected (binary audio, nothing sent) and held 5 s,"
 		echo "then the server's RSS and its live heap and goroutine stacks after forced GCs"
-		echo "(\`/debug/memstats\`), compared with before. Aim: ≤ 16 KB per session."
+		echo "(\`/debug/memstats\`), compared with before. Aim: ≤ 8 KiB (8,192 bytes) per session."
 		echo
 		echo "| sessions | held | RSS / session | heap+stacks / session | heap | stacks | goroutines / session |"
 		echo "|---|---|---|---|---|---|---|"

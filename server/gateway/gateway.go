@@ -56,9 +56,12 @@ type Server struct {
 	clock    clock.WithTickerAndDelayedExecution
 	metrics  *metrics.Server
 	sessions *session.Registry
-	drainer  *lifecycle.Drainer
-	budget   lifecycle.StopBudget
-	limiter  *ratelimit.Limiter
+	// parker holds quiet sessions' readers without a goroutine each; it
+	// runs as one of the loops.
+	parker  *session.Parker
+	drainer *lifecycle.Drainer
+	budget  lifecycle.StopBudget
+	limiter *ratelimit.Limiter
 	// peer shares the limiter's state with the fleet (nil without
 	// --cluster-listen); fleetKey is the fleet Secret's fleet-key.
 	peer     *cluster.Peer
@@ -202,6 +205,7 @@ func New(cfg config.Config, log logr.Logger, clk clock.WithTickerAndDelayedExecu
 
 	s.sessions = session.NewRegistry(cfg.Sessions.Limit).
 		WithCredentialLimits(cfg.Sessions.MaxPerAPIKey, cfg.Sessions.MaxPerClientIP)
+	s.parker = &session.Parker{Registry: s.sessions}
 	s.memory = memory.NewBudget(memory.BudgetFor(cfg.MemoryLimit), s.metrics)
 	if s.memory.Limit() > 0 {
 		log.Info("Memory budget", "limit", config.FormatBytes(cfg.MemoryLimit), "budget", config.FormatBytes(s.memory.Limit()),
@@ -377,7 +381,9 @@ func (s *Server) Process(public, adminLn net.Listener) *lifecycle.Process {
 		adminOpts.AdminToken = s.adminToken
 		adminOpts.RefreshAdminToken = func() bool { return s.adminToken.Refresh(s.clock.Now(), refreshInterval) }
 	}
-	loops := []func(context.Context) error{s.limiter.Run}
+	// The parker stops with the loops, after the drain: every session
+	// has ended by then.
+	loops := []func(context.Context) error{s.limiter.Run, s.parker.Run}
 	if s.peer != nil {
 		// The loops stop after the drain; the peer then hands the state
 		// on and leaves within half the exit budget.

@@ -35,7 +35,7 @@ func (s *Server) publicHandler() http.Handler {
 		Registry: s.sessions,
 		Options: session.Options{
 			Config: s.sessionConfig(), Clock: s.clock, Backend: s.backend, Metrics: s.metrics,
-			Log: s.log.WithName("session"), Sealer: s.sealer,
+			Log: s.log.WithName("session"), Sealer: s.sealer, Parker: s.parker,
 		},
 		Admit:         s.admitSession,
 		InFlight:      &s.handlers,

@@ -1,6 +1,7 @@
 package session
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"math"
@@ -229,7 +230,11 @@ func (a *Acceptor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if grant.Subprotocol != "" {
 		subprotocols = []string{grant.Subprotocol}
 	}
-	hijacker := &smallBufferWriter{ResponseWriter: w}
+	// The callbacks below stay with the connection: they hold the
+	// reader, never the hijacker, whose ResponseWriter would keep
+	// net/http's per-connection state (4 KiB buffers, the request) alive.
+	read := &readConn{}
+	hijacker := &smallBufferWriter{ResponseWriter: w, read: read}
 	conn, err := websocket.Accept(hijacker, r, &websocket.AcceptOptions{
 		Subprotocols: subprotocols,
 		// Credentials travel as bearer values, never as cookies, so a
@@ -239,6 +244,13 @@ func (a *Acceptor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// Audio does not compress, and each deflate context costs tens of
 		// kilobytes per session.
 		CompressionMode: websocket.CompressionDisabled,
+		// After a control frame the library reads on for the next data
+		// message; these let that read park (readConn.Read).
+		OnPingReceived: func(context.Context, []byte) bool {
+			read.controlFrameRead()
+			return true
+		},
+		OnPongReceived: func(context.Context, []byte) { read.controlFrameRead() },
 	})
 	if err != nil {
 		a.Options.Log.V(1).Info("upgrade failed", "error", err.Error())
@@ -247,6 +259,7 @@ func (a *Acceptor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	opts := a.Options
 	opts.BinaryAudio = grant.BinaryAudio || r.URL.Query().Get(AudioQueryParam) == protocol.AudioTransportBinary
 	opts.RawConn = hijacker.conn
+	opts.readConn, opts.readBuf = hijacker.read, hijacker.br
 	opts.Identity, opts.Claims, opts.Model = grant.Identity, grant.Claims, grant.Model
 	opts.ResumeHandle = r.URL.Query().Get(ResumeQueryParam)
 	sess := New(conn, opts)
@@ -272,9 +285,8 @@ func (a *Acceptor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// net/http's per-connection state (request, buffers, a deep stack) is
 	// freed for the rest of the call.
 	handedOver = true
-	go func() {
-		defer inFlight.Done()
-		defer remove()
-		sess.Run()
-	}()
+	go sess.Run(func() {
+		remove()
+		inFlight.Done()
+	})
 }

@@ -37,6 +37,9 @@ type harness struct {
 	metrics  *metrics.Server
 }
 
+// testParkAfter is the quiet after which the tests' session readers park.
+const testParkAfter = 20 * time.Millisecond
+
 // defaultConfig is config.Default's per-session limits.
 func defaultConfig() session.Config {
 	return session.Config{
@@ -49,6 +52,11 @@ type option func(*session.Acceptor)
 
 func withBackend(b backend.Backend) option {
 	return func(a *session.Acceptor) { a.Options.Backend = b }
+}
+
+// withoutParker keeps a reader goroutine per session.
+func withoutParker() option {
+	return func(a *session.Acceptor) { a.Options.Parker = nil }
 }
 
 func withLimit(n int) option {
@@ -75,8 +83,14 @@ func serve(t *testing.T, mutate func(*session.Config), opts ...option) *harness 
 			Config: cfg, Clock: clock.RealClock{}, Backend: echo.New(clock.RealClock{}), Metrics: m, Log: logr.Discard(),
 		},
 	}
+	// Readers park after a short quiet, so that every test also runs its
+	// sessions through parking and waking.
+	a.Options.Parker = &session.Parker{After: testParkAfter}
 	for _, o := range opts {
 		o(a)
+	}
+	if a.Options.Parker != nil {
+		a.Options.Parker.Registry = a.Registry
 	}
 	return &harness{t: t, url: sessiontest.Serve(t, a), registry: a.Registry, metrics: m}
 }

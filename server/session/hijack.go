@@ -3,16 +3,21 @@ package session
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
+	"errors"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"sync/atomic"
 	"time"
 )
 
-// sessionBufferSize is the read and write buffer of a hijacked session
-// connection. net/http gives each hijacked connection 4 KiB of each, which
-// is a large part of what an idle session costs; audio messages are
-// 1–2 KiB, so 2 KiB buffers take one in one system call either way.
+// sessionBufferSize is the read buffer of a hijacked session connection
+// while its reader is not parked. net/http gives each hijacked connection
+// 4 KiB, which was a large part of what an idle session cost; audio
+// messages are 1–2 KiB, so a 2 KiB buffer takes one in one system call
+// either way. Writes need no buffer of that size (frameWriter).
 const sessionBufferSize = 2 << 10
 
 // smallBufferWriter hands the WebSocket library a hijacked connection with
@@ -24,6 +29,11 @@ const sessionBufferSize = 2 << 10
 type smallBufferWriter struct {
 	http.ResponseWriter
 	conn net.Conn
+	// read is what the WebSocket library reads the connection through,
+	// and br its buffer: a parked session (park.go) swaps the buffer for
+	// a small one while it waits.
+	read *readConn
+	br   *bufio.Reader
 }
 
 func (w *smallBufferWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
@@ -50,16 +60,149 @@ func (w *smallBufferWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	// its first frame right behind the handshake) must not be lost. They
 	// go into the new reader's buffer, which is where the WebSocket
 	// library looks for them.
-	reader := bufio.NewReaderSize(conn, sessionBufferSize)
+	rc := w.read
+	if rc == nil {
+		rc = &readConn{}
+	}
+	rc.Conn = conn
+	rc.mayHaveMore.Store(true)
+	reader := bufio.NewReaderSize(rc, sessionBufferSize)
 	if n := brw.Reader.Buffered(); n > 0 {
 		early, _ := brw.Reader.Peek(n)
-		reader = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(early)), conn), max(n, sessionBufferSize))
+		rc.early.Store(true)
+		reader = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(early)), rc), max(n, sessionBufferSize))
 		if _, err := reader.Peek(n); err != nil {
 			conn.Close()
 			return nil, nil, err
 		}
 	}
-	return conn, bufio.NewReadWriter(reader, bufio.NewWriterSize(conn, sessionBufferSize)), nil
+	w.read, w.br, rc.br = rc, reader, reader
+	return rc, bufio.NewReadWriter(reader, bufio.NewWriterSize(&frameWriter{conn: conn}, frameHeadSize)), nil
+}
+
+// frameHeadSize is the WebSocket library's write buffer: enough for the
+// longest frame header a server writes (10 bytes) and a little payload.
+const frameHeadSize = 16
+
+// frameWriter is what the library's write buffer flushes to. The library
+// writes each frame as its header and payload into the buffer and flushes
+// at the frame's end; with a 16-byte buffer a longer frame arrives here as
+// its first 16 bytes and then the rest. frameWriter holds the first part
+// (the frame's header says more is coming) and sends it with the rest in
+// one writev: one system call per frame, as a buffer the size of a frame
+// would give, without a 2 KiB buffer per connection that an idle session
+// holds for nothing (and without copying the payload into it). A write
+// that is a whole frame, or that it cannot read as a frame's start, goes
+// out as it is; held bytes always go out with the next write, which the
+// library makes before its frame is done.
+type frameWriter struct {
+	conn net.Conn
+	head [frameHeadSize]byte
+	held int
+	// vec and bufs are the writev's, kept to write without allocating.
+	vec  [2][]byte
+	bufs net.Buffers
+}
+
+func (w *frameWriter) Write(p []byte) (int, error) {
+	if w.held == 0 {
+		if len(p) <= len(w.head) && frameContinues(p) {
+			w.held = copy(w.head[:], p)
+			return len(p), nil
+		}
+		return w.conn.Write(p)
+	}
+	w.vec = [2][]byte{w.head[:w.held], p}
+	w.bufs = w.vec[:]
+	_, err := w.bufs.WriteTo(w.conn)
+	w.vec, w.bufs, w.held = [2][]byte{}, nil, 0
+	if err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// frameContinues reports whether p starts with a WebSocket frame header
+// that announces more bytes than p holds.
+func frameContinues(p []byte) bool {
+	if len(p) < 2 {
+		return false
+	}
+	size, length := 2, uint64(p[1]&0x7f)
+	switch length {
+	case 126:
+		size = 4
+	case 127:
+		size = 10
+	}
+	if len(p) < size {
+		return false
+	}
+	switch size {
+	case 4:
+		length = uint64(binary.BigEndian.Uint16(p[2:4]))
+	case 10:
+		length = binary.BigEndian.Uint64(p[2:10])
+	}
+	if p[1]&0x80 != 0 {
+		size += 4 // masked (a client's frame; a server writes none)
+	}
+	return length > uint64(len(p)-size)
+}
+
+// readConn is the hijacked connection as the WebSocket library sees it.
+// It notes what a parked-to-be reader must know about the last read
+// (park.go): whether bytes may be left in the socket, and whether the
+// bytes net/http had read past the request are still ahead of it.
+type readConn struct {
+	net.Conn
+	// mayHaveMore: the last read filled the buffer it was given (or none
+	// was made yet), so the socket may hold more than any readiness
+	// notice says.
+	mayHaveMore atomic.Bool
+	// early: bytes read past the request wait in front of this reader.
+	early atomic.Bool
+	// atFrame: the library answered a ping (or took a pong) and nothing is
+	// buffered: its next read is of a frame header's first byte, where a
+	// read error leaves the connection as it was (see Read).
+	atFrame atomic.Bool
+	// s is the session reading, set when it is made; br is the library's
+	// read buffer over this connection.
+	s  *Session
+	br *bufio.Reader
+}
+
+// controlFrameRead is the library's OnPingReceived and OnPongReceived: the
+// library stays in its read after a control frame, so a parked session
+// woken by a ping would keep its goroutine until the next data message.
+// Its next read, at a frame's first byte, may be asked to park instead.
+func (c *readConn) controlFrameRead() {
+	if c.br != nil && c.br.Buffered() == 0 {
+		c.atFrame.Store(true)
+	}
+}
+
+// Read is every read of the library's. The one at a frame's first byte
+// after a control frame waits like the reader's own wait (park.go): the
+// Parker's sweep may end it with a past read deadline, and the library
+// then returns the timeout from Reader having consumed nothing, which
+// the reader takes as the request to park (WebSocket library v1.8.15:
+// readFrameHeader returns a read error as it is, without closing).
+func (c *readConn) Read(p []byte) (int, error) {
+	c.early.Store(false)
+	s := c.s
+	parkable := s != nil && c.atFrame.Swap(false) && s.canPark()
+	if parkable {
+		s.park.state.Store(readerWaiting)
+	}
+	n, err := c.Conn.Read(p)
+	c.mayHaveMore.Store(n == len(p))
+	if parkable && !s.park.state.CompareAndSwap(readerWaiting, readerActive) && (n > 0 || !errors.Is(err, os.ErrDeadlineExceeded)) {
+		// Asked to park, but bytes (or another error) came first: the
+		// library goes on reading, without the deadline.
+		s.unkick()
+	}
+	return n, err
 }
 
 // Unwrap lets http.ResponseController reach the underlying writer.

@@ -168,3 +168,16 @@ func (s *Session) registryKey() string {
 	}
 	return s.id
 }
+
+// appendWaiting appends the sessions whose reader waits for the client
+// outside the WebSocket library (the ones a Parker may ask to park).
+func (r *Registry) appendWaiting(dst []*Session) []*Session {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, s := range r.sessions {
+		if s.park.state.Load() == readerWaiting {
+			dst = append(dst, s)
+		}
+	}
+	return dst
+}

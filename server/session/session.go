@@ -3,15 +3,17 @@
 // inbound rate, bounded outbound queue, idle timeout, maximum duration),
 // hands events to a backend, and writes what the backend answers.
 //
-// Every session owns a reader goroutine (the one running Run), a writer
-// goroutine that runs only while there is output to send, one timer, and
-// whatever its backend connection starts; Run returns only after all of
+// Every session owns a reader goroutine (the one running Run, or the one
+// that continues it after it parked), a writer goroutine that runs only
+// while there is output to send, one timer, and whatever its backend
+// connection starts; the session's done function runs only after all of
 // them have stopped, on every path — a clean close, a client error, a
-// backend failure, a slow client, a drain. An idle session therefore costs
-// one goroutine.
+// backend failure, a slow client, a drain. A quiet session's reader parks
+// (park.go): an idle session then costs no goroutine at all.
 package session
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -21,6 +23,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/coder/websocket"
@@ -106,6 +109,14 @@ type Options struct {
 	// ResumeGrace is how long after the drain deadline a handle stays
 	// valid; 0 means a minute.
 	ResumeGrace time.Duration
+	// Parker holds quiet sessions' readers without a goroutine; nil
+	// keeps a reader goroutine per session.
+	Parker *Parker
+
+	// readConn and readBuf are what the WebSocket library reads the
+	// connection through, set per connection by the Acceptor.
+	readConn *readConn
+	readBuf  *bufio.Reader
 }
 
 // ending is why a session ends and how the client is told.
@@ -178,6 +189,21 @@ type Session struct {
 	// bconn is the backend connection once open, for the drain's resume
 	// handle.
 	bconn atomic.Pointer[backend.Conn]
+
+	// The reader's state, kept here rather than on its stack because a
+	// parked reader has none: the backend connection it hands messages
+	// to, the inbound rate limiter (made at the first message), the
+	// decoder and the count of messages dropped in a row over the rate.
+	backendConn backend.Conn
+	limiter     *rate.Limiter
+	dec         protocol.Decoder
+	overLimit   int
+	// rc is the raw connection a parked reader is watched through; nil
+	// when the session cannot park.
+	rc   syscall.RawConn
+	park parking
+	// done runs once the session has ended and all it started stopped.
+	done func()
 }
 
 // New prepares a session on an accepted connection. Nothing runs until Run
@@ -202,6 +228,12 @@ func New(conn *websocket.Conn, opts Options) *Session {
 	s.log = opts.Log
 	s.lastAct.Store(s.started.UnixNano())
 	s.key = s.id
+	if opts.Parker != nil {
+		s.rc = rawConnOf(opts.RawConn)
+		if opts.readConn != nil {
+			opts.readConn.s = s
+		}
+	}
 	s.openHandle()
 	// The reader reads one byte past the limit to tell "exactly at the
 	// limit" from "over it"; the library's own limit sits just above so
@@ -323,8 +355,12 @@ func (s *Session) stopCut() {
 }
 
 // Run serves the session until it ends and everything it started has
-// stopped. The caller unregisters it afterwards.
-func (s *Session) Run() {
+// stopped, then calls done (the caller unregisters it there). Run may
+// return earlier, when the session's reader parks: the session then
+// continues on a goroutine of its own when its client sends something or
+// it ends, and done is called at the end all the same.
+func (s *Session) Run(done func()) {
+	s.done = done
 	m := s.opts.Metrics
 	m.SessionsActive.Inc()
 	m.SessionsTotal.Inc()
@@ -344,6 +380,7 @@ func (s *Session) Run() {
 		Memory: s.acct, MaxBufferedBytes: s.opts.Config.MaxBufferedBytes(),
 		Model: s.opts.Model, Resume: s.resumed,
 	}, (*sink)(s))
+	s.backendConn = bconn
 	if err == nil {
 		s.bconn.Store(&bconn)
 		s.announceResume(bconn)
@@ -358,9 +395,30 @@ func (s *Session) Run() {
 			perr = protocol.Fatal(protocol.CodeBackendUnavailable, protocol.CloseInternalError, "the speech backend is unavailable")
 		}
 		s.Fail(perr)
-	} else {
-		s.readLoop(bconn)
+		s.wrapUp()
+		return
 	}
+	s.serve()
+}
+
+// serve reads client messages until the session ends or its reader parks.
+// It is Run's second half, and what a parked session continues with.
+func (s *Session) serve() {
+	select {
+	case <-s.ended:
+	default:
+		if parked := s.readLoop(); parked {
+			return
+		}
+	}
+	s.wrapUp()
+}
+
+// wrapUp waits until everything the session started has stopped and gives
+// back what it held; the session is over.
+func (s *Session) wrapUp() {
+	m := s.opts.Metrics
+	bconn := s.backendConn
 	// Whatever ended the read loop, make sure the session is ending (a
 	// client close or a broken connection gets here without a cause yet).
 	s.finish(ending{closeCode: protocol.CloseNormal, broken: true})
@@ -381,6 +439,9 @@ func (s *Session) Run() {
 	m.SessionDuration.Observe(s.opts.Clock.Since(s.started).Seconds())
 	m.SessionsClosed.WithLabelValues(metrics.CloseCodeLabel(int(s.end.closeCode))).Inc()
 	s.log.V(1).Info("session ended", "session", s.id, "closeCode", int(s.end.closeCode), "reason", s.end.reason)
+	if s.done != nil {
+		s.done()
+	}
 }
 
 // finish records why the session ends, queues the final error event, stops
@@ -388,6 +449,9 @@ func (s *Session) Run() {
 // first call counts.
 func (s *Session) finish(e ending) {
 	s.endOnce.Do(func() {
+		// Before the writer may close the connection: a parked session
+		// leaves the Parker first.
+		wasParked := s.endParking()
 		s.end = e
 		if e.event != nil {
 			s.opts.Metrics.Errors.WithLabelValues(string(e.event.Code)).Inc()
@@ -405,6 +469,11 @@ func (s *Session) finish(e ending) {
 		// Cancelling stops the backend; the connection itself stays open
 		// until the writer has sent what is queued and closed it.
 		s.cancel()
+		if wasParked {
+			// Nobody reads for a parked session: a goroutine of its
+			// own sees it end.
+			go s.serve()
+		}
 	})
 }
 
@@ -461,12 +530,11 @@ func (s *Session) Done() <-chan struct{} { return s.ended }
 
 func (s *Session) touch() { s.lastAct.Store(s.opts.Clock.Now().UnixNano()) }
 
-// readLoop reads client messages until the connection fails or the session ends.
-func (s *Session) readLoop(bconn backend.Conn) {
+// readLoop reads client messages until the connection fails or the
+// session ends (false), or until its reader parked (true).
+func (s *Session) readLoop() (parked bool) {
 	cfg := s.opts.Config
-	limiter := rate.NewLimiter(rate.Limit(cfg.InboundRate), cfg.InboundBurst)
-	var dec protocol.Decoder
-	var overLimit int
+	bconn := s.backendConn
 	// The read context is never cancelled: cancelling it would make the
 	// library drop the connection without a close frame (1006 at the
 	// client). The writer's Close ends a blocked read instead.
@@ -479,12 +547,21 @@ func (s *Session) readLoop(bconn backend.Conn) {
 		// --write-timeout, never because it sent a burst.
 		if !s.out.waitRoom(s.opts.Clock, cfg.WriteTimeout) {
 			s.slowConsumer()
-			return
+			return false
+		}
+		if s.waitToRead() {
+			return true
 		}
 		typ, r, err := s.conn.Reader(readCtx)
 		if err != nil {
+			if s.kickedInLibrary() {
+				if parked := s.parkKicked(false); parked {
+					return true
+				}
+				continue
+			}
 			s.readFailed(err)
-			return
+			return false
 		}
 		in := s.readMessage(r)
 		if in.err != nil && !errors.Is(in.err, msgbuf.ErrRefused) {
@@ -493,31 +570,34 @@ func (s *Session) readLoop(bconn backend.Conn) {
 				e := protocol.Fatal(protocol.CodeFrameTooLarge, protocol.CloseMessageTooBig,
 					"message larger than "+strconv.FormatInt(cfg.MaxMessageBytes, 10)+" bytes")
 				s.finish(ending{closeCode: e.CloseCode, reason: string(e.Code), event: e, refuseInput: true})
-				return
+				return false
 			}
 			s.readFailed(in.err)
-			return
+			return false
 		}
 		data := in.data()
 		s.touch()
-		if !limiter.AllowN(s.opts.Clock.Now(), 1) {
+		if s.limiter == nil {
+			s.limiter = rate.NewLimiter(rate.Limit(cfg.InboundRate), cfg.InboundBurst)
+		}
+		if !s.limiter.AllowN(s.opts.Clock.Now(), 1) {
 			in.free()
 			s.opts.Metrics.DroppedFrames.WithLabelValues("inbound_rate").Inc()
-			overLimit++
+			s.overLimit++
 			// A client that keeps sending past its budget for a whole
 			// burst is not a jittery client: end it rather than answer
 			// every dropped message.
-			if overLimit > cfg.InboundBurst {
+			if s.overLimit > cfg.InboundBurst {
 				s.Fail(protocol.Fatal(protocol.CodeInboundRateExceeded, protocol.ClosePolicyViolation, "inbound message rate exceeded"))
-				return
+				return false
 			}
-			if overLimit == 1 {
+			if s.overLimit == 1 {
 				s.reportError(&protocol.Error{Code: protocol.CodeInboundRateExceeded, Type: protocol.ErrorTypeInvalidRequest,
 					Message: "message dropped: more than " + strconv.FormatFloat(cfg.InboundRate, 'f', -1, 64) + " messages per second"})
 			}
 			continue
 		}
-		overLimit = 0
+		s.overLimit = 0
 		if in.err != nil {
 			// Read and dropped: holding it would have passed the memory
 			// budget.
@@ -528,9 +608,9 @@ func (s *Session) readLoop(bconn backend.Conn) {
 		var ev protocol.ClientEvent
 		var perr *protocol.Error
 		if typ == websocket.MessageBinary {
-			ev, perr = dec.DecodeBinary(data)
+			ev, perr = s.dec.DecodeBinary(data)
 		} else {
-			ev, perr = dec.DecodeText(data)
+			ev, perr = s.dec.DecodeText(data)
 		}
 		if perr == nil {
 			perr = protocol.CheckClaims(&ev, s.opts.Claims)
@@ -551,13 +631,13 @@ func (s *Session) readLoop(bconn backend.Conn) {
 			}
 			if perr.Fatal {
 				s.Fail(perr)
-				return
+				return false
 			}
 			s.reportError(perr)
 		}
 		select {
 		case <-s.ended:
-			return
+			return false
 		default:
 		}
 	}

@@ -54,7 +54,6 @@ func (b *Backend) Name() string { return Name }
 
 // Open implements backend.Backend.
 func (b *Backend) Open(ctx context.Context, info backend.Info, sink backend.Sink) (backend.Conn, error) {
-	ctx, cancel := context.WithCancel(ctx)
 	model := Name
 	if info.Model != "" {
 		// Any model is "served": the echo stands in for whichever the
@@ -63,14 +62,13 @@ func (b *Backend) Open(ctx context.Context, info backend.Info, sink backend.Sink
 	}
 	vad := defaultVAD
 	c := &conn{
-		ctx:    ctx,
-		cancel: cancel,
-		clock:  b.clock,
-		info:   info,
-		sink:   sink,
-		model:  model,
-		vad:    &vad,
-		det:    newDetector(info.SampleRate, vad),
+		ctx:   ctx,
+		clock: b.clock,
+		info:  info,
+		sink:  sink,
+		model: model,
+		vad:   &vad,
+		det:   newDetector(info.SampleRate, vad),
 	}
 	if st := info.Resume; st != nil && st.Backend == Name && st.Turns >= 0 && st.UserItems >= 0 {
 		// The conversation continues: so do its ids.
@@ -95,7 +93,6 @@ func (b *Backend) Open(ctx context.Context, info backend.Info, sink backend.Sink
 			SessionID: info.SessionID, Dropped: info.Resume.Dropped})
 	}
 	if err != nil {
-		cancel()
 		return nil, err
 	}
 	return c, nil
@@ -135,6 +132,10 @@ type turn struct {
 // only while there is something to play, so an idle session costs no
 // goroutine here.
 type conn struct {
+	// ctx is the session's until the first response is queued, then one
+	// of the echo's own that Close cancels: an idle session's echo holds
+	// no context (and no entry in the session's) of its own. Both are set
+	// under mu; the speaker starts after.
 	ctx    context.Context
 	cancel context.CancelFunc
 	clock  clock.WithTicker
@@ -404,6 +405,9 @@ func (c *conn) enqueue(t turn) *protocol.Error {
 	c.pending = append(c.pending, t)
 	c.queued += len(t.clip.audio)
 	if !c.speaking && c.ctx.Err() == nil {
+		if c.cancel == nil {
+			c.ctx, c.cancel = context.WithCancel(c.ctx)
+		}
 		c.speaking = true
 		c.done.Add(1)
 		go c.speak()
@@ -424,7 +428,14 @@ func (c *conn) emit(ev protocol.Event) *protocol.Error {
 // Close implements backend.Conn: it stops the speaker and gives back the
 // memory of every byte of audio and settings the connection held.
 func (c *conn) Close() error {
+	c.mu.Lock()
+	if c.cancel == nil {
+		// Nothing was ever played: a context of its own now, cancelled,
+		// so that no speaker starts after Close.
+		c.ctx, c.cancel = context.WithCancel(c.ctx)
+	}
 	c.cancel()
+	c.mu.Unlock()
 	c.done.Wait()
 	c.dropInput()
 	c.info.Memory.Release(memory.Session, int64(len(c.instructions)))

@@ -41,6 +41,23 @@ func ServeWith(t testing.TB, a *session.Acceptor, configure func(srv *httptest.S
 	if configure != nil {
 		configure(srv)
 	}
+	stopParker := func() {}
+	if p := a.Options.Parker; p != nil {
+		// The acceptor's Parker runs as the gateway runs it: from the
+		// first session until every session has ended.
+		ctx, cancel := context.WithCancel(context.Background())
+		stopped := make(chan struct{})
+		go func() {
+			defer close(stopped)
+			if err := p.Run(ctx); err != nil {
+				t.Errorf("parker: %v", err)
+			}
+		}()
+		stopParker = func() {
+			cancel()
+			<-stopped
+		}
+	}
 	srv.Start()
 	t.Cleanup(func() {
 		srv.Close()
@@ -57,6 +74,7 @@ func ServeWith(t testing.TB, a *session.Acceptor, configure func(srv *httptest.S
 		case <-time.After(ioTimeout):
 			t.Error("sessions did not end after the test")
 		}
+		stopParker()
 	})
 	return "ws" + strings.TrimPrefix(srv.URL, "http")
 }

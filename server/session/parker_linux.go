@@ -1,0 +1,216 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Parker holds the readers of quiet sessions without a goroutine each. A
+// session whose client has sent nothing for After, with nothing left to
+// read, parks: its reader goroutine registers the connection with the
+// Parker's epoll instance and returns. When the connection turns readable
+// (a message, a ping, a close frame, the peer going away) the Parker starts
+// a goroutine that continues the session where it stopped; so does the
+// session's ending (a timeout, a revocation, the drain), which takes the
+// connection back itself. An idle session then costs no goroutine and
+// no stack, only its heap.
+//
+// One goroutine (Run) waits on the epoll instance and, every After/2,
+// looks for readers that have been waiting long enough and asks them to
+// park. Go's own netpoller keeps its registration of every connection; a
+// descriptor may be in both epoll sets. A Parker that does not run parks
+// nothing.
+type Parker struct {
+	// After is how long a session's connection must be quiet, both
+	// ways, before its reader parks; 0 means DefaultParkAfter.
+	After time.Duration
+	// Registry holds the sessions it looks at.
+	Registry *Registry
+
+	mu      sync.Mutex
+	running bool
+	epfd    int
+	parked  map[int32]*Session
+	next    int32
+	// candidates is the sweep's reused list of readers to ask.
+	candidates []*Session
+}
+
+// DefaultParkAfter is how long a connection is quiet before its reader
+// parks: long enough that a talking client (a message every 20 ms, a
+// pause between turns) keeps its goroutine, short enough that an idle
+// session gives it back within seconds.
+const DefaultParkAfter = 2 * time.Second
+
+// wakeToken is the epoll token of the eventfd that stops Run.
+const wakeToken = 0
+
+func (p *Parker) after() time.Duration {
+	if p.After > 0 {
+		return p.After
+	}
+	return DefaultParkAfter
+}
+
+// Run waits for parked connections to turn readable until ctx is done,
+// then hands every still parked session back to a goroutine of its own
+// and parks no more. It is one of the server's loops.
+func (p *Parker) Run(ctx context.Context) error {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return err
+	}
+	stop, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		_ = unix.Close(epfd)
+		return err
+	}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, stop, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: wakeToken}); err != nil {
+		_ = unix.Close(epfd)
+		_ = unix.Close(stop)
+		return err
+	}
+	p.mu.Lock()
+	p.running, p.epfd, p.parked = true, epfd, map[int32]*Session{}
+	p.mu.Unlock()
+	stopWaiting := context.AfterFunc(ctx, func() {
+		_, _ = unix.Write(stop, []byte{1, 0, 0, 0, 0, 0, 0, 0})
+	})
+	defer stopWaiting()
+
+	events := make([]unix.EpollEvent, 128)
+	interval := p.after() / 2
+	nextSweep := time.Now().Add(interval)
+	for ctx.Err() == nil {
+		wait := max(time.Until(nextSweep), 0)
+		n, err := unix.EpollWait(epfd, events, int(wait/time.Millisecond)+1)
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			p.shutdown(stop)
+			return err
+		}
+		for _, ev := range events[:max(n, 0)] {
+			if ev.Fd == wakeToken {
+				continue
+			}
+			p.mu.Lock()
+			s := p.parked[ev.Fd]
+			delete(p.parked, ev.Fd)
+			p.mu.Unlock()
+			if s != nil {
+				s.unpark()
+			}
+		}
+		if !time.Now().Before(nextSweep) {
+			p.sweep()
+			nextSweep = time.Now().Add(interval)
+		}
+	}
+	p.shutdown(stop)
+	return nil
+}
+
+// shutdown stops parking and continues every parked session on a
+// goroutine, as readable connections are.
+func (p *Parker) shutdown(stop int) {
+	p.mu.Lock()
+	p.running = false
+	left := p.parked
+	p.parked = nil
+	p.mu.Unlock()
+	for _, s := range left {
+		s.unpark()
+	}
+	// No registration is added any more: the descriptors can go.
+	p.mu.Lock()
+	_ = unix.Close(p.epfd)
+	p.epfd = -1
+	p.mu.Unlock()
+	_ = unix.Close(stop)
+}
+
+// sweep asks the readers that have waited a whole After on a quiet
+// connection to park.
+func (p *Parker) sweep() {
+	if p.Registry == nil {
+		return
+	}
+	after := p.after()
+	p.candidates = p.Registry.appendWaiting(p.candidates[:0])
+	for i, s := range p.candidates {
+		if s.opts.Clock.Since(time.Unix(0, s.lastAct.Load())) >= after {
+			s.kick()
+		}
+		p.candidates[i] = nil
+	}
+}
+
+// register adds the connection of a session whose reader parks; false
+// when the Parker does not run (the reader goes on waiting itself).
+func (p *Parker) register(s *Session, rc syscall.RawConn) (token int32, ok bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.running {
+		return 0, false
+	}
+	for {
+		p.next++
+		if p.next <= wakeToken {
+			p.next = wakeToken + 1
+		}
+		if _, used := p.parked[p.next]; !used {
+			break
+		}
+	}
+	token = p.next
+	var ctlErr error
+	err := rc.Control(func(fd uintptr) {
+		// Level-triggered and one-shot: bytes that arrived before the
+		// registration wake the session at once, and each registration
+		// wakes it once.
+		ctlErr = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, int(fd),
+			&unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: token})
+	})
+	if err != nil || ctlErr != nil {
+		return 0, false
+	}
+	p.parked[token] = s
+	return token, true
+}
+
+// deregister removes a parked connection's registration, before its
+// descriptor may be closed (a closed descriptor leaves the epoll set by
+// itself, and its number may be reused).
+func (p *Parker) deregister(token int32, rc syscall.RawConn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.parked, token)
+	if p.epfd <= 0 {
+		return
+	}
+	// Control fails on a closed connection: nothing is left to remove.
+	_ = rc.Control(func(fd uintptr) {
+		_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, int(fd), nil)
+	})
+}
+
+// parkedLen is how many sessions are parked now.
+func (p *Parker) parkedLen() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.parked)
+}
+
+// readable reports whether a read on fd would not block: bytes, the end of
+// the stream or an error are waiting. It peeks without taking anything.
+func readable(fd uintptr) bool {
+	var b [1]byte
+	_, _, errno := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
+		unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+	return errno != unix.EAGAIN
+}
