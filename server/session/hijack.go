@@ -24,6 +24,8 @@ const sessionBufferSize = 2 << 10
 type smallBufferWriter struct {
 	http.ResponseWriter
 	conn net.Conn
+	// out is what the library writes through (see coalescer).
+	out *coalescer
 }
 
 func (w *smallBufferWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
@@ -59,7 +61,8 @@ func (w *smallBufferWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 			return nil, nil, err
 		}
 	}
-	return conn, bufio.NewReadWriter(reader, bufio.NewWriterSize(conn, sessionBufferSize)), nil
+	w.out = newCoalescer(conn)
+	return conn, bufio.NewReadWriter(reader, bufio.NewWriterSize(w.out, sessionBufferSize)), nil
 }
 
 // Unwrap lets http.ResponseController reach the underlying writer.

@@ -106,6 +106,10 @@ type Options struct {
 	// ResumeGrace is how long after the drain deadline a handle stays
 	// valid; 0 means a minute.
 	ResumeGrace time.Duration
+
+	// out, set per connection with RawConn, is what the WebSocket
+	// library writes through; the writer batches with it.
+	out *coalescer
 }
 
 // ending is why a session ends and how the client is told.
@@ -525,15 +529,15 @@ func (s *Session) readLoop(bconn backend.Conn) {
 			s.reportError(protocol.BufferFull("message dropped: holding it would pass this server's memory budget; send smaller messages, or retry shortly"))
 			continue
 		}
-		var ev protocol.ClientEvent
+		ev := clientEvents.Get().(*protocol.ClientEvent)
 		var perr *protocol.Error
 		if typ == websocket.MessageBinary {
-			ev, perr = dec.DecodeBinary(data)
+			*ev, perr = dec.DecodeBinary(data)
 		} else {
-			ev, perr = dec.DecodeText(data)
+			*ev, perr = dec.DecodeText(data)
 		}
 		if perr == nil {
-			perr = protocol.CheckClaims(&ev, s.opts.Claims)
+			perr = protocol.CheckClaims(ev, s.opts.Claims)
 		}
 		if perr == nil {
 			switch ev.Type {
@@ -542,12 +546,15 @@ func (s *Session) readLoop(bconn backend.Conn) {
 			case protocol.TypeInputAudioCommit:
 				s.committedAt.CompareAndSwap(0, s.opts.Clock.Now().UnixNano())
 			}
-			perr = bconn.Handle(s.ctx, &ev)
+			perr = bconn.Handle(s.ctx, ev)
 		}
 		in.free()
+		eventID := ev.EventID
+		*ev = protocol.ClientEvent{} // the pool must not keep the message's buffers alive
+		clientEvents.Put(ev)
 		if perr != nil {
 			if perr.EventID == "" {
-				perr.EventID = ev.EventID
+				perr.EventID = eventID
 			}
 			if perr.Fatal {
 				s.Fail(perr)
@@ -562,6 +569,12 @@ func (s *Session) readLoop(bconn backend.Conn) {
 		}
 	}
 }
+
+// clientEvents holds the decoded form of client messages while a backend
+// handles them: handed to the backend through an interface, an event on the
+// reader's stack would move to the heap, an allocation per audio frame; one
+// per session would be held by every idle session too.
+var clientEvents = sync.Pool{New: func() any { return new(protocol.ClientEvent) }}
 
 // inbound is one client message as read: its buffer and what the
 // session's memory account was charged for it.
