@@ -44,11 +44,10 @@ const (
 // Backend is the echo backend.
 type Backend struct {
 	clock clock.WithTicker
-	pacer *pacer
 }
 
 // New returns the echo backend using clk for pacing.
-func New(clk clock.WithTicker) *Backend { return &Backend{clock: clk, pacer: newPacer(clk)} }
+func New(clk clock.WithTicker) *Backend { return &Backend{clock: clk} }
 
 // Name implements backend.Backend.
 func (b *Backend) Name() string { return Name }
@@ -67,7 +66,6 @@ func (b *Backend) Open(ctx context.Context, info backend.Info, sink backend.Sink
 		ctx:    ctx,
 		cancel: cancel,
 		clock:  b.clock,
-		pacer:  b.pacer,
 		info:   info,
 		sink:   sink,
 		model:  model,
@@ -140,7 +138,6 @@ type conn struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	clock  clock.WithTicker
-	pacer  *pacer
 	info   backend.Info
 	sink   backend.Sink
 	model  string
@@ -429,7 +426,6 @@ func (c *conn) emit(ev protocol.Event) *protocol.Error {
 func (c *conn) Close() error {
 	c.cancel()
 	c.done.Wait()
-	c.pacer.quiesce()
 	c.dropInput()
 	c.info.Memory.Release(memory.Session, int64(len(c.instructions)))
 	c.instructions = ""

@@ -121,12 +121,12 @@ func (c *conn) play(t turn, cancelID int) bool {
 }
 
 // playAudio sends audio in 20 ms chunks on a fixed schedule from its start:
-// chunk i is due at i×20 ms. The first chunk goes out at once; the
-// backend's pacer sends the rest, each on the first millisecond tick at or
-// after it is due, and after a stall everything overdue at once, so a late
-// tick is caught up instead of delaying the rest of the response. It
-// returns the response's status, and false when the session is over.
+// chunk i is due at i×20 ms. A ticker drops ticks when the core is busy,
+// so on each tick every chunk that is due goes out; a late tick is caught
+// up instead of delaying the rest of the response. It returns the
+// response's status, and false when the session is over.
 func (c *conn) playAudio(ref protocol.ContentRef, audio []byte, cancelID int, queuedAt time.Time) (string, bool) {
+	chunk := c.info.SampleRate * 2 * int(chunkDuration/time.Millisecond) / 1000
 	// The audio is played to a schedule, as a speaker would play it: a
 	// turn starts when it was queued or when the one before it ends,
 	// whichever is later. A turn begun late (the machine was busy) sends
@@ -150,19 +150,28 @@ func (c *conn) playAudio(ref protocol.ContentRef, audio []byte, cancelID int, qu
 			c.playedUntil = time.Time{}
 		}
 	}()
-	pb := &playback{c: c, ref: ref, audio: audio, start: start, cancelID: cancelID,
-		chunk:  c.info.SampleRate * 2 * int(chunkDuration/time.Millisecond) / 1000,
-		result: make(chan playResult, 1)}
-	r, done := c.pacer.play(pb)
-	if !done {
-		select {
-		case r = <-pb.result:
-		case <-c.ctx.Done():
-			c.pacer.remove(pb)
-			return "", false
+	ticker := c.clock.NewTicker(chunkDuration)
+	defer ticker.Stop()
+	for off := 0; off < len(audio); {
+		if off > 0 {
+			select {
+			case <-c.ctx.Done():
+				return "", false
+			case <-ticker.C():
+			}
+		}
+		due := (int(c.clock.Since(start)/chunkDuration) + 1) * chunk
+		for ; off < len(audio) && (off == 0 || off < due); off += chunk {
+			if c.cancelled(cancelID) {
+				return protocol.ResponseStatusCancelled, true
+			}
+			end := min(off+chunk, len(audio))
+			if c.sink.Audio(ref, audio[off:end]) != nil {
+				return "", false
+			}
 		}
 	}
-	return r.status, r.ok
+	return protocol.ResponseStatusCompleted, true
 }
 
 func (c *conn) cancelled(id int) bool {
