@@ -105,7 +105,9 @@ type Runner interface {
 type Conn interface {
 	// Handle processes one client event, in arrival order, on the session's
 	// reader goroutine. A non-fatal *protocol.Error becomes an error event
-	// and the session goes on; a fatal one ends it.
+	// and the session goes on; a fatal one ends it. ev and the buffers it
+	// points into are the session's again once Handle returns: whatever a
+	// backend keeps, it copies.
 	Handle(ctx context.Context, ev *protocol.ClientEvent) *protocol.Error
 	// Close stops everything the connection started and waits for it. The
 	// session calls it exactly once, after its context is done.

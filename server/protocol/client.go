@@ -74,17 +74,28 @@ type fields struct {
 	typ, eventID, audio, session, response, responseID []byte
 }
 
-// knownFields maps each member name the gateway reads to its slot.
-var knownFields = [...]struct {
-	name string
-	slot func(*fields) *[]byte
-}{
-	{"type", func(f *fields) *[]byte { return &f.typ }},
-	{"event_id", func(f *fields) *[]byte { return &f.eventID }},
-	{"audio", func(f *fields) *[]byte { return &f.audio }},
-	{"session", func(f *fields) *[]byte { return &f.session }},
-	{"response", func(f *fields) *[]byte { return &f.response }},
-	{"response_id", func(f *fields) *[]byte { return &f.responseID }},
+// knownFields are the member names the gateway reads, in the order of
+// fields.slot.
+var knownFields = [...]string{"type", "event_id", "audio", "session", "response", "response_id"}
+
+// slot is where the value of knownFields[i] goes. A switch rather than a
+// table of functions: a call through a function value made every decoded
+// message's fields escape to the heap, an allocation per audio frame.
+func (f *fields) slot(i int) *[]byte {
+	switch i {
+	case 0:
+		return &f.typ
+	case 1:
+		return &f.eventID
+	case 2:
+		return &f.audio
+	case 3:
+		return &f.session
+	case 4:
+		return &f.response
+	default:
+		return &f.responseID
+	}
 }
 
 // DecodeText decodes one text (JSON) message. The returned event's Audio and
@@ -108,17 +119,17 @@ func (d *Decoder) DecodeText(data []byte) (ClientEvent, *Error) {
 			}
 			key = k
 		}
-		for _, known := range knownFields {
+		for i, name := range knownFields {
 			switch {
-			case string(key) == known.name:
-				slot := known.slot(&f)
+			case string(key) == name:
+				slot := f.slot(i)
 				if *slot != nil {
-					problem = Invalid(known.name, "field "+known.name+" is given more than once")
+					problem = Invalid(name, "field "+name+" is given more than once")
 					return false
 				}
 				*slot = m.value
-			case len(key) == len(known.name) && bytes.EqualFold(key, []byte(known.name)):
-				problem = Invalid(known.name, "field names are case-sensitive: write "+strconv.Quote(known.name))
+			case len(key) == len(name) && bytes.EqualFold(key, []byte(name)):
+				problem = Invalid(name, "field names are case-sensitive: write "+strconv.Quote(name))
 				return false
 			}
 		}

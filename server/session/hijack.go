@@ -34,6 +34,8 @@ type smallBufferWriter struct {
 	// a small one while it waits.
 	read *readConn
 	br   *bufio.Reader
+	// out is what the library writes through (see coalescer).
+	out *coalescer
 }
 
 func (w *smallBufferWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
@@ -77,7 +79,8 @@ func (w *smallBufferWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		}
 	}
 	w.read, w.br, rc.br = rc, reader, reader
-	return rc, bufio.NewReadWriter(reader, bufio.NewWriterSize(&frameWriter{conn: conn}, frameHeadSize)), nil
+	w.out = newCoalescer(&frameWriter{conn: conn})
+	return rc, bufio.NewReadWriter(reader, bufio.NewWriterSize(w.out, frameHeadSize)), nil
 }
 
 // frameHeadSize is the WebSocket library's write buffer: enough for the

@@ -44,8 +44,8 @@ type parking struct {
 	token  int32 // the Parker's registration while parked
 }
 
-// deadliner is the raw connection's read deadline.
-type deadliner interface{ SetReadDeadline(time.Time) error }
+// readDeadliner is the raw connection's read deadline.
+type readDeadliner interface{ SetReadDeadline(time.Time) error }
 
 // canPark reports whether the session's reader may park at all: it has a
 // Parker and a connection the Parker can watch.
@@ -92,7 +92,7 @@ func (s *Session) parkKicked(dataReady bool) bool {
 		s.park.state.Store(readerActive)
 		return false
 	}
-	_ = s.opts.RawConn.(deadliner).SetReadDeadline(time.Time{})
+	_ = s.opts.RawConn.(readDeadliner).SetReadDeadline(time.Time{})
 	if dataReady {
 		s.park.state.Store(readerActive)
 		return false
@@ -119,7 +119,7 @@ func (s *Session) unkick() {
 	s.park.mu.Lock()
 	defer s.park.mu.Unlock()
 	if !s.park.ending {
-		_ = s.opts.RawConn.(deadliner).SetReadDeadline(time.Time{})
+		_ = s.opts.RawConn.(readDeadliner).SetReadDeadline(time.Time{})
 	}
 	s.park.state.Store(readerActive)
 }
@@ -140,7 +140,7 @@ func (s *Session) kick() {
 	}
 	// Only the wait sees this deadline: the reader clears it (under mu)
 	// before it reads anything.
-	_ = s.opts.RawConn.(deadliner).SetReadDeadline(time.Unix(1, 0))
+	_ = s.opts.RawConn.(readDeadliner).SetReadDeadline(time.Unix(1, 0))
 }
 
 // unpark continues a parked session on a new goroutine: its connection
@@ -177,7 +177,7 @@ func (s *Session) endParking() (wasParked bool) {
 	s.park.ending = true
 	switch s.park.state.Load() {
 	case readerKicked:
-		_ = s.opts.RawConn.(deadliner).SetReadDeadline(time.Time{})
+		_ = s.opts.RawConn.(readDeadliner).SetReadDeadline(time.Time{})
 	case readerParked:
 		s.opts.Parker.deregister(s.park.token, s.rc)
 		s.park.state.Store(readerActive)
@@ -196,7 +196,7 @@ func rawConnOf(c any) syscall.RawConn {
 	if !ok {
 		return nil
 	}
-	if _, ok := c.(deadliner); !ok {
+	if _, ok := c.(readDeadliner); !ok {
 		return nil
 	}
 	rc, err := sc.SyscallConn()

@@ -117,6 +117,10 @@ type Options struct {
 	// connection through, set per connection by the Acceptor.
 	readConn *readConn
 	readBuf  *bufio.Reader
+
+	// out, set per connection with RawConn, is what the WebSocket
+	// library writes through; the writer batches with it.
+	out *coalescer
 }
 
 // ending is why a session ends and how the client is told.
@@ -605,15 +609,15 @@ func (s *Session) readLoop() (parked bool) {
 			s.reportError(protocol.BufferFull("message dropped: holding it would pass this server's memory budget; send smaller messages, or retry shortly"))
 			continue
 		}
-		var ev protocol.ClientEvent
+		ev := clientEvents.Get().(*protocol.ClientEvent)
 		var perr *protocol.Error
 		if typ == websocket.MessageBinary {
-			ev, perr = s.dec.DecodeBinary(data)
+			*ev, perr = s.dec.DecodeBinary(data)
 		} else {
-			ev, perr = s.dec.DecodeText(data)
+			*ev, perr = s.dec.DecodeText(data)
 		}
 		if perr == nil {
-			perr = protocol.CheckClaims(&ev, s.opts.Claims)
+			perr = protocol.CheckClaims(ev, s.opts.Claims)
 		}
 		if perr == nil {
 			switch ev.Type {
@@ -622,12 +626,15 @@ func (s *Session) readLoop() (parked bool) {
 			case protocol.TypeInputAudioCommit:
 				s.committedAt.CompareAndSwap(0, s.opts.Clock.Now().UnixNano())
 			}
-			perr = bconn.Handle(s.ctx, &ev)
+			perr = bconn.Handle(s.ctx, ev)
 		}
 		in.free()
+		eventID := ev.EventID
+		*ev = protocol.ClientEvent{} // the pool must not keep the message's buffers alive
+		clientEvents.Put(ev)
 		if perr != nil {
 			if perr.EventID == "" {
-				perr.EventID = ev.EventID
+				perr.EventID = eventID
 			}
 			if perr.Fatal {
 				s.Fail(perr)
@@ -642,6 +649,12 @@ func (s *Session) readLoop() (parked bool) {
 		}
 	}
 }
+
+// clientEvents holds the decoded form of client messages while a backend
+// handles them: handed to the backend through an interface, an event on the
+// reader's stack would move to the heap, an allocation per audio frame; one
+// per session would be held by every idle session too.
+var clientEvents = sync.Pool{New: func() any { return new(protocol.ClientEvent) }}
 
 // inbound is one client message as read: its buffer and what the
 // session's memory account was charged for it.

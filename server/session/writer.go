@@ -23,14 +23,19 @@ const writerLinger = 2 * time.Second
 const abortCloseTimeout = time.Second
 
 // writeLoop is the session's only writer: it sends queued messages in
-// order, each bounded by the write timeout, runs the timeout checks when the
-// timer fired, and once the session ends it sends what remains (unless told
-// to discard it) and closes the connection. It exits after writerLinger
-// without work; the outbox starts a new one when work comes.
+// order, each batch bounded by the write timeout, runs the timeout checks
+// when the timer fired, and once the session ends it sends what remains
+// (unless told to discard it) and closes the connection. It exits once a
+// whole writerLinger (up to two) passed without work; the outbox starts a
+// new one when work comes.
 func (s *Session) writeLoop() {
 	defer s.writers.Done()
 	var batch []message
+	// The linger timer is armed once and re-armed when it fires after
+	// work, rather than reset after every batch: a timer change per audio
+	// frame was a measurable share of a talking session's CPU.
 	var linger *time.Timer
+	worked := false
 	defer func() {
 		if linger != nil {
 			linger.Stop()
@@ -42,44 +47,37 @@ func (s *Session) writeLoop() {
 		if len(batch) == 0 && !timerDue && !closed {
 			if linger == nil {
 				linger = time.NewTimer(writerLinger)
-			} else {
-				linger.Reset(writerLinger)
 			}
 			select {
 			case <-s.out.ready:
 				continue
 			case <-linger.C:
+				if worked {
+					worked = false
+					linger.Reset(writerLinger)
+					continue
+				}
 				if s.out.stopIfIdle() {
 					return
 				}
+				linger.Reset(writerLinger)
 				continue
 			}
 		}
-		// One write deadline per batch rather than per message: a batch
-		// is what the client had not taken yet, and a context per write
-		// was a measurable share of the relay's CPU.
-		writeCtx, cancelWrite := context.WithTimeout(context.Background(), s.opts.Config.WriteTimeout)
-		for i, m := range batch {
-			if closed && (s.end.abort || s.end.broken) {
-				s.out.free(m)
-				continue
-			}
-			if err := s.write(writeCtx, m); err != nil {
-				cancelWrite()
-				for _, rest := range batch[i:] {
-					s.out.free(rest)
-				}
-				s.finish(ending{closeCode: websocket.StatusAbnormalClosure, reason: string(protocol.CodeWriteFailed),
-					event: &protocol.Error{Code: protocol.CodeWriteFailed}, broken: true})
-				s.closeConn()
-				return
-			}
+		worked = true
+		err := s.writeBatch(batch, closed && (s.end.abort || s.end.broken))
+		for _, m := range batch {
 			s.out.free(m)
 		}
-		cancelWrite()
 		clear(batch)
 		if cap(batch) > smallQueue {
 			batch = nil
+		}
+		if err != nil {
+			s.finish(ending{closeCode: websocket.StatusAbnormalClosure, reason: string(protocol.CodeWriteFailed),
+				event: &protocol.Error{Code: protocol.CodeWriteFailed}, broken: true})
+			s.closeConn()
+			return
 		}
 		if closed {
 			s.closeConn()
@@ -91,7 +89,57 @@ func (s *Session) writeLoop() {
 	}
 }
 
-// write sends one message within the batch's deadline. The context is
+// writeDeadliner is the connection under the WebSocket as the writer bounds
+// its writes.
+type writeDeadliner interface{ SetWriteDeadline(time.Time) error }
+
+// writeBatch sends batch (nothing of it with discard) within the write
+// timeout: one deadline for the batch rather than a context per message,
+// which was a measurable share of the relay's CPU. The messages stay
+// queued in the memory account until the caller frees them, after they
+// are on the socket. Several messages go out with one system call (see
+// coalescer).
+func (s *Session) writeBatch(batch []message, discard bool) error {
+	if discard {
+		return nil
+	}
+	ctx := context.Background()
+	dl, _ := s.opts.RawConn.(writeDeadliner)
+	if dl == nil || dl.SetWriteDeadline(time.Now().Add(s.opts.Config.WriteTimeout)) != nil {
+		// A connection without deadlines (or one already closed, which
+		// the write then reports) is bounded by a context, as the
+		// library's own writes are.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.opts.Config.WriteTimeout)
+		defer cancel()
+		dl = nil
+	} else {
+		// Cleared afterwards: the library's own writes between batches
+		// (pongs, the close frame) must not meet a passed deadline.
+		defer dl.SetWriteDeadline(time.Time{}) //nolint:errcheck // a closed connection fails its next write anyway
+	}
+	out := s.opts.out
+	if len(batch) < 2 {
+		out = nil
+	}
+	if out != nil {
+		out.hold()
+	}
+	for _, m := range batch {
+		if err := s.write(ctx, m); err != nil {
+			if out != nil {
+				_ = out.send()
+			}
+			return err
+		}
+	}
+	if out != nil {
+		return out.send()
+	}
+	return nil
+}
+
+// write sends one message within the batch's bound. The context is
 // independent of the session's lifetime: final messages are written after
 // the session context is cancelled.
 func (s *Session) write(ctx context.Context, m message) error {
@@ -116,7 +164,7 @@ func (s *Session) closeConn() {
 		cut := time.AfterFunc(abortCloseTimeout, func() { _ = s.opts.RawConn.Close() })
 		defer cut.Stop()
 	}
-	if rc, ok := s.opts.RawConn.(interface{ SetReadDeadline(time.Time) error }); ok && e.refuseInput {
+	if rc, ok := s.opts.RawConn.(readDeadliner); ok && e.refuseInput {
 		// The library's close handshake reads whatever the client still
 		// sends, byte by byte, for up to five seconds, looking for its
 		// close frame: behind a refused oversized message that is the rest
