@@ -67,7 +67,6 @@ func (w *smallBufferWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		rc = &readConn{}
 	}
 	rc.Conn = conn
-	rc.mayHaveMore.Store(true)
 	reader := bufio.NewReaderSize(rc, sessionBufferSize)
 	if n := brw.Reader.Buffered(); n > 0 {
 		early, _ := brw.Reader.Peek(n)
@@ -155,14 +154,11 @@ func frameContinues(p []byte) bool {
 
 // readConn is the hijacked connection as the WebSocket library sees it.
 // It notes what a parked-to-be reader must know about the last read
-// (park.go): whether bytes may be left in the socket, and whether the
-// bytes net/http had read past the request are still ahead of it.
+// (park.go): whether the bytes net/http had read past the request are
+// still ahead of it, and whether the library's next read is at a frame's
+// first byte.
 type readConn struct {
 	net.Conn
-	// mayHaveMore: the last read filled the buffer it was given (or none
-	// was made yet), so the socket may hold more than any readiness
-	// notice says.
-	mayHaveMore atomic.Bool
 	// early: bytes read past the request wait in front of this reader.
 	early atomic.Bool
 	// atFrame: the library answered a ping (or took a pong) and nothing is
@@ -199,7 +195,6 @@ func (c *readConn) Read(p []byte) (int, error) {
 		s.park.state.Store(readerWaiting)
 	}
 	n, err := c.Conn.Read(p)
-	c.mayHaveMore.Store(n == len(p))
 	if parkable && !s.park.state.CompareAndSwap(readerWaiting, readerActive) && (n > 0 || !errors.Is(err, os.ErrDeadlineExceeded)) {
 		// Asked to park, but bytes (or another error) came first: the
 		// library goes on reading, without the deadline.

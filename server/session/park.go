@@ -18,9 +18,9 @@ import (
 // with the Parker and returns, and the goroutine is gone. Readability or
 // the session's ending continues the session on a new goroutine (serve).
 //
-// The wait costs no system call a read in the library would not have
-// made: it peeks at the socket only where the library's read would have
-// tried one (the last read filled its buffer, or a wake-up may be stale).
+// The wait costs the system calls a read in the library would have made:
+// one look at the socket (a peek, where the library's read would have met
+// EAGAIN) before it waits, none after a readiness notice.
 
 // Reader states (parking.state).
 const (
@@ -61,17 +61,22 @@ func (s *Session) waitToRead() (parked bool) {
 	if !s.canPark() || s.opts.readBuf.Buffered() > 0 || rc.early.Load() {
 		return false
 	}
-	peekFirst := rc.mayHaveMore.Load()
 	s.park.state.Store(readerWaiting)
 	first := true
 	err := s.rc.Read(func(fd uintptr) bool {
-		if first && !peekFirst {
-			// The last read emptied the socket: anything since has
-			// raised a readiness notice.
-			first = false
-			return false
+		if !first {
+			// A readiness notice ended the wait: the library's read takes
+			// the bytes (a stale notice costs that read one EAGAIN and a
+			// wait inside the library, never a lost message).
+			return true
 		}
 		first = false
+		// Always look first: RawConn.Read clears the poller's readiness
+		// notice before it calls this, so bytes that came after the
+		// library's last read and before this wait left no notice to
+		// wait for. Skipping the look when the last read had not filled
+		// its buffer left such a message unread until the next sweep
+		// kicked the reader (a commit echoed 2.5 s late).
 		return readable(fd)
 	})
 	if s.park.state.CompareAndSwap(readerWaiting, readerActive) {
@@ -156,9 +161,6 @@ func (s *Session) unpark() {
 	s.park.state.Store(readerActive)
 	if !s.park.ending {
 		*s.opts.readBuf = *bufio.NewReaderSize(s.opts.readConn, sessionBufferSize)
-		// The Parker saw bytes; Go's netpoller may have nothing to tell
-		// (its notice went to the wait that the sweep ended).
-		s.opts.readConn.mayHaveMore.Store(true)
 	}
 	s.park.mu.Unlock()
 	go s.serve()
