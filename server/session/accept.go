@@ -260,7 +260,6 @@ func (a *Acceptor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	opts.BinaryAudio = grant.BinaryAudio || r.URL.Query().Get(AudioQueryParam) == protocol.AudioTransportBinary
 	opts.RawConn = hijacker.conn
 	opts.readConn, opts.readBuf = hijacker.read, hijacker.br
-	opts.out = hijacker.out
 	opts.Identity, opts.Claims, opts.Model = grant.Identity, grant.Claims, grant.Model
 	opts.ResumeHandle = r.URL.Query().Get(ResumeQueryParam)
 	sess := New(conn, opts)

@@ -34,8 +34,6 @@ type smallBufferWriter struct {
 	// a small one while it waits.
 	read *readConn
 	br   *bufio.Reader
-	// out is what the library writes through (see coalescer).
-	out *coalescer
 }
 
 func (w *smallBufferWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
@@ -78,8 +76,7 @@ func (w *smallBufferWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		}
 	}
 	w.read, w.br, rc.br = rc, reader, reader
-	w.out = newCoalescer(&frameWriter{conn: conn})
-	return rc, bufio.NewReadWriter(reader, bufio.NewWriterSize(w.out, frameHeadSize)), nil
+	return rc, bufio.NewReadWriter(reader, bufio.NewWriterSize(&frameWriter{conn: conn}, frameHeadSize)), nil
 }
 
 // frameHeadSize is the WebSocket library's write buffer: enough for the
@@ -165,6 +162,10 @@ type readConn struct {
 	// buffered: its next read is of a frame header's first byte, where a
 	// read error leaves the connection as it was (see Read).
 	atFrame atomic.Bool
+	// inReader: the read is the library's Reader looking for the next
+	// message (not a continuation frame mid-message, not the close
+	// handshake).
+	inReader atomic.Bool
 	// s is the session reading, set when it is made; br is the library's
 	// read buffer over this connection.
 	s  *Session
@@ -190,7 +191,7 @@ func (c *readConn) controlFrameRead() {
 func (c *readConn) Read(p []byte) (int, error) {
 	c.early.Store(false)
 	s := c.s
-	parkable := s != nil && c.atFrame.Swap(false) && s.canPark()
+	parkable := s != nil && c.atFrame.Swap(false) && c.inReader.Load() && s.canPark()
 	if parkable {
 		s.park.state.Store(readerWaiting)
 	}

@@ -62,9 +62,10 @@ func (s *Session) waitToRead() (parked bool) {
 		return false
 	}
 	s.park.state.Store(readerWaiting)
-	first := true
+	first, notice := true, false
 	err := s.rc.Read(func(fd uintptr) bool {
 		if !first {
+			notice = true
 			// A readiness notice ended the wait: the library's read takes
 			// the bytes (a stale notice costs that read one EAGAIN and a
 			// wait inside the library, never a lost message).
@@ -81,7 +82,12 @@ func (s *Session) waitToRead() (parked bool) {
 	})
 	if s.park.state.CompareAndSwap(readerWaiting, readerActive) {
 		// Not asked to park: readable, or the connection failed, which
-		// the library's read reports.
+		// the library's read reports. A notice may be stale (an edge for
+		// bytes already read, harvested late): the library's first read
+		// stays parkable.
+		if notice {
+			rc.atFrame.Store(true)
+		}
 		return false
 	}
 	return s.parkKicked(err == nil)

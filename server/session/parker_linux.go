@@ -79,10 +79,18 @@ func (p *Parker) Run(ctx context.Context) error {
 	p.mu.Lock()
 	p.running, p.epfd, p.parked = true, epfd, map[int32]*Session{}
 	p.mu.Unlock()
+	wrote := make(chan struct{})
 	stopWaiting := context.AfterFunc(ctx, func() {
+		defer close(wrote)
 		_, _ = unix.Write(stop, []byte{1, 0, 0, 0, 0, 0, 0, 0})
 	})
-	defer stopWaiting()
+	// Before stop is closed: a write still to come would hit a closed,
+	// perhaps reused, descriptor.
+	stopped := func() {
+		if !stopWaiting() {
+			<-wrote
+		}
+	}
 
 	events := make([]unix.EpollEvent, 128)
 	interval := p.after() / 2
@@ -91,6 +99,7 @@ func (p *Parker) Run(ctx context.Context) error {
 		wait := max(time.Until(nextSweep), 0)
 		n, err := unix.EpollWait(epfd, events, int(wait/time.Millisecond)+1)
 		if err != nil && !errors.Is(err, unix.EINTR) {
+			stopped()
 			p.shutdown(stop)
 			return err
 		}
@@ -111,6 +120,7 @@ func (p *Parker) Run(ctx context.Context) error {
 			nextSweep = time.Now().Add(interval)
 		}
 	}
+	stopped()
 	p.shutdown(stop)
 	return nil
 }
@@ -190,7 +200,9 @@ func (p *Parker) deregister(token int32, rc syscall.RawConn) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	delete(p.parked, token)
-	if p.epfd <= 0 {
+	if !p.running {
+		// Never started, or shut down (its epoll instance is closed;
+		// descriptor 0 is a valid one, so epfd itself cannot tell).
 		return
 	}
 	// Control fails on a closed connection: nothing is left to remove.

@@ -117,10 +117,6 @@ type Options struct {
 	// connection through, set per connection by the Acceptor.
 	readConn *readConn
 	readBuf  *bufio.Reader
-
-	// out, set per connection with RawConn, is what the WebSocket
-	// library writes through; the writer batches with it.
-	out *coalescer
 }
 
 // ending is why a session ends and how the client is told.
@@ -556,7 +552,13 @@ func (s *Session) readLoop() (parked bool) {
 		if s.waitToRead() {
 			return true
 		}
+		if s.opts.readConn != nil {
+			s.opts.readConn.inReader.Store(true)
+		}
 		typ, r, err := s.conn.Reader(readCtx)
+		if s.opts.readConn != nil {
+			s.opts.readConn.inReader.Store(false)
+		}
 		if err != nil {
 			if s.kickedInLibrary() {
 				if parked := s.parkKicked(false); parked {

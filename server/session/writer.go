@@ -97,8 +97,9 @@ type writeDeadliner interface{ SetWriteDeadline(time.Time) error }
 // timeout: one deadline for the batch rather than a context per message,
 // which was a measurable share of the relay's CPU. The messages stay
 // queued in the memory account until the caller frees them, after they
-// are on the socket. Several messages go out with one system call (see
-// coalescer).
+// are on the socket. Each message is one system call: holding a batch's
+// frames below the library to send them at once raced the library's own
+// control frames (a pong from the reader, the close echo) and was dropped.
 func (s *Session) writeBatch(batch []message, discard bool) error {
 	if discard {
 		return nil
@@ -118,23 +119,10 @@ func (s *Session) writeBatch(batch []message, discard bool) error {
 		// (pongs, the close frame) must not meet a passed deadline.
 		defer dl.SetWriteDeadline(time.Time{}) //nolint:errcheck // a closed connection fails its next write anyway
 	}
-	out := s.opts.out
-	if len(batch) < 2 {
-		out = nil
-	}
-	if out != nil {
-		out.hold()
-	}
 	for _, m := range batch {
 		if err := s.write(ctx, m); err != nil {
-			if out != nil {
-				_ = out.send()
-			}
 			return err
 		}
-	}
-	if out != nil {
-		return out.send()
 	}
 	return nil
 }
