@@ -47,6 +47,18 @@ type parking struct {
 // readDeadliner is the raw connection's read deadline.
 type readDeadliner interface{ SetReadDeadline(time.Time) error }
 
+// pastDeadline ends a read in progress at once: the sweep's request to
+// park, and the close of a session whose client's input is refused.
+var pastDeadline = time.Unix(1, 0)
+
+// setReadDeadline sets the raw connection's read deadline, when it has
+// one (every connection a session parks or refuses input on does).
+func (s *Session) setReadDeadline(t time.Time) {
+	if rc, ok := s.opts.RawConn.(readDeadliner); ok {
+		_ = rc.SetReadDeadline(t)
+	}
+}
+
 // canPark reports whether the session's reader may park at all: it has a
 // Parker and a connection the Parker can watch.
 func (s *Session) canPark() bool {
@@ -103,7 +115,7 @@ func (s *Session) parkKicked(dataReady bool) bool {
 		s.park.state.Store(readerActive)
 		return false
 	}
-	_ = s.opts.RawConn.(readDeadliner).SetReadDeadline(time.Time{})
+	s.setReadDeadline(time.Time{})
 	if dataReady {
 		s.park.state.Store(readerActive)
 		return false
@@ -130,7 +142,7 @@ func (s *Session) unkick() {
 	s.park.mu.Lock()
 	defer s.park.mu.Unlock()
 	if !s.park.ending {
-		_ = s.opts.RawConn.(readDeadliner).SetReadDeadline(time.Time{})
+		s.setReadDeadline(time.Time{})
 	}
 	s.park.state.Store(readerActive)
 }
@@ -151,7 +163,7 @@ func (s *Session) kick() {
 	}
 	// Only the wait sees this deadline: the reader clears it (under mu)
 	// before it reads anything.
-	_ = s.opts.RawConn.(readDeadliner).SetReadDeadline(time.Unix(1, 0))
+	s.setReadDeadline(pastDeadline)
 }
 
 // unpark continues a parked session on a new goroutine: its connection
@@ -185,7 +197,7 @@ func (s *Session) endParking() (wasParked bool) {
 	s.park.ending = true
 	switch s.park.state.Load() {
 	case readerKicked:
-		_ = s.opts.RawConn.(readDeadliner).SetReadDeadline(time.Time{})
+		s.setReadDeadline(time.Time{})
 	case readerParked:
 		s.opts.Parker.deregister(s.park.token, s.rc)
 		s.park.state.Store(readerActive)

@@ -152,7 +152,7 @@ func (s *Session) closeConn() {
 		cut := time.AfterFunc(abortCloseTimeout, func() { _ = s.opts.RawConn.Close() })
 		defer cut.Stop()
 	}
-	if rc, ok := s.opts.RawConn.(readDeadliner); ok && e.refuseInput {
+	if e.refuseInput {
 		// The library's close handshake reads whatever the client still
 		// sends, byte by byte, for up to five seconds, looking for its
 		// close frame: behind a refused oversized message that is the rest
@@ -161,7 +161,7 @@ func (s *Session) closeConn() {
 		// and honest callers heard their echo half a second late. A read
 		// deadline in the past ends that read at once; the close frame is
 		// still written.
-		_ = rc.SetReadDeadline(time.Unix(1, 0))
+		s.setReadDeadline(pastDeadline)
 	}
 	if err := s.conn.Close(e.closeCode, e.reason); err != nil {
 		s.log.V(1).Info("close handshake incomplete", "session", s.id, "error", err.Error())
