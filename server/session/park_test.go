@@ -2,6 +2,7 @@ package session_test
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -290,3 +291,38 @@ func TestIdleSessionMemory(t *testing.T) {
 
 // idleSessionBound is TestIdleSessionMemory's bound.
 const idleSessionBound = 12 << 10
+
+// TestParkerWaitsInTheNetpoller: the Parker's goroutine waits for parked
+// connections in Go's netpoller ("IO wait"), never in a blocking
+// epoll_wait ("syscall"). A goroutine blocked in a system call keeps its
+// P until sysmon takes it back; with GOMAXPROCS=1 every wait froze the
+// whole server, timers included, for up to 20 ms (docs/benchmarks.md).
+func TestParkerWaitsInTheNetpoller(t *testing.T) {
+	p := &session.Parker{After: time.Hour}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	buf := make([]byte, 1<<20)
+	var last string
+	testkit.Eventually(t, 5*time.Second, func() error {
+		dump := string(buf[:runtime.Stack(buf, true)])
+		for _, g := range strings.Split(dump, "\n\n") {
+			if !strings.Contains(g, "session.(*Parker).Run(") {
+				continue
+			}
+			header, _, _ := strings.Cut(g, "\n")
+			last = header
+			if strings.Contains(header, "[IO wait") {
+				return nil
+			}
+			return fmt.Errorf("the Parker's goroutine is %q, want it waiting in the netpoller (IO wait)", header)
+		}
+		return fmt.Errorf("no goroutine runs Parker.Run (last seen: %q)", last)
+	})
+}

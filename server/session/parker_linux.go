@@ -3,6 +3,7 @@ package session
 import (
 	"context"
 	"errors"
+	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -48,8 +49,8 @@ type Parker struct {
 // session gives it back within seconds.
 const DefaultParkAfter = 2 * time.Second
 
-// wakeToken is the epoll token of the eventfd that stops Run.
-const wakeToken = 0
+// firstToken is the lowest epoll token a parked connection gets.
+const firstToken = 1
 
 func (p *Parker) after() time.Duration {
 	if p.After > 0 {
@@ -61,52 +62,70 @@ func (p *Parker) after() time.Duration {
 // Run waits for parked connections to turn readable until ctx is done,
 // then hands every still parked session back to a goroutine of its own
 // and parks no more. It is one of the server's loops.
+//
+// The wait goes through Go's netpoller (the epoll instance is itself a
+// pollable descriptor, readable while it holds a ready event), never a
+// blocking epoll_wait: a goroutine blocked in a system call keeps its P
+// until sysmon takes it back, which with GOMAXPROCS=1 froze every other
+// goroutine, timers included, for up to 20 ms each time the loop went
+// back to waiting (p99 echo lateness 13-16 ms at 300 talking sessions
+// on one core against 2.4 ms on two; docs/benchmarks.md).
 func (p *Parker) Run(ctx context.Context) error {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return err
 	}
-	stop, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
-	if err != nil {
+	if err := unix.SetNonblock(epfd, true); err != nil {
 		_ = unix.Close(epfd)
 		return err
 	}
-	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, stop, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: wakeToken}); err != nil {
-		_ = unix.Close(epfd)
-		_ = unix.Close(stop)
+	// A non-blocking descriptor makes a pollable File; from here on ep
+	// owns epfd.
+	ep := os.NewFile(uintptr(epfd), "parker-epoll")
+	rc, err := ep.SyscallConn()
+	if err != nil {
+		_ = ep.Close()
 		return err
 	}
 	p.mu.Lock()
 	p.running, p.epfd, p.parked = true, epfd, map[int32]*Session{}
 	p.mu.Unlock()
-	wrote := make(chan struct{})
-	stopWaiting := context.AfterFunc(ctx, func() {
-		defer close(wrote)
-		_, _ = unix.Write(stop, []byte{1, 0, 0, 0, 0, 0, 0, 0})
-	})
-	// Before stop is closed: a write still to come would hit a closed,
-	// perhaps reused, descriptor.
-	stopped := func() {
-		if !stopWaiting() {
-			<-wrote
-		}
-	}
+	// A deadline in the past ends the wait at once; os.File makes that
+	// safe even as the loop closes ep.
+	stopWaiting := context.AfterFunc(ctx, func() { _ = ep.SetReadDeadline(pastDeadline) })
+	defer stopWaiting()
 
 	events := make([]unix.EpollEvent, 128)
 	interval := p.after() / 2
 	nextSweep := time.Now().Add(interval)
-	for ctx.Err() == nil {
-		wait := max(time.Until(nextSweep), 0)
-		n, err := unix.EpollWait(epfd, events, int(wait/time.Millisecond)+1)
-		if err != nil && !errors.Is(err, unix.EINTR) {
-			stopped()
-			p.shutdown(stop)
+	for {
+		if err := ep.SetReadDeadline(nextSweep); err != nil {
+			p.shutdown(ep)
+			return err
+		}
+		// After the deadline is set: a stop that came before it would
+		// have been overwritten by it.
+		if ctx.Err() != nil {
+			break
+		}
+		var n int
+		var waitErr error
+		err := rc.Read(func(fd uintptr) bool {
+			// Never blocks (timeout 0). Returning false waits for the
+			// instance to turn readable, which it does for any event
+			// that arrives from now on: RawConn.Read cleared the old
+			// readiness before this call, not after it.
+			n, waitErr = unix.EpollWait(int(fd), events, 0)
+			return n > 0 || (waitErr != nil && !errors.Is(waitErr, unix.EINTR))
+		})
+		if err == nil && waitErr != nil {
+			err = waitErr
+		}
+		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+			p.shutdown(ep)
 			return err
 		}
 		for _, ev := range events[:max(n, 0)] {
-			if ev.Fd == wakeToken {
-				continue
-			}
 			p.mu.Lock()
 			s := p.parked[ev.Fd]
 			delete(p.parked, ev.Fd)
@@ -120,14 +139,13 @@ func (p *Parker) Run(ctx context.Context) error {
 			nextSweep = time.Now().Add(interval)
 		}
 	}
-	stopped()
-	p.shutdown(stop)
+	p.shutdown(ep)
 	return nil
 }
 
 // shutdown stops parking and continues every parked session on a
 // goroutine, as readable connections are.
-func (p *Parker) shutdown(stop int) {
+func (p *Parker) shutdown(ep *os.File) {
 	p.mu.Lock()
 	p.running = false
 	left := p.parked
@@ -136,12 +154,11 @@ func (p *Parker) shutdown(stop int) {
 	for _, s := range left {
 		s.unpark()
 	}
-	// No registration is added any more: the descriptors can go.
+	// No registration is added any more: the instance can go.
 	p.mu.Lock()
-	_ = unix.Close(p.epfd)
+	_ = ep.Close()
 	p.epfd = -1
 	p.mu.Unlock()
-	_ = unix.Close(stop)
 }
 
 // sweep asks the readers that have waited a whole After on a quiet
@@ -170,8 +187,8 @@ func (p *Parker) register(s *Session, rc syscall.RawConn) (token int32, ok bool)
 	}
 	for {
 		p.next++
-		if p.next <= wakeToken {
-			p.next = wakeToken + 1
+		if p.next < firstToken {
+			p.next = firstToken
 		}
 		if _, used := p.parked[p.next]; !used {
 			break
