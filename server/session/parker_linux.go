@@ -116,7 +116,11 @@ func (p *Parker) Run(ctx context.Context) error {
 			// that arrives from now on: RawConn.Read cleared the old
 			// readiness before this call, not after it.
 			n, waitErr = unix.EpollWait(int(fd), events, 0)
-			return n > 0 || (waitErr != nil && !errors.Is(waitErr, unix.EINTR))
+			if errors.Is(waitErr, unix.EINTR) {
+				n, waitErr = 0, nil
+				return true // the loop looks again
+			}
+			return n > 0 || waitErr != nil
 		})
 		if err == nil && waitErr != nil {
 			err = waitErr
