@@ -149,6 +149,10 @@ func TestRelayEndToEnd(t *testing.T) {
 			if r.Gateway.ServerDropped != 0 || r.Gateway.ServerCPU < 0 || r.Added == nil {
 				t.Errorf("server dropped %v, cpu %v, added %+v", r.Gateway.ServerDropped, r.Gateway.ServerCPU, r.Added)
 			}
+			// The kernel's part of each process's CPU is known and no more than its total.
+			if g := r.Gateway; g.ServerCPUSystem < 0 || g.ServerCPUSystem > g.ServerCPU || g.ClientCPUSystem < 0 || g.ClientCPUSystem > g.ClientCPU {
+				t.Errorf("server cpu %v of which kernel %v, vgload cpu %v of which kernel %v", g.ServerCPU, g.ServerCPUSystem, g.ClientCPU, g.ClientCPUSystem)
+			}
 			row, _ := os.ReadFile(filepath.Join(dir, "row.md"))
 			if !strings.HasPrefix(string(row), "| 4 | "+tc.audio+" |") {
 				t.Errorf("markdown row %q", row)

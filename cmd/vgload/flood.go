@@ -40,6 +40,8 @@ type FloodReport struct {
 	LegitStatuses   map[string]int `json:"legit_statuses"`
 	ServerCPU       float64        `json:"server_cpu_cores"`
 	ClientCPU       float64        `json:"client_cpu_cores"`
+	ServerCPUSystem float64        `json:"server_cpu_system_cores"` // the kernel's part of server_cpu_cores
+	ClientCPUSystem float64        `json:"client_cpu_system_cores"`
 	FloodConcurrent int            `json:"concurrency"`
 }
 
@@ -151,7 +153,8 @@ func cmdFlood(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	wg.Wait()
 	r.DurationS = time.Since(start).Seconds()
-	r.ServerCPU, r.ClientCPU = serverCPU.cores(), clientCPU.cores()
+	r.ServerCPU, r.ServerCPUSystem = serverCPU.cores(), serverCPU.systemCores()
+	r.ClientCPU, r.ClientCPUSystem = clientCPU.cores(), clientCPU.systemCores()
 	cancelProbe()
 	<-probeDone
 	client.CloseIdleConnections()
@@ -210,7 +213,7 @@ func writeFloodSummary(w io.Writer, r *FloodReport) {
 		float64(r.Before.HeapInuseBytes)/1e6, float64(r.After.HeapInuseBytes)/1e6, r.Before.Goroutines, r.After.Goroutines)
 	fmt.Fprintf(w, "  legit client  quiet p50 %s p99 %s ms; during the flood p50 %s p99 %s p99.9 %s max %s ms; %s\n",
 		msf(r.LegitQuiet.P50), msf(r.LegitQuiet.P99), msf(r.LegitFlood.P50), msf(r.LegitFlood.P99), msf(r.LegitFlood.P999), msf(r.LegitFlood.Max), countMap(r.LegitStatuses))
-	fmt.Fprintf(w, "  cpu           server %s cores, vgload %s cores\n", cores(r.ServerCPU), cores(r.ClientCPU))
+	fmt.Fprintf(w, "  cpu           %s\n", cpuLine(r.ServerCPU, r.ServerCPUSystem, r.ClientCPU, r.ClientCPUSystem))
 }
 
 func floodRow(r *FloodReport) string {

@@ -75,16 +75,20 @@ type PhaseResult struct {
 	// Resumed counts reconnects that presented the drain notice's resume
 	// handle and were told gateway.resumed; ResumeRefused those answered
 	// with a resume_* error and a fresh session.
-	Resumed        int64        `json:"resumed"`
-	ResumeRefused  int64        `json:"resume_refused"`
-	ClientStalls   int64        `json:"client_stalls"`
-	ServerCPU      float64      `json:"server_cpu_cores"` // -1 unknown
-	ClientCPU      float64      `json:"client_cpu_cores"`
-	ServerDropped  float64      `json:"server_dropped_frames"` // -1 unknown
-	Memory         *IdleMemory  `json:"memory,omitempty"`
-	Drain          *DrainResult `json:"drain,omitempty"`
-	FatalError     string       `json:"fatal_error,omitempty"`
-	FramesPerSecPS float64      `json:"frames_per_second_per_session"`
+	Resumed       int64   `json:"resumed"`
+	ResumeRefused int64   `json:"resume_refused"`
+	ClientStalls  int64   `json:"client_stalls"`
+	ServerCPU     float64 `json:"server_cpu_cores"` // -1 unknown
+	ClientCPU     float64 `json:"client_cpu_cores"`
+	// The kernel's part of the two above (system time): the socket work
+	// any server does for the same frames, apart from its own code's.
+	ServerCPUSystem float64      `json:"server_cpu_system_cores"` // -1 unknown
+	ClientCPUSystem float64      `json:"client_cpu_system_cores"`
+	ServerDropped   float64      `json:"server_dropped_frames"` // -1 unknown
+	Memory          *IdleMemory  `json:"memory,omitempty"`
+	Drain           *DrainResult `json:"drain,omitempty"`
+	FatalError      string       `json:"fatal_error,omitempty"`
+	FramesPerSecPS  float64      `json:"frames_per_second_per_session"`
 }
 
 // FrameCounts are exact: every frame carries its sequence number.
@@ -136,7 +140,7 @@ func runPhase(ctx context.Context, cfg loadConfig) (*PhaseResult, error) {
 		return nil, errors.New("nothing to do: no target or no sessions")
 	}
 	stats := newPhaseStats(len(cfg.targets), cfg.lateAfter)
-	res := &PhaseResult{Name: cfg.name, Targets: cfg.targets, Sessions: cfg.sessions, ServerCPU: -1, ServerDropped: -1}
+	res := &PhaseResult{Name: cfg.name, Targets: cfg.targets, Sessions: cfg.sessions, ServerCPU: -1, ServerCPUSystem: -1, ServerDropped: -1}
 	before, err := snapshotServer(ctx, cfg)
 	if err != nil {
 		return nil, err
@@ -328,7 +332,8 @@ func steadyState(ctx context.Context, cfg loadConfig, stats *phaseStats, res *Ph
 		sleepCtx(ctx, nil, 3*time.Second)
 	}
 	res.SteadySeconds = time.Since(start).Seconds()
-	res.ServerCPU, res.ClientCPU = serverCPU.cores(), clientCPU.cores()
+	res.ServerCPU, res.ServerCPUSystem = serverCPU.cores(), serverCPU.systemCores()
+	res.ClientCPU, res.ClientCPUSystem = clientCPU.cores(), clientCPU.systemCores()
 	return nil
 }
 

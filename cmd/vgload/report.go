@@ -102,6 +102,20 @@ func cores(c float64) string {
 	return fmt.Sprintf("%.2f", c)
 }
 
+// cpuLine is the summary's CPU of the server and of vgload, each with its
+// kernel part: "server 0.22 cores (0.10 kernel), vgload 0.21 cores (0.09
+// kernel)".
+func cpuLine(server, serverSystem, client, clientSystem float64) string {
+	withKernel := func(total, system float64) string {
+		s := cores(total) + " cores"
+		if total >= 0 && system >= 0 {
+			s += " (" + cores(system) + " kernel)"
+		}
+		return s
+	}
+	return "server " + withKernel(server, serverSystem) + ", vgload " + withKernel(client, clientSystem)
+}
+
 func countMap(m map[string]int) string {
 	if len(m) == 0 {
 		return "none"
@@ -209,7 +223,7 @@ func writePhase(w io.Writer, p *PhaseResult) {
 	if p.ServerDropped >= 0 {
 		fmt.Fprintf(w, "  server        %.0f frames dropped (voicegateway_dropped_frames_total)\n", p.ServerDropped)
 	}
-	fmt.Fprintf(w, "  cpu           server %s cores, vgload %s cores\n", cores(p.ServerCPU), cores(p.ClientCPU))
+	fmt.Fprintf(w, "  cpu           %s\n", cpuLine(p.ServerCPU, p.ServerCPUSystem, p.ClientCPU, p.ClientCPUSystem))
 	fmt.Fprintf(w, "  closes        %s\n", countMap(p.Closes))
 	if len(p.Errors) > 0 {
 		fmt.Fprintf(w, "  error events  %s\n", countMap(p.Errors))

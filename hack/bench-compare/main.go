@@ -10,7 +10,8 @@
 // SVG chart of CPU and memory per session against the session count.
 //
 // CPU is the server process's utime+stime over vgload's steady state only
-// (vgload reads /proc/<pid>/stat at its start and end); peak RSS is the
+// (vgload reads /proc/<pid>/stat at its start and end), and its kernel part
+// stime alone; peak RSS is the
 // server's VmHWM when the load ends; memory per idle session is the growth
 // of its RSS per session held; echo lateness and lost frames are vgload's.
 //
@@ -186,8 +187,8 @@ func (cfg config) measure(ctx context.Context, stdout io.Writer, kind string, n 
 			s = Side{Error: err.Error()}
 			fmt.Fprintf(stdout, "   failed: %v\n", err)
 		} else if kind == talking {
-			fmt.Fprintf(stdout, "   CPU %.2f cores, peak RSS %.0f MiB, p99 echo lateness %.1f ms, %d of %d frames lost; vgload send lag p99 %.1f ms\n",
-				s.CPUCores, float64(s.PeakRSSBytes)/kib/kib, s.P99LatenessMS, s.FramesLost, s.FramesSent, s.SendLagP99MS)
+			fmt.Fprintf(stdout, "   CPU %.2f cores (%s kernel), peak RSS %.0f MiB, p99 echo lateness %.1f ms, %d of %d frames lost; vgload send lag p99 %.1f ms\n",
+				s.CPUCores, kernelCores(s), float64(s.PeakRSSBytes)/kib/kib, s.P99LatenessMS, s.FramesLost, s.FramesSent, s.SendLagP99MS)
 		} else {
 			fmt.Fprintf(stdout, "   %d sessions held, RSS %.1f KiB per session, peak RSS %.0f MiB\n",
 				s.SessionsReady, s.IdleBytesPerSession/kib, float64(s.PeakRSSBytes)/kib/kib)
@@ -274,7 +275,10 @@ type vgloadReport struct {
 		SessionsReady int64   `json:"sessions_ready"`
 		ServerCPU     float64 `json:"server_cpu_cores"`
 		ClientCPU     float64 `json:"client_cpu_cores"`
-		RTT           struct {
+		// The kernel's parts, missing (-1) from a vgload older than them.
+		ServerCPUSystem float64 `json:"server_cpu_system_cores"`
+		ClientCPUSystem float64 `json:"client_cpu_system_cores"`
+		RTT             struct {
 			P50 float64 `json:"p50_ms"`
 			P99 float64 `json:"p99_ms"`
 		} `json:"rtt"`
@@ -298,12 +302,14 @@ func readVgload(path string) (Side, error) {
 		return Side{}, err
 	}
 	var r vgloadReport
+	r.Gateway.ServerCPUSystem, r.Gateway.ClientCPUSystem = -1, -1
 	if err := json.Unmarshal(data, &r); err != nil {
 		return Side{}, fmt.Errorf("%s: %w", path, err)
 	}
 	g := r.Gateway
 	s := Side{
-		CPUCores: g.ServerCPU, ClientCPUCores: g.ClientCPU, SessionsReady: g.SessionsReady,
+		CPUCores: g.ServerCPU, CPUSystemCores: g.ServerCPUSystem,
+		ClientCPUCores: g.ClientCPU, ClientCPUSystemCores: g.ClientCPUSystem, SessionsReady: g.SessionsReady,
 		P50LatenessMS: g.RTT.P50, P99LatenessMS: g.RTT.P99, SendLagP99MS: g.SendLag.P99,
 		FramesSent: g.Frames.Sent, FramesLost: g.Frames.Lost, FramesLate: g.Frames.Late,
 	}

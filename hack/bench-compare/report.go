@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"image/color"
 	"math"
@@ -26,6 +27,11 @@ type Side struct {
 	// CPUCores is the server's CPU seconds (utime+stime) per wall second
 	// over the steady state only; -1 when unknown.
 	CPUCores float64 `json:"cpu_cores"`
+	// CPUSystemCores is the kernel's part of CPUCores (stime alone): the
+	// socket work both servers do for the same frames, so that what they
+	// differ in shows as user time. -1 when unknown, as in a report
+	// written before it was measured.
+	CPUSystemCores float64 `json:"cpu_system_cores"`
 	// PeakRSSBytes is the server's VmHWM when the load ended: its largest
 	// resident set over the run.
 	PeakRSSBytes uint64 `json:"peak_rss_bytes"`
@@ -42,10 +48,23 @@ type Side struct {
 	SessionsReady int64   `json:"sessions_ready"`
 	// The load client's own CPU and how late it sent its frames: a send
 	// lag p99 over one frame means vgload was starved, not the server.
-	ClientCPUCores float64 `json:"vgload_cpu_cores"`
-	SendLagP99MS   float64 `json:"vgload_send_lag_p99_ms"`
+	ClientCPUCores       float64 `json:"vgload_cpu_cores"`
+	ClientCPUSystemCores float64 `json:"vgload_cpu_system_cores"` // -1 unknown
+	SendLagP99MS         float64 `json:"vgload_send_lag_p99_ms"`
 	// Error is why this side has no figures (the run failed).
 	Error string `json:"error,omitempty"`
+}
+
+// UnmarshalJSON reads a side whose kernel CPU is missing (a report.json
+// from before it was measured) as unknown, not as zero.
+func (s *Side) UnmarshalJSON(data []byte) error {
+	type plain Side // without this method
+	p := plain{CPUSystemCores: -1, ClientCPUSystemCores: -1}
+	if err := json.Unmarshal(data, &p); err != nil {
+		return err
+	}
+	*s = Side(p)
+	return nil
 }
 
 // Row is one load run against both servers.
@@ -66,20 +85,21 @@ const starvedLag = 20.0
 const kib = 1024.0
 
 // markdownTable is the issue's table with a ratio column: voice server CPU
-// ÷ Node CPU for talking loads, memory per idle session ÷ Node's for idle.
+// ÷ Node CPU for talking loads, memory per idle session ÷ Node's for idle;
+// and, for talking loads, the kernel's part of each side's CPU.
 func markdownTable(rows []Row) string {
 	var b strings.Builder
-	b.WriteString("| load | voice server CPU | Node peer CPU | voice server ÷ Node | voice server peak RSS | Node peak RSS | p99 echo lateness voice server / Node | frames lost voice server / Node | load average |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| load | voice server CPU | Node peer CPU | voice server ÷ Node | kernel CPU voice server / Node | voice server peak RSS | Node peak RSS | p99 echo lateness voice server / Node | frames lost voice server / Node | load average |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rows {
 		gw, node := r.VoiceServer, r.Node
 		switch r.Kind {
 		case talking:
-			fmt.Fprintf(&b, "| %d talking sessions | %s | %s | %s | %s | %s | %s / %s ms | %s / %s | %s |\n",
+			fmt.Fprintf(&b, "| %d talking sessions | %s | %s | %s | %s / %s cores | %s | %s | %s / %s ms | %s / %s | %s |\n",
 				r.Sessions, cores(gw), cores(node), ratio(gw.CPUCores, node.CPUCores, gw.Error, node.Error),
-				mib(gw), mib(node), lateness(gw), lateness(node), lost(gw), lost(node), r.LoadAvg)
+				kernelCores(gw), kernelCores(node), mib(gw), mib(node), lateness(gw), lateness(node), lost(gw), lost(node), r.LoadAvg)
 		case idle:
-			fmt.Fprintf(&b, "| %d idle sessions | %s | %s | %s | %s | %s | | | %s |\n",
+			fmt.Fprintf(&b, "| %d idle sessions | %s | %s | %s | | %s | %s | | | %s |\n",
 				r.Sessions, perIdle(gw), perIdle(node), ratio(gw.IdleBytesPerSession, node.IdleBytesPerSession, gw.Error, node.Error),
 				mib(gw), mib(node), r.LoadAvg)
 		}
@@ -106,6 +126,14 @@ func cores(s Side) string {
 		return unknown
 	}
 	return fmt.Sprintf("%.2f cores", s.CPUCores)
+}
+
+// kernelCores is the kernel's part of a side's CPU, in cores.
+func kernelCores(s Side) string {
+	if failed(s) || s.CPUSystemCores < 0 {
+		return unknown
+	}
+	return fmt.Sprintf("%.2f", s.CPUSystemCores)
 }
 
 func mib(s Side) string {

@@ -2,9 +2,12 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"encoding/xml"
 	"errors"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -14,11 +17,11 @@ func rowsOfIssue21() []Row {
 	const mib = 1 << 20
 	return []Row{
 		{Kind: talking, Sessions: 50,
-			VoiceServer: Side{CPUCores: 0.12, PeakRSSBytes: 28 * mib, P99LatenessMS: 3.3, FramesSent: 50000, SessionsReady: 50},
-			Node:        Side{CPUCores: 0.09, PeakRSSBytes: 135 * mib, P99LatenessMS: 22.6, FramesSent: 50000, SessionsReady: 50},
+			VoiceServer: Side{CPUCores: 0.12, CPUSystemCores: 0.054, PeakRSSBytes: 28 * mib, P99LatenessMS: 3.3, FramesSent: 50000, SessionsReady: 50},
+			Node:        Side{CPUCores: 0.09, CPUSystemCores: 0.05, PeakRSSBytes: 135 * mib, P99LatenessMS: 22.6, FramesSent: 50000, SessionsReady: 50},
 			LoadAvg:     "0.42"},
 		{Kind: talking, Sessions: 300,
-			VoiceServer: Side{CPUCores: 0.47, PeakRSSBytes: 95 * mib, P99LatenessMS: 3.1, FramesSent: 300000, FramesLost: 2, SessionsReady: 300, SendLagP99MS: 31},
+			VoiceServer: Side{CPUCores: 0.47, CPUSystemCores: -1, PeakRSSBytes: 95 * mib, P99LatenessMS: 3.1, FramesSent: 300000, FramesLost: 2, SessionsReady: 300, SendLagP99MS: 31},
 			Node:        Side{Error: "vgload relay: exit status 1"},
 			LoadAvg:     "1.87"},
 		{Kind: idle, Sessions: 2000,
@@ -29,11 +32,11 @@ func rowsOfIssue21() []Row {
 }
 
 func TestMarkdownTable(t *testing.T) {
-	want := `| load | voice server CPU | Node peer CPU | voice server ÷ Node | voice server peak RSS | Node peak RSS | p99 echo lateness voice server / Node | frames lost voice server / Node | load average |
-|---|---|---|---|---|---|---|---|---|
-| 50 talking sessions | 0.12 cores | 0.09 cores | 1.33× | 28 MiB | 135 MiB | 3.3 / 22.6 ms | 0 / 0 | 0.42 |
-| 300 talking sessions | 0.47 cores | — | — | 95 MiB | — | 3.1 ⚠ / — ms | 2 / — | 1.87 |
-| 2000 idle sessions | 26.0 KiB each | 3.0 KiB each | 8.67× | 70 MiB | 60 MiB | | | 0.93 |
+	want := `| load | voice server CPU | Node peer CPU | voice server ÷ Node | kernel CPU voice server / Node | voice server peak RSS | Node peak RSS | p99 echo lateness voice server / Node | frames lost voice server / Node | load average |
+|---|---|---|---|---|---|---|---|---|---|
+| 50 talking sessions | 0.12 cores | 0.09 cores | 1.33× | 0.05 / 0.05 cores | 28 MiB | 135 MiB | 3.3 / 22.6 ms | 0 / 0 | 0.42 |
+| 300 talking sessions | 0.47 cores | — | — | — / — cores | 95 MiB | — | 3.1 ⚠ / — ms | 2 / — | 1.87 |
+| 2000 idle sessions | 26.0 KiB each | 3.0 KiB each | 8.67× | | 70 MiB | 60 MiB | | | 0.93 |
 `
 	if got := markdownTable(rowsOfIssue21()); got != want {
 		t.Errorf("table:\n%s\nwant:\n%s", got, want)
@@ -152,6 +155,76 @@ func TestRoundTicks(t *testing.T) {
 		}
 		if strings.Join(got, " ") != strings.Join(c.want, " ") {
 			t.Errorf("ticks of [%v, %v] = %v, want %v", c.lo, c.hi, got, c.want)
+		}
+	}
+}
+
+// A report.json written before the kernel's part of the CPU was measured
+// still replots: its kernel column is unknown, not zero.
+func TestReplotReportWithoutKernelCPU(t *testing.T) {
+	dir := t.TempDir()
+	old := `{"machine": {"date": "2026-12-01", "cores": 2}, "settings": {"talking_sessions": [150]},
+ "rows": [{"kind": "talking", "sessions": 150, "load_avg": "0.50",
+  "voice_server": {"cpu_cores": 0.31, "peak_rss_bytes": 56623104, "p99_echo_lateness_ms": 2.9, "frames_sent": 150000, "sessions_ready": 150, "vgload_cpu_cores": 0.3},
+  "node_peer": {"cpu_cores": 0.24, "peak_rss_bytes": 149946368, "p99_echo_lateness_ms": 22.7, "frames_sent": 150000, "sessions_ready": 150, "vgload_cpu_cores": 0.3}}]}`
+	path := filepath.Join(dir, "old.json")
+	if err := os.WriteFile(path, []byte(old), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "out")
+	if err := replotReport(path, out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	md, err := os.ReadFile(filepath.Join(out, "report.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const row = "| 150 talking sessions | 0.31 cores | 0.24 cores | 1.29× | — / — cores | 54 MiB | 143 MiB | 2.9 / 22.7 ms | 0 / 0 | 0.50 |"
+	if !strings.Contains(string(md), row) {
+		t.Errorf("report.md has no row\n%s\n%s", row, md)
+	}
+}
+
+// A side's kernel CPU, 0 included, survives report.json.
+func TestSideKernelCPUInJSON(t *testing.T) {
+	for _, want := range []Side{
+		{CPUCores: 0.31, CPUSystemCores: 0.12, ClientCPUCores: 0.3, ClientCPUSystemCores: 0.1, FramesSent: 7},
+		{CPUCores: 0.01, CPUSystemCores: 0, ClientCPUSystemCores: -1},
+	} {
+		data, err := json.Marshal(want)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got Side
+		if err := json.Unmarshal(data, &got); err != nil {
+			t.Fatal(err)
+		}
+		if got != want {
+			t.Errorf("%s read back as %+v, want %+v", data, got, want)
+		}
+	}
+}
+
+func TestReadVgloadKernelCPU(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range []struct {
+		name, json           string
+		server, serverKernel float64
+		vgload, vgloadKernel float64
+	}{
+		{"new", `{"gateway": {"server_cpu_cores": 0.31, "server_cpu_system_cores": 0.12, "client_cpu_cores": 0.3, "client_cpu_system_cores": 0.1}}`, 0.31, 0.12, 0.3, 0.1},
+		{"older vgload", `{"gateway": {"server_cpu_cores": 0.31, "client_cpu_cores": 0.3}}`, 0.31, -1, 0.3, -1},
+	} {
+		path := filepath.Join(dir, c.name+".json")
+		if err := os.WriteFile(path, []byte(c.json), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		s, err := readVgload(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.CPUCores != c.server || s.CPUSystemCores != c.serverKernel || s.ClientCPUCores != c.vgload || s.ClientCPUSystemCores != c.vgloadKernel {
+			t.Errorf("%s: %+v", c.name, s)
 		}
 	}
 }
