@@ -9,6 +9,14 @@
 // idle session) and writes it as JSON and markdown into --out, beside an
 // SVG chart of CPU and memory per session against the session count.
 //
+// With --rounds N each load runs N times against each server, the order
+// alternating round by round (voice server then Node, Node then voice
+// server, …) so that a machine growing busier or quieter over a row weighs
+// on both sides alike. On a shared machine one run's CPU moves by a
+// quarter from one minute to the next; the table shows each figure's
+// median over the rounds and the range of the per-round ratios, and
+// report.json keeps every run.
+//
 // CPU is the server process's utime+stime over vgload's steady state only
 // (vgload reads /proc/<pid>/stat at its start and end), and its kernel part
 // stime alone; peak RSS is the
@@ -19,7 +27,7 @@
 // them, the voice server does not.
 //
 //	go run ./hack/bench-compare --voice-server bin/voice-server --vgload bin/vgload
-//	go run ./hack/bench-compare --talking 150 --idle 2000 --duration 10s
+//	go run ./hack/bench-compare --talking 150 --idle 2000 --duration 10s --rounds 3
 package main
 
 import (
@@ -59,7 +67,10 @@ type config struct {
 	talking, idle          []int
 	duration, idleHold     time.Duration
 	out                    string
+	rounds                 int
 	serverCPUs, clientCPUs string
+	// runOne stands in for measureSide in tests; nil: measureSide.
+	runOne func(ctx context.Context, name, kind string, n int, suffix string) (Side, error)
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -75,6 +86,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	idleList := fs.String("idle", "2000", "idle session counts, comma-separated")
 	fs.DurationVar(&cfg.duration, "duration", 20*time.Second, "steady state of each talking load, after its ramp")
 	fs.DurationVar(&cfg.idleHold, "idle-hold", 5*time.Second, "how long idle sessions are held before the server's memory is read")
+	fs.IntVar(&cfg.rounds, "rounds", 1, "runs of each load against each server, alternating which goes first; the table shows medians and the range of the per-round ratios")
 	fs.StringVar(&cfg.out, "out", filepath.Join("bin", "bench-compare"), "output folder: report.json, report.md, bench-compare.svg, logs")
 	serverCPUs, clientCPUs := defaultPinning()
 	fs.StringVar(&cfg.serverCPUs, "server-cpus", serverCPUs, "taskset core list of the server under test; empty: not pinned")
@@ -85,6 +97,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if *replot != "" {
 		return replotReport(*replot, cfg.out, stdout)
+	}
+	if cfg.rounds < 1 {
+		return fmt.Errorf("--rounds: %d is not a positive count", cfg.rounds)
 	}
 	var err error
 	if cfg.talking, err = counts(*talkingList); err != nil {
@@ -173,35 +188,76 @@ func counts(list string) ([]int, error) {
 	return out, nil
 }
 
-// measure runs one load against the voice server, then against the Node
-// peer, each on a fresh process.
+// measure runs one load cfg.rounds times, each round against the voice
+// server and the Node peer back to back, each run on a fresh process; odd
+// rounds start with the voice server, even rounds with Node.
 func (cfg config) measure(ctx context.Context, stdout io.Writer, kind string, n int) Row {
-	row := Row{Kind: kind, Sessions: n, LoadAvg: strings.Fields(loadAverage())[0]}
-	for _, side := range []struct {
-		name string
-		into *Side
-	}{{"voice-server", &row.VoiceServer}, {"node-peer", &row.Node}} {
-		fmt.Fprintf(stdout, "== %d %s sessions: %s\n", n, kind, side.name)
-		s, err := cfg.measureSide(ctx, side.name, kind, n)
-		if err != nil {
-			s = Side{Error: err.Error()}
-			fmt.Fprintf(stdout, "   failed: %v\n", err)
-		} else if kind == talking {
-			fmt.Fprintf(stdout, "   CPU %.2f cores (%s kernel), peak RSS %.0f MiB, p99 echo lateness %.1f ms, %d of %d frames lost; vgload send lag p99 %.1f ms\n",
-				s.CPUCores, kernelCores(s), float64(s.PeakRSSBytes)/kib/kib, s.P99LatenessMS, s.FramesLost, s.FramesSent, s.SendLagP99MS)
-		} else {
-			fmt.Fprintf(stdout, "   %d sessions held, RSS %.1f KiB per session, peak RSS %.0f MiB\n",
-				s.SessionsReady, s.IdleBytesPerSession/kib, float64(s.PeakRSSBytes)/kib/kib)
+	runOne := cfg.measureSide
+	if cfg.runOne != nil {
+		runOne = cfg.runOne
+	}
+	var rounds []Round
+	for i := 1; i <= cfg.rounds; i++ {
+		if i > 1 && ctx.Err() != nil {
+			break
 		}
-		*side.into = s
+		round := Round{LoadAvg: strings.Fields(loadAverage())[0], NodeFirst: i%2 == 0}
+		sides := []struct {
+			name string
+			into *Side
+		}{{"voice-server", &round.VoiceServer}, {"node-peer", &round.Node}}
+		if round.NodeFirst {
+			sides[0], sides[1] = sides[1], sides[0]
+		}
+		for _, side := range sides {
+			fmt.Fprintf(stdout, "== %d %s sessions%s: %s\n", n, kind, cfg.roundLabel(i), side.name)
+			s, err := runOne(ctx, side.name, kind, n, cfg.runSuffix(i))
+			if err != nil {
+				s = Side{Error: err.Error()}
+				fmt.Fprintf(stdout, "   failed: %v\n", err)
+			} else if kind == talking {
+				fmt.Fprintf(stdout, "   CPU %.2f cores (%s kernel), peak RSS %.0f MiB, p99 echo lateness %.1f ms, %d of %d frames lost; vgload send lag p99 %.1f ms\n",
+					s.CPUCores, kernelCores(s), float64(s.PeakRSSBytes)/kib/kib, s.P99LatenessMS, s.FramesLost, s.FramesSent, s.SendLagP99MS)
+			} else {
+				fmt.Fprintf(stdout, "   %d sessions held, RSS %.1f KiB per session, peak RSS %.0f MiB\n",
+					s.SessionsReady, s.IdleBytesPerSession/kib, float64(s.PeakRSSBytes)/kib/kib)
+			}
+			*side.into = s
+		}
+		rounds = append(rounds, round)
+		if cfg.rounds > 1 {
+			one := Row{Kind: kind, Sessions: n, Rounds: []Round{round}}
+			fmt.Fprintf(stdout, "   round %d of %d: voice server ÷ Node %s\n", i, cfg.rounds, one.ratioColumn())
+		}
+	}
+	row := summarize(kind, n, rounds)
+	if cfg.rounds > 1 {
+		fmt.Fprintf(stdout, "== %d %s sessions, median of %d rounds: voice server ÷ Node %s\n", n, kind, len(rounds), row.ratioColumn())
 	}
 	return row
 }
 
+// roundLabel names round i in the progress lines when there are several.
+func (cfg config) roundLabel(i int) string {
+	if cfg.rounds == 1 {
+		return ""
+	}
+	return fmt.Sprintf(", round %d of %d", i, cfg.rounds)
+}
+
+// runSuffix tells round i's files apart from the other rounds'; a run of
+// one round names its files as before rounds existed.
+func (cfg config) runSuffix(i int) string {
+	if cfg.rounds == 1 {
+		return ""
+	}
+	return fmt.Sprintf("-r%d", i)
+}
+
 // measureSide starts one server, runs vgload against it and reads what
 // they measured.
-func (cfg config) measureSide(ctx context.Context, name, kind string, n int) (Side, error) {
-	base := filepath.Join(cfg.out, fmt.Sprintf("%s-%s-%d", name, kind, n))
+func (cfg config) measureSide(ctx context.Context, name, kind string, n int, suffix string) (Side, error) {
+	base := filepath.Join(cfg.out, fmt.Sprintf("%s-%s-%d%s", name, kind, n, suffix))
 	serverLog, err := os.Create(base + ".server.log")
 	if err != nil {
 		return Side{}, err

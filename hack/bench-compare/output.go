@@ -42,11 +42,14 @@ type Settings struct {
 	IdleHoldS  float64 `json:"idle_hold_seconds"`
 	ServerCPUs string  `json:"server_cpus"`
 	ClientCPUs string  `json:"client_cpus"`
+	// Rounds is how many times each load ran against each server; 0 in
+	// a report.json from before rounds, which ran each once.
+	Rounds int `json:"rounds,omitempty"`
 }
 
 func settings(cfg config) Settings {
 	return Settings{Talking: cfg.talking, Idle: cfg.idle, DurationS: cfg.duration.Seconds(), IdleHoldS: cfg.idleHold.Seconds(),
-		ServerCPUs: cfg.serverCPUs, ClientCPUs: cfg.clientCPUs}
+		ServerCPUs: cfg.serverCPUs, ClientCPUs: cfg.clientCPUs, Rounds: cfg.rounds}
 }
 
 func describeMachine(ctx context.Context, cfg config) Machine {
@@ -171,12 +174,25 @@ func (r Report) markdown() string {
 	fmt.Fprintf(&b, "Machine: %s; %s at the end.\n", r.Machine.line(), r.Machine.LoadAvgEnd)
 	fmt.Fprintf(&b, "Server under test on cores `%s`, vgload on cores `%s` (taskset). Talking loads: %.0f s steady state; idle sessions held %.0f s.\n\n",
 		orAny(s.ServerCPUs), orAny(s.ClientCPUs), s.DurationS, s.IdleHoldS)
+	if n := maxRounds(r.Rows); n > 1 {
+		fmt.Fprintf(&b, "Each load ran %d rounds, each a voice server run and a Node run back to back, the voice server first in odd rounds and Node first in even ones. "+
+			"Figures are medians over the rounds (frames lost: the sum); the ratio is the median of the rounds' ratios (round i's voice server ÷ round i's Node), their range in brackets; the load average column spans the rounds' starts.\n\n", n)
+	}
 	b.WriteString(markdownTable(r.Rows))
 	if l := legend(r.Rows); l != "" {
 		b.WriteString("\n" + l)
 	}
 	fmt.Fprintf(&b, "\n![CPU and memory per session, voice server beside the Node ws peer](%s)\n", chartFile)
 	return b.String()
+}
+
+// maxRounds is the most rounds any row ran.
+func maxRounds(rows []Row) int {
+	n := 0
+	for _, r := range rows {
+		n = max(n, len(r.rounds()))
+	}
+	return n
 }
 
 func orAny(cpus string) string {

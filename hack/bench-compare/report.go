@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"image/color"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -67,15 +68,210 @@ func (s *Side) UnmarshalJSON(data []byte) error {
 	return nil
 }
 
-// Row is one load run against both servers.
+// Row is one load run against both servers, once or in several rounds.
 type Row struct {
-	Kind        string `json:"kind"` // talking or idle
-	Sessions    int    `json:"sessions"`
-	VoiceServer Side   `json:"voice_server"`
-	Node        Side   `json:"node_peer"`
+	Kind     string `json:"kind"` // talking or idle
+	Sessions int    `json:"sessions"`
+	// VoiceServer and Node are each side's medians over Rounds (frame
+	// counts: sums), as the table and the chart show them; a report.json
+	// from before rounds holds its one run here and no Rounds.
+	VoiceServer Side `json:"voice_server"`
+	Node        Side `json:"node_peer"`
 	// LoadAvg is the machine's 1-minute load average when the row began:
 	// other work on a shared machine shows in its figures.
 	LoadAvg string `json:"load_avg"`
+	// Rounds are every run of this load, in the order run: the figures
+	// behind the medians, and the pairs the ratio's range is taken over.
+	Rounds []Round `json:"rounds,omitempty"`
+}
+
+// Round is one run of a load against each server, back to back: the pair
+// a per-round ratio compares, close enough in time to share the machine's
+// mood of the moment.
+type Round struct {
+	VoiceServer Side `json:"voice_server"`
+	Node        Side `json:"node_peer"`
+	// NodeFirst: the Node peer ran before the voice server in this round.
+	// The order alternates round by round (A B, B A, A B, …), so a drift
+	// of the machine over a row weighs on both sides alike.
+	NodeFirst bool   `json:"node_first,omitempty"`
+	LoadAvg   string `json:"load_avg"` // 1-minute load average when the round began
+}
+
+// UnmarshalJSON reads a row from before rounds (one run per side, no
+// "rounds") as a row of one round, and takes the medians afresh from the
+// rounds, so that a replot follows the aggregation as it is now.
+func (r *Row) UnmarshalJSON(data []byte) error {
+	type plain Row // without this method
+	var p plain
+	if err := json.Unmarshal(data, &p); err != nil {
+		return err
+	}
+	if len(p.Rounds) == 0 {
+		p.Rounds = []Round{{VoiceServer: p.VoiceServer, Node: p.Node, LoadAvg: p.LoadAvg}}
+	}
+	*r = summarize(p.Kind, p.Sessions, p.Rounds)
+	if p.LoadAvg != "" {
+		r.LoadAvg = p.LoadAvg
+	}
+	return nil
+}
+
+// summarize is the row of a load's rounds: each side's medians.
+func summarize(kind string, sessions int, rounds []Round) Row {
+	r := Row{Kind: kind, Sessions: sessions, Rounds: rounds}
+	var gw, node []Side
+	for _, round := range rounds {
+		gw, node = append(gw, round.VoiceServer), append(node, round.Node)
+	}
+	r.VoiceServer, r.Node = medianSide(gw), medianSide(node)
+	if len(rounds) > 0 {
+		r.LoadAvg = rounds[0].LoadAvg
+	}
+	return r
+}
+
+// medianSide is the median of each figure over the runs that did not fail,
+// a figure unknown in a run left out of its median; frame counts are
+// summed. With no run that succeeded it carries the first run's error.
+func medianSide(runs []Side) Side {
+	var ok []Side
+	for _, s := range runs {
+		if !failed(s) {
+			ok = append(ok, s)
+		}
+	}
+	if len(ok) == 0 {
+		if len(runs) == 0 {
+			return Side{Error: "not run"}
+		}
+		return Side{Error: runs[0].Error}
+	}
+	if len(ok) == 1 {
+		return ok[0] // as measured, no rounding through float64
+	}
+	// med is the median of the known values of a figure, or unknownValue.
+	med := func(value func(Side) float64, known func(float64) bool, unknownValue float64) float64 {
+		var xs []float64
+		for _, s := range ok {
+			if v := value(s); known(v) {
+				xs = append(xs, v)
+			}
+		}
+		if m, found := median(xs); found {
+			return m
+		}
+		return unknownValue
+	}
+	nonNegative := func(v float64) bool { return v >= 0 }
+	positive := func(v float64) bool { return v > 0 }
+	var m Side
+	m.CPUCores = med(func(s Side) float64 { return s.CPUCores }, nonNegative, -1)
+	m.CPUSystemCores = med(func(s Side) float64 { return s.CPUSystemCores }, nonNegative, -1)
+	m.ClientCPUCores = med(func(s Side) float64 { return s.ClientCPUCores }, nonNegative, -1)
+	m.ClientCPUSystemCores = med(func(s Side) float64 { return s.ClientCPUSystemCores }, nonNegative, -1)
+	m.PeakRSSBytes = uint64(math.Round(med(func(s Side) float64 { return float64(s.PeakRSSBytes) }, positive, 0)))
+	m.SessionsReady = int64(math.Round(med(func(s Side) float64 { return float64(s.SessionsReady) }, nonNegative, 0)))
+	var perIdle, p50, p99 []float64
+	for _, s := range ok {
+		if s.SessionsReady > 0 {
+			perIdle = append(perIdle, s.IdleBytesPerSession)
+		}
+		if s.FramesSent > 0 {
+			p50, p99 = append(p50, s.P50LatenessMS), append(p99, s.P99LatenessMS)
+		}
+		m.FramesSent += s.FramesSent
+		m.FramesLost += s.FramesLost
+		m.FramesLate += s.FramesLate
+	}
+	m.IdleBytesPerSession, _ = median(perIdle)
+	m.P50LatenessMS, _ = median(p50)
+	m.P99LatenessMS, _ = median(p99)
+	m.SendLagP99MS = med(func(s Side) float64 { return s.SendLagP99MS }, nonNegative, 0)
+	return m
+}
+
+// median is the middle of xs, or the mean of its two middle values when
+// their number is even; found is false for no values.
+func median(xs []float64) (m float64, found bool) {
+	if len(xs) == 0 {
+		return 0, false
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	mid := len(s) / 2
+	if len(s)%2 == 1 {
+		return s[mid], true
+	}
+	return (s[mid-1] + s[mid]) / 2, true
+}
+
+// rounds are the row's runs: its Rounds, or for a row built without them
+// its one pair of sides.
+func (r Row) rounds() []Round {
+	if len(r.Rounds) > 0 {
+		return r.Rounds
+	}
+	return []Round{{VoiceServer: r.VoiceServer, Node: r.Node, LoadAvg: r.LoadAvg}}
+}
+
+// roundRatios are voice server ÷ Node of each round in which both sides
+// have the figure the row's ratio compares (CPU while talking, memory per
+// idle session), in the order run.
+func (r Row) roundRatios() []float64 {
+	var out []float64
+	for _, round := range r.rounds() {
+		gw, node := round.VoiceServer, round.Node
+		if failed(gw) || failed(node) {
+			continue
+		}
+		a, b := gw.CPUCores, node.CPUCores
+		if r.Kind == idle {
+			if gw.SessionsReady == 0 || node.SessionsReady == 0 {
+				continue
+			}
+			a, b = gw.IdleBytesPerSession, node.IdleBytesPerSession
+		}
+		if a >= 0 && b > 0 {
+			out = append(out, a/b)
+		}
+	}
+	return out
+}
+
+// ratioColumn is the median of the per-round ratios and, over more than
+// one round, their range: "1.12× (0.95–1.30)". The median of the pairs
+// rather than a quotient of medians: each pair ran minutes apart at most,
+// on the same machine load, which is what the ratio is for.
+func (r Row) ratioColumn() string {
+	rs := r.roundRatios()
+	m, found := median(rs)
+	if !found {
+		return unknown
+	}
+	if len(r.rounds()) == 1 {
+		return fmt.Sprintf("%.2f×", m)
+	}
+	return fmt.Sprintf("%.2f× (%.2f–%.2f)", m, slices.Min(rs), slices.Max(rs))
+}
+
+// loadAvgColumn is the row's load average, or over several rounds the
+// range of the rounds' load averages at their starts.
+func (r Row) loadAvgColumn() string {
+	rounds := r.rounds()
+	if len(rounds) == 1 {
+		return r.LoadAvg
+	}
+	var xs []float64
+	for _, round := range rounds {
+		if v, err := strconv.ParseFloat(round.LoadAvg, 64); err == nil {
+			xs = append(xs, v)
+		}
+	}
+	if len(xs) == 0 {
+		return r.LoadAvg
+	}
+	return fmt.Sprintf("%.2f–%.2f", slices.Min(xs), slices.Max(xs))
 }
 
 // starvedLag is the send lag past which a row's client could not keep real
@@ -96,25 +292,49 @@ func markdownTable(rows []Row) string {
 		switch r.Kind {
 		case talking:
 			fmt.Fprintf(&b, "| %d talking sessions | %s | %s | %s | %s / %s cores | %s | %s | %s / %s ms | %s / %s | %s |\n",
-				r.Sessions, cores(gw), cores(node), ratio(gw.CPUCores, node.CPUCores, gw.Error, node.Error),
-				kernelCores(gw), kernelCores(node), mib(gw), mib(node), lateness(gw), lateness(node), lost(gw), lost(node), r.LoadAvg)
+				r.Sessions, cores(gw), cores(node), r.ratioColumn(),
+				kernelCores(gw), kernelCores(node), mib(gw), mib(node), lateness(gw), lateness(node), lost(gw), lost(node), r.loadAvgColumn())
 		case idle:
 			fmt.Fprintf(&b, "| %d idle sessions | %s | %s | %s | | %s | %s | | | %s |\n",
-				r.Sessions, perIdle(gw), perIdle(node), ratio(gw.IdleBytesPerSession, node.IdleBytesPerSession, gw.Error, node.Error),
-				mib(gw), mib(node), r.LoadAvg)
+				r.Sessions, perIdle(gw), perIdle(node), r.ratioColumn(),
+				mib(gw), mib(node), r.loadAvgColumn())
 		}
 	}
 	return b.String()
 }
 
-// legend explains the table's marks; empty when there are none.
+// legend explains the table's marks, and names the runs that failed in a
+// row whose medians stand on the others; empty when there is nothing to say.
 func legend(rows []Row) string {
+	var b strings.Builder
 	for _, r := range rows {
 		if r.VoiceServer.SendLagP99MS > starvedLag || r.Node.SendLagP99MS > starvedLag {
-			return fmt.Sprintf("⚠: vgload's send lag p99 passed %.0f ms in that run: the load client itself was starved of CPU, so its lateness measures the client as much as the server.\n", starvedLag)
+			fmt.Fprintf(&b, "⚠: vgload's send lag p99 passed %.0f ms in that run: the load client itself was starved of CPU, so its lateness measures the client as much as the server.\n", starvedLag)
+			break
 		}
 	}
-	return ""
+	for _, r := range rows {
+		rounds := r.rounds()
+		for _, side := range []struct {
+			name   string
+			median Side
+			get    func(Round) Side
+		}{
+			{"voice server", r.VoiceServer, func(x Round) Side { return x.VoiceServer }},
+			{"Node peer", r.Node, func(x Round) Side { return x.Node }},
+		} {
+			if failed(side.median) {
+				continue // the row shows — already
+			}
+			for i, round := range rounds {
+				if s := side.get(round); failed(s) {
+					fmt.Fprintf(&b, "%d %s sessions: the %s failed in round %d of %d (%s); its figures are the other rounds'.\n",
+						r.Sessions, r.Kind, side.name, i+1, len(rounds), s.Error)
+				}
+			}
+		}
+	}
+	return b.String()
 }
 
 const unknown = "—"
@@ -166,15 +386,6 @@ func lost(s Side) string {
 		return unknown
 	}
 	return fmt.Sprint(s.FramesLost)
-}
-
-// ratio is a ÷ b, or a dash when either side is unknown or b is not
-// positive.
-func ratio(a, b float64, errA, errB string) string {
-	if errA != "" || errB != "" || a < 0 || b <= 0 {
-		return unknown
-	}
-	return fmt.Sprintf("%.2f×", a/b)
 }
 
 // Colors of the two sides in the chart.

@@ -49,7 +49,7 @@ func TestMarkdownTable(t *testing.T) {
 	}
 }
 
-func TestRatio(t *testing.T) {
+func TestRatioOfOneRound(t *testing.T) {
 	for _, c := range []struct {
 		a, b       float64
 		errA, errB string
@@ -62,8 +62,10 @@ func TestRatio(t *testing.T) {
 		{-1, 0.5, "", "", "—"}, // CPU unknown
 		{0.5, 0.5, "", "failed", "—"},
 	} {
-		if got := ratio(c.a, c.b, c.errA, c.errB); got != c.want {
-			t.Errorf("ratio(%v, %v, %q, %q) = %q, want %q", c.a, c.b, c.errA, c.errB, got, c.want)
+		row := Row{Kind: talking, Sessions: 1,
+			VoiceServer: Side{CPUCores: c.a, Error: c.errA}, Node: Side{CPUCores: c.b, Error: c.errB}}
+		if got := row.ratioColumn(); got != c.want {
+			t.Errorf("ratio of %v and %v (errors %q, %q) = %q, want %q", c.a, c.b, c.errA, c.errB, got, c.want)
 		}
 	}
 }
