@@ -62,14 +62,19 @@ bench-load: ## Load benchmarks on loopback with cmd/vgload: idle density, relay,
 # The same vgload loads, one server at a time on its own core, against the
 # voice server (echo backend, auth off) and a bare Node.js ws echo kept in
 # bench/node-peer (npm ci from its lock file, only when the lock changed).
-# Skipped with a message when node or npm is missing.
+# Skipped with a message when node or npm is missing. One run's CPU moves by
+# a quarter from minute to minute on a shared machine, so each load runs
+# BENCH_COMPARE_ROUNDS times against each server, the order alternating
+# round by round; the table shows medians and the per-round ratios' range.
 BENCH_COMPARE_TALKING ?= 50,150,300
 BENCH_COMPARE_IDLE ?= 2000
 BENCH_COMPARE_DURATION ?= 20s
-bench-compare: build-voice-server ## The voice server beside a bare Node ws echo, same vgload loads: CPU, RSS, echo lateness; table and chart in bin/bench-compare/ (~4 min)
+BENCH_COMPARE_ROUNDS ?= 3
+bench-compare: build-voice-server ## The voice server beside a bare Node ws echo, same vgload loads in BENCH_COMPARE_ROUNDS rounds: CPU, RSS, echo lateness; medians, table and chart in bin/bench-compare/ (~9 min)
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/vgload ./cmd/vgload
 	$(GO) run ./hack/bench-compare --voice-server $(BIN)/voice-server --vgload $(BIN)/vgload \
-		--talking $(BENCH_COMPARE_TALKING) --idle $(BENCH_COMPARE_IDLE) --duration $(BENCH_COMPARE_DURATION) --out $(BIN)/bench-compare
+		--talking $(BENCH_COMPARE_TALKING) --idle $(BENCH_COMPARE_IDLE) --duration $(BENCH_COMPARE_DURATION) \
+		--rounds $(BENCH_COMPARE_ROUNDS) --out $(BIN)/bench-compare
 
 # The soak gate fails only on goroutine or open-file growth, never on timing.
 SOAK_DURATION ?= 2h
