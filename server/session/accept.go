@@ -259,7 +259,7 @@ func (a *Acceptor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	opts := a.Options
 	opts.BinaryAudio = grant.BinaryAudio || r.URL.Query().Get(AudioQueryParam) == protocol.AudioTransportBinary
 	opts.RawConn = hijacker.conn
-	opts.readConn, opts.readBuf = hijacker.read, hijacker.br
+	opts.readConn, opts.readBuf, opts.frameWriter = hijacker.read, hijacker.br, hijacker.write
 	opts.Identity, opts.Claims, opts.Model = grant.Identity, grant.Claims, grant.Model
 	opts.ResumeHandle = r.URL.Query().Get(ResumeQueryParam)
 	sess := New(conn, opts)

@@ -9,8 +9,11 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/voicegateway/voicegateway/server/internal/msgbuf"
 )
 
 // sessionBufferSize is the read buffer of a hijacked session connection
@@ -34,6 +37,9 @@ type smallBufferWriter struct {
 	// a small one while it waits.
 	read *readConn
 	br   *bufio.Reader
+	// write is what the library's write buffer flushes to: the session's
+	// writer batches through it.
+	write *frameWriter
 }
 
 func (w *smallBufferWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
@@ -76,7 +82,8 @@ func (w *smallBufferWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		}
 	}
 	w.read, w.br, rc.br = rc, reader, reader
-	return rc, bufio.NewReadWriter(reader, bufio.NewWriterSize(&frameWriter{conn: conn}, frameHeadSize)), nil
+	w.write = &frameWriter{conn: conn}
+	return rc, bufio.NewReadWriter(reader, bufio.NewWriterSize(w.write, frameHeadSize)), nil
 }
 
 // frameHeadSize is the WebSocket library's write buffer: enough for the
@@ -94,16 +101,65 @@ const frameHeadSize = 16
 // that is a whole frame, or that it cannot read as a frame's start, goes
 // out as it is; held bytes always go out with the next write, which the
 // library makes before its frame is done.
+//
+// Between beginBatch and endBatch (the session's writer sending several
+// queued messages, e.g. a response's seven closing events) it also keeps
+// the data frames and sends them with one system call at endBatch: a
+// write costs the same whether it carries one frame or twelve. Frames
+// come here whole and in the library's order (the library writes each
+// under its frame lock), and every write goes through mu, so bytes leave
+// in exactly the order they came, whichever goroutine flushes them. A
+// control frame (the library's pong or close, from its reader) is never
+// kept: it sends what is kept and then itself at once, so a close echo
+// is on the wire before the library closes the connection after it.
 type frameWriter struct {
 	conn net.Conn
+
+	mu   sync.Mutex
 	head [frameHeadSize]byte
 	held int
+	// batching: data frames are kept in kept until endBatch.
+	batching bool
+	kept     *[]byte
+	// rest is how many bytes of the frame being written are still to come
+	// (0 at a frame's first byte); control says that frame is one.
+	rest    uint64
+	control bool
+	// lost: a write was not where a frame's bytes were expected to be, so
+	// frame boundaries are unknown; nothing is kept until the next batch.
+	lost bool
 	// vec and bufs are the writev's, kept to write without allocating.
 	vec  [2][]byte
 	bufs net.Buffers
 }
 
+// maxKeptBytes bounds what a batch keeps before writing: a large message
+// goes out with what is kept in one writev rather than being copied.
+const maxKeptBytes = msgbuf.Small
+
 func (w *frameWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.track(p)
+	if w.batching && !w.control && !w.lost && w.held == 0 {
+		if w.kept == nil {
+			w.kept = msgbuf.Get(maxKeptBytes)
+		}
+		if len(*w.kept)+len(p) <= maxKeptBytes {
+			*w.kept = append(*w.kept, p...)
+			return len(p), nil
+		}
+		// Too large to copy: what is kept and p in one writev.
+		err := w.writev(*w.kept, p)
+		*w.kept = (*w.kept)[:0]
+		if err != nil {
+			return 0, err
+		}
+		return len(p), nil
+	}
+	if err := w.sendKept(); err != nil {
+		return 0, err
+	}
 	if w.held == 0 {
 		if len(p) <= len(w.head) && frameContinues(p) {
 			w.held = copy(w.head[:], p)
@@ -111,23 +167,98 @@ func (w *frameWriter) Write(p []byte) (int, error) {
 		}
 		return w.conn.Write(p)
 	}
-	w.vec = [2][]byte{w.head[:w.held], p}
-	w.bufs = w.vec[:]
-	_, err := w.bufs.WriteTo(w.conn)
-	w.vec, w.bufs, w.held = [2][]byte{}, nil, 0
+	err := w.writev(w.head[:w.held], p)
+	w.held = 0
 	if err != nil {
 		return 0, err
 	}
 	return len(p), nil
 }
 
+// track follows frame boundaries: at a frame's first byte it reads the
+// header (the library's first flush of a frame holds all of it: the
+// buffer is 16 bytes, a server's header at most 10).
+func (w *frameWriter) track(p []byte) {
+	if w.lost {
+		return
+	}
+	if w.rest == 0 {
+		size, length, ok := frameHeader(p)
+		if !ok || length+uint64(size) < uint64(len(p)) {
+			w.lost = true
+			return
+		}
+		w.control = p[0]&0x08 != 0 // opcodes 0x8 to 0xF
+		w.rest = length + uint64(size) - uint64(len(p))
+		return
+	}
+	if uint64(len(p)) > w.rest {
+		w.lost = true
+		return
+	}
+	w.rest -= uint64(len(p))
+}
+
+// beginBatch starts keeping data frames.
+func (w *frameWriter) beginBatch() {
+	w.mu.Lock()
+	w.batching = true
+	w.mu.Unlock()
+}
+
+// endBatch stops keeping and sends what was kept in one system call,
+// within the write deadline the caller set.
+func (w *frameWriter) endBatch() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.batching = false
+	if w.held == 0 {
+		// The writer's frames are done and no other is half written:
+		// a frame boundary, where what was lost is found again.
+		w.rest, w.lost = 0, false
+	}
+	err := w.sendKept()
+	if w.kept != nil {
+		msgbuf.Put(w.kept)
+		w.kept = nil
+	}
+	return err
+}
+
+// sendKept writes what a batch kept; mu is held.
+func (w *frameWriter) sendKept() error {
+	if w.kept == nil || len(*w.kept) == 0 {
+		return nil
+	}
+	_, err := w.conn.Write(*w.kept)
+	*w.kept = (*w.kept)[:0]
+	return err
+}
+
+// writev writes a then b with one system call; mu is held.
+func (w *frameWriter) writev(a, b []byte) error {
+	w.vec = [2][]byte{a, b}
+	w.bufs = w.vec[:]
+	_, err := w.bufs.WriteTo(w.conn)
+	w.vec, w.bufs = [2][]byte{}, nil
+	return err
+}
+
 // frameContinues reports whether p starts with a WebSocket frame header
 // that announces more bytes than p holds.
 func frameContinues(p []byte) bool {
+	size, length, ok := frameHeader(p)
+	return ok && length > uint64(len(p)-size)
+}
+
+// frameHeader reads the header p starts with: its size in bytes (with the
+// mask key of a client's frame) and the payload length it announces; ok is
+// false when p is too short to hold it.
+func frameHeader(p []byte) (size int, length uint64, ok bool) {
 	if len(p) < 2 {
-		return false
+		return 0, 0, false
 	}
-	size, length := 2, uint64(p[1]&0x7f)
+	size, length = 2, uint64(p[1]&0x7f)
 	switch length {
 	case 126:
 		size = 4
@@ -135,7 +266,7 @@ func frameContinues(p []byte) bool {
 		size = 10
 	}
 	if len(p) < size {
-		return false
+		return 0, 0, false
 	}
 	switch size {
 	case 4:
@@ -146,7 +277,10 @@ func frameContinues(p []byte) bool {
 	if p[1]&0x80 != 0 {
 		size += 4 // masked (a client's frame; a server writes none)
 	}
-	return length > uint64(len(p)-size)
+	if len(p) < size {
+		return 0, 0, false
+	}
+	return size, length, true
 }
 
 // readConn is the hijacked connection as the WebSocket library sees it.

@@ -117,6 +117,10 @@ type Options struct {
 	// connection through, set per connection by the Acceptor.
 	readConn *readConn
 	readBuf  *bufio.Reader
+	// frameWriter is what the library's writes go through; the writer
+	// batches queued messages with it. Nil for a connection that was not
+	// hijacked here (tests).
+	frameWriter *frameWriter
 }
 
 // ending is why a session ends and how the client is told.

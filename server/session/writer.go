@@ -97,9 +97,9 @@ type writeDeadliner interface{ SetWriteDeadline(time.Time) error }
 // timeout: one deadline for the batch rather than a context per message,
 // which was a measurable share of the relay's CPU. The messages stay
 // queued in the memory account until the caller frees them, after they
-// are on the socket. Each message is one system call: holding a batch's
-// frames below the library to send them at once raced the library's own
-// control frames (a pong from the reader, the close echo) and was dropped.
+// are on the socket. A batch of several leaves in one system call
+// (frameWriter keeps their frames; the library's own control frames,
+// from other goroutines, go out in order and at once).
 func (s *Session) writeBatch(batch []message, discard bool) error {
 	if discard {
 		return nil
@@ -118,6 +118,18 @@ func (s *Session) writeBatch(batch []message, discard bool) error {
 		// Cleared afterwards: the library's own writes between batches
 		// (pongs, the close frame) must not meet a passed deadline.
 		defer dl.SetWriteDeadline(time.Time{}) //nolint:errcheck // a closed connection fails its next write anyway
+	}
+	if fw := s.opts.frameWriter; fw != nil && len(batch) > 1 {
+		// Messages queued together leave in one system call: all of them
+		// were ready, so none waits for another.
+		fw.beginBatch()
+		for _, m := range batch {
+			if err := s.write(ctx, m); err != nil {
+				_ = fw.endBatch()
+				return err
+			}
+		}
+		return fw.endBatch()
 	}
 	for _, m := range batch {
 		if err := s.write(ctx, m); err != nil {
