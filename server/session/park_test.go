@@ -8,6 +8,7 @@ import (
 	"net"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -325,4 +326,42 @@ func TestParkerWaitsInTheNetpoller(t *testing.T) {
 		}
 		return fmt.Errorf("no goroutine runs Parker.Run (last seen: %q)", last)
 	})
+}
+
+// TestParkingWaveReleasesMemory: once a wave of sessions has parked (their
+// readers' stacks and buffers are free memory the runtime keeps until a
+// collection, which a quiet server does not start), the Parker hands the
+// memory back, once per wave: sessions that stay parked ask for nothing
+// more, and a wave smaller than ReleaseAfter asks for nothing.
+func TestParkingWaveReleasesMemory(t *testing.T) {
+	var releases atomic.Int32
+	h := serve(t, nil, func(a *session.Acceptor) {
+		a.Options.Parker.ReleaseAfter = 8
+		a.Options.Parker.ReleaseMemory = func() { releases.Add(1) }
+	})
+	for i := 0; i < 5; i++ {
+		rawSession(t, h.url)
+	}
+	h.waitSessions(5)
+	h.waitParked(5)
+	// Several sweeps with 5 parked: below the wave, nothing.
+	time.Sleep(4 * testParkAfter)
+	if n := releases.Load(); n != 0 {
+		t.Fatalf("%d releases after 5 sessions parked, want 0 (ReleaseAfter 8)", n)
+	}
+	for i := 0; i < 5; i++ {
+		rawSession(t, h.url)
+	}
+	h.waitSessions(10)
+	h.waitParked(10)
+	testkit.Eventually(t, 10*time.Second, func() error {
+		if n := releases.Load(); n != 1 {
+			return fmt.Errorf("%d releases after 10 sessions parked, want 1", n)
+		}
+		return nil
+	})
+	time.Sleep(4 * testParkAfter)
+	if n := releases.Load(); n != 1 {
+		t.Fatalf("%d releases with the same sessions still parked, want 1", n)
+	}
 }

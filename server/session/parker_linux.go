@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"runtime/debug"
 	"sync"
 	"syscall"
 	"time"
@@ -34,14 +35,42 @@ type Parker struct {
 	// Registry holds the sessions it looks at.
 	Registry *Registry
 
+	// ReleaseAfter is how many sessions must park before the memory their
+	// readers left behind is handed back (see releaseAfterWave); 0 means
+	// DefaultReleaseAfter.
+	ReleaseAfter int
+	// ReleaseMemory hands free memory back to the operating system; nil
+	// means debug.FreeOSMemory.
+	ReleaseMemory func()
+
 	mu      sync.Mutex
 	running bool
 	epfd    int
 	parked  map[int32]*Session
 	next    int32
+	// sinceRelease counts the sessions parked since the last release, and
+	// sinceSweep those parked since the last sweep.
+	sinceRelease, sinceSweep int
 	// candidates is the sweep's reused list of readers to ask.
 	candidates []*Session
+
+	// lastRelease is when memory was last handed back (Run's goroutine
+	// only); releasing is the release under way, which Run waits for.
+	lastRelease, waveStart time.Time
+	releasing              sync.WaitGroup
 }
+
+// DefaultReleaseAfter is how many sessions a wave of parking takes before
+// the Parker hands memory back.
+const DefaultReleaseAfter = 256
+
+// releaseGap is the least time between two releases: each is a garbage
+// collection of the whole heap.
+const releaseGap = 10 * time.Second
+
+// longestWave is how long sessions may go on parking before memory is
+// handed back anyway.
+const longestWave = time.Minute
 
 // DefaultParkAfter is how long a connection is quiet before its reader
 // parks: long enough that a talking client (a message every 20 ms, a
@@ -140,6 +169,7 @@ func (p *Parker) Run(ctx context.Context) error {
 		}
 		if !time.Now().Before(nextSweep) {
 			p.sweep()
+			p.releaseAfterWave(time.Now())
 			nextSweep = time.Now().Add(interval)
 		}
 	}
@@ -158,11 +188,62 @@ func (p *Parker) shutdown(ep *os.File) {
 	for _, s := range left {
 		s.unpark()
 	}
+	p.releasing.Wait()
 	// No registration is added any more: the instance can go.
 	p.mu.Lock()
 	_ = ep.Close()
 	p.epfd = -1
 	p.mu.Unlock()
+}
+
+// releaseAfterWave hands memory back once a wave of parking is over (or
+// has lasted longestWave). A
+// reader that parks leaves its goroutine's stack and its read buffer
+// behind: free memory the runtime keeps until a garbage collection runs,
+// and a server whose sessions are all quiet allocates too little to start
+// one (Go forces one every two minutes). 2,000 sessions that connected
+// and went quiet held 60 MB of RSS for those two minutes against 17 MB
+// of heap in use (docs/benchmarks.md). So after at least ReleaseAfter
+// sessions parked and a sweep saw no more park, at most once per
+// releaseGap, the free memory goes back, on a goroutine of its own so
+// that parked sessions still wake meanwhile.
+func (p *Parker) releaseAfterWave(now time.Time) {
+	wave := p.ReleaseAfter
+	if wave <= 0 {
+		wave = DefaultReleaseAfter
+	}
+	p.mu.Lock()
+	quiet := p.sinceSweep == 0
+	p.sinceSweep = 0
+	n := p.sinceRelease
+	p.mu.Unlock()
+	if n < wave || now.Sub(p.lastRelease) < releaseGap {
+		return
+	}
+	if !quiet {
+		// Still parking: wait for the wave to end, unless sessions
+		// never stop parking (churn), then release every longestWave.
+		if p.waveStart.IsZero() {
+			p.waveStart = now
+		}
+		if now.Sub(p.waveStart) < longestWave {
+			return
+		}
+	}
+	p.mu.Lock()
+	p.sinceRelease -= n
+	p.mu.Unlock()
+	p.lastRelease, p.waveStart = now, time.Time{}
+	release := p.ReleaseMemory
+	if release == nil {
+		release = debug.FreeOSMemory
+	}
+	p.releasing.Wait() // the one before is long done (releaseGap)
+	p.releasing.Add(1)
+	go func() {
+		defer p.releasing.Done()
+		release()
+	}()
 }
 
 // sweep asks the readers that have waited a whole After on a quiet
@@ -211,6 +292,8 @@ func (p *Parker) register(s *Session, rc syscall.RawConn) (token int32, ok bool)
 		return 0, false
 	}
 	p.parked[token] = s
+	p.sinceRelease++
+	p.sinceSweep++
 	return token, true
 }
 

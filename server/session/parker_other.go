@@ -11,8 +11,10 @@ import (
 // Parker parks nothing on this platform: every session keeps its reader
 // goroutine (see parker_linux.go).
 type Parker struct {
-	After    time.Duration
-	Registry *Registry
+	After         time.Duration
+	Registry      *Registry
+	ReleaseAfter  int
+	ReleaseMemory func()
 }
 
 // DefaultParkAfter is how long a connection is quiet before its reader
