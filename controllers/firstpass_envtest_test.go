@@ -2,7 +2,6 @@ package controllers_test
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -11,8 +10,6 @@ import (
 	"time"
 
 	"sigs.k8s.io/controller-runtime/pkg/client"
-
-	"github.com/voicegateway/voicegateway/internal/testkit"
 )
 
 // applyBarrier holds the operator's first applies (PATCH requests) in a
@@ -98,14 +95,7 @@ func TestNewGatewayFirstPassRoundTrips(t *testing.T) {
 	if err := k8s.Create(ctx, gw); err != nil {
 		t.Fatal(err)
 	}
-	key := client.ObjectKeyFromObject(gw)
-	testkit.Eventually(t, 30*time.Second, func() error {
-		gw := getGateway(t, key)
-		if gw.Status.ObservedGeneration != gw.Generation || gw.Status.FleetSecretName == "" {
-			return fmt.Errorf("%s not yet reconciled", key)
-		}
-		return nil
-	})
+	waitReconciled(t, client.ObjectKeyFromObject(gw))
 
 	if peak := barrier.peakInFlight(); peak < firstWave {
 		t.Errorf("at most %d applies of the first pass were in flight at once; want the %d objects before the Deployment applied together", peak, firstWave)
@@ -148,14 +138,7 @@ func TestStaleCacheDoesNotWriteTheStatusAgain(t *testing.T) {
 	if err := k8s.Create(ctx, gw); err != nil {
 		t.Fatal(err)
 	}
-	key := client.ObjectKeyFromObject(gw)
-	testkit.Eventually(t, 30*time.Second, func() error {
-		gw := getGateway(t, key)
-		if gw.Status.ObservedGeneration != gw.Generation || gw.Status.FleetSecretName == "" {
-			return fmt.Errorf("%s not yet reconciled", key)
-		}
-		return nil
-	})
+	waitReconciled(t, client.ObjectKeyFromObject(gw))
 	// The pass the owned objects' events queue follows the first at once;
 	// let it and the lagging events pass.
 	time.Sleep(2 * time.Second)

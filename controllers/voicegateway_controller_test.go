@@ -103,6 +103,19 @@ type ownedObjects struct {
 	networkPolicy  networkingv1.NetworkPolicy
 }
 
+// waitReconciled waits until the VoiceGateway's status reports its
+// generation and names its fleet Secret: a first pass is done.
+func waitReconciled(t *testing.T, key types.NamespacedName) {
+	t.Helper()
+	testkit.Eventually(t, 30*time.Second, func() error {
+		gw := getGateway(t, key)
+		if gw.Status.ObservedGeneration != gw.Generation || gw.Status.FleetSecretName == "" {
+			return fmt.Errorf("%s not yet reconciled", key)
+		}
+		return nil
+	})
+}
+
 func waitForObjects(t *testing.T, key types.NamespacedName) *ownedObjects {
 	t.Helper()
 	var objs ownedObjects
@@ -603,14 +616,7 @@ func TestUnchangedGatewayCausesNoWrites(t *testing.T) {
 		}
 	}
 	for _, gw := range gateways {
-		key := client.ObjectKeyFromObject(gw)
-		testkit.Eventually(t, 30*time.Second, func() error {
-			gw := getGateway(t, key)
-			if gw.Status.ObservedGeneration != gw.Generation || gw.Status.FleetSecretName == "" {
-				return fmt.Errorf("%s not yet reconciled", key)
-			}
-			return nil
-		})
+		waitReconciled(t, client.ObjectKeyFromObject(gw))
 	}
 	// Let the first passes settle (the cache catching up with the applies).
 	time.Sleep(2 * time.Second)

@@ -24,6 +24,7 @@
 #   SERVER_CPUS, CLIENT_CPUS  taskset core lists (default: 1 and 0 on a machine with 2+ cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source hack/lib/listening.sh
 
 SCENARIOS=${BENCH_SCENARIOS:-idle relay drain flood}
 IDLE_SIZES=${BENCH_IDLE:-1000 10000}
@@ -91,21 +92,7 @@ start_server() {
 	fi
 	PID=$!
 	PIDS+=("$PID")
-	for _ in $(seq 200); do
-		if grep -q '"msg":"listening"' "$log"; then
-			break
-		fi
-		if ! kill -0 "$PID" 2>/dev/null; then
-			echo "$name did not start:" >&2
-			cat "$log" >&2
-			exit 1
-		fi
-		sleep 0.05
-	done
-	local line
-	line=$(grep -m1 '"msg":"listening"' "$log")
-	PUBLIC=$(sed -E 's/.*"public":"([^"]+)".*/\1/' <<<"$line")
-	ADMIN=$(sed -nE 's/.*"admin":"([^"]+)".*/\1/p' <<<"$line")
+	wait_listening "$name" "$PID" "$log"
 }
 
 # stop_server PID: the first SIGTERM drains, the second stops at once.

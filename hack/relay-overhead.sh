@@ -32,6 +32,7 @@
 set -euo pipefail
 command -v jq >/dev/null || { echo "hack/relay-overhead.sh needs jq" >&2; exit 1; }
 cd "$(dirname "$0")/.."
+source hack/lib/listening.sh
 
 SESSIONS=${RELAY_SESSIONS:-100}
 AUDIO=${RELAY_AUDIO:-binary base64}
@@ -92,15 +93,7 @@ start_gateway() {
 		--backend openai --openai-url "$UPSTREAM" --openai-api-key-file "$OUT/openai-key" 2>"$log" &
 	PID=$!
 	PIDS+=("$PID")
-	for _ in $(seq 200); do
-		grep -q '"msg":"listening"' "$log" && break
-		kill -0 "$PID" 2>/dev/null || { echo "$name did not start:" >&2; cat "$log" >&2; exit 1; }
-		sleep 0.05
-	done
-	local line
-	line=$(grep -m1 '"msg":"listening"' "$log")
-	PUBLIC=$(sed -E 's/.*"public":"([^"]+)".*/\1/' <<<"$line")
-	ADMIN=$(sed -nE 's/.*"admin":"([^"]+)".*/\1/p' <<<"$line")
+	wait_listening "$name" "$PID" "$log"
 }
 
 GATEWAYS=(this)

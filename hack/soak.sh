@@ -17,6 +17,7 @@
 # SOAK_GATE=0 to report without failing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source hack/lib/listening.sh
 
 DURATION=${1:-${SOAK_DURATION:-3m}}
 SESSIONS=${SOAK_SESSIONS:-50}
@@ -46,14 +47,7 @@ bin/voice-server --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --api-keys-file
 	--propagation-delay 0s --drain-timeout 7s --notify-window 1s --exit-margin 3s 2>"$log" &
 PID=$!
 trap 'kill -KILL $PID 2>/dev/null || true' EXIT
-for _ in $(seq 200); do
-	grep -q '"msg":"listening"' "$log" && break
-	kill -0 "$PID" 2>/dev/null || { cat "$log" >&2; exit 1; }
-	sleep 0.05
-done
-line=$(grep -m1 '"msg":"listening"' "$log")
-PUBLIC=$(sed -E 's/.*"public":"([^"]+)".*/\1/' <<<"$line")
-ADMIN=$(sed -E 's/.*"admin":"([^"]+)".*/\1/' <<<"$line")
+wait_listening voice-server "$PID" "$log"
 
 gate=()
 [ "$GATE" = 1 ] && gate=(--gate)

@@ -130,15 +130,7 @@ func TestRelayEndToEnd(t *testing.T) {
 				"--settle", "5s", "--json", filepath.Join(dir, "report.json"), "--markdown", filepath.Join(dir, "row.md"), "--fail-on-loss")
 			var r Report
 			readJSON(t, filepath.Join(dir, "report.json"), &r)
-			for _, p := range []*PhaseResult{r.Baseline, r.Gateway} {
-				if p == nil {
-					t.Fatal("a phase is missing from the report")
-				}
-				f := p.Frames
-				// Two seconds at 50 frames/s for each of 4 sessions, give or take the ramp.
-				if f.Sent < sessions*80 || f.Received != f.Sent || f.Lost != 0 || f.Duplicate != 0 || f.Unframed != 0 {
-					t.Errorf("%s frames %+v, want ≥ %d sent, all echoed once", p.Name, f, sessions*80)
-				}
+			for _, p := range everyFrameEchoed(t, r, sessions) {
 				if p.RTT.Count == 0 || p.RTT.P50 <= 0 || p.Connect.Count != sessions {
 					t.Errorf("%s: rtt %+v, connect %+v", p.Name, p.RTT, p.Connect)
 				}
@@ -161,6 +153,24 @@ func TestRelayEndToEnd(t *testing.T) {
 	}
 }
 
+// everyFrameEchoed checks that a relay report has both phases and that in
+// each every session sent two seconds of frames (50 a second, give or take
+// the ramp), every one echoed once; it returns the phases.
+func everyFrameEchoed(t *testing.T, r Report, sessions int) []*PhaseResult {
+	t.Helper()
+	phases := []*PhaseResult{r.Baseline, r.Gateway}
+	for _, p := range phases {
+		if p == nil {
+			t.Fatal("a phase is missing from the report")
+		}
+		f := p.Frames
+		if f.Sent < int64(sessions)*80 || f.Received != f.Sent || f.Lost != 0 || f.Duplicate != 0 || f.Unframed != 0 {
+			t.Errorf("%s frames %+v, want ≥ %d sent, all echoed once", p.Name, f, sessions*80)
+		}
+	}
+	return phases
+}
+
 // TestRelayThroughOpenAIEndToEnd: hack/relay-overhead.sh's measurement,
 // small: the same load once directly to an OpenAI-protocol upstream that
 // echoes every append as a delta, and once through the voice server's
@@ -181,14 +191,7 @@ func TestRelayThroughOpenAIEndToEnd(t *testing.T) {
 				"--json", filepath.Join(dir, "report.json"), "--fail-on-loss")
 			var r Report
 			readJSON(t, filepath.Join(dir, "report.json"), &r)
-			for _, p := range []*PhaseResult{r.Baseline, r.Gateway} {
-				if p == nil {
-					t.Fatal("a phase is missing from the report")
-				}
-				f := p.Frames
-				if f.Sent < sessions*80 || f.Received != f.Sent || f.Lost != 0 || f.Duplicate != 0 || f.Unframed != 0 {
-					t.Errorf("%s frames %+v, want ≥ %d sent, all echoed once", p.Name, f, sessions*80)
-				}
+			for _, p := range everyFrameEchoed(t, r, sessions) {
 				if p.RTT.Count == 0 || p.Closes["client 1000"] != sessions || len(p.Errors) != 0 {
 					t.Errorf("%s: rtt %+v, closes %v, errors %v", p.Name, p.RTT, p.Closes, p.Errors)
 				}

@@ -169,20 +169,9 @@ func TestReplotReportWithoutKernelCPU(t *testing.T) {
  "rows": [{"kind": "talking", "sessions": 150, "load_avg": "0.50",
   "voice_server": {"cpu_cores": 0.31, "peak_rss_bytes": 56623104, "p99_echo_lateness_ms": 2.9, "frames_sent": 150000, "sessions_ready": 150, "vgload_cpu_cores": 0.3},
   "node_peer": {"cpu_cores": 0.24, "peak_rss_bytes": 149946368, "p99_echo_lateness_ms": 22.7, "frames_sent": 150000, "sessions_ready": 150, "vgload_cpu_cores": 0.3}}]}`
-	path := filepath.Join(dir, "old.json")
-	if err := os.WriteFile(path, []byte(old), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	out := filepath.Join(dir, "out")
-	if err := replotReport(path, out, io.Discard); err != nil {
-		t.Fatal(err)
-	}
-	md, err := os.ReadFile(filepath.Join(out, "report.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	md := replotTo(t, writeReportFile(t, dir, old), filepath.Join(dir, "out"))
 	const row = "| 150 talking sessions | 0.31 cores | 0.24 cores | 1.29× | — / — cores | 54 MiB | 143 MiB | 2.9 / 22.7 ms | 0 / 0 | 0.50 |"
-	if !strings.Contains(string(md), row) {
+	if !strings.Contains(md, row) {
 		t.Errorf("report.md has no row\n%s\n%s", row, md)
 	}
 }

@@ -218,15 +218,8 @@ func TestReplotOldAndRoundsReports(t *testing.T) {
   {"kind": "idle", "sessions": 2000, "load_avg": "0.93",
   "voice_server": {"cpu_cores": 0, "peak_rss_bytes": 73400320, "idle_rss_per_session_bytes": 26624, "sessions_ready": 2000},
   "node_peer": {"error": "vgload idle: exit status 1"}}]}`
-	path := filepath.Join(dir, "old.json")
-	if err := os.WriteFile(path, []byte(old), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	out := filepath.Join(dir, "out")
-	if err := replotReport(path, out, io.Discard); err != nil {
-		t.Fatal(err)
-	}
-	md := readFile(t, filepath.Join(out, "report.md"))
+	md := replotTo(t, writeReportFile(t, dir, old), out)
 	for _, row := range []string{
 		"| 150 talking sessions | 0.31 cores | 0.24 cores | 1.29× | 0.10 / 0.08 cores | 54 MiB | 143 MiB | 2.9 / 22.7 ms | 3 / 0 | 0.50 |",
 		"| 2000 idle sessions | 26.0 KiB each | — | — | | 70 MiB | — | | | 0.93 |",
@@ -245,11 +238,7 @@ func TestReplotOldAndRoundsReports(t *testing.T) {
 	if n := len(rewritten.Rows[0].Rounds); n != 1 {
 		t.Errorf("the old row replotted as %d rounds, want 1", n)
 	}
-	again := filepath.Join(dir, "again")
-	if err := replotReport(filepath.Join(out, "report.json"), again, io.Discard); err != nil {
-		t.Fatal(err)
-	}
-	if md2 := readFile(t, filepath.Join(again, "report.md")); md2 != md {
+	if md2 := replotTo(t, filepath.Join(out, "report.json"), filepath.Join(dir, "again")); md2 != md {
 		t.Errorf("a replot of the replot differs:\n%s\nwas:\n%s", md2, md)
 	}
 
@@ -261,11 +250,8 @@ func TestReplotOldAndRoundsReports(t *testing.T) {
 	if err := rounds.write(first, io.Discard); err != nil {
 		t.Fatal(err)
 	}
-	replotted := filepath.Join(dir, "rounds-replotted")
-	if err := replotReport(filepath.Join(first, "report.json"), replotted, io.Discard); err != nil {
-		t.Fatal(err)
-	}
-	if a, b := readFile(t, filepath.Join(first, "report.md")), readFile(t, filepath.Join(replotted, "report.md")); a != b {
+	replotted := replotTo(t, filepath.Join(first, "report.json"), filepath.Join(dir, "rounds-replotted"))
+	if a, b := readFile(t, filepath.Join(first, "report.md")), replotted; a != b {
 		t.Errorf("replotted report.md differs:\n%s\nwas:\n%s", b, a)
 	}
 	var back Report
@@ -275,6 +261,26 @@ func TestReplotOldAndRoundsReports(t *testing.T) {
 	if n := len(back.Rows[0].Rounds); n != 3 || back.Rows[0].Rounds[1].VoiceServer.CPUCores != 0.26 || !back.Rows[0].Rounds[1].NodeFirst {
 		t.Errorf("report.json did not keep every run: %+v", back.Rows[0].Rounds)
 	}
+}
+
+// writeReportFile writes a report.json's text into dir and returns its path.
+func writeReportFile(t *testing.T, dir, report string) string {
+	t.Helper()
+	path := filepath.Join(dir, "old.json")
+	if err := os.WriteFile(path, []byte(report), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// replotTo replots the report.json at from into out and returns the
+// report.md it wrote.
+func replotTo(t *testing.T, from, out string) string {
+	t.Helper()
+	if err := replotReport(from, out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	return readFile(t, filepath.Join(out, "report.md"))
 }
 
 func readFile(t *testing.T, path string) string {

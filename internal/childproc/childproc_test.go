@@ -20,9 +20,10 @@ func sh(script string) *exec.Cmd { return exec.Command("/bin/sh", "-c", script) 
 func TestStartAndStop(t *testing.T) {
 	var mu sync.Mutex
 	var lines []string
-	p, err := Start(context.Background(), sh(`echo 'not json' >&2
+	// The trap comes first: SIGTERM may follow the listening line at once.
+	p, err := Start(context.Background(), sh(`trap 'exit 3' TERM
+echo 'not json' >&2
 echo '{"msg":"listening","public":"127.0.0.1:1","admin":"127.0.0.1:2"}' >&2
-trap 'exit 3' TERM
 while :; do sleep 0.05; done`), Options{OnLine: func(line string, entry map[string]any) {
 		mu.Lock()
 		defer mu.Unlock()

@@ -23,24 +23,54 @@ func TestBatchesThroughTheLibrary(t *testing.T) {
 	}
 }
 
-func batchRound(t *testing.T, round int) {
-	var wg sync.WaitGroup
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+// serveBatching starts a server that accepts WebSockets through
+// smallBufferWriter, as the Acceptor does, and hands each connection and
+// its hijacker (whose write is the frameWriter) to run.
+func serveBatching(t *testing.T, run func(c *websocket.Conn, hj *smallBufferWriter)) *httptest.Server {
+	t.Helper()
+	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hj := &smallBufferWriter{ResponseWriter: w}
 		c, err := websocket.Accept(hj, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled})
 		if err != nil {
 			t.Error(err)
 			return
 		}
-		fw := hj.write
+		run(c, hj)
+	}))
+}
+
+// sendBatch writes msgs as the session's writer writes a batch: one write
+// deadline, the frames kept by the frameWriter and sent at its end.
+func sendBatch(c *websocket.Conn, hj *smallBufferWriter, timeout time.Duration, msgs ...[]byte) error {
+	_ = hj.conn.SetWriteDeadline(time.Now().Add(timeout))
+	defer hj.conn.SetWriteDeadline(time.Time{}) //nolint:errcheck // a failed connection fails its next write
+	hj.write.beginBatch()
+	for _, m := range msgs {
+		if err := c.Write(context.Background(), websocket.MessageBinary, m); err != nil {
+			_ = hj.write.endBatch()
+			return err
+		}
+	}
+	return hj.write.endBatch()
+}
+
+// readUntilError is the library's reader: it answers pings and the close
+// handshake.
+func readUntilError(c *websocket.Conn) {
+	for {
+		if _, _, err := c.Read(context.Background()); err != nil {
+			return
+		}
+	}
+}
+
+func batchRound(t *testing.T, round int) {
+	var wg sync.WaitGroup
+	srv := serveBatching(t, func(c *websocket.Conn, hj *smallBufferWriter) {
 		wg.Add(2)
-		go func() { // the library's reader: pongs, close echo
+		go func() {
 			defer wg.Done()
-			for {
-				if _, _, err := c.Read(context.Background()); err != nil {
-					return
-				}
-			}
+			readUntilError(c)
 		}()
 		go func() { // the session's writer
 			defer wg.Done()
@@ -48,8 +78,7 @@ func batchRound(t *testing.T, round int) {
 			seq := uint32(0)
 			sizes := []int{4, 14, 15, 100, 1500, 9000, 20}
 			for b := 0; ; b++ {
-				_ = hj.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
-				fw.beginBatch()
+				var batch [][]byte
 				for k := 0; k < 2+b%7; k++ {
 					n := sizes[(b+k)%len(sizes)]
 					p := make([]byte, n)
@@ -57,19 +86,15 @@ func batchRound(t *testing.T, round int) {
 					for i := 4; i < n; i++ {
 						p[i] = byte(seq) + byte(i)
 					}
-					if err := c.Write(context.Background(), websocket.MessageBinary, p); err != nil {
-						_ = fw.endBatch()
-						return
-					}
+					batch = append(batch, p)
 					seq++
 				}
-				if err := fw.endBatch(); err != nil {
+				if sendBatch(c, hj, 5*time.Second, batch...) != nil {
 					return
 				}
-				_ = hj.conn.SetWriteDeadline(time.Time{})
 			}
 		}()
-	}))
+	})
 	defer srv.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

@@ -1,10 +1,7 @@
 package session
 
 import (
-	"context"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -18,46 +15,25 @@ import (
 func TestBatchToAStalledClientThatPings(t *testing.T) {
 	writerDone := make(chan error, 1)
 	readerDone := make(chan struct{})
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		hj := &smallBufferWriter{ResponseWriter: w}
-		c, err := websocket.Accept(hj, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled})
-		if err != nil {
-			t.Error(err)
-			return
-		}
+	srv := serveBatching(t, func(c *websocket.Conn, hj *smallBufferWriter) {
 		if tc, ok := hj.conn.(*net.TCPConn); ok {
 			_ = tc.SetWriteBuffer(4096)
 		}
-		fw := hj.write
 		go func() {
 			defer close(readerDone)
-			for {
-				if _, _, err := c.Read(context.Background()); err != nil {
-					return
-				}
-			}
+			readUntilError(c)
 		}()
 		go func() {
 			p := make([]byte, 3000)
 			for {
-				_ = hj.conn.SetWriteDeadline(time.Now().Add(time.Second))
-				fw.beginBatch()
-				var err error
-				for k := 0; k < 5 && err == nil; k++ {
-					err = c.Write(context.Background(), websocket.MessageBinary, p)
-				}
-				if err2 := fw.endBatch(); err == nil {
-					err = err2
-				}
-				if err != nil {
+				if err := sendBatch(c, hj, time.Second, p, p, p, p, p); err != nil {
 					_ = c.CloseNow()
 					writerDone <- err
 					return
 				}
-				_ = hj.conn.SetWriteDeadline(time.Time{})
 			}
 		}()
-	}))
+	})
 	defer srv.Close()
 	raw, err := net.Dial("tcp", strings.TrimPrefix(srv.URL, "http://"))
 	if err != nil {

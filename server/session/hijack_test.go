@@ -10,13 +10,14 @@ import (
 	"testing"
 )
 
-// headerScratch keeps writeFrame itself from allocating.
+// headerScratch keeps writeFrameOp itself from allocating.
 var headerScratch [10]byte
 
-// writeFrame writes a server frame the way the WebSocket library does:
-// the header into the buffered writer, then the payload, then a flush.
-func writeFrame(t testing.TB, bw *bufio.Writer, payload []byte) {
-	hdr := append(headerScratch[:0], 0x82)
+// writeFrameOp writes a server frame of opcode op the way the WebSocket
+// library does: the header into the buffered writer, then the payload,
+// then a flush.
+func writeFrameOp(t testing.TB, bw *bufio.Writer, op byte, payload []byte) {
+	hdr := append(headerScratch[:0], 0x80|op)
 	switch n := len(payload); {
 	case n < 126:
 		hdr = append(hdr, byte(n))
@@ -35,6 +36,9 @@ func writeFrame(t testing.TB, bw *bufio.Writer, payload []byte) {
 		t.Fatal(err)
 	}
 }
+
+// writeFrame writes a binary frame.
+func writeFrame(t testing.TB, bw *bufio.Writer, payload []byte) { writeFrameOp(t, bw, opBin, payload) }
 
 func loopback(t *testing.T) (server *net.TCPConn, client net.Conn) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -92,34 +96,19 @@ func TestFrameWriter(t *testing.T) {
 	}
 }
 
-func frameBytes(payload []byte) []byte {
+func frameBytes(payload []byte) []byte { return frameBytesOp(opBin, payload) }
+
+func frameBytesOp(op byte, payload []byte) []byte {
 	var b bytes.Buffer
 	bw := bufio.NewWriter(&b)
-	writeFrame(nil, bw, payload)
+	writeFrameOp(nil, bw, op, payload)
 	return b.Bytes()
 }
 
-// writeFrameOp writes a frame of opcode op as the library does (header,
-// payload, flush).
-func writeFrameOp(t testing.TB, bw *bufio.Writer, op byte, payload []byte) []byte {
-	hdr := []byte{0x80 | op}
-	switch n := len(payload); {
-	case n < 126:
-		hdr = append(hdr, byte(n))
-	case n < 1<<16:
-		hdr = binary.BigEndian.AppendUint16(append(hdr, 126), uint16(n))
-	default:
-		hdr = binary.BigEndian.AppendUint64(append(hdr, 127), uint64(n))
-	}
-	for _, b := range [][]byte{hdr, payload} {
-		if _, err := bw.Write(b); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := bw.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	return append(hdr, payload...)
+// sendFrame writes a frame as the library does and returns its bytes.
+func sendFrame(t testing.TB, bw *bufio.Writer, op byte, payload []byte) []byte {
+	writeFrameOp(t, bw, op, payload)
+	return frameBytesOp(op, payload)
 }
 
 // recordingConn records each write frameWriter makes (a writev shows as
@@ -157,7 +146,7 @@ func TestFrameWriterBatch(t *testing.T) {
 		var want []byte
 		fw.beginBatch()
 		for _, n := range []int{10, 200, 960, 13, 3000} {
-			want = append(want, writeFrameOp(t, bw, opText, bytes.Repeat([]byte{'a'}, n))...)
+			want = append(want, sendFrame(t, bw, opText, bytes.Repeat([]byte{'a'}, n))...)
 		}
 		if len(rec.writes) != 0 {
 			t.Fatalf("%d writes before endBatch, want 0", len(rec.writes))
@@ -184,14 +173,14 @@ func TestFrameWriterBatch(t *testing.T) {
 			bw := bufio.NewWriterSize(fw, frameHeadSize)
 			var want []byte
 			fw.beginBatch()
-			want = append(want, writeFrameOp(t, bw, opText, bytes.Repeat([]byte{'a'}, 300))...)
-			want = append(want, writeFrameOp(t, bw, opBin, bytes.Repeat([]byte{'b'}, 960))...)
-			control := writeFrameOp(t, bw, tc.op, bytes.Repeat([]byte{'c'}, tc.payload))
+			want = append(want, sendFrame(t, bw, opText, bytes.Repeat([]byte{'a'}, 300))...)
+			want = append(want, sendFrame(t, bw, opBin, bytes.Repeat([]byte{'b'}, 960))...)
+			control := sendFrame(t, bw, tc.op, bytes.Repeat([]byte{'c'}, tc.payload))
 			want = append(want, control...)
 			if got := rec.all(); !bytes.Equal(got, want) {
 				t.Fatalf("before endBatch %d bytes out, want the data frames and the control frame (%d)", len(got), len(want))
 			}
-			want = append(want, writeFrameOp(t, bw, opText, bytes.Repeat([]byte{'d'}, 50))...)
+			want = append(want, sendFrame(t, bw, opText, bytes.Repeat([]byte{'d'}, 50))...)
 			if err := fw.endBatch(); err != nil {
 				t.Fatal(err)
 			}
@@ -205,8 +194,8 @@ func TestFrameWriterBatch(t *testing.T) {
 		fw := &frameWriter{conn: rec}
 		bw := bufio.NewWriterSize(fw, frameHeadSize)
 		fw.beginBatch()
-		small := writeFrameOp(t, bw, opText, bytes.Repeat([]byte{'a'}, 100))
-		large := writeFrameOp(t, bw, opBin, bytes.Repeat([]byte{'b'}, 20<<10))
+		small := sendFrame(t, bw, opText, bytes.Repeat([]byte{'a'}, 100))
+		large := sendFrame(t, bw, opBin, bytes.Repeat([]byte{'b'}, 20<<10))
 		if err := fw.endBatch(); err != nil {
 			t.Fatal(err)
 		}

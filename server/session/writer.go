@@ -119,24 +119,25 @@ func (s *Session) writeBatch(batch []message, discard bool) error {
 		// (pongs, the close frame) must not meet a passed deadline.
 		defer dl.SetWriteDeadline(time.Time{}) //nolint:errcheck // a closed connection fails its next write anyway
 	}
-	if fw := s.opts.frameWriter; fw != nil && len(batch) > 1 {
-		// Messages queued together leave in one system call: all of them
-		// were ready, so none waits for another.
+	// Messages queued together leave in one system call: all of them were
+	// ready, so none waits for another.
+	fw := s.opts.frameWriter
+	batched := fw != nil && len(batch) > 1
+	if batched {
 		fw.beginBatch()
-		for _, m := range batch {
-			if err := s.write(ctx, m); err != nil {
-				_ = fw.endBatch()
-				return err
-			}
-		}
-		return fw.endBatch()
 	}
+	var err error
 	for _, m := range batch {
-		if err := s.write(ctx, m); err != nil {
-			return err
+		if err = s.write(ctx, m); err != nil {
+			break
 		}
 	}
-	return nil
+	if batched {
+		if endErr := fw.endBatch(); err == nil {
+			err = endErr
+		}
+	}
+	return err
 }
 
 // write sends one message within the batch's bound. The context is
